@@ -1,0 +1,1 @@
+//! bai coordinator library.
