@@ -1,1 +1,5 @@
-fn main() {}
+//! The `bai` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    bai_cli::main_entry()
+}
