@@ -1,0 +1,444 @@
+//! The agent's configuration: command-line flags (clap), the optional TOML
+//! file (`/etc/bai/agent.toml`), and the environment (`BAI_COORDINATOR`,
+//! systemd's `STATE_DIRECTORY`), merged with flags first, then environment,
+//! then file, then defaults. Resolving is pure: the caller reads the file and
+//! the environment and passes them in.
+
+use crate::model::is_word_id;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the agent looks for its configuration file when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/bai/agent.toml";
+/// The coordinator address used when neither flag, environment nor file gives one.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7150";
+/// The state directory used when neither flag, file nor `$STATE_DIRECTORY` gives one.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bai-agent";
+/// Exit status for a configuration error (systemd's unit does not restart on it).
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+const AFTER_HELP: &str = "\
+Settings come from flags, then the environment (BAI_COORDINATOR), then the config file
+(default /etc/bai/agent.toml, optional), then defaults.
+
+Exit status:
+  0  stopped cleanly (SIGTERM/SIGINT, or the coordinator sent Shutdown); jobs keep running
+  1  runtime error (systemd restarts the agent; it adopts its running jobs)
+  2  bad configuration: invalid flags, unreadable or invalid config file, missing
+     workspace/cluster (systemd does not restart on this)";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `bai-agent`'s command line.
+#[derive(Debug, Parser)]
+#[command(name = "bai-agent", version, about = "bai node agent: registers this node with the coordinator, runs its jobs and ships their output", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// TOML configuration file [default: /etc/bai/agent.toml if it exists]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Coordinator URL [env: BAI_COORDINATOR] [default: http://127.0.0.1:7150]
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// Workspace of the cluster this node belongs to
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Cluster this node belongs to
+    #[arg(long, value_name = "C")]
+    pub cluster: Option<String>,
+    /// Node id (1-64 of [-A-Za-z0-9_]) [default: generated once, kept in <state-dir>/node-id]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// State directory: node id, job records and output spool [default: $STATE_DIRECTORY or /var/lib/bai-agent]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Internal: supervise one job (started by the agent itself).
+    #[command(hide = true)]
+    Shim { job_dir: PathBuf },
+}
+
+/// The TOML file's contents; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub coordinator: Option<String>,
+    pub workspace: Option<String>,
+    pub cluster: Option<String>,
+    pub node_id: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    /// Shell that runs job command lines as `<shell> -c <command line>`.
+    pub job_shell: Option<PathBuf>,
+    /// `$AZ_BATCHAI_MOUNT_ROOT` [default: <state-dir>/mounts].
+    pub mount_root: Option<PathBuf>,
+    /// `$AZ_BATCHAI_JOB_TEMP_DIR` [default: <state-dir>/work].
+    pub job_temp_root: Option<PathBuf>,
+    /// Grace period between SIGTERM and SIGKILL when the coordinator gives none
+    /// and for the max wall clock time [default: 10].
+    pub terminate_grace_secs: Option<u64>,
+}
+
+/// What the process environment contributes (read by `main`).
+#[derive(Debug, Default, Clone)]
+pub struct EnvSource {
+    pub bai_coordinator: Option<String>,
+    pub state_directory: Option<String>,
+}
+
+/// Output shipping limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShipConfig {
+    /// Largest `OutputChunk` payload.
+    pub chunk_bytes: usize,
+    /// Bytes of one job sent but not yet acknowledged, at most.
+    pub max_unacked_bytes: u64,
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: 1 << 20,
+            max_unacked_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The resolved configuration `run` works with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub coordinator: String,
+    pub workspace: String,
+    pub cluster: String,
+    pub node_id: Option<String>,
+    pub state_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub job_shell: PathBuf,
+    pub mount_root: PathBuf,
+    pub job_temp_root: PathBuf,
+    pub default_grace: Duration,
+    /// The program started as `<shim_exe> shim <job-dir>` for each job
+    /// (the agent binary itself).
+    pub shim_exe: PathBuf,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub ship: ShipConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0} is required (flag --{0} or key `{0}` in the config file)")]
+    Missing(&'static str),
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Reads the config file named by `--config` (which must exist), or the
+/// default file if it exists. Returns the path with its text.
+pub fn read_config_file(cli: &Cli) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+impl Config {
+    /// Merges flags, environment and file into a validated configuration.
+    pub fn resolve(
+        cli: &Cli,
+        file: Option<(&Path, &str)>,
+        env: &EnvSource,
+        shim_exe: PathBuf,
+    ) -> Result<Self, ConfigError> {
+        let f = match file {
+            Some((path, text)) => {
+                toml::from_str::<FileConfig>(text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let coordinator = cli
+            .coordinator
+            .clone()
+            .or_else(|| env.bai_coordinator.clone().filter(|s| !s.is_empty()))
+            .or(f.coordinator)
+            .unwrap_or_else(|| DEFAULT_COORDINATOR.to_owned());
+        check_url(&coordinator)?;
+        let workspace = cli
+            .workspace
+            .clone()
+            .or(f.workspace)
+            .ok_or(ConfigError::Missing("workspace"))?;
+        check_name("workspace", &workspace)?;
+        let cluster = cli
+            .cluster
+            .clone()
+            .or(f.cluster)
+            .ok_or(ConfigError::Missing("cluster"))?;
+        check_name("cluster", &cluster)?;
+        let node_id = cli.node_id.clone().or(f.node_id);
+        if let Some(id) = &node_id {
+            check_name("node-id", id)?;
+        }
+        let state_dir = cli
+            .state_dir
+            .clone()
+            .or(f.state_dir)
+            .or_else(|| {
+                env.state_directory
+                    .as_deref()
+                    .and_then(|s| s.split(':').find(|p| !p.is_empty()))
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let state_dir = absolute("state-dir", state_dir)?;
+        let mount_root = absolute(
+            "mount_root",
+            f.mount_root.unwrap_or_else(|| state_dir.join("mounts")),
+        )?;
+        let job_temp_root = absolute(
+            "job_temp_root",
+            f.job_temp_root.unwrap_or_else(|| state_dir.join("work")),
+        )?;
+        Ok(Self {
+            coordinator,
+            workspace,
+            cluster,
+            node_id,
+            log_format: cli.log_format.or(f.log_format).unwrap_or_default(),
+            job_shell: f.job_shell.unwrap_or_else(|| PathBuf::from("bash")),
+            mount_root,
+            job_temp_root,
+            default_grace: Duration::from_secs(f.terminate_grace_secs.unwrap_or(10)),
+            shim_exe,
+            state_dir,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            ship: ShipConfig::default(),
+        })
+    }
+
+    /// A configuration with defaults for everything but the essentials, for
+    /// embedding the agent (tests, local tools).
+    pub fn new(
+        coordinator: &str,
+        workspace: &str,
+        cluster: &str,
+        state_dir: &Path,
+        shim_exe: &Path,
+    ) -> Result<Self, ConfigError> {
+        let cli = Cli {
+            command: None,
+            config: None,
+            coordinator: Some(coordinator.to_owned()),
+            workspace: Some(workspace.to_owned()),
+            cluster: Some(cluster.to_owned()),
+            node_id: None,
+            state_dir: Some(state_dir.to_owned()),
+            log_format: None,
+        };
+        Self::resolve(&cli, None, &EnvSource::default(), shim_exe.to_owned())
+    }
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    if is_word_id(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            value: value.to_owned(),
+            reason: "must be 1 to 64 characters of letters, digits, '_' or '-'".into(),
+        })
+    }
+}
+
+fn check_url(value: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        field: "coordinator",
+        value: value.to_owned(),
+        reason,
+    };
+    let uri: tonic::transport::Uri = value.parse().map_err(|e| invalid(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(invalid(
+                "https is not supported yet (this build has no TLS); use http://".into(),
+            ));
+        }
+        _ => return Err(invalid("the URL must start with http://".into())),
+    }
+    if uri.host().is_none() {
+        return Err(invalid("the URL names no host".into()));
+    }
+    Ok(())
+}
+
+fn absolute(field: &'static str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        std::path::absolute(&p).map_err(|e| ConfigError::Invalid {
+            field,
+            value: p.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("bai-agent").chain(args.iter().copied())).unwrap()
+    }
+
+    fn resolve(args: &[&str], file: Option<&str>, env: EnvSource) -> Result<Config, ConfigError> {
+        let path = Path::new("/etc/bai/agent.toml");
+        Config::resolve(&cli(args), file.map(|t| (path, t)), &env, "/x".into())
+    }
+
+    #[test]
+    fn flags_override_env_and_file() {
+        let file = "coordinator = \"http://file:1\"\nworkspace = \"fw\"\ncluster = \"fc\"\nstate_dir = \"/srv/f\"\n";
+        let env = EnvSource {
+            bai_coordinator: Some("http://env:2".into()),
+            state_directory: Some("/var/lib/sd".into()),
+        };
+        let c = resolve(
+            &["--workspace", "w1", "--state-dir", "/tmp/s"],
+            Some(file),
+            env.clone(),
+        )
+        .unwrap();
+        assert_eq!(c.coordinator, "http://env:2");
+        assert_eq!((c.workspace.as_str(), c.cluster.as_str()), ("w1", "fc"));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(c.mount_root, PathBuf::from("/tmp/s/mounts"));
+        let c = resolve(&["--coordinator", "http://flag:3"], Some(file), env).unwrap();
+        assert_eq!(c.coordinator, "http://flag:3");
+        assert_eq!(c.state_dir, PathBuf::from("/srv/f"));
+    }
+
+    #[test]
+    fn defaults_and_systemd_state_directory() {
+        let env = EnvSource {
+            bai_coordinator: None,
+            state_directory: Some("/var/lib/bai-agent:/var/lib/other".into()),
+        };
+        let c = resolve(&["--workspace", "w", "--cluster", "c"], None, env).unwrap();
+        assert_eq!(c.coordinator, DEFAULT_COORDINATOR);
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/bai-agent"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.default_grace, Duration::from_secs(10));
+        assert_eq!(c.job_shell, PathBuf::from("bash"));
+    }
+
+    #[test]
+    fn bad_configuration_is_reported() {
+        let e = resolve(&["--cluster", "c"], None, EnvSource::default()).unwrap_err();
+        assert!(matches!(e, ConfigError::Missing("workspace")), "{e}");
+        let e = resolve(
+            &["--workspace", "w", "--cluster", "c/../x"],
+            None,
+            EnvSource::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cluster"), "{e}");
+        let e = resolve(
+            &[
+                "--workspace",
+                "w",
+                "--cluster",
+                "c",
+                "--coordinator",
+                "ftp://x",
+            ],
+            None,
+            EnvSource::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("http://"), "{e}");
+        let e = resolve(
+            &[
+                "--workspace",
+                "w",
+                "--cluster",
+                "c",
+                "--coordinator",
+                "https://x:1",
+            ],
+            None,
+            EnvSource::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("TLS"), "{e}");
+        let e = resolve(
+            &["--workspace", "w", "--cluster", "c"],
+            Some("bogus_key = 1"),
+            EnvSource::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("bogus_key"), "{e}");
+        let e = resolve(
+            &["--workspace", "w", "--cluster", "c", "--node-id", "a b"],
+            None,
+            EnvSource::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("node-id"), "{e}");
+    }
+
+    #[test]
+    fn explicit_missing_config_file_is_an_error() {
+        let c = cli(&["--config", "/nonexistent/bai/agent.toml"]);
+        assert!(matches!(
+            read_config_file(&c),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn shim_subcommand_parses() {
+        let c = cli(&["shim", "/var/lib/bai-agent/jobs/j1"]);
+        assert!(
+            matches!(c.command, Some(Command::Shim { ref job_dir }) if job_dir == Path::new("/var/lib/bai-agent/jobs/j1"))
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! The only module that knows `bai_proto`: maps protocol messages to the
+//! agent's domain types ([`crate::model`]) and back.
+//!
+//! Messages are built with `..Default::default()` so that fields added to the
+//! protocol later (additively, by other issues) keep this module compiling.
+#![allow(clippy::needless_update)]
+
+use crate::model::{
+    Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, Outbound, Stream,
+};
+use bai_proto::v1 as pb;
+use pb::agent_message::Msg as AgentMsg;
+use pb::coordinator_message::Msg as CoordMsg;
+use std::time::{Duration, SystemTime};
+
+/// Encodes an outbound message. Output data is moved, not copied.
+pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
+    let msg = match msg {
+        Outbound::Register(r) => AgentMsg::Register(pb::Register {
+            node_id: r.node_id,
+            workspace: r.workspace,
+            cluster: r.cluster,
+            hostname: r.hostname,
+            ip_address: r.ip_address,
+            cpu_count: r.cpu_count,
+            memory_bytes: r.memory_bytes,
+            agent_version: r.agent_version,
+            jobs: r.jobs.into_iter().map(held_job).collect(),
+            ..Default::default()
+        }),
+        Outbound::Heartbeat { time, metrics } => AgentMsg::Heartbeat(pb::Heartbeat {
+            time: Some(time.into()),
+            cpu_percent: metrics.cpu_percent,
+            memory_used_bytes: metrics.memory_used_bytes,
+            ..Default::default()
+        }),
+        Outbound::JobStarted {
+            job_id,
+            start_time,
+            pid,
+        } => AgentMsg::JobStarted(pb::JobStarted {
+            job_id: job_id.as_str().to_owned(),
+            start_time: Some(start_time.into()),
+            pid,
+            ..Default::default()
+        }),
+        Outbound::JobExited { job_id, exit } => AgentMsg::JobExited(job_exited(&job_id, exit)),
+        Outbound::Refused { raw_job_id, reason } => AgentMsg::JobExited(job_exited_with_id(
+            raw_job_id,
+            JobExit {
+                exit_code: -1,
+                end_time: SystemTime::now(),
+                error: Some(JobError::new("InvalidAssignment", reason)),
+                terminated: false,
+                lengths: [0; 3],
+            },
+        )),
+        Outbound::Output {
+            job_id,
+            stream,
+            offset,
+            data,
+        } => AgentMsg::Output(pb::OutputChunk {
+            job_id: job_id.as_str().to_owned(),
+            stream: stream_to_pb(stream) as i32,
+            offset,
+            data,
+            ..Default::default()
+        }),
+    };
+    pb::AgentMessage { msg: Some(msg) }
+}
+
+fn held_job(j: HeldJob) -> pb::HeldJob {
+    pb::HeldJob {
+        job_id: j.job_id.as_str().to_owned(),
+        start_time: j.start_time.map(Into::into),
+        exited: j.exit.map(|e| job_exited(&j.job_id, e)),
+        lengths: lengths(&j.lengths),
+        ..Default::default()
+    }
+}
+
+fn job_exited(job_id: &JobId, exit: JobExit) -> pb::JobExited {
+    job_exited_with_id(job_id.as_str().to_owned(), exit)
+}
+
+fn job_exited_with_id(job_id: String, exit: JobExit) -> pb::JobExited {
+    pb::JobExited {
+        job_id,
+        end_time: Some(exit.end_time.into()),
+        exit_code: exit.exit_code,
+        error: exit.error.map(|e| pb::BatchAiError {
+            code: e.code,
+            message: e.message,
+            details: Vec::new(),
+        }),
+        lengths: lengths(&exit.lengths),
+        terminated: exit.terminated,
+        ..Default::default()
+    }
+}
+
+fn lengths(l: &[u64; 3]) -> Vec<pb::StreamLength> {
+    Stream::ALL
+        .iter()
+        .map(|s| pb::StreamLength {
+            stream: stream_to_pb(*s) as i32,
+            length: l[s.index()],
+        })
+        .collect()
+}
+
+fn stream_to_pb(s: Stream) -> pb::OutputStream {
+    match s {
+        Stream::Stdout => pb::OutputStream::Stdout,
+        Stream::Stderr => pb::OutputStream::Stderr,
+        Stream::ExecutionLog => pb::OutputStream::ExecutionLog,
+    }
+}
+
+fn stream_from_pb(v: i32) -> Option<Stream> {
+    match pb::OutputStream::try_from(v).ok()? {
+        pb::OutputStream::Stdout => Some(Stream::Stdout),
+        pb::OutputStream::Stderr => Some(Stream::Stderr),
+        pb::OutputStream::ExecutionLog => Some(Stream::ExecutionLog),
+        pb::OutputStream::Unspecified => None,
+    }
+}
+
+/// A protobuf duration as a std one; negative or absent means none.
+fn duration(d: Option<prost_types::Duration>) -> Option<Duration> {
+    d.and_then(|d| Duration::try_from(d).ok())
+}
+
+fn env(v: Vec<pb::EnvironmentVariable>) -> Vec<EnvVar> {
+    v.into_iter()
+        .map(|e| EnvVar::new(e.name, e.value))
+        .collect()
+}
+
+fn ack(a: pb::OutputAck) -> Result<Ack, String> {
+    let job_id = JobId::parse(&a.job_id)?;
+    let stream = stream_from_pb(a.stream)
+        .ok_or_else(|| format!("output ack for job {job_id} names no stream"))?;
+    Ok(Ack {
+        job_id,
+        stream,
+        offset: a.offset,
+    })
+}
+
+/// Decodes a coordinator message. Malformed content becomes
+/// [`Inbound::Ignored`] or [`Inbound::BadAssignment`], never an error: one bad
+/// message does not end the session.
+pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
+    let Some(msg) = m.msg else {
+        return Inbound::Ignored("empty coordinator message".into());
+    };
+    match msg {
+        CoordMsg::Registered(r) => {
+            let mut resume = Vec::with_capacity(r.resume.len());
+            for a in r.resume {
+                match ack(a) {
+                    Ok(a) => resume.push(a),
+                    Err(e) => return Inbound::Ignored(format!("registered: {e}")),
+                }
+            }
+            Inbound::Registered {
+                node_id: r.node_id,
+                heartbeat_interval: duration(r.heartbeat_interval),
+                resume,
+            }
+        }
+        CoordMsg::AssignJob(a) => match JobId::parse(&a.job_id) {
+            Ok(job_id) => Inbound::AssignJob(Box::new(JobSpec {
+                job_id,
+                workspace: a.workspace,
+                experiment: a.experiment,
+                job_name: a.job_name,
+                command_line: a.command_line,
+                environment_variables: env(a.environment_variables),
+                secrets: env(a.secrets),
+                system_environment_variables: env(a.system_environment_variables),
+                max_wall_clock_time: duration(a.max_wall_clock_time).filter(|d| !d.is_zero()),
+            })),
+            Err(reason) => Inbound::BadAssignment {
+                raw_job_id: a.job_id,
+                reason,
+            },
+        },
+        CoordMsg::TerminateJob(t) => match JobId::parse(&t.job_id) {
+            Ok(job_id) => Inbound::TerminateJob {
+                job_id,
+                grace_period: duration(t.grace_period),
+            },
+            Err(e) => Inbound::Ignored(format!("terminate: {e}")),
+        },
+        CoordMsg::OutputAck(a) => match ack(a) {
+            Ok(a) => Inbound::OutputAck(a),
+            Err(e) => Inbound::Ignored(format!("output ack: {e}")),
+        },
+        CoordMsg::ReleaseJob(r) => match JobId::parse(&r.job_id) {
+            Ok(id) => Inbound::ReleaseJob(id),
+            Err(e) => Inbound::Ignored(format!("release: {e}")),
+        },
+        CoordMsg::Shutdown(s) => Inbound::Shutdown { reason: s.reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_round_trips_into_domain() {
+        let m = pb::CoordinatorMessage {
+            msg: Some(CoordMsg::AssignJob(pb::AssignJob {
+                job_id: "j-1".into(),
+                command_line: "echo hi".into(),
+                secrets: vec![pb::EnvironmentVariable {
+                    name: "S".into(),
+                    value: "v".into(),
+                }],
+                max_wall_clock_time: Some(prost_types::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })),
+        };
+        let Inbound::AssignJob(spec) = from_pb(m) else {
+            panic!("not an assignment")
+        };
+        assert_eq!(spec.job_id.as_str(), "j-1");
+        assert_eq!(spec.secrets, vec![EnvVar::new("S", "v")]);
+        assert_eq!(spec.max_wall_clock_time, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn unsafe_job_id_is_a_bad_assignment() {
+        let m = pb::CoordinatorMessage {
+            msg: Some(CoordMsg::AssignJob(pb::AssignJob {
+                job_id: "../../etc".into(),
+                ..Default::default()
+            })),
+        };
+        assert!(matches!(from_pb(m), Inbound::BadAssignment { .. }));
+    }
+
+    #[test]
+    fn output_keeps_bytes_and_stream() {
+        let m = to_pb(Outbound::Output {
+            job_id: JobId::parse("j").unwrap(),
+            stream: Stream::Stderr,
+            offset: 7,
+            data: vec![0, 255, 1],
+        });
+        let Some(AgentMsg::Output(c)) = m.msg else {
+            panic!("not output")
+        };
+        assert_eq!(c.stream, pb::OutputStream::Stderr as i32);
+        assert_eq!((c.offset, c.data), (7, vec![0, 255, 1]));
+    }
+}

@@ -1,0 +1,189 @@
+//! The environment a job runs with (pure functions over data): a sane base
+//! (PATH, HOME, USER, LANG...), the coordinator's `AZ_BATCHAI_*` variables,
+//! the node-local Batch AI paths, the job's own variables, then its secrets.
+//! Later entries override earlier ones of the same name.
+
+use crate::model::{EnvVar, JobSpec};
+use std::path::Path;
+
+/// `PATH` for jobs (the agent's own PATH may be systemd's minimal one).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The user the jobs run as and a few settings taken from the agent's environment.
+#[derive(Clone, Debug)]
+pub struct BaseEnv {
+    pub user: String,
+    pub home: String,
+    pub lang: Option<String>,
+    pub tz: Option<String>,
+}
+
+impl BaseEnv {
+    /// The current user's name and home, `LANG` and `TZ` from the agent's environment.
+    pub fn from_process() -> Self {
+        let uid = nix::unistd::getuid();
+        let user = nix::unistd::User::from_uid(uid).ok().flatten();
+        Self {
+            user: user
+                .as_ref()
+                .map_or_else(|| uid.to_string(), |u| u.name.clone()),
+            home: user.map_or_else(|| "/".to_owned(), |u| u.dir.display().to_string()),
+            lang: std::env::var("LANG").ok().filter(|s| !s.is_empty()),
+            tz: std::env::var("TZ").ok().filter(|s| !s.is_empty()),
+        }
+    }
+
+    fn vars(&self) -> Vec<EnvVar> {
+        let mut v = vec![
+            EnvVar::new("PATH", DEFAULT_PATH),
+            EnvVar::new("HOME", &self.home),
+            EnvVar::new("USER", &self.user),
+            EnvVar::new("LOGNAME", &self.user),
+            EnvVar::new("SHELL", "/bin/bash"),
+            EnvVar::new("LANG", self.lang.as_deref().unwrap_or("C.UTF-8")),
+        ];
+        if let Some(tz) = &self.tz {
+            v.push(EnvVar::new("TZ", tz));
+        }
+        v
+    }
+}
+
+/// The node-local Batch AI paths of one job.
+#[derive(Clone, Debug)]
+pub struct NodePaths<'a> {
+    pub job_temp: &'a Path,
+    pub job_temp_root: &'a Path,
+    pub shared_job_temp: &'a Path,
+    pub stdouterr_dir: &'a Path,
+    pub mount_root: &'a Path,
+    pub job_mount_root: &'a Path,
+    pub num_gpus: u32,
+}
+
+impl NodePaths<'_> {
+    fn vars(&self) -> Vec<EnvVar> {
+        let p = |name: &str, path: &Path| EnvVar::new(name, path.display().to_string());
+        vec![
+            p("AZ_BATCHAI_JOB_TEMP", self.job_temp),
+            p("AZ_BATCHAI_JOB_TEMP_DIR", self.job_temp_root),
+            p("AZ_BATCHAI_SHARED_JOB_TEMP", self.shared_job_temp),
+            p("AZ_BATCHAI_STDOUTERR_DIR", self.stdouterr_dir),
+            p("AZ_BATCHAI_MOUNT_ROOT", self.mount_root),
+            p("AZ_BATCHAI_JOB_MOUNT_ROOT", self.job_mount_root),
+            EnvVar::new("AZ_BATCHAI_NUM_GPUS", self.num_gpus.to_string()),
+        ]
+    }
+}
+
+/// The job's full environment, in a stable order.
+pub fn job_env(base: &BaseEnv, spec: &JobSpec, node: &NodePaths<'_>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let layers = [
+        base.vars(),
+        spec.system_environment_variables.clone(),
+        node.vars(),
+        spec.environment_variables.clone(),
+        spec.secrets.clone(),
+    ];
+    for var in layers.into_iter().flatten() {
+        if var.name.is_empty() || var.name.contains('=') || var.name.contains('\0') {
+            continue;
+        }
+        match out.iter_mut().find(|(n, _)| *n == var.name) {
+            Some(slot) => slot.1 = var.value,
+            None => out.push((var.name, var.value)),
+        }
+    }
+    out.retain(|(_, v)| !v.contains('\0'));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobId;
+    use std::path::PathBuf;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            job_id: JobId::parse("j1").unwrap(),
+            workspace: "w".into(),
+            experiment: "e".into(),
+            job_name: "n".into(),
+            command_line: "echo $TOKEN".into(),
+            environment_variables: vec![
+                EnvVar::new("EPOCHS", "3"),
+                EnvVar::new("LANG", "de_DE.UTF-8"),
+            ],
+            secrets: vec![EnvVar::new("TOKEN", "s3cr3t"), EnvVar::new("BAD=NAME", "x")],
+            system_environment_variables: vec![
+                EnvVar::new("AZ_BATCHAI_JOB_NAME", "n"),
+                EnvVar::new("AZ_BATCHAI_NUM_GPUS", "99"),
+            ],
+            max_wall_clock_time: None,
+        }
+    }
+
+    fn env() -> Vec<(String, String)> {
+        let base = BaseEnv {
+            user: "root".into(),
+            home: "/root".into(),
+            lang: None,
+            tz: None,
+        };
+        let p = |s: &str| PathBuf::from(s);
+        let (t, r, sh, so, m, jm) = (
+            p("/w/j1"),
+            p("/w"),
+            p("/w/j1/shared"),
+            p("/s/jobs/j1/stdouterr"),
+            p("/m"),
+            p("/s/job-mounts/j1"),
+        );
+        let node = NodePaths {
+            job_temp: &t,
+            job_temp_root: &r,
+            shared_job_temp: &sh,
+            stdouterr_dir: &so,
+            mount_root: &m,
+            job_mount_root: &jm,
+            num_gpus: 0,
+        };
+        job_env(&base, &spec(), &node)
+    }
+
+    fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn layers_are_merged_in_order() {
+        let e = env();
+        assert_eq!(get(&e, "PATH"), Some(DEFAULT_PATH));
+        assert_eq!(get(&e, "HOME"), Some("/root"));
+        assert_eq!(get(&e, "AZ_BATCHAI_JOB_NAME"), Some("n"));
+        // Node-local values win over the coordinator's for node-local variables.
+        assert_eq!(get(&e, "AZ_BATCHAI_NUM_GPUS"), Some("0"));
+        assert_eq!(
+            get(&e, "AZ_BATCHAI_STDOUTERR_DIR"),
+            Some("/s/jobs/j1/stdouterr")
+        );
+        assert_eq!(get(&e, "AZ_BATCHAI_JOB_TEMP"), Some("/w/j1"));
+        assert_eq!(
+            get(&e, "AZ_BATCHAI_JOB_MOUNT_ROOT"),
+            Some("/s/job-mounts/j1")
+        );
+        // The job's own variables override the base.
+        assert_eq!(get(&e, "LANG"), Some("de_DE.UTF-8"));
+        assert_eq!(get(&e, "EPOCHS"), Some("3"));
+        assert_eq!(e.iter().filter(|(n, _)| n == "LANG").count(), 1);
+    }
+
+    #[test]
+    fn secrets_are_in_the_environment_and_bad_names_are_dropped() {
+        let e = env();
+        assert_eq!(get(&e, "TOKEN"), Some("s3cr3t"));
+        assert!(e.iter().all(|(n, _)| !n.contains('=')));
+    }
+}

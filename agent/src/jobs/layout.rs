@@ -1,0 +1,261 @@
+//! Where a job's files live and the small records kept in its directory.
+//!
+//! ```text
+//! <state-dir>/jobs/<job-id>/
+//!     launch.json      what to run: shell, command line, full environment (0600: holds secrets)
+//!     started.json     written by the shim once the job's process runs: pids, start time
+//!     exit.json        written by the shim (or the agent) once the job has ended
+//!     terminate.json   written by the agent before it signals the job: why, when, grace
+//!     shim.log         the shim's own stderr (panics, nothing else)
+//!     stdouterr/{stdout.txt,stderr.txt,execution.log}   the output spool
+//! <job-temp-root>/<job-id>/          $AZ_BATCHAI_JOB_TEMP, the job's working directory
+//! <job-temp-root>/<job-id>/shared/   $AZ_BATCHAI_SHARED_JOB_TEMP
+//! <state-dir>/job-mounts/<job-id>/   $AZ_BATCHAI_JOB_MOUNT_ROOT
+//! ```
+//!
+//! Every record is written atomically (temporary file, fsync, rename), so a
+//! reader sees either nothing or the whole record.
+
+use crate::model::{JobError, JobId, Stream};
+use crate::timefmt;
+use serde::{Deserialize, Serialize};
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The roots under which job files are created.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub jobs_root: PathBuf,
+    pub job_temp_root: PathBuf,
+    pub job_mounts_root: PathBuf,
+    pub mount_root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(state_dir: &Path, job_temp_root: &Path, mount_root: &Path) -> Self {
+        Self {
+            jobs_root: state_dir.join("jobs"),
+            job_temp_root: job_temp_root.to_owned(),
+            job_mounts_root: state_dir.join("job-mounts"),
+            mount_root: mount_root.to_owned(),
+        }
+    }
+
+    pub fn job(&self, id: &JobId) -> JobPaths {
+        JobPaths::new(
+            self.jobs_root.join(id.as_str()),
+            self.job_temp_root.join(id.as_str()),
+            self.job_mounts_root.join(id.as_str()),
+        )
+    }
+}
+
+/// Paths of one job's files.
+#[derive(Clone, Debug)]
+pub struct JobPaths {
+    pub dir: PathBuf,
+    pub spool: PathBuf,
+    pub launch: PathBuf,
+    pub started: PathBuf,
+    pub exit: PathBuf,
+    pub terminate: PathBuf,
+    pub shim_log: PathBuf,
+    pub temp: PathBuf,
+    pub shared_temp: PathBuf,
+    pub mount_root: PathBuf,
+}
+
+impl JobPaths {
+    /// Paths for a job directory; `temp` and `mount_root` are the node-local
+    /// directories the job uses (not inside `dir`).
+    pub fn new(dir: PathBuf, temp: PathBuf, mount_root: PathBuf) -> Self {
+        Self {
+            spool: dir.join("stdouterr"),
+            launch: dir.join("launch.json"),
+            started: dir.join("started.json"),
+            exit: dir.join("exit.json"),
+            terminate: dir.join("terminate.json"),
+            shim_log: dir.join("shim.log"),
+            shared_temp: temp.join("shared"),
+            temp,
+            mount_root,
+            dir,
+        }
+    }
+
+    pub fn stream(&self, s: Stream) -> PathBuf {
+        self.spool.join(s.file_name())
+    }
+
+    /// Current length of each spool file (0 where missing).
+    pub fn lengths(&self) -> [u64; 3] {
+        Stream::ALL.map(|s| std::fs::metadata(self.stream(s)).map_or(0, |m| m.len()))
+    }
+}
+
+/// What the shim runs (`launch.json`, mode 0600: the environment holds the
+/// job's secrets, which appear nowhere else on disk and on no argv).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    pub job_id: String,
+    pub shell: PathBuf,
+    pub command_line: String,
+    pub work_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub max_wall_clock_ms: Option<u64>,
+    pub assigned_at_ns: u64,
+}
+
+/// The job's process is running (`started.json`, written by the shim).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedRecord {
+    pub shim_pid: i32,
+    pub pid: i32,
+    pub pgid: i32,
+    pub start_time_ns: u64,
+}
+
+/// The job has ended (`exit.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code; 128+N when killed by signal N; -1 when it never ran.
+    pub exit_code: i32,
+    pub end_time_ns: u64,
+    #[serde(default)]
+    pub error: Option<JobError>,
+}
+
+/// Why the agent is stopping a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminateReason {
+    /// The coordinator sent TerminateJob.
+    Coordinator,
+    /// The job ran past its max wall clock time.
+    MaxWallClockTime,
+}
+
+/// The agent decided to stop the job (`terminate.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateRecord {
+    pub reason: TerminateReason,
+    pub requested_at_ns: u64,
+    pub grace_ms: u64,
+}
+
+/// Writes `bytes` to `path` atomically with the given mode.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // Make the rename durable; failure here is not worth failing for.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// Writes a JSON record atomically.
+pub fn write_record<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    write_atomic(path, &bytes, mode)
+}
+
+/// Reads a JSON record; `Ok(None)` when the file does not exist.
+pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends one timestamped line to a job's `execution.log` in a single
+/// `write` on an `O_APPEND` descriptor, so the agent's and the shim's lines
+/// never interleave.
+pub fn log_line(path: &Path, message: &str) -> io::Result<()> {
+    let line = format!("{} {message}\n", timefmt::rfc3339(SystemTime::now()));
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all(line.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn records_round_trip_atomically_with_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("exit.json");
+        assert!(read_record::<ExitRecord>(&p).unwrap().is_none());
+        let rec = ExitRecord {
+            exit_code: 143,
+            end_time_ns: 5,
+            error: Some(JobError::new("X", "y")),
+        };
+        write_record(&p, &rec, 0o600).unwrap();
+        assert_eq!(read_record::<ExitRecord>(&p).unwrap(), Some(rec));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("exit.json.tmp").exists());
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("started.json");
+        std::fs::write(&p, b"{\"shim_pid\":").unwrap();
+        assert!(read_record::<StartedRecord>(&p).is_err());
+    }
+
+    #[test]
+    fn log_lines_append_with_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("execution.log");
+        log_line(&p, "one").unwrap();
+        log_line(&p, "two").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].ends_with("Z one") && lines[1].ends_with("Z two"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn paths_follow_the_layout() {
+        let l = Layout::new(
+            Path::new("/s"),
+            Path::new("/s/work"),
+            Path::new("/s/mounts"),
+        );
+        let p = l.job(&JobId::parse("j1").unwrap());
+        assert_eq!(
+            p.stream(Stream::Stdout),
+            PathBuf::from("/s/jobs/j1/stdouterr/stdout.txt")
+        );
+        assert_eq!(p.shared_temp, PathBuf::from("/s/work/j1/shared"));
+        assert_eq!(p.mount_root, PathBuf::from("/s/job-mounts/j1"));
+    }
+}

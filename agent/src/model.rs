@@ -1,0 +1,287 @@
+//! The agent's domain types: job ids, output streams, the job an assignment
+//! describes, how a job ended, and the messages the agent exchanges with the
+//! coordinator in protocol-free form. Only `convert.rs` maps them to `bai_proto`.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// A validated job id: 1..=64 characters of `[-\w]` (ASCII letters, digits,
+/// `_` and `-`). It names a directory, so nothing else is allowed in it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Checks `s` and wraps it; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if is_word_id(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "job id {s:?} must be 1 to 64 characters of letters, digits, '_' or '-'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `^[-\w]{1,64}$` over ASCII, the rule for node ids and job ids.
+pub fn is_word_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// One of a job's three output streams (Batch AI's `stdouterr` files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    ExecutionLog,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::ExecutionLog];
+
+    /// The spool file name, as in Batch AI's `stdouterr` directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout.txt",
+            Stream::Stderr => "stderr.txt",
+            Stream::ExecutionLog => "execution.log",
+        }
+    }
+
+    /// Position in `[_; 3]` arrays indexed by stream.
+    pub fn index(self) -> usize {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+            Stream::ExecutionLog => 2,
+        }
+    }
+}
+
+/// A name/value pair for a process environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl EnvVar {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}", self.name, self.value)
+    }
+}
+
+/// Everything an assignment says about the job to run on this node.
+/// `Debug` prints secret names only, never their values.
+#[derive(Clone)]
+pub struct JobSpec {
+    pub job_id: JobId,
+    pub workspace: String,
+    pub experiment: String,
+    pub job_name: String,
+    pub command_line: String,
+    pub environment_variables: Vec<EnvVar>,
+    pub secrets: Vec<EnvVar>,
+    pub system_environment_variables: Vec<EnvVar>,
+    pub max_wall_clock_time: Option<Duration>,
+}
+
+impl fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret_names: Vec<&str> = self.secrets.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("JobSpec")
+            .field("job_id", &self.job_id)
+            .field("workspace", &self.workspace)
+            .field("experiment", &self.experiment)
+            .field("job_name", &self.job_name)
+            .field("command_line", &self.command_line)
+            .field("environment_variables", &self.environment_variables)
+            .field("secrets", &secret_names)
+            .field(
+                "system_environment_variables",
+                &self.system_environment_variables,
+            )
+            .field("max_wall_clock_time", &self.max_wall_clock_time)
+            .finish()
+    }
+}
+
+/// Why the agent could not start or finish a job (a Batch AI error).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobExit {
+    /// Exit code; 128+N when killed by signal N; -1 when it never ran.
+    pub exit_code: i32,
+    pub end_time: SystemTime,
+    pub error: Option<JobError>,
+    /// The coordinator asked for the job to be terminated.
+    pub terminated: bool,
+    /// Final length of each stream (indexed by [`Stream::index`]).
+    pub lengths: [u64; 3],
+}
+
+/// A job the agent holds, as listed in `Register`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldJob {
+    pub job_id: JobId,
+    pub start_time: Option<SystemTime>,
+    pub exit: Option<JobExit>,
+    pub lengths: [u64; 3],
+}
+
+/// What the agent tells the coordinator about itself when it registers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub node_id: String,
+    pub workspace: String,
+    pub cluster: String,
+    pub hostname: String,
+    pub ip_address: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+    pub agent_version: String,
+    pub jobs: Vec<HeldJob>,
+}
+
+/// Host metrics sent with each heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostMetrics {
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+}
+
+/// A message from the agent to the coordinator.
+#[derive(Debug)]
+pub enum Outbound {
+    Register(Registration),
+    Heartbeat {
+        time: SystemTime,
+        metrics: HostMetrics,
+    },
+    JobStarted {
+        job_id: JobId,
+        start_time: SystemTime,
+        pid: i32,
+    },
+    JobExited {
+        job_id: JobId,
+        exit: JobExit,
+    },
+    Output {
+        job_id: JobId,
+        stream: Stream,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// An assignment refused before it became a job (its id is not valid):
+    /// sent as `JobExited` with exit code -1 and the reason.
+    Refused {
+        raw_job_id: String,
+        reason: String,
+    },
+}
+
+/// A resume point or acknowledgement: every byte of `stream` before `offset`
+/// is durable on the coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub job_id: JobId,
+    pub stream: Stream,
+    pub offset: u64,
+}
+
+/// A message from the coordinator to the agent.
+#[derive(Debug)]
+pub enum Inbound {
+    Registered {
+        node_id: String,
+        heartbeat_interval: Option<Duration>,
+        resume: Vec<Ack>,
+    },
+    AssignJob(Box<JobSpec>),
+    /// An assignment this agent cannot accept as given (e.g. an unsafe job id).
+    BadAssignment {
+        raw_job_id: String,
+        reason: String,
+    },
+    TerminateJob {
+        job_id: JobId,
+        grace_period: Option<Duration>,
+    },
+    OutputAck(Ack),
+    ReleaseJob(JobId),
+    Shutdown {
+        reason: String,
+    },
+    /// A message with no body or an id that is not valid; logged and skipped.
+    Ignored(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_path_safe() {
+        assert!(JobId::parse("0b5c-4e_9").is_ok());
+        assert!(JobId::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "../x", "a/b", ".", "..", "a b", "é", &"a".repeat(65)] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn spec_debug_hides_secret_values() {
+        let spec = JobSpec {
+            job_id: JobId::parse("j1").unwrap(),
+            workspace: "w".into(),
+            experiment: "e".into(),
+            job_name: "n".into(),
+            command_line: "true".into(),
+            environment_variables: vec![EnvVar::new("A", "visible")],
+            secrets: vec![EnvVar::new("TOKEN", "hunter2-secret")],
+            system_environment_variables: vec![],
+            max_wall_clock_time: None,
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("TOKEN"));
+        assert!(shown.contains("visible"));
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+    }
+}

@@ -1,0 +1,324 @@
+//! Output shipping bookkeeping for one job: per stream, how far the agent has
+//! sent and how far the coordinator has acknowledged, a bound on unacknowledged
+//! bytes (backpressure), which stream to read next, and the spool reads
+//! themselves (large positioned reads off the runtime's threads).
+//!
+//! Invariants: `acked <= sent`; bytes are sent in order from `sent`; the
+//! unacknowledged total of a job never exceeds `max_unacked_bytes` by more than
+//! one chunk's worth of rounding (a read never asks past the window).
+
+use crate::config::ShipConfig;
+use crate::model::Stream;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// If acknowledgements stop advancing for this long while bytes are in
+/// flight, the agent re-sends from the last acknowledged offset (the
+/// coordinator drops chunks past a gap and answers with the length it has).
+pub const STALL_REWIND: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    sent: u64,
+    acked: u64,
+}
+
+/// One read to do: `len` bytes of `stream` from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub stream: Stream,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Send/ack offsets of a job's three streams.
+#[derive(Debug)]
+pub struct Shipper {
+    cfg: ShipConfig,
+    cursors: [Cursor; 3],
+    next: usize,
+    last_progress: Instant,
+}
+
+impl Shipper {
+    pub fn new(cfg: ShipConfig) -> Self {
+        Self {
+            cfg,
+            cursors: [Cursor { sent: 0, acked: 0 }; 3],
+            next: 0,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Starts over from the coordinator's durable lengths (a new session).
+    pub fn resume(&mut self, offsets: [u64; 3], now: Instant) {
+        self.cursors = offsets.map(|o| Cursor { sent: o, acked: o });
+        self.last_progress = now;
+    }
+
+    /// Records that every byte of `stream` before `offset` is durable.
+    pub fn ack(&mut self, stream: Stream, offset: u64, now: Instant) {
+        let c = &mut self.cursors[stream.index()];
+        if offset > c.acked {
+            c.acked = offset;
+            c.sent = c.sent.max(offset);
+            self.last_progress = now;
+        }
+    }
+
+    pub fn sent(&self, stream: Stream) -> u64 {
+        self.cursors[stream.index()].sent
+    }
+
+    pub fn acked(&self, stream: Stream) -> u64 {
+        self.cursors[stream.index()].acked
+    }
+
+    /// Bytes sent and not yet acknowledged, over all streams.
+    pub fn unacked(&self) -> u64 {
+        self.cursors.iter().map(|c| c.sent - c.acked).sum()
+    }
+
+    /// The next read, given how long each spool file is now, or `None` when
+    /// everything available is sent or the window is full. Streams take turns.
+    pub fn next_read(&mut self, lengths: &[u64; 3]) -> Option<Read> {
+        let room = self.cfg.max_unacked_bytes.saturating_sub(self.unacked());
+        if room == 0 {
+            return None;
+        }
+        for i in 0..3 {
+            let idx = (self.next + i) % 3;
+            let c = self.cursors[idx];
+            let avail = lengths[idx].saturating_sub(c.sent);
+            if avail > 0 {
+                self.next = (idx + 1) % 3;
+                let len = avail.min(room).min(self.cfg.chunk_bytes as u64) as usize;
+                return Some(Read {
+                    stream: Stream::ALL[idx],
+                    offset: c.sent,
+                    len,
+                });
+            }
+        }
+        None
+    }
+
+    /// Records that `n` bytes of `stream` were sent from its `sent` offset.
+    pub fn advance(&mut self, stream: Stream, n: u64, now: Instant) {
+        let c = &mut self.cursors[stream.index()];
+        if c.sent == c.acked {
+            // The first byte in flight starts the stall clock.
+            self.last_progress = now;
+        }
+        c.sent += n;
+    }
+
+    /// Whether every byte up to `lengths` has been sent.
+    pub fn caught_up(&self, lengths: &[u64; 3]) -> bool {
+        self.cursors
+            .iter()
+            .zip(lengths)
+            .all(|(c, len)| c.sent >= *len)
+    }
+
+    /// Whether every byte up to `lengths` has been acknowledged.
+    pub fn all_acked(&self, lengths: &[u64; 3]) -> bool {
+        self.cursors
+            .iter()
+            .zip(lengths)
+            .all(|(c, len)| c.acked >= *len)
+    }
+
+    /// Rewinds to the acknowledged offsets when acknowledgements have stalled
+    /// for `STALL_REWIND` with bytes in flight; returns whether it did.
+    pub fn rewind_if_stalled(&mut self, now: Instant) -> bool {
+        if self.unacked() == 0 || now.duration_since(self.last_progress) < STALL_REWIND {
+            return false;
+        }
+        for c in &mut self.cursors {
+            c.sent = c.acked;
+        }
+        self.last_progress = now;
+        true
+    }
+}
+
+/// Reads up to `len` bytes at `offset` on a blocking thread. Returns fewer
+/// bytes only at end of file.
+pub async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// A poll interval that starts short when there is activity and doubles to
+/// a cap while idle.
+#[derive(Debug)]
+pub struct AdaptivePoll {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl AdaptivePoll {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    /// Something happened: poll soon again.
+    pub fn active(&mut self) {
+        self.current = self.min;
+    }
+
+    /// Nothing happened: the interval to wait, which grows each time.
+    pub fn idle(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(chunk: usize, window: u64) -> ShipConfig {
+        ShipConfig {
+            chunk_bytes: chunk,
+            max_unacked_bytes: window,
+        }
+    }
+
+    fn drain(s: &mut Shipper, lengths: &[u64; 3], now: Instant) -> Vec<Read> {
+        let mut out = Vec::new();
+        while let Some(r) = s.next_read(lengths) {
+            s.advance(r.stream, r.len as u64, now);
+            out.push(r);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_are_chunked_contiguous_and_windowed() {
+        let now = Instant::now();
+        let mut s = Shipper::new(cfg(10, 25));
+        let reads = drain(&mut s, &[40, 0, 0], now);
+        assert_eq!(
+            reads.iter().map(|r| (r.offset, r.len)).collect::<Vec<_>>(),
+            [(0, 10), (10, 10), (20, 5)]
+        );
+        assert_eq!(s.unacked(), 25);
+        assert!(s.next_read(&[40, 0, 0]).is_none(), "window full");
+        s.ack(Stream::Stdout, 20, now);
+        let reads = drain(&mut s, &[40, 0, 0], now);
+        assert_eq!(
+            reads.iter().map(|r| (r.offset, r.len)).collect::<Vec<_>>(),
+            [(25, 10), (35, 5)]
+        );
+        assert!(s.caught_up(&[40, 0, 0]));
+        assert!(!s.all_acked(&[40, 0, 0]));
+        s.ack(Stream::Stdout, 40, now);
+        assert!(s.all_acked(&[40, 0, 0]));
+        assert_eq!(s.unacked(), 0);
+    }
+
+    #[test]
+    fn streams_take_turns() {
+        let now = Instant::now();
+        let mut s = Shipper::new(cfg(4, 100));
+        let reads = drain(&mut s, &[8, 8, 4], now);
+        let order: Vec<Stream> = reads.iter().map(|r| r.stream).collect();
+        assert_eq!(
+            order,
+            [
+                Stream::Stdout,
+                Stream::Stderr,
+                Stream::ExecutionLog,
+                Stream::Stdout,
+                Stream::Stderr
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_restarts_from_durable_offsets_and_old_acks_are_ignored() {
+        let now = Instant::now();
+        let mut s = Shipper::new(cfg(10, 100));
+        drain(&mut s, &[30, 5, 0], now);
+        s.resume([12, 0, 0], now);
+        assert_eq!((s.sent(Stream::Stdout), s.acked(Stream::Stdout)), (12, 12));
+        s.ack(Stream::Stdout, 3, now);
+        assert_eq!(s.acked(Stream::Stdout), 12, "acks never go backwards");
+        let r = s.next_read(&[30, 0, 0]).unwrap();
+        assert_eq!((r.stream, r.offset, r.len), (Stream::Stdout, 12, 10));
+    }
+
+    #[test]
+    fn ack_past_sent_moves_sent() {
+        let now = Instant::now();
+        let mut s = Shipper::new(cfg(10, 100));
+        s.ack(Stream::Stderr, 50, now);
+        assert_eq!(s.sent(Stream::Stderr), 50);
+        assert!(s.next_read(&[0, 50, 0]).is_none());
+    }
+
+    #[test]
+    fn stalled_acks_rewind_to_the_acked_offset() {
+        let t0 = Instant::now();
+        let mut s = Shipper::new(cfg(10, 100));
+        drain(&mut s, &[30, 0, 0], t0);
+        s.ack(Stream::Stdout, 10, t0);
+        assert!(!s.rewind_if_stalled(t0 + Duration::from_secs(1)));
+        assert!(s.rewind_if_stalled(t0 + STALL_REWIND + Duration::from_millis(1)));
+        assert_eq!(s.sent(Stream::Stdout), 10);
+        assert_eq!(s.unacked(), 0);
+        assert!(
+            !s.rewind_if_stalled(t0 + STALL_REWIND * 3),
+            "nothing in flight"
+        );
+    }
+
+    #[test]
+    fn adaptive_poll_backs_off_and_resets() {
+        let mut p = AdaptivePoll::new(Duration::from_millis(5), Duration::from_millis(100));
+        let seq: Vec<u128> = (0..7).map(|_| p.idle().as_millis()).collect();
+        assert_eq!(seq, [5, 10, 20, 40, 80, 100, 100]);
+        p.active();
+        assert_eq!(p.idle(), Duration::from_millis(5));
+    }
+
+    #[tokio::test]
+    async fn read_at_reads_exact_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = Arc::new(File::open(&p).unwrap());
+        assert_eq!(
+            read_at(f.clone(), 100, 1000).await.unwrap(),
+            data[100..1100]
+        );
+        assert_eq!(read_at(f.clone(), 4900, 1000).await.unwrap(), data[4900..]);
+        assert!(read_at(f, 6000, 10).await.unwrap().is_empty());
+    }
+}
