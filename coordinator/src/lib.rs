@@ -1,1 +1,192 @@
-//! bai coordinator library.
+//! bai's coordinator: the durable store, the public gRPC API, the scheduler,
+//! the agent sessions and (with `--local-agents`) the local node provider.
+//!
+//! [`run`] serves everything on a listener until `shutdown` resolves.
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod dispatch;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod local_provider;
+pub mod output;
+pub mod scheduler;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+
+use crate::agent::AgentApi;
+use crate::api::{
+    cluster::ClusterApi, experiment::ExperimentApi, job::JobApi, workspace::WorkspaceApi,
+};
+use crate::core::{Core, Settings};
+use crate::output::OutputStore;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use bai_proto::v1::agent_service_server::AgentServiceServer;
+use bai_proto::v1::cluster_service_server::ClusterServiceServer;
+use bai_proto::v1::experiment_service_server::ExperimentServiceServer;
+use bai_proto::v1::job_service_server::JobServiceServer;
+use bai_proto::v1::workspace_service_server::WorkspaceServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Why the coordinator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("grpc reflection: {0}")]
+    Reflection(String),
+    #[error("grpc server: {0}")]
+    Serve(String),
+}
+
+/// Writes `<state>/coordinator.addr` atomically (temporary file, fsync, rename).
+fn write_addr_file(state_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = state_dir.join("coordinator.addr.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(addr.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, state_dir.join("coordinator.addr"))?;
+    std::fs::File::open(state_dir)?.sync_all()
+}
+
+/// Runs the coordinator on `listener` until `shutdown` resolves, then stops
+/// agent sessions and streams, stops local agents, and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let state = config.state_dir.clone();
+    std::fs::create_dir_all(&state).map_err(|source| RunError::StateDir {
+        path: state.clone(),
+        source,
+    })?;
+    let store = SqliteStore::open(&state.join("bai.db"))?;
+    // No session survives a restart; agents reconnect and register again.
+    store.disconnect_all_nodes().await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let core = Arc::new(Core::new(
+        Arc::new(store),
+        OutputStore::new(state.join("output")),
+        Settings {
+            heartbeat_interval: config.heartbeat_interval,
+            terminate_grace: config.terminate_grace,
+            node_lost_timeout: config.node_lost_timeout,
+        },
+        stop_rx.clone(),
+    ));
+    let addr = listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<WorkspaceServiceServer<WorkspaceApi>>()
+        .await;
+    health
+        .set_serving::<ExperimentServiceServer<ExperimentApi>>()
+        .await;
+    health
+        .set_serving::<ClusterServiceServer<ClusterApi>>()
+        .await;
+    health.set_serving::<JobServiceServer<JobApi>>().await;
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bai_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| RunError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| RunError::Reflection(e.to_string()))?;
+
+    let mut server_stop = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(WorkspaceServiceServer::new(WorkspaceApi::new(core.clone())))
+        .add_service(ExperimentServiceServer::new(ExperimentApi::new(
+            core.clone(),
+        )))
+        .add_service(ClusterServiceServer::new(ClusterApi::new(core.clone())))
+        .add_service(JobServiceServer::new(JobApi::new(core.clone())))
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(core.clone()))
+                .max_decoding_message_size(16 << 20),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            crate::core::stopped(&mut server_stop).await;
+        });
+    let mut server = tokio::spawn(server);
+
+    let scheduler = tokio::spawn(dispatch::run(core.clone()));
+    let provider = if config.local_agents {
+        let agent_bin = local_provider::agent_bin(&config)?;
+        let p = local_provider::LocalProvider::new(
+            core.clone(),
+            addr,
+            agent_bin,
+            state.join("local-nodes"),
+        );
+        Some(tokio::spawn(p.run()))
+    } else {
+        None
+    };
+
+    write_addr_file(&state, addr)?;
+    tracing::info!(%addr, state_dir = %state.display(), local_agents = config.local_agents, "listening on {addr}");
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+
+    let served = tokio::select! {
+        _ = shutdown => None,
+        r = &mut server => Some(r),
+    };
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    core.sessions.stop_all();
+    if let Some(p) = provider {
+        let _ = p.await;
+    }
+    let _ = scheduler.await;
+    let result = match served {
+        Some(r) => r,
+        None => match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("connections still open after 5s; closing them");
+                server.abort();
+                return Ok(());
+            }
+        },
+    };
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RunError::Serve(e.to_string())),
+        Err(e) => Err(RunError::Serve(e.to_string())),
+    }
+}

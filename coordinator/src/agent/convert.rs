@@ -1,0 +1,222 @@
+//! The only place on the agent side that knows prost types: agent messages
+//! into domain form, coordinator messages out of it. AssignJob is the one
+//! message that carries secret values (to the node that runs the job).
+
+use super::registry::Outbound;
+use crate::api::convert::{
+    self as c, Secrets, container_to, env_to, error_from, mounts_to, secrets_as_env, tool_type_to,
+};
+use crate::domain::env::Assignment;
+use crate::domain::{JobExit, Millis, NodeInfo};
+use crate::output::StreamKind;
+use bai_proto::v1 as pb;
+use bai_proto::v1::agent_message::Msg as In;
+use bai_proto::v1::coordinator_message::Msg as Out;
+
+/// A job the agent holds, from its Register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldJob {
+    pub job_id: String,
+    pub start_time: Option<Millis>,
+    pub exited: Option<Exited>,
+    pub lengths: Vec<(StreamKind, u64)>,
+}
+
+/// A JobExited message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exited {
+    pub job_id: String,
+    pub exit: JobExit,
+    pub lengths: Vec<(StreamKind, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    pub node_id: String,
+    pub workspace: String,
+    pub cluster: String,
+    pub info: NodeInfo,
+    pub held: Vec<HeldJob>,
+}
+
+/// An agent message in domain form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Register(Register),
+    Heartbeat,
+    Started {
+        job_id: String,
+        start_time: Millis,
+    },
+    Exited(Exited),
+    Output {
+        job_id: String,
+        stream: Option<StreamKind>,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// An empty message (a newer agent's message this build does not know).
+    Unknown,
+}
+
+impl Inbound {
+    /// Bytes of output carried (for batching limits).
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Output { data, .. } => data.len(),
+            _ => 64,
+        }
+    }
+}
+
+pub fn stream_from(v: i32) -> Option<StreamKind> {
+    match pb::OutputStream::try_from(v).ok()? {
+        pb::OutputStream::Stdout => Some(StreamKind::Stdout),
+        pb::OutputStream::Stderr => Some(StreamKind::Stderr),
+        pb::OutputStream::ExecutionLog => Some(StreamKind::ExecutionLog),
+        pb::OutputStream::Unspecified => None,
+    }
+}
+
+pub fn stream_to(s: StreamKind) -> pb::OutputStream {
+    match s {
+        StreamKind::Stdout => pb::OutputStream::Stdout,
+        StreamKind::Stderr => pb::OutputStream::Stderr,
+        StreamKind::ExecutionLog => pb::OutputStream::ExecutionLog,
+    }
+}
+
+fn lengths_from(v: Vec<pb::StreamLength>) -> Vec<(StreamKind, u64)> {
+    v.into_iter()
+        .filter_map(|l| stream_from(l.stream).map(|s| (s, l.length)))
+        .collect()
+}
+
+fn exited_from(e: pb::JobExited, now: Millis) -> Exited {
+    Exited {
+        exit: JobExit {
+            end_time: e.end_time.as_ref().map(c::from_ts).unwrap_or(now),
+            exit_code: e.exit_code,
+            error: e.error.map(error_from),
+            terminated: e.terminated,
+        },
+        lengths: lengths_from(e.lengths),
+        job_id: e.job_id,
+    }
+}
+
+/// An agent message; `now` fills in times the agent left out.
+pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
+    match m.msg {
+        None => Inbound::Unknown,
+        Some(In::Register(r)) => Inbound::Register(Register {
+            node_id: r.node_id,
+            workspace: r.workspace,
+            cluster: r.cluster,
+            info: NodeInfo {
+                hostname: r.hostname,
+                ip_address: r.ip_address,
+                agent_version: r.agent_version,
+                cpu_count: r.cpu_count,
+                memory_bytes: r.memory_bytes,
+            },
+            held: r
+                .jobs
+                .into_iter()
+                .map(|h| HeldJob {
+                    start_time: h.start_time.as_ref().map(c::from_ts),
+                    exited: h.exited.map(|e| {
+                        let mut e = exited_from(e, now);
+                        if e.job_id.is_empty() {
+                            e.job_id = h.job_id.clone();
+                        }
+                        e
+                    }),
+                    lengths: lengths_from(h.lengths),
+                    job_id: h.job_id,
+                })
+                .collect(),
+        }),
+        Some(In::Heartbeat(_)) => Inbound::Heartbeat,
+        Some(In::JobStarted(s)) => Inbound::Started {
+            start_time: s.start_time.as_ref().map(c::from_ts).unwrap_or(now),
+            job_id: s.job_id,
+        },
+        Some(In::JobExited(e)) => Inbound::Exited(exited_from(e, now)),
+        Some(In::Output(o)) => Inbound::Output {
+            stream: stream_from(o.stream),
+            job_id: o.job_id,
+            offset: o.offset,
+            data: o.data,
+        },
+    }
+}
+
+fn ack(job_id: String, stream: StreamKind, offset: u64) -> pb::OutputAck {
+    pb::OutputAck {
+        job_id,
+        stream: stream_to(stream) as i32,
+        offset,
+    }
+}
+
+fn duration(d: std::time::Duration) -> prost_types::Duration {
+    c::duration(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub fn assign_job(a: Assignment) -> pb::AssignJob {
+    pb::AssignJob {
+        job_id: a.job_id,
+        workspace: a.workspace,
+        experiment: a.experiment,
+        job_name: a.job_name,
+        command_line: a.command_line,
+        environment_variables: env_to(&a.environment_variables),
+        secrets: secrets_as_env(&a.secrets),
+        system_environment_variables: env_to(&a.system_environment_variables),
+        max_wall_clock_time: Some(c::duration(a.max_wall_clock_time_ms)),
+        node_count: a.node_count,
+        node_rank: a.node_rank,
+        node_ids: a.node_ids,
+        mount_volumes: a
+            .mount_volumes
+            .as_ref()
+            .map(|m| mounts_to(m, Secrets::Reveal)),
+        container_settings: a
+            .container_settings
+            .as_ref()
+            .map(|c| container_to(c, Secrets::Reveal)),
+        job_preparation_command_line: a.job_preparation_command_line.unwrap_or_default(),
+        tool_type: tool_type_to(a.tool_type) as i32,
+    }
+}
+
+pub fn outbound(m: Outbound) -> pb::CoordinatorMessage {
+    let msg = match m {
+        Outbound::Registered {
+            node_id,
+            heartbeat_interval,
+            resume,
+        } => Out::Registered(pb::Registered {
+            node_id,
+            heartbeat_interval: Some(duration(heartbeat_interval)),
+            resume: resume
+                .into_iter()
+                .map(|(job, s, off)| ack(job, s, off))
+                .collect(),
+        }),
+        Outbound::Assign(a) => Out::AssignJob(assign_job(*a)),
+        Outbound::Terminate { job_id, grace } => Out::TerminateJob(pb::TerminateJob {
+            job_id,
+            grace_period: Some(duration(grace)),
+        }),
+        Outbound::Ack {
+            job_id,
+            stream,
+            offset,
+        } => Out::OutputAck(ack(job_id, stream, offset)),
+        Outbound::Release { job_id } => Out::ReleaseJob(pb::ReleaseJob { job_id }),
+        Outbound::Shutdown { reason } => Out::Shutdown(pb::Shutdown { reason }),
+    };
+    pb::CoordinatorMessage { msg: Some(msg) }
+}

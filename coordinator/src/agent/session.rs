@@ -1,0 +1,529 @@
+//! One agent session (AgentService.Session): register, reconcile, then
+//! process the agent's messages in order.
+//!
+//! Messages are taken in batches: everything already received (up to a
+//! limit) is drained, output chunks are written, each dirty file is fsynced
+//! once, and only then are OutputAcks sent and followers woken. Any other
+//! message first flushes the output before it, so a JobExited is handled
+//! after the chunks sent before it are durable. The exit is recorded only
+//! when the stored lengths reach the lengths the agent reports; until then it
+//! waits (the agent re-sends the missing bytes from the acknowledged offset).
+
+use super::convert::{self, Exited, Inbound, Register};
+use super::reconcile;
+use super::registry::{Outbound, Sender};
+use crate::core::Core;
+use crate::domain::{Job, names::check_name, now_millis};
+use crate::error::{Error, to_status};
+use crate::output::Chunk;
+use crate::store::{NodeRegistration, StoreError};
+use bai_proto::v1::AgentMessage;
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+/// Most messages taken in one batch.
+const BATCH_MESSAGES: usize = 1024;
+/// Most output bytes taken in one batch.
+const BATCH_BYTES: usize = 16 << 20;
+/// How long a new stream may take to send Register.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct PendingExit {
+    exit: Exited,
+    acked: bool,
+}
+
+struct Session {
+    core: Arc<Core>,
+    node_id: String,
+    tx: Sender,
+    /// Jobs active on this node whose output is being accepted.
+    jobs: HashMap<String, Job>,
+    exits: HashMap<String, PendingExit>,
+}
+
+/// Runs a session until the agent goes away, a newer session replaces it, or
+/// the coordinator shuts down.
+pub async fn run(core: Arc<Core>, mut inbound: Streaming<AgentMessage>, tx: Sender) {
+    let first = tokio::time::timeout(REGISTER_TIMEOUT, first_register(&mut inbound)).await;
+    let reg = match first.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(
+            "register: the agent sent nothing within 30s",
+        ))
+    }) {
+        Ok(r) => r,
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "agent session refused");
+            let _ = tx.send(Err(status));
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "session",
+        node = %reg.node_id,
+        cluster = %format!("{}/{}", reg.workspace, reg.cluster)
+    );
+    run_registered(core, inbound, tx, reg)
+        .instrument(span)
+        .await;
+}
+
+async fn first_register(inbound: &mut Streaming<AgentMessage>) -> Result<Register, Status> {
+    let first = inbound
+        .message()
+        .await?
+        .ok_or_else(|| Status::cancelled("agent closed the stream before registering"))?;
+    let Inbound::Register(reg) = convert::inbound(first, now_millis()) else {
+        return Err(Status::invalid_argument(
+            "register: the first message must be register",
+        ));
+    };
+    for (field, v) in [
+        ("register.node_id", &reg.node_id),
+        ("register.workspace", &reg.workspace),
+        ("register.cluster", &reg.cluster),
+    ] {
+        check_name(v).map_err(|rule| Status::invalid_argument(format!("{field}: {rule}")))?;
+    }
+    Ok(reg)
+}
+
+async fn run_registered(
+    core: Arc<Core>,
+    mut inbound: Streaming<AgentMessage>,
+    tx: Sender,
+    reg: Register,
+) {
+    let registration = NodeRegistration {
+        node_id: reg.node_id.clone(),
+        workspace: reg.workspace.clone(),
+        cluster: reg.cluster.clone(),
+        info: reg.info.clone(),
+    };
+    let node = match core.store.register_node(registration, now_millis()).await {
+        Ok((node, _)) => node,
+        Err(e) => {
+            let status = to_status(&Error::from(e));
+            tracing::warn!(error = %status.message(), "agent registration refused");
+            let _ = tx.send(Err(status));
+            return;
+        }
+    };
+    // From here on, messages for the node queue up behind Registered; the
+    // jobs are read after attaching, so an assignment committed meanwhile is
+    // either in this read or sent (queued) after it.
+    let attached = core.sessions.attach(&reg.node_id, tx.clone());
+    let mut s = Session {
+        core: core.clone(),
+        node_id: reg.node_id.clone(),
+        tx,
+        jobs: HashMap::new(),
+        exits: HashMap::new(),
+    };
+    let result = match core.store.jobs_on_node(&reg.node_id).await {
+        Err(e) => Err(store_status(e)),
+        Ok(active) => {
+            tracing::info!(
+                state = node.state.as_str(),
+                held = reg.held.len(),
+                active = active.len(),
+                "agent registered"
+            );
+            match s.reconcile(&active, &reg, attached.generation).await {
+                Ok(()) => s.serve(&mut inbound, attached.stop).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(status) = &result {
+        tracing::warn!(error = %status.message(), "agent session ended with an error");
+        let _ = s.tx.send(Err(status.clone()));
+    }
+    if core.sessions.detach(&s.node_id, attached.generation) {
+        if let Err(e) = core
+            .store
+            .set_node_connected(&s.node_id, false, now_millis())
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the node as disconnected");
+        }
+        tracing::info!("agent disconnected");
+    }
+    core.kick_provider();
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "agent session failed");
+    Status::internal(e.to_string())
+}
+
+impl Session {
+    fn send(&self, msg: Outbound) {
+        let _ = self.tx.send(Ok(convert::outbound(msg)));
+    }
+
+    async fn reconcile(
+        &mut self,
+        active: &[Job],
+        reg: &Register,
+        generation: u64,
+    ) -> Result<(), Status> {
+        let plan = reconcile::plan(&self.node_id, active, &reg.held);
+        let mut resume = plan.skip_output.clone();
+        for id in &plan.wanted {
+            if let Some(job) = active.iter().find(|j| &j.id == id) {
+                self.jobs.insert(id.clone(), job.clone());
+                for stream in crate::output::StreamKind::ALL {
+                    if let Some(f) = self
+                        .core
+                        .outputs
+                        .file(job, stream)
+                        .await
+                        .map_err(internal)?
+                    {
+                        resume.push((id.clone(), stream, f.durable_len()));
+                    }
+                }
+            }
+        }
+        self.send(Outbound::Registered {
+            node_id: self.node_id.clone(),
+            heartbeat_interval: self.core.settings.heartbeat_interval,
+            resume,
+        });
+        for job in &plan.reassign {
+            tracing::info!(job = %job.id, "re-sending an assignment the agent does not hold");
+            self.send(Outbound::Assign(Box::new(crate::domain::env::assignment(
+                job,
+                &self.node_id,
+            ))));
+        }
+        for id in &plan.terminate {
+            self.send(Outbound::Terminate {
+                job_id: id.clone(),
+                grace: self.core.settings.terminate_grace,
+            });
+        }
+        for id in &plan.release {
+            self.send(Outbound::Release { job_id: id.clone() });
+        }
+        self.core.sessions.ready(&self.node_id, generation);
+        let now = now_millis();
+        for (job, error) in plan.lost {
+            tracing::warn!(job = %job.id, reason = %error.message, "job lost by its node");
+            if let Some(j) = self
+                .core
+                .store
+                .fail_job(&job.id, &self.node_id, error, now)
+                .await
+                .map_err(store_status)?
+            {
+                self.core.job_attempt_ended(&j);
+            }
+        }
+        for (id, start) in plan.started {
+            if let Some(j) = self
+                .core
+                .store
+                .record_job_started(&id, &self.node_id, start)
+                .await
+                .map_err(store_status)?
+            {
+                self.core.events.changed(&j);
+            }
+        }
+        for exit in plan.exits {
+            let id = exit.job_id.clone();
+            self.exits
+                .insert(id.clone(), PendingExit { exit, acked: false });
+            self.try_exit(&id).await?;
+        }
+        self.core.kick_scheduler();
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<AgentMessage>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), Status> {
+        let mut shutdown = self.core.shutdown();
+        let idle = (self.core.settings.heartbeat_interval * 3).max(Duration::from_secs(30));
+        loop {
+            let first = tokio::select! {
+                _ = crate::core::stopped(&mut stop) => return Ok(()),
+                _ = crate::core::stopped(&mut shutdown) => return Ok(()),
+                m = tokio::time::timeout(idle, inbound.message()) => match m {
+                    Err(_) => {
+                        tracing::warn!(secs = idle.as_secs(), "no message from the agent; dropping the session");
+                        return Ok(());
+                    }
+                    Ok(Err(status)) => {
+                        tracing::info!(error = %status.message(), "agent stream ended");
+                        return Ok(());
+                    }
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Ok(Some(m))) => m,
+                },
+            };
+            let now = now_millis();
+            let mut batch = vec![convert::inbound(first, now)];
+            let mut bytes = batch[0].size();
+            let mut ended = false;
+            while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
+                match inbound.message().now_or_never() {
+                    Some(Ok(Some(m))) => {
+                        let m = convert::inbound(m, now);
+                        bytes += m.size();
+                        batch.push(m);
+                    }
+                    Some(Ok(None)) | Some(Err(_)) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            self.process(batch).await?;
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Inbound>) -> Result<(), Status> {
+        let mut chunks = Vec::new();
+        for m in batch {
+            match m {
+                Inbound::Output {
+                    job_id,
+                    stream,
+                    offset,
+                    data,
+                } => {
+                    self.stage(job_id, stream, offset, data, &mut chunks)
+                        .await?
+                }
+                other => {
+                    self.flush(&mut chunks).await?;
+                    self.handle(other).await?;
+                }
+            }
+        }
+        self.flush(&mut chunks).await
+    }
+
+    /// The job, if its output is wanted from this node.
+    async fn accepting(&mut self, job_id: &str) -> Result<Option<Job>, Status> {
+        if let Some(j) = self.jobs.get(job_id) {
+            return Ok(Some(j.clone()));
+        }
+        match self.core.store.get_job_by_id(job_id).await {
+            Ok(j) if j.is_active_on(&self.node_id) => {
+                self.jobs.insert(job_id.to_string(), j.clone());
+                Ok(Some(j))
+            }
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_status(e)),
+        }
+    }
+
+    async fn stage(
+        &mut self,
+        job_id: String,
+        stream: Option<crate::output::StreamKind>,
+        offset: u64,
+        data: Vec<u8>,
+        chunks: &mut Vec<Chunk>,
+    ) -> Result<(), Status> {
+        let Some(stream) = stream else {
+            tracing::warn!(job = %job_id, "output chunk without a stream; dropped");
+            return Ok(());
+        };
+        let Some(job) = self.accepting(&job_id).await? else {
+            tracing::debug!(job = %job_id, "output of a job not running here; dropped");
+            return Ok(());
+        };
+        if let Some(file) = self
+            .core
+            .outputs
+            .file(&job, stream)
+            .await
+            .map_err(internal)?
+        {
+            chunks.push(Chunk { file, offset, data });
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, chunks: &mut Vec<Chunk>) -> Result<(), Status> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let touched = self
+            .core
+            .outputs
+            .write(std::mem::take(chunks))
+            .await
+            .map_err(internal)?;
+        let mut jobs = Vec::new();
+        for f in &touched {
+            self.send(Outbound::Ack {
+                job_id: f.job_id.clone(),
+                stream: f.stream,
+                offset: f.durable_len(),
+            });
+            if !jobs.contains(&f.job_id) {
+                jobs.push(f.job_id.clone());
+            }
+        }
+        for id in jobs {
+            if self.exits.contains_key(&id) {
+                self.try_exit(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, m: Inbound) -> Result<(), Status> {
+        match m {
+            Inbound::Register(_) => Err(Status::failed_precondition(
+                "register: sent twice in one session",
+            )),
+            Inbound::Heartbeat => {
+                if let Err(e) = self
+                    .core
+                    .store
+                    .record_heartbeat(&self.node_id, now_millis())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record a heartbeat");
+                }
+                Ok(())
+            }
+            Inbound::Started { job_id, start_time } => {
+                match self
+                    .core
+                    .store
+                    .record_job_started(&job_id, &self.node_id, start_time)
+                    .await
+                    .map_err(store_status)?
+                {
+                    Some(j) => {
+                        tracing::info!(job = %job_id, "job started");
+                        self.core.events.changed(&j);
+                    }
+                    None => tracing::debug!(job = %job_id, "start of a job not running here"),
+                }
+                Ok(())
+            }
+            Inbound::Exited(exit) => {
+                let id = exit.job_id.clone();
+                self.exits
+                    .insert(id.clone(), PendingExit { exit, acked: false });
+                self.try_exit(&id).await
+            }
+            Inbound::Output { .. } | Inbound::Unknown => Ok(()),
+        }
+    }
+
+    /// Records a pending exit once all of the job's output is durable.
+    async fn try_exit(&mut self, job_id: &str) -> Result<(), Status> {
+        let job = match self.core.store.get_job_by_id(job_id).await {
+            Ok(j) if j.is_active_on(&self.node_id) => Some(j),
+            Ok(_) | Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(store_status(e)),
+        };
+        let Some(job) = job else {
+            // Deleted, ended, or moved: nothing to record; the agent may forget it.
+            self.exits.remove(job_id);
+            self.jobs.remove(job_id);
+            self.send(Outbound::Release {
+                job_id: job_id.to_string(),
+            });
+            self.core
+                .store
+                .refresh_node_state(&self.node_id, now_millis())
+                .await
+                .map_err(store_status)?;
+            self.core.kick_scheduler();
+            self.core.kick_provider();
+            return Ok(());
+        };
+        let Some(pending) = self.exits.get(job_id) else {
+            return Ok(());
+        };
+        let mut short = Vec::new();
+        for (stream, want) in pending.exit.lengths.clone() {
+            let have = match self
+                .core
+                .outputs
+                .file(&job, stream)
+                .await
+                .map_err(internal)?
+            {
+                Some(f) => f.durable_len(),
+                None => want,
+            };
+            if have < want {
+                short.push((stream, have));
+            } else if have > want {
+                tracing::warn!(
+                    job = job_id,
+                    stream = stream.file_name(),
+                    have,
+                    want,
+                    "stored output is longer than the agent reports"
+                );
+            }
+        }
+        if !short.is_empty() {
+            tracing::debug!(job = job_id, "exit waits for output still to arrive");
+            if let Some(p) = self.exits.get_mut(job_id)
+                && !p.acked
+            {
+                p.acked = true;
+                for (stream, offset) in short {
+                    self.send(Outbound::Ack {
+                        job_id: job_id.to_string(),
+                        stream,
+                        offset,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        let Some(pending) = self.exits.remove(job_id) else {
+            return Ok(());
+        };
+        let exit = pending.exit.exit;
+        if let Some(j) = self
+            .core
+            .store
+            .finish_job(job_id, &self.node_id, exit)
+            .await
+            .map_err(store_status)?
+        {
+            tracing::info!(
+                job = job_id,
+                state = j.execution_state.as_str(),
+                exit_code = ?j.exit_code,
+                "job attempt ended"
+            );
+            self.core.job_attempt_ended(&j);
+        }
+        self.jobs.remove(job_id);
+        self.send(Outbound::Release {
+            job_id: job_id.to_string(),
+        });
+        Ok(())
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    to_status(&Error::from(e))
+}

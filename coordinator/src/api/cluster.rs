@@ -1,0 +1,144 @@
+//! ClusterService.
+
+use super::convert::{cluster_from, cluster_to, node_to, scale_from};
+use super::{name, required};
+use crate::core::Core;
+use crate::domain::paging::PageRequest;
+use crate::domain::{Cluster, ClusterView, now_millis, validate};
+use crate::error::Error;
+use bai_proto::v1 as pb;
+use bai_proto::v1::cluster_service_server::ClusterService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct ClusterApi {
+    core: Arc<Core>,
+}
+
+impl ClusterApi {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    async fn view(&self, c: Cluster) -> Result<pb::Cluster, Error> {
+        let nodes = self.core.store.list_nodes(&c.workspace, &c.name).await?;
+        Ok(cluster_to(&ClusterView::new(c, &nodes)))
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    async fn create_cluster(
+        &self,
+        request: Request<pb::CreateClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        let c = required("cluster", request.into_inner().cluster)?;
+        let c = cluster_from(c, now_millis()).map_err(Error::from)?;
+        validate::cluster(&c).map_err(Error::from)?;
+        let c = self
+            .core
+            .store
+            .create_cluster(c)
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(cluster = %format!("{}/{}", c.workspace, c.name), target = c.target_node_count, "cluster created");
+        self.core.kick_provider();
+        Ok(Response::new(self.view(c).await?))
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("name", &r.name)?;
+        let c = self
+            .core
+            .store
+            .get_cluster(&r.workspace, &r.name)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(self.view(c).await?))
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        let page = PageRequest::new(r.max_results, &r.page_token).map_err(Error::from)?;
+        let p = self
+            .core
+            .store
+            .list_clusters(&r.workspace, &page)
+            .await
+            .map_err(Error::from)?;
+        let mut clusters = Vec::with_capacity(p.items.len());
+        for c in p.items {
+            clusters.push(self.view(c).await?);
+        }
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters,
+            next_page_token: p.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_cluster(
+        &self,
+        request: Request<pb::DeleteClusterRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("name", &r.name)?;
+        let removed = self
+            .core
+            .store
+            .delete_cluster(&r.workspace, &r.name, now_millis())
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(cluster = %format!("{}/{}", r.workspace, r.name), nodes = removed.nodes.len(), "cluster deleted");
+        self.core.apply_removed(removed).await;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<pb::UpdateClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("name", &r.name)?;
+        let scale = scale_from("scale_settings", r.scale_settings).map_err(Error::from)?;
+        validate::scale_settings("scale_settings", &scale).map_err(Error::from)?;
+        let c = self
+            .core
+            .store
+            .update_cluster_scale(&r.workspace, &r.name, scale, now_millis())
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(cluster = %format!("{}/{}", c.workspace, c.name), target = c.target_node_count, "cluster resized");
+        self.core.kick_provider();
+        Ok(Response::new(self.view(c).await?))
+    }
+
+    async fn list_cluster_nodes(
+        &self,
+        request: Request<pb::ListClusterNodesRequest>,
+    ) -> Result<Response<pb::ListClusterNodesResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        let nodes = self
+            .core
+            .store
+            .list_nodes(&r.workspace, &r.cluster)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListClusterNodesResponse {
+            nodes: nodes.iter().map(node_to).collect(),
+        }))
+    }
+}

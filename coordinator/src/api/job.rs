@@ -1,0 +1,181 @@
+//! JobService: create/get/list/delete, terminate, watch. Output file RPCs are
+//! in `output_files`.
+
+use super::convert::{job_from, job_key_from, job_to};
+use super::{name, output_files, required};
+use crate::core::Core;
+use crate::domain::paging::PageRequest;
+use crate::domain::{Job, now_millis, validate};
+use crate::error::Error;
+use crate::events::JobEvent;
+use bai_proto::v1 as pb;
+use bai_proto::v1::job_service_server::JobService;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct JobApi {
+    core: Arc<Core>,
+}
+
+impl JobApi {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let j = required("job", request.into_inner().job)?;
+        let job = job_from(j, now_millis()).map_err(Error::from)?;
+        validate::job(&job).map_err(Error::from)?;
+        let job = self.core.store.create_job(job).await.map_err(Error::from)?;
+        tracing::info!(job = %job.id, name = %job.key, cluster = %job.spec.cluster, "job created");
+        self.core.events.changed(&job);
+        self.core.kick_scheduler();
+        Ok(Response::new(job_to(&job)))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
+        let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
+        Ok(Response::new(job_to(&job)))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("experiment", &r.experiment)?;
+        let page = PageRequest::new(r.max_results, &r.page_token).map_err(Error::from)?;
+        let p = self
+            .core
+            .store
+            .list_jobs(&r.workspace, &r.experiment, &page)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: p.items.iter().map(job_to).collect(),
+            next_page_token: p.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
+        self.core.delete_job(&key).await?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn terminate_job(
+        &self,
+        request: Request<pb::TerminateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
+        let job = self.core.terminate_job(&key).await?;
+        Ok(Response::new(job_to(&job)))
+    }
+
+    type WatchJobStream = ReceiverStream<Result<pb::Job, Status>>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
+        // Subscribe before reading, so no change falls between.
+        let events = self.core.events.subscribe();
+        let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(watch(self.core.clone(), job, events, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_output_files(
+        &self,
+        request: Request<pb::ListOutputFilesRequest>,
+    ) -> Result<Response<pb::ListOutputFilesResponse>, Status> {
+        let files = output_files::list(&self.core, request.into_inner()).await?;
+        Ok(Response::new(pb::ListOutputFilesResponse { files }))
+    }
+
+    type StreamOutputFileStream = ReceiverStream<Result<pb::OutputFileChunk, Status>>;
+
+    async fn stream_output_file(
+        &self,
+        request: Request<pb::StreamOutputFileRequest>,
+    ) -> Result<Response<Self::StreamOutputFileStream>, Status> {
+        let rx = output_files::stream(self.core.clone(), request.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Sends the job, then every change of its execution state, until it ends.
+async fn watch(
+    core: Arc<Core>,
+    job: Job,
+    mut events: broadcast::Receiver<JobEvent>,
+    tx: mpsc::Sender<Result<pb::Job, Status>>,
+) {
+    let mut shutdown = core.shutdown();
+    let id = job.id.clone();
+    let mut last = job.execution_state;
+    if tx.send(Ok(job_to(&job))).await.is_err() || last.is_ended() {
+        return;
+    }
+    loop {
+        let next = tokio::select! {
+            _ = tx.closed() => return,
+            _ = crate::core::stopped(&mut shutdown) => {
+                let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                return;
+            }
+            ev = events.recv() => ev,
+        };
+        let job = match next {
+            Ok(JobEvent::Changed(j)) if j.id == id => (*j).clone(),
+            Ok(JobEvent::Deleted { id: gone }) if gone == id => {
+                let _ = tx
+                    .send(Err(Status::not_found(format!(
+                        "job {:?} was deleted",
+                        job.key.to_string()
+                    ))))
+                    .await;
+                return;
+            }
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                match core.store.get_job_by_id(&id).await {
+                    Ok(j) => j,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::from(e).into())).await;
+                        return;
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if job.execution_state != last {
+            last = job.execution_state;
+            if tx.send(Ok(job_to(&job))).await.is_err() {
+                return;
+            }
+        }
+        if last.is_ended() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! ListOutputFiles and StreamOutputFile over the coordinator's copy of a
+//! job's `stdouterr` directory.
+//!
+//! StreamOutputFile reads the file in chunks of up to 1 MiB, only up to its
+//! durable length. With `follow` it then waits, without polling, on the file's
+//! durable-length watch and on job events, and ends once the job has ended and
+//! every byte was sent (a job's end is committed only after all its output is
+//! durable, so the length read after seeing the end is final).
+
+use super::convert::{file_to, job_key_from};
+use crate::core::Core;
+use crate::domain::validate::Invalid;
+use crate::domain::{Job, Millis};
+use crate::error::Error;
+use crate::events::JobEvent;
+use crate::output::{OutputFile, StreamKind};
+use bai_proto::v1 as pb;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+/// Largest chunk sent.
+pub const CHUNK: u64 = 1 << 20;
+
+const STDOUTERR: &str = "stdouterr";
+
+/// Checks the output directory id of a request.
+fn directory(job: &Job, id: &str) -> Result<(), Error> {
+    if id == STDOUTERR {
+        return Ok(());
+    }
+    if job.spec.output_directories.iter().any(|d| d.id == id) {
+        return Err(Error::FailedPrecondition(format!(
+            "output directory {id:?} is on the job's mounted storage, which the coordinator cannot read; only \"stdouterr\" is served"
+        )));
+    }
+    Err(Error::not_found("output directory", id))
+}
+
+pub async fn list(core: &Core, r: pb::ListOutputFilesRequest) -> Result<Vec<pb::File>, Error> {
+    let key = job_key_from(r.job)?;
+    if r.output_directory_id.is_empty() {
+        return Err(Invalid::new("output_directory_id", "is required (e.g. stdouterr)").into());
+    }
+    let limit = match r.max_results {
+        0 => 1000,
+        n @ 1..=1000 => n as usize,
+        _ => return Err(Invalid::new("max_results", "must be between 1 and 1000").into()),
+    };
+    let sub = r.directory.trim_matches('/');
+    if sub.split('/').any(|p| p == "..") {
+        return Err(Invalid::new("directory", "must not contain '..'").into());
+    }
+    let job = core.store.get_job(&key).await?;
+    directory(&job, &r.output_directory_id)?;
+    if !(sub.is_empty() || sub == ".") {
+        return Err(Error::not_found("directory", format!("{STDOUTERR}/{sub}")));
+    }
+    let mut files = Vec::new();
+    for stream in StreamKind::ALL {
+        let Some(f) = core.outputs.file(&job, stream).await? else {
+            continue;
+        };
+        let path = f.path().to_path_buf();
+        let modified = tokio::task::spawn_blocking(move || modified_millis(&path))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(m) = modified {
+            files.push(file_to(stream.file_name(), f.durable_len(), Some(m)));
+        }
+    }
+    files.truncate(limit);
+    Ok(files)
+}
+
+/// The file's modification time, or `None` if it does not exist.
+fn modified_millis(path: &std::path::Path) -> Option<Millis> {
+    let m = std::fs::metadata(path).ok()?.modified().ok()?;
+    let d = m.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub type ChunkSender = mpsc::Sender<Result<pb::OutputFileChunk, Status>>;
+
+pub async fn stream(
+    core: Arc<Core>,
+    r: pb::StreamOutputFileRequest,
+) -> Result<mpsc::Receiver<Result<pb::OutputFileChunk, Status>>, Error> {
+    let key = job_key_from(r.job)?;
+    let dir = if r.output_directory_id.is_empty() {
+        STDOUTERR.to_string()
+    } else {
+        r.output_directory_id
+    };
+    let events = core.events.subscribe();
+    let job = core.store.get_job(&key).await?;
+    directory(&job, &dir)?;
+    let stream = StreamKind::from_file_name(r.path.trim_start_matches("./"))
+        .ok_or_else(|| Error::not_found("file", format!("{dir}/{}", r.path)))?;
+    let file = core
+        .outputs
+        .file(&job, stream)
+        .await?
+        .ok_or_else(|| Error::not_found("job", key.to_string()))?;
+    let (tx, rx) = mpsc::channel(4);
+    let follower = Follower {
+        core,
+        job_id: job.id.clone(),
+        ended: job.execution_state.is_ended(),
+        file,
+        offset: r.offset,
+        follow: r.follow,
+        events,
+        tx,
+        handle: None,
+    };
+    tokio::spawn(follower.run());
+    Ok(rx)
+}
+
+struct Follower {
+    core: Arc<Core>,
+    job_id: String,
+    ended: bool,
+    file: Arc<OutputFile>,
+    offset: u64,
+    follow: bool,
+    events: broadcast::Receiver<JobEvent>,
+    tx: ChunkSender,
+    handle: Option<Arc<File>>,
+}
+
+impl Follower {
+    async fn run(mut self) {
+        if let Err(status) = self.pump().await {
+            let _ = self.tx.send(Err(status)).await;
+        }
+    }
+
+    async fn pump(&mut self) -> Result<(), Status> {
+        let mut durable = self.file.watch();
+        let mut shutdown = self.core.shutdown();
+        let mut high = 0;
+        loop {
+            let len = *durable.borrow_and_update();
+            if len < high {
+                return Err(Status::aborted(
+                    "the job's output restarted (the job was requeued); stream it again from offset 0",
+                ));
+            }
+            high = len;
+            if self.offset < len {
+                self.send_up_to(len).await?;
+                continue;
+            }
+            if !self.follow {
+                return Ok(());
+            }
+            if self.ended {
+                // Output is durable before the end is committed: this length is final.
+                if self.file.durable_len() > self.offset {
+                    continue;
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                _ = self.tx.closed() => return Ok(()),
+                _ = crate::core::stopped(&mut shutdown) => {
+                    return Err(Status::unavailable("the coordinator is shutting down"));
+                }
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                ev = self.events.recv() => self.on_event(ev).await?,
+            }
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        ev: Result<JobEvent, broadcast::error::RecvError>,
+    ) -> Result<(), Status> {
+        match ev {
+            Ok(JobEvent::Changed(j)) if j.id == self.job_id => {
+                self.ended = j.execution_state.is_ended();
+            }
+            Ok(JobEvent::Deleted { id }) if id == self.job_id => {
+                return Err(Status::not_found("the job was deleted"));
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let j = self
+                    .core
+                    .store
+                    .get_job_by_id(&self.job_id)
+                    .await
+                    .map_err(|e| Status::from(Error::from(e)))?;
+                self.ended = j.execution_state.is_ended();
+            }
+            Err(broadcast::error::RecvError::Closed) => self.ended = true,
+        }
+        Ok(())
+    }
+
+    /// Sends one chunk of up to [`CHUNK`] bytes from the offset (below `len`).
+    async fn send_up_to(&mut self, len: u64) -> Result<(), Status> {
+        let want = (len - self.offset).min(CHUNK) as usize;
+        let handle = match &self.handle {
+            Some(h) => h.clone(),
+            None => {
+                let path = self.file.path().to_path_buf();
+                let f = tokio::task::spawn_blocking(move || File::open(path))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::internal(format!("open output: {e}")))?;
+                let f = Arc::new(f);
+                self.handle = Some(f.clone());
+                f
+            }
+        };
+        let offset = self.offset;
+        let data = tokio::task::spawn_blocking(move || read_at(&handle, offset, want))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("read output: {e}")))?;
+        if data.is_empty() {
+            return Err(Status::internal(
+                "output file is shorter than its durable length",
+            ));
+        }
+        let n = data.len() as u64;
+        if self
+            .tx
+            .send(Ok(pb::OutputFileChunk { offset, data }))
+            .await
+            .is_err()
+        {
+            return Err(Status::cancelled("client went away"));
+        }
+        self.offset += n;
+        Ok(())
+    }
+}
+
+fn read_at(f: &File, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        let n = f.read_at(&mut buf[got..], offset + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    Ok(buf)
+}

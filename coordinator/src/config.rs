@@ -1,0 +1,261 @@
+//! Configuration: command-line flags over an optional TOML file
+//! (`/etc/bai/coordinator.toml` by default, `deny_unknown_fields`). Building a
+//! [`Config`] reads the file and nothing else; a bad configuration is a
+//! [`ConfigError`], which the binary turns into exit code 2.
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default config file, read if it exists and `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/bai/coordinator.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7150";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bai";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// bai's coordinator: durable store, public gRPC API, scheduler and agent sessions.
+///
+/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on a bad
+/// configuration.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "bai-coordinator", version)]
+pub struct Args {
+    /// TOML config file [default: /etc/bai/coordinator.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:7150]; port 0 picks one.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// State directory [default: $STATE_DIRECTORY or /var/lib/bai].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Start and stop bai-agent processes on this machine to match each
+    /// cluster's target node count.
+    #[arg(long)]
+    pub local_agents: bool,
+    /// The agent binary for --local-agents [default: bai-agent next to this binary].
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Seconds a terminated job gets between SIGTERM and SIGKILL [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub terminate_grace_secs: Option<u64>,
+    /// Seconds between agent heartbeats [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval_secs: Option<u64>,
+    /// Seconds a node's agent may stay disconnected before the node is
+    /// unusable and its jobs fail [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub node_lost_timeout_secs: Option<u64>,
+}
+
+/// The config file's keys (all optional; flags override them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub local_agents: Option<bool>,
+    pub agent_bin: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub terminate_grace_secs: Option<u64>,
+    pub heartbeat_interval_secs: Option<u64>,
+    pub node_lost_timeout_secs: Option<u64>,
+}
+
+/// The coordinator's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub local_agents: bool,
+    /// `None`: `bai-agent` next to the coordinator's executable.
+    pub agent_bin: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub terminate_grace: Duration,
+    pub heartbeat_interval: Duration,
+    pub node_lost_timeout: Duration,
+}
+
+impl Config {
+    /// A config for tests and embedding: loopback, port 0, the given state dir.
+    pub fn for_state_dir(state_dir: &Path) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: state_dir.to_path_buf(),
+            local_agents: false,
+            agent_bin: None,
+            log_format: LogFormat::Text,
+            terminate_grace: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(10),
+            node_lost_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {rule}")]
+    Invalid { field: &'static str, rule: String },
+}
+
+/// Resolves flags over the config file. `state_directory` is
+/// `$STATE_DIRECTORY` (passed in, so this reads no environment).
+pub fn load(args: Args, state_directory: Option<PathBuf>) -> Result<Config, ConfigError> {
+    let file = match &args.config {
+        Some(p) => read_file(p)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
+        None => FileConfig::default(),
+    };
+    resolve(args, file, state_directory)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn secs(field: &'static str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid {
+            field,
+            rule: "must be at least 1".into(),
+        }),
+        n => Ok(Duration::from_secs(n)),
+    }
+}
+
+/// Merges flags over file values over defaults.
+pub fn resolve(
+    args: Args,
+    file: FileConfig,
+    state_directory: Option<PathBuf>,
+) -> Result<Config, ConfigError> {
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen.parse().map_err(|_| ConfigError::Invalid {
+        field: "listen",
+        rule: format!("{listen:?} is not an address like 127.0.0.1:7150"),
+    })?;
+    let state_dir = args
+        .state_dir
+        .or(file.state_dir)
+        .or(state_directory.filter(|p| !p.as_os_str().is_empty()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    Ok(Config {
+        listen,
+        state_dir,
+        local_agents: args.local_agents || file.local_agents.unwrap_or(false),
+        agent_bin: args.agent_bin.or(file.agent_bin),
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        terminate_grace: secs(
+            "terminate_grace_secs",
+            args.terminate_grace_secs.or(file.terminate_grace_secs),
+            10,
+        )?,
+        heartbeat_interval: secs(
+            "heartbeat_interval_secs",
+            args.heartbeat_interval_secs
+                .or(file.heartbeat_interval_secs),
+            10,
+        )?,
+        node_lost_timeout: secs(
+            "node_lost_timeout_secs",
+            args.node_lost_timeout_secs.or(file.node_lost_timeout_secs),
+            600,
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = resolve(Args::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7150");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/bai"));
+        assert!(!c.local_agents);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.terminate_grace, Duration::from_secs(10));
+        let c = resolve(
+            Args::default(),
+            FileConfig::default(),
+            Some("/srv/bai".into()),
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/srv/bai"));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nstate_dir = \"/f\"\nlocal_agents = true\nlog_format = \"json\"\nterminate_grace_secs = 3\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "bai-coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ]);
+        let c = resolve(args, file, Some("/env".into())).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(c.state_dir, PathBuf::from("/f"));
+        assert!(c.local_agents);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.terminate_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_configs() {
+        assert!(
+            toml::from_str::<FileConfig>("nope = 1").is_err(),
+            "unknown keys are refused"
+        );
+        let args = Args {
+            listen: Some("localhost".into()),
+            ..Args::default()
+        };
+        let e = resolve(args, FileConfig::default(), None).unwrap_err();
+        assert!(e.to_string().starts_with("listen:"), "{e}");
+        let args = Args {
+            terminate_grace_secs: Some(0),
+            ..Args::default()
+        };
+        assert!(resolve(args, FileConfig::default(), None).is_err());
+        let missing = Args {
+            config: Some("/nonexistent/bai.toml".into()),
+            ..Args::default()
+        };
+        assert!(matches!(load(missing, None), Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,194 @@
+//! `Core`: what the API services, agent sessions, scheduler and local provider
+//! share (store, sessions, output, job events, kicks), and the actions that
+//! touch several of them. Every action commits to the store first, then tells
+//! nodes and watchers.
+
+use crate::agent::registry::{Outbound, Sessions};
+use crate::domain::{Job, JobKey, now_millis};
+use crate::error::Result;
+use crate::events::JobEvents;
+use crate::output::OutputStore;
+use crate::store::{Removed, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Tunables of the running coordinator.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often agents send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// SIGTERM → SIGKILL grace period of a terminated job.
+    pub terminate_grace: Duration,
+    /// A node whose agent stays away this long becomes unusable and its jobs
+    /// fail with `JobLost`.
+    pub node_lost_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(10),
+            terminate_grace: Duration::from_secs(10),
+            node_lost_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+pub struct Core {
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub outputs: OutputStore,
+    pub events: JobEvents,
+    pub settings: Settings,
+    scheduler: Notify,
+    provider: Notify,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Core {
+    pub fn new(
+        store: Arc<dyn Store>,
+        outputs: OutputStore,
+        settings: Settings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            sessions: Sessions::default(),
+            outputs,
+            events: JobEvents::new(),
+            settings,
+            scheduler: Notify::new(),
+            provider: Notify::new(),
+            shutdown,
+        }
+    }
+
+    /// Asks the scheduler for a pass (coalesced).
+    pub fn kick_scheduler(&self) {
+        self.scheduler.notify_one();
+    }
+
+    pub async fn scheduler_kicked(&self) {
+        self.scheduler.notified().await;
+    }
+
+    /// Asks the local provider to reconcile nodes (coalesced).
+    pub fn kick_provider(&self) {
+        self.provider.notify_one();
+    }
+
+    pub async fn provider_kicked(&self) {
+        self.provider.notified().await;
+    }
+
+    /// A receiver that turns true when the coordinator shuts down.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn send_terminate(&self, job_id: &str, node_id: &str) {
+        let sent = self.sessions.send(
+            node_id,
+            Outbound::Terminate {
+                job_id: job_id.to_string(),
+                grace: self.settings.terminate_grace,
+            },
+        );
+        if !sent {
+            tracing::info!(
+                job = job_id,
+                node = node_id,
+                "node not connected; it gets the terminate when it registers"
+            );
+        }
+    }
+
+    /// After a job's attempt ended (or went back to the queue): tell watchers,
+    /// close its files, let the scheduler and provider look again.
+    pub fn job_attempt_ended(&self, job: &Job) {
+        self.events.changed(job);
+        self.outputs.close(&job.id);
+        self.kick_scheduler();
+        self.kick_provider();
+    }
+
+    /// TerminateJob: queued → failed at once; running → terminating and the
+    /// node is told to stop it; ended → unchanged.
+    pub async fn terminate_job(&self, key: &JobKey) -> Result<Job> {
+        let before = self.store.get_job(key).await?;
+        let job = self.store.terminate_job(key, now_millis()).await?;
+        if job.execution_state != before.execution_state {
+            tracing::info!(job = %job.id, state = job.execution_state.as_str(), "job terminate requested");
+            self.events.changed(&job);
+        }
+        if job.execution_state.is_active()
+            && let Some(node) = &job.node_id
+        {
+            self.send_terminate(&job.id, node);
+        }
+        Ok(job)
+    }
+
+    /// DeleteJob: deletes it (stopping its process if it runs) and its output.
+    pub async fn delete_job(&self, key: &JobKey) -> Result<()> {
+        let job = self.store.delete_job(key).await?;
+        tracing::info!(job = %job.id, "job deleted");
+        if job.execution_state.is_active()
+            && let Some(node) = &job.node_id
+        {
+            self.send_terminate(&job.id, node);
+        }
+        self.forget_job(&job).await;
+        Ok(())
+    }
+
+    async fn forget_job(&self, job: &Job) {
+        if let Err(e) = self.outputs.delete(job).await {
+            tracing::warn!(job = %job.id, error = %e, "could not delete job output");
+        }
+        self.events.deleted(&job.id);
+    }
+
+    /// Acts on what a delete removed: stops processes, deletes output, tells
+    /// watchers, shuts removed nodes down.
+    pub async fn apply_removed(&self, removed: Removed) {
+        for (job_id, node_id) in &removed.stop {
+            self.send_terminate(job_id, node_id);
+        }
+        for job in &removed.deleted_jobs {
+            self.forget_job(job).await;
+        }
+        for job in &removed.changed_jobs {
+            self.events.changed(job);
+        }
+        for node in &removed.nodes {
+            self.sessions.send(
+                &node.node_id,
+                Outbound::Shutdown {
+                    reason: format!("cluster {}/{} was deleted", node.workspace, node.cluster),
+                },
+            );
+        }
+        self.kick_scheduler();
+        self.kick_provider();
+    }
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -1,0 +1,20 @@
+//! The coordinator's domain: resources, specifications, state machines,
+//! validation, scheduling inputs and the environment of a job. Pure data and
+//! functions: no IO, no protocol types.
+
+pub mod env;
+pub mod names;
+pub mod paging;
+pub mod secret;
+pub mod spec;
+pub mod state;
+pub mod types;
+pub mod validate;
+
+#[cfg(test)]
+pub mod fixtures;
+
+pub use secret::Secret;
+pub use spec::*;
+pub use state::{ExecutionState, JobExit, NodeState};
+pub use types::*;

@@ -1,0 +1,250 @@
+//! The coordinator's resources as plain data: workspace, experiment, cluster,
+//! node and job. Times are unix milliseconds.
+
+use super::spec::{BatchAiError, ClusterSpec, JobSpec};
+use super::state::{ExecutionState, NodeState};
+use std::collections::BTreeMap;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// The current time in unix milliseconds.
+pub fn now_millis() -> Millis {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub name: String,
+    pub location: String,
+    pub tags: BTreeMap<String, String>,
+    pub creation_time: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Experiment {
+    pub workspace: String,
+    pub name: String,
+    pub creation_time: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub workspace: String,
+    pub name: String,
+    pub spec: ClusterSpec,
+    /// How many nodes the cluster should have (from the scale settings).
+    pub target_node_count: u32,
+    pub creation_time: Millis,
+    pub allocation_state_transition_time: Millis,
+    pub errors: Vec<BatchAiError>,
+}
+
+/// Counts of a cluster's nodes by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeStateCounts {
+    pub idle: u32,
+    pub running: u32,
+    pub preparing: u32,
+    pub unusable: u32,
+    pub leaving: u32,
+}
+
+impl NodeStateCounts {
+    pub fn of(nodes: &[Node]) -> Self {
+        let mut c = Self::default();
+        for n in nodes {
+            match n.state {
+                NodeState::Idle => c.idle += 1,
+                NodeState::Running => c.running += 1,
+                NodeState::Preparing => c.preparing += 1,
+                NodeState::Unusable => c.unusable += 1,
+                NodeState::Leaving => c.leaving += 1,
+            }
+        }
+        c
+    }
+}
+
+/// Batch AI's allocation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocationState {
+    Steady,
+    Resizing,
+}
+
+/// A cluster with what is computed from its nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster: Cluster,
+    pub current_node_count: u32,
+    pub counts: NodeStateCounts,
+    pub allocation_state: AllocationState,
+}
+
+impl ClusterView {
+    /// Resizing while the nodes that are not leaving differ from the target,
+    /// or while some node is still leaving.
+    pub fn new(cluster: Cluster, nodes: &[Node]) -> Self {
+        let counts = NodeStateCounts::of(nodes);
+        let current = u32::try_from(nodes.len()).unwrap_or(u32::MAX);
+        let staying = current - counts.leaving;
+        let allocation_state = if staying != cluster.target_node_count || counts.leaving > 0 {
+            AllocationState::Resizing
+        } else {
+            AllocationState::Steady
+        };
+        Self {
+            cluster,
+            current_node_count: current,
+            counts,
+            allocation_state,
+        }
+    }
+}
+
+/// What an agent says about its machine when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    pub hostname: String,
+    pub ip_address: String,
+    pub agent_version: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub node_id: String,
+    pub workspace: String,
+    pub cluster: String,
+    pub state: NodeState,
+    pub state_transition_time: Millis,
+    pub info: NodeInfo,
+    pub connected: bool,
+    pub last_heartbeat_time: Option<Millis>,
+    pub errors: Vec<BatchAiError>,
+    /// Ids of the jobs running (or terminating) on the node.
+    pub running_job_ids: Vec<String>,
+}
+
+/// A job's name: workspace / experiment / job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    pub workspace: String,
+    pub experiment: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.workspace, self.experiment, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub key: JobKey,
+    /// A uuid; a new job of an old name gets a new one.
+    pub id: String,
+    pub spec: JobSpec,
+    pub creation_time: Millis,
+    pub execution_state: ExecutionState,
+    pub execution_state_transition_time: Millis,
+    /// Latest start of the job's process.
+    pub start_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub exit_code: Option<i32>,
+    pub errors: Vec<BatchAiError>,
+    /// The node of the latest attempt (kept after the job ends).
+    pub node_id: Option<String>,
+    /// Whether the current attempt's process was started.
+    pub attempt_started: bool,
+    /// Put the job back in the queue (instead of failing it) when its process
+    /// exits: set when its node is removed with deallocation option requeue.
+    pub requeue_on_exit: bool,
+}
+
+impl Job {
+    /// `workspaces/<ws>/experiments/<exp>/jobs/<job>/<uuid>`.
+    pub fn output_path_segment(&self) -> String {
+        format!(
+            "workspaces/{}/experiments/{}/jobs/{}/{}",
+            self.key.workspace, self.key.experiment, self.key.name, self.id
+        )
+    }
+
+    /// Whether the job occupies `node` (running or terminating there).
+    pub fn is_active_on(&self, node: &str) -> bool {
+        self.execution_state.is_active() && self.node_id.as_deref() == Some(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::spec::{DeallocationOption, ScaleSettings, VmPriority};
+
+    fn cluster(target: u32) -> Cluster {
+        Cluster {
+            workspace: "w".into(),
+            name: "c".into(),
+            spec: ClusterSpec {
+                vm_size: String::new(),
+                vm_priority: VmPriority::Dedicated,
+                scale: ScaleSettings::Manual {
+                    target_node_count: target,
+                    deallocation: DeallocationOption::Requeue,
+                },
+                image: None,
+                node_setup: None,
+                user_account: None,
+                subnet_id: String::new(),
+            },
+            target_node_count: target,
+            creation_time: 0,
+            allocation_state_transition_time: 0,
+            errors: vec![],
+        }
+    }
+
+    fn node(state: NodeState) -> Node {
+        Node {
+            node_id: "n".into(),
+            workspace: "w".into(),
+            cluster: "c".into(),
+            state,
+            state_transition_time: 0,
+            info: NodeInfo::default(),
+            connected: true,
+            last_heartbeat_time: None,
+            errors: vec![],
+            running_job_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn allocation_state_follows_nodes() {
+        let v = ClusterView::new(cluster(2), &[node(NodeState::Idle)]);
+        assert_eq!(v.allocation_state, AllocationState::Resizing);
+        assert_eq!(v.current_node_count, 1);
+        let v = ClusterView::new(
+            cluster(2),
+            &[node(NodeState::Idle), node(NodeState::Running)],
+        );
+        assert_eq!(v.allocation_state, AllocationState::Steady);
+        assert_eq!(v.counts.idle, 1);
+        assert_eq!(v.counts.running, 1);
+        let v = ClusterView::new(
+            cluster(1),
+            &[node(NodeState::Idle), node(NodeState::Leaving)],
+        );
+        assert_eq!(v.allocation_state, AllocationState::Resizing);
+        assert_eq!(v.counts.leaving, 1);
+        let v = ClusterView::new(cluster(0), &[]);
+        assert_eq!(v.allocation_state, AllocationState::Steady);
+    }
+}

@@ -1,0 +1,408 @@
+//! Validation of create requests. Every error names the field path and the
+//! rule, e.g. `job.node_count: must be at least 1`. Validation is pure: a
+//! request that fails here never reaches the store.
+
+use super::names::{check_env_name, check_name};
+use super::spec::{ClusterSpec, EnvVar, MountVolumes, ScaleSettings, SecretEnvVar, Toolkit};
+use super::types::{Cluster, Experiment, Job, Workspace};
+use std::collections::HashSet;
+
+/// Most nodes in a cluster (Batch AI's limit).
+pub const MAX_NODES: u32 = 100;
+
+/// A request field that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct Invalid {
+    pub field: String,
+    pub rule: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Invalid>;
+
+/// Checks a resource name at `field`.
+pub fn name(field: &str, value: &str) -> Result {
+    check_name(value).map_err(|rule| Invalid::new(field, rule))
+}
+
+fn required(field: &str, value: &str) -> Result {
+    if value.trim().is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    Ok(())
+}
+
+pub fn workspace(ws: &Workspace) -> Result {
+    name("workspace.name", &ws.name)?;
+    for k in ws.tags.keys() {
+        if k.is_empty() {
+            return Err(Invalid::new("workspace.tags", "keys must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+pub fn experiment(e: &Experiment) -> Result {
+    name("experiment.workspace", &e.workspace)?;
+    name("experiment.name", &e.name)
+}
+
+pub fn cluster(c: &Cluster) -> Result {
+    name("cluster.workspace", &c.workspace)?;
+    name("cluster.name", &c.name)?;
+    cluster_spec(&c.spec)
+}
+
+fn cluster_spec(s: &ClusterSpec) -> Result {
+    scale_settings("cluster.scale_settings", &s.scale)?;
+    if let Some(image) = &s.image {
+        let f = "cluster.virtual_machine_configuration.image_reference";
+        if image.virtual_machine_image_id.is_empty() {
+            required(&format!("{f}.publisher"), &image.publisher)?;
+            required(&format!("{f}.offer"), &image.offer)?;
+            required(&format!("{f}.sku"), &image.sku)?;
+        }
+    }
+    if let Some(setup) = &s.node_setup {
+        if let Some(task) = &setup.setup_task {
+            let f = "cluster.node_setup.setup_task";
+            required(&format!("{f}.command_line"), &task.command_line)?;
+            env_vars(f, &task.environment_variables, &task.secrets)?;
+        }
+        if let Some(m) = &setup.mount_volumes {
+            mount_volumes("cluster.node_setup.mount_volumes", m)?;
+        }
+    }
+    if let Some(user) = &s.user_account {
+        let f = "cluster.user_account_settings";
+        required(&format!("{f}.admin_user_name"), &user.admin_user_name)?;
+    }
+    Ok(())
+}
+
+/// Checks scale settings at `field` (e.g. `cluster.scale_settings`).
+pub fn scale_settings(field: &str, s: &ScaleSettings) -> Result {
+    match *s {
+        ScaleSettings::Manual {
+            target_node_count, ..
+        } => {
+            if target_node_count > MAX_NODES {
+                return Err(Invalid::new(
+                    format!("{field}.manual.target_node_count"),
+                    format!("must be at most {MAX_NODES}"),
+                ));
+            }
+        }
+        ScaleSettings::AutoScale {
+            minimum_node_count,
+            maximum_node_count,
+            initial_node_count,
+        } => {
+            let f = format!("{field}.auto_scale");
+            if maximum_node_count > MAX_NODES {
+                return Err(Invalid::new(
+                    format!("{f}.maximum_node_count"),
+                    format!("must be at most {MAX_NODES}"),
+                ));
+            }
+            if maximum_node_count < minimum_node_count {
+                return Err(Invalid::new(
+                    format!("{f}.maximum_node_count"),
+                    "must be at least minimum_node_count",
+                ));
+            }
+            if initial_node_count > maximum_node_count {
+                return Err(Invalid::new(
+                    format!("{f}.initial_node_count"),
+                    "must be at most maximum_node_count",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks user and secret environment variables under `field`: valid names,
+/// no duplicates across both lists, nothing in the reserved `AZ_BATCHAI_`
+/// namespace, and a value for every secret.
+pub fn env_vars(field: &str, vars: &[EnvVar], secrets: &[SecretEnvVar]) -> Result {
+    let mut seen = HashSet::new();
+    let all = vars
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{field}.environment_variables[{i}]"), &v.name))
+        .chain(
+            secrets
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{field}.secrets[{i}]"), &v.name)),
+        );
+    for (f, n) in all {
+        check_env_name(n).map_err(|rule| Invalid::new(format!("{f}.name"), rule))?;
+        if n.starts_with("AZ_BATCHAI_") {
+            return Err(Invalid::new(
+                format!("{f}.name"),
+                "must not start with AZ_BATCHAI_ (reserved)",
+            ));
+        }
+        if !seen.insert(n.as_str()) {
+            return Err(Invalid::new(
+                format!("{f}.name"),
+                format!("duplicate variable {n}"),
+            ));
+        }
+    }
+    for (i, s) in secrets.iter().enumerate() {
+        if s.value.is_empty() {
+            return Err(Invalid::new(
+                format!("{field}.secrets[{i}].value"),
+                "is required",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks mount volumes under `field`.
+pub fn mount_volumes(field: &str, m: &MountVolumes) -> Result {
+    let mut paths = HashSet::new();
+    let mut path = |f: String, p: &str| -> Result {
+        required(&f, p)?;
+        if p.starts_with('/') || p.split('/').any(|s| s == "..") {
+            return Err(Invalid::new(f, "must be a relative path without '..'"));
+        }
+        if !paths.insert(p.to_string()) {
+            return Err(Invalid::new(f, format!("duplicate mount path {p}")));
+        }
+        Ok(())
+    };
+    for (i, a) in m.azure_file_shares.iter().enumerate() {
+        let f = format!("{field}.azure_file_shares[{i}]");
+        required(&format!("{f}.account_name"), &a.account_name)?;
+        required(&format!("{f}.azure_file_url"), &a.azure_file_url)?;
+        if a.credentials.account_key.is_empty() {
+            return Err(Invalid::new(
+                format!("{f}.credentials.account_key"),
+                "is required",
+            ));
+        }
+        path(format!("{f}.relative_mount_path"), &a.relative_mount_path)?;
+    }
+    for (i, b) in m.azure_blob_file_systems.iter().enumerate() {
+        let f = format!("{field}.azure_blob_file_systems[{i}]");
+        required(&format!("{f}.account_name"), &b.account_name)?;
+        required(&format!("{f}.container_name"), &b.container_name)?;
+        if b.credentials.account_key.is_empty() {
+            return Err(Invalid::new(
+                format!("{f}.credentials.account_key"),
+                "is required",
+            ));
+        }
+        path(format!("{f}.relative_mount_path"), &b.relative_mount_path)?;
+    }
+    for (i, s) in m.file_servers.iter().enumerate() {
+        let f = format!("{field}.file_servers[{i}]");
+        required(&format!("{f}.file_server.id"), &s.file_server_id)?;
+        path(format!("{f}.relative_mount_path"), &s.relative_mount_path)?;
+    }
+    for (i, u) in m.unmanaged_file_systems.iter().enumerate() {
+        let f = format!("{field}.unmanaged_file_systems[{i}]");
+        required(&format!("{f}.mount_command"), &u.mount_command)?;
+        path(format!("{f}.relative_mount_path"), &u.relative_mount_path)?;
+    }
+    Ok(())
+}
+
+fn directory_id(field: String, id: &str, seen: &mut HashSet<String>) -> Result {
+    if id.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Invalid::new(
+            field,
+            "must be 1-64 letters, digits or '_' (it names an environment variable)",
+        ));
+    }
+    if id.eq_ignore_ascii_case("stdouterr") {
+        return Err(Invalid::new(field, "stdouterr is reserved"));
+    }
+    if !seen.insert(id.to_ascii_uppercase()) {
+        return Err(Invalid::new(field, format!("duplicate id {id}")));
+    }
+    Ok(())
+}
+
+/// Checks a job create request. Only single-node jobs are accepted until gang
+/// scheduling lands; MPI-based toolkits (custom MPI, Horovod) need it too.
+pub fn job(j: &Job) -> Result {
+    name("job.workspace", &j.key.workspace)?;
+    name("job.experiment", &j.key.experiment)?;
+    name("job.name", &j.key.name)?;
+    let s = &j.spec;
+    name("job.cluster.workspace", &s.cluster.workspace)?;
+    name("job.cluster.name", &s.cluster.name)?;
+    if s.node_count < 1 {
+        return Err(Invalid::new("job.node_count", "must be at least 1"));
+    }
+    if s.node_count > 1 {
+        return Err(Invalid::new(
+            "job.node_count",
+            "must be 1: multi-node jobs are not supported yet",
+        ));
+    }
+    toolkit(&s.toolkit, s.node_count)?;
+    if let Some(m) = &s.mount_volumes {
+        mount_volumes("job.mount_volumes", m)?;
+    }
+    if let Some(c) = &s.container_settings {
+        required(
+            "job.container_settings.image_source_registry.image",
+            &c.image,
+        )?;
+        if let Some(cred) = &c.credentials {
+            let f = "job.container_settings.image_source_registry.credentials";
+            required(&format!("{f}.username"), &cred.username)?;
+            if cred.password.is_empty() {
+                return Err(Invalid::new(format!("{f}.password"), "is required"));
+            }
+        }
+    }
+    if let Some(cmd) = &s.job_preparation_command_line {
+        required("job.job_preparation.command_line", cmd)?;
+    }
+    let mut ids = HashSet::new();
+    for (i, d) in s.input_directories.iter().enumerate() {
+        directory_id(format!("job.input_directories[{i}].id"), &d.id, &mut ids)?;
+        required(&format!("job.input_directories[{i}].path"), &d.path)?;
+    }
+    let mut ids = HashSet::new();
+    for (i, d) in s.output_directories.iter().enumerate() {
+        directory_id(format!("job.output_directories[{i}].id"), &d.id, &mut ids)?;
+        required(
+            &format!("job.output_directories[{i}].path_prefix"),
+            &d.path_prefix,
+        )?;
+    }
+    env_vars("job", &s.environment_variables, &s.secrets)?;
+    if s.max_wall_clock_time_ms == 0 {
+        return Err(Invalid::new(
+            "job.constraints.max_wall_clock_time",
+            "must be positive",
+        ));
+    }
+    Ok(())
+}
+
+fn process_count(field: &str, count: u32, node_count: u32) -> Result {
+    if count > node_count {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most node_count ({node_count}) until multi-process jobs land"),
+        ));
+    }
+    Ok(())
+}
+
+fn toolkit(t: &Toolkit, node_count: u32) -> Result {
+    match t {
+        Toolkit::Custom { command_line } => {
+            required("job.custom_toolkit_settings.command_line", command_line)
+        }
+        Toolkit::CustomMpi { .. } => Err(Invalid::new(
+            "job.custom_mpi_settings",
+            "is not supported yet (mpi jobs need multi-node scheduling)",
+        )),
+        Toolkit::Horovod { .. } => Err(Invalid::new(
+            "job.horovod_settings",
+            "is not supported yet (horovod jobs need mpi)",
+        )),
+        Toolkit::PyTorch { script, .. } => python("job.py_torch_settings", script, node_count),
+        Toolkit::Chainer { script } => python("job.chainer_settings", script, node_count),
+        Toolkit::Caffe2 { script } => python("job.caffe2_settings", script, node_count),
+        Toolkit::TensorFlow {
+            script,
+            worker_count,
+            parameter_server_count,
+            ..
+        } => {
+            let f = "job.tensor_flow_settings";
+            python(f, script, node_count)?;
+            process_count(&format!("{f}.worker_count"), *worker_count, node_count)?;
+            if *parameter_server_count > 0 {
+                return Err(Invalid::new(
+                    format!("{f}.parameter_server_count"),
+                    "must be 0 until distributed tensorflow jobs land",
+                ));
+            }
+            Ok(())
+        }
+        Toolkit::Cntk {
+            language_type,
+            config_file_path,
+            script,
+        } => {
+            let f = "job.cntk_settings";
+            match language_type.to_ascii_lowercase().as_str() {
+                "" | "brainscript" => {
+                    required(&format!("{f}.config_file_path"), config_file_path)?;
+                    process_count(
+                        &format!("{f}.process_count"),
+                        script.process_count,
+                        node_count,
+                    )
+                }
+                "python" => python(f, script, node_count),
+                _ => Err(Invalid::new(
+                    format!("{f}.language_type"),
+                    "must be BrainScript or Python",
+                )),
+            }
+        }
+        Toolkit::Caffe {
+            config_file_path,
+            script,
+        } => {
+            let f = "job.caffe_settings";
+            match (
+                config_file_path.is_empty(),
+                script.python_script_file_path.is_empty(),
+            ) {
+                (false, false) | (true, true) => Err(Invalid::new(
+                    format!("{f}.config_file_path"),
+                    "exactly one of config_file_path or python_script_file_path is required",
+                )),
+                (false, true) => process_count(
+                    &format!("{f}.process_count"),
+                    script.process_count,
+                    node_count,
+                ),
+                (true, false) => python(f, script, node_count),
+            }
+        }
+    }
+}
+
+fn python(field: &str, s: &super::spec::PythonScript, node_count: u32) -> Result {
+    required(
+        &format!("{field}.python_script_file_path"),
+        &s.python_script_file_path,
+    )?;
+    process_count(
+        &format!("{field}.process_count"),
+        s.process_count,
+        node_count,
+    )
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,289 @@
+//! Tests of request validation: one per rule, each checking the field path.
+
+use super::*;
+use crate::domain::Secret;
+use crate::domain::fixtures;
+use crate::domain::spec::*;
+
+fn err_of(j: &crate::domain::Job) -> String {
+    job(j).unwrap_err().to_string()
+}
+
+#[test]
+fn a_valid_job_passes() {
+    job(&fixtures::job("w", "e", "j", "c")).unwrap();
+    cluster(&fixtures::cluster("w", "c", 2)).unwrap();
+    workspace(&fixtures::workspace("w")).unwrap();
+    experiment(&fixtures::experiment("w", "e")).unwrap();
+}
+
+#[test]
+fn names_are_checked_with_their_field() {
+    let mut j = fixtures::job("w", "e", "bad name", "c");
+    assert_eq!(
+        err_of(&j),
+        "job.name: must contain only letters, digits, '-' and '_'"
+    );
+    j.key.name = "ok".into();
+    j.spec.cluster.name = String::new();
+    assert_eq!(err_of(&j), "job.cluster.name: must not be empty");
+    let mut ws = fixtures::workspace(&"x".repeat(65));
+    assert_eq!(
+        workspace(&ws).unwrap_err().to_string(),
+        "workspace.name: must be at most 64 characters"
+    );
+    ws.name = "w".into();
+    ws.tags.insert(String::new(), "v".into());
+    assert_eq!(workspace(&ws).unwrap_err().field, "workspace.tags");
+    let e = fixtures::experiment("w", "");
+    assert_eq!(experiment(&e).unwrap_err().field, "experiment.name");
+}
+
+#[test]
+fn node_count_rules() {
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.node_count = 0;
+    assert_eq!(err_of(&j), "job.node_count: must be at least 1");
+    j.spec.node_count = 2;
+    assert!(err_of(&j).starts_with("job.node_count: must be 1"));
+}
+
+#[test]
+fn toolkit_rules() {
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.toolkit = Toolkit::Custom {
+        command_line: " ".into(),
+    };
+    assert_eq!(
+        err_of(&j),
+        "job.custom_toolkit_settings.command_line: is required"
+    );
+    j.spec.toolkit = Toolkit::CustomMpi {
+        command_line: "x".into(),
+        process_count: 1,
+    };
+    assert!(err_of(&j).starts_with("job.custom_mpi_settings: is not supported"));
+    j.spec.toolkit = Toolkit::PyTorch {
+        script: PythonScript::default(),
+        communication_backend: String::new(),
+    };
+    assert_eq!(
+        err_of(&j),
+        "job.py_torch_settings.python_script_file_path: is required"
+    );
+    j.spec.toolkit = Toolkit::PyTorch {
+        script: PythonScript {
+            python_script_file_path: "t.py".into(),
+            process_count: 2,
+            ..PythonScript::default()
+        },
+        communication_backend: String::new(),
+    };
+    assert!(err_of(&j).starts_with("job.py_torch_settings.process_count: must be at most"));
+    j.spec.toolkit = Toolkit::Caffe {
+        config_file_path: "a".into(),
+        script: PythonScript {
+            python_script_file_path: "b".into(),
+            ..PythonScript::default()
+        },
+    };
+    assert!(err_of(&j).starts_with("job.caffe_settings.config_file_path: exactly one"));
+    j.spec.toolkit = Toolkit::Cntk {
+        language_type: "Lua".into(),
+        config_file_path: String::new(),
+        script: PythonScript::default(),
+    };
+    assert_eq!(
+        err_of(&j),
+        "job.cntk_settings.language_type: must be BrainScript or Python"
+    );
+    j.spec.toolkit = Toolkit::TensorFlow {
+        script: PythonScript {
+            python_script_file_path: "t.py".into(),
+            ..PythonScript::default()
+        },
+        master_command_line_args: String::new(),
+        worker_command_line_args: String::new(),
+        parameter_server_command_line_args: String::new(),
+        worker_count: 0,
+        parameter_server_count: 1,
+    };
+    assert!(err_of(&j).starts_with("job.tensor_flow_settings.parameter_server_count"));
+}
+
+#[test]
+fn environment_rules() {
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.environment_variables[0].name = "1X".into();
+    assert_eq!(
+        err_of(&j),
+        "job.environment_variables[0].name: must start with a letter or '_'"
+    );
+    j.spec.environment_variables[0].name = "AZ_BATCHAI_X".into();
+    assert!(
+        err_of(&j)
+            .starts_with("job.environment_variables[0].name: must not start with AZ_BATCHAI_")
+    );
+    j.spec.environment_variables[0].name = "TOKEN".into();
+    assert_eq!(err_of(&j), "job.secrets[0].name: duplicate variable TOKEN");
+    j.spec.environment_variables[0].name = "A".into();
+    j.spec.secrets[0].value = Secret::new("");
+    assert_eq!(err_of(&j), "job.secrets[0].value: is required");
+}
+
+#[test]
+fn directory_rules() {
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.input_directories = vec![InputDirectory {
+        id: "A-B".into(),
+        path: "/x".into(),
+    }];
+    assert!(err_of(&j).starts_with("job.input_directories[0].id: must be 1-64 letters"));
+    j.spec.input_directories = vec![
+        InputDirectory {
+            id: "A".into(),
+            path: "/x".into(),
+        },
+        InputDirectory {
+            id: "a".into(),
+            path: "/y".into(),
+        },
+    ];
+    assert_eq!(err_of(&j), "job.input_directories[1].id: duplicate id a");
+    j.spec.input_directories.clear();
+    j.spec.output_directories = vec![OutputDirectory {
+        id: "M".into(),
+        path_prefix: String::new(),
+        path_suffix: String::new(),
+    }];
+    assert_eq!(
+        err_of(&j),
+        "job.output_directories[0].path_prefix: is required"
+    );
+    j.spec.output_directories[0].id = "stdouterr".into();
+    assert_eq!(
+        err_of(&j),
+        "job.output_directories[0].id: stdouterr is reserved"
+    );
+}
+
+#[test]
+fn other_job_rules() {
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.max_wall_clock_time_ms = 0;
+    assert_eq!(
+        err_of(&j),
+        "job.constraints.max_wall_clock_time: must be positive"
+    );
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.job_preparation_command_line = Some(String::new());
+    assert_eq!(err_of(&j), "job.job_preparation.command_line: is required");
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.container_settings = Some(ContainerSettings {
+        server_url: String::new(),
+        image: String::new(),
+        credentials: None,
+        shm_size: String::new(),
+    });
+    assert_eq!(
+        err_of(&j),
+        "job.container_settings.image_source_registry.image: is required"
+    );
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.mount_volumes = Some(MountVolumes {
+        unmanaged_file_systems: vec![UnmanagedFileSystem {
+            mount_command: "mount -t nfs x:/y".into(),
+            relative_mount_path: "../up".into(),
+        }],
+        ..MountVolumes::default()
+    });
+    assert_eq!(
+        err_of(&j),
+        "job.mount_volumes.unmanaged_file_systems[0].relative_mount_path: must be a relative path without '..'"
+    );
+    j.spec.mount_volumes = Some(MountVolumes {
+        azure_file_shares: vec![AzureFileShare {
+            account_name: "a".into(),
+            azure_file_url: "https://a/s".into(),
+            credentials: StorageCredentials::default(),
+            relative_mount_path: "afs".into(),
+            file_mode: String::new(),
+            directory_mode: String::new(),
+        }],
+        ..MountVolumes::default()
+    });
+    assert_eq!(
+        err_of(&j),
+        "job.mount_volumes.azure_file_shares[0].credentials.account_key: is required"
+    );
+}
+
+#[test]
+fn scale_rules() {
+    let f = "cluster.scale_settings";
+    let s = ScaleSettings::Manual {
+        target_node_count: 101,
+        deallocation: DeallocationOption::Requeue,
+    };
+    assert_eq!(
+        scale_settings(f, &s).unwrap_err().to_string(),
+        "cluster.scale_settings.manual.target_node_count: must be at most 100"
+    );
+    let s = ScaleSettings::AutoScale {
+        minimum_node_count: 3,
+        maximum_node_count: 2,
+        initial_node_count: 0,
+    };
+    assert_eq!(
+        scale_settings(f, &s).unwrap_err().to_string(),
+        "cluster.scale_settings.auto_scale.maximum_node_count: must be at least minimum_node_count"
+    );
+    let s = ScaleSettings::AutoScale {
+        minimum_node_count: 0,
+        maximum_node_count: 2,
+        initial_node_count: 3,
+    };
+    assert_eq!(
+        scale_settings(f, &s).unwrap_err().field,
+        "cluster.scale_settings.auto_scale.initial_node_count"
+    );
+    let s = ScaleSettings::AutoScale {
+        minimum_node_count: 1,
+        maximum_node_count: 4,
+        initial_node_count: 0,
+    };
+    scale_settings(f, &s).unwrap();
+    assert_eq!(s.initial_target(), 1);
+    assert_eq!(s.retarget(9), 4);
+}
+
+#[test]
+fn cluster_rules() {
+    let mut c = fixtures::cluster("w", "c", 1);
+    c.spec.node_setup = Some(NodeSetup {
+        setup_task: Some(SetupTask {
+            command_line: String::new(),
+            environment_variables: vec![],
+            secrets: vec![],
+            std_out_err_path_prefix: String::new(),
+        }),
+        mount_volumes: None,
+        app_insights: None,
+    });
+    assert_eq!(
+        cluster(&c).unwrap_err().to_string(),
+        "cluster.node_setup.setup_task.command_line: is required"
+    );
+    let mut c = fixtures::cluster("w", "c", 1);
+    c.spec.user_account = Some(UserAccountSettings::default());
+    assert_eq!(
+        cluster(&c).unwrap_err().field,
+        "cluster.user_account_settings.admin_user_name"
+    );
+    let mut c = fixtures::cluster("w", "c", 1);
+    c.spec.image = Some(ImageReference::default());
+    assert_eq!(
+        cluster(&c).unwrap_err().field,
+        "cluster.virtual_machine_configuration.image_reference.publisher"
+    );
+}

@@ -1,0 +1,424 @@
+//! The local node provider (`--local-agents`): keeps, per cluster, as many
+//! `bai-agent` processes on this machine as the cluster's target node count.
+//!
+//! - Each agent gets a node id `<cluster>-<8 hex>`, its own state dir
+//!   `<state>/local-nodes/<node id>/` holding `local-node.json` (its cluster),
+//!   `agent.pid` and `agent.log`, and runs in its own process group.
+//! - After a coordinator restart (even `kill -9`, when agents keep running and
+//!   reconnect on their own) live agents are ADOPTED from their pid files
+//!   (`/proc/<pid>/cmdline` names bai-agent and the node id); dead ones are
+//!   started again with the same node id, so they report the jobs they hold.
+//! - Resize down picks dead agents, then idle nodes, then nodes not yet
+//!   registered, then busy ones. The node is marked leaving (the scheduler
+//!   skips it) and its running jobs are handled per the deallocation option:
+//!   requeue (terminated, then back to the queue), terminate (terminated, end
+//!   failed) or waitforjobcompletion. Once it has no jobs the agent gets
+//!   Shutdown, then SIGTERM (SIGKILL 10 s later), and the node is removed
+//!   from the store and its directory deleted. An agent that is gone for 30 s
+//!   while jobs remain is removed anyway (the jobs are requeued or fail).
+//! - A deleted cluster's agents are stopped the same way.
+//! - At coordinator shutdown every agent gets SIGTERM; jobs keep running and
+//!   the agents are started again (same ids) on the next start.
+
+mod plan;
+mod process;
+
+pub use plan::{ClusterPlan, Member, plan_cluster};
+pub use process::{Launcher, NodeRecord};
+
+use crate::agent::registry::Outbound;
+use crate::core::{Core, stopped};
+use crate::domain::{Node, NodeState, now_millis};
+use crate::store::StoreError;
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The agent binary: `--agent-bin`, else `bai-agent` next to the running executable.
+pub fn agent_bin(config: &crate::Config) -> std::io::Result<PathBuf> {
+    match &config.agent_bin {
+        Some(p) => Ok(p.clone()),
+        None => Ok(std::env::current_exe()?.with_file_name("bai-agent")),
+    }
+}
+
+const STOP_GRACE: Duration = Duration::from_secs(2);
+const KILL_AFTER: Duration = Duration::from_secs(10);
+const GONE_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Proc {
+    Child(tokio::process::Child),
+    Adopted(i32),
+    Dead,
+}
+
+struct Removing {
+    since: Instant,
+    shutdown_sent: Option<Instant>,
+    sigterm_sent: Option<Instant>,
+}
+
+struct LocalAgent {
+    rec: NodeRecord,
+    dir: PathBuf,
+    proc: Proc,
+    removing: Option<Removing>,
+}
+
+impl LocalAgent {
+    fn pid(&self) -> Option<i32> {
+        match &self.proc {
+            Proc::Child(c) => c.id().and_then(|p| i32::try_from(p).ok()),
+            Proc::Adopted(p) => Some(*p),
+            Proc::Dead => None,
+        }
+    }
+
+    fn alive(&mut self, launcher: &Launcher) -> bool {
+        let alive = match &mut self.proc {
+            Proc::Child(c) => match c.try_wait() {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    tracing::info!(node = %self.rec.node_id, %status, "local agent exited");
+                    false
+                }
+                Err(_) => false,
+            },
+            Proc::Adopted(pid) => launcher.is_agent(*pid, &self.rec.node_id),
+            Proc::Dead => false,
+        };
+        if !alive {
+            self.proc = Proc::Dead;
+        }
+        alive
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            process::signal(pid, sig);
+        }
+    }
+}
+
+pub struct LocalProvider {
+    core: Arc<Core>,
+    launcher: Launcher,
+    dir: PathBuf,
+    agents: BTreeMap<String, LocalAgent>,
+}
+
+impl LocalProvider {
+    pub fn new(core: Arc<Core>, coordinator: SocketAddr, agent_bin: PathBuf, dir: PathBuf) -> Self {
+        Self {
+            core,
+            launcher: Launcher {
+                agent_bin,
+                coordinator,
+            },
+            dir,
+            agents: BTreeMap::new(),
+        }
+    }
+
+    /// Reconciles on every kick (and every few seconds) until shutdown, then
+    /// stops the agents.
+    pub async fn run(mut self) {
+        tracing::info!(agent_bin = %self.launcher.agent_bin.display(), "local agents enabled");
+        self.adopt().await;
+        let mut shutdown = self.core.shutdown();
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::error!(error = %e, "local provider pass failed");
+            }
+            let tick = if self.agents.values().any(|a| a.removing.is_some()) {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(3)
+            };
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                _ = self.core.provider_kicked() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        self.stop_all().await;
+    }
+
+    /// Loads the local nodes of an earlier run. Live agents are adopted; a
+    /// live agent that dials another address (the coordinator now listens on
+    /// another port) is stopped and then started again with the same node id
+    /// (its jobs keep running and it reports them when it registers).
+    async fn adopt(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let url = self.launcher.url();
+        let mut restarting = Vec::new();
+        for e in entries.flatten() {
+            let dir = e.path();
+            let rec = match process::read_record(&dir) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), error = %err, "not a local node directory; skipped");
+                    continue;
+                }
+            };
+            let proc = match process::read_pid(&dir) {
+                Some(pid) if self.launcher.is_agent(pid, &rec.node_id) => {
+                    if process::coordinator_arg(pid).as_deref() == Some(url.as_str()) {
+                        tracing::info!(node = %rec.node_id, pid, "adopted a running local agent");
+                        Proc::Adopted(pid)
+                    } else {
+                        tracing::info!(node = %rec.node_id, pid, "local agent dials an old coordinator address; restarting it");
+                        process::signal(pid, Signal::SIGTERM);
+                        restarting.push((pid, rec.node_id.clone()));
+                        Proc::Dead
+                    }
+                }
+                _ => Proc::Dead,
+            };
+            self.agents.insert(
+                rec.node_id.clone(),
+                LocalAgent {
+                    rec,
+                    dir,
+                    proc,
+                    removing: None,
+                },
+            );
+        }
+        let deadline = Instant::now() + KILL_AFTER;
+        while restarting
+            .iter()
+            .any(|(pid, id)| self.launcher.is_agent(*pid, id))
+        {
+            if Instant::now() >= deadline {
+                for (pid, id) in &restarting {
+                    if self.launcher.is_agent(*pid, id) {
+                        tracing::warn!(node = %id, pid, "local agent ignored SIGTERM; killing it");
+                        process::signal(*pid, Signal::SIGKILL);
+                    }
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn start(&mut self, rec: NodeRecord) {
+        let dir = self.dir.join(&rec.node_id);
+        match self.launcher.spawn(&rec, &dir) {
+            Ok(child) => {
+                tracing::info!(node = %rec.node_id, cluster = %format!("{}/{}", rec.workspace, rec.cluster), pid = ?child.id(), "started local agent");
+                let removing = self.agents.remove(&rec.node_id).and_then(|a| a.removing);
+                self.agents.insert(
+                    rec.node_id.clone(),
+                    LocalAgent {
+                        rec,
+                        dir,
+                        proc: Proc::Child(child),
+                        removing,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(node = %rec.node_id, agent_bin = %self.launcher.agent_bin.display(), error = %e, "cannot start local agent");
+                // Keep the record (dead) so the next pass retries with the same id.
+                self.agents
+                    .entry(rec.node_id.clone())
+                    .or_insert(LocalAgent {
+                        rec,
+                        dir,
+                        proc: Proc::Dead,
+                        removing: None,
+                    });
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) -> Result<(), StoreError> {
+        let clusters = self.core.store.list_all_clusters().await?;
+        let nodes: HashMap<String, Node> = self
+            .core
+            .store
+            .list_all_nodes()
+            .await?
+            .into_iter()
+            .map(|n| (n.node_id.clone(), n))
+            .collect();
+        let now = Instant::now();
+        for a in self.agents.values_mut() {
+            let cluster_exists = clusters
+                .iter()
+                .any(|c| c.workspace == a.rec.workspace && c.name == a.rec.cluster);
+            let leaving = nodes
+                .get(&a.rec.node_id)
+                .is_some_and(|n| n.state == NodeState::Leaving);
+            if a.removing.is_none() && (!cluster_exists || leaving) {
+                a.removing = Some(Removing {
+                    since: now,
+                    shutdown_sent: None,
+                    sigterm_sent: None,
+                });
+            }
+        }
+        for c in &clusters {
+            let mut members = Vec::new();
+            for a in self.agents.values_mut().filter(|a| {
+                a.removing.is_none() && a.rec.workspace == c.workspace && a.rec.cluster == c.name
+            }) {
+                let node = nodes.get(&a.rec.node_id);
+                members.push(Member {
+                    node_id: a.rec.node_id.clone(),
+                    alive: a.alive(&self.launcher),
+                    state: node.map(|n| n.state),
+                    has_jobs: node.is_some_and(|n| !n.running_job_ids.is_empty()),
+                });
+            }
+            let plan = plan_cluster(c.target_node_count, &members);
+            for id in plan.respawn {
+                if let Some(a) = self.agents.get(&id) {
+                    tracing::info!(node = %id, "local agent is not running; starting it again");
+                    let rec = a.rec.clone();
+                    self.start(rec);
+                }
+            }
+            for _ in 0..plan.spawn {
+                let prefix: String = c.name.chars().take(40).collect();
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                self.start(NodeRecord {
+                    node_id: format!("{prefix}-{}", &suffix[..8]),
+                    workspace: c.workspace.clone(),
+                    cluster: c.name.clone(),
+                });
+            }
+            for id in plan.remove {
+                tracing::info!(node = %id, cluster = %format!("{}/{}", c.workspace, c.name), "removing local node (resize down)");
+                if nodes.contains_key(&id) {
+                    let removal = self
+                        .core
+                        .store
+                        .begin_node_removal(&id, c.spec.scale.deallocation(), now_millis())
+                        .await?;
+                    for job in &removal.terminating {
+                        self.core.events.changed(job);
+                        self.core.send_terminate(&job.id, &id);
+                    }
+                }
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.removing = Some(Removing {
+                        since: now,
+                        shutdown_sent: None,
+                        sigterm_sent: None,
+                    });
+                }
+            }
+        }
+        self.progress_removals().await
+    }
+
+    async fn progress_removals(&mut self) -> Result<(), StoreError> {
+        let ids: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.removing.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let node = match self.core.store.get_node(&id).await {
+                Ok(n) => Some(n),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let connected = self.core.sessions.is_connected(&id);
+            let Some(a) = self.agents.get_mut(&id) else {
+                continue;
+            };
+            let alive = a.alive(&self.launcher);
+            let Some(r) = a.removing.as_mut() else {
+                continue;
+            };
+            let jobs_left = node.as_ref().is_some_and(|n| !n.running_job_ids.is_empty());
+            let gone = (!alive || !connected) && r.since.elapsed() > GONE_TIMEOUT;
+            if jobs_left && !gone {
+                continue;
+            }
+            if r.shutdown_sent.is_none() {
+                self.core.sessions.send(
+                    &id,
+                    Outbound::Shutdown {
+                        reason: "the node is removed from its cluster".into(),
+                    },
+                );
+                r.shutdown_sent = Some(Instant::now());
+            }
+            if alive {
+                let pid = match &a.proc {
+                    Proc::Child(c) => c.id().and_then(|p| i32::try_from(p).ok()),
+                    Proc::Adopted(p) => Some(*p),
+                    Proc::Dead => None,
+                };
+                let send = |sig| {
+                    if let Some(pid) = pid {
+                        process::signal(pid, sig);
+                    }
+                };
+                match (r.shutdown_sent, r.sigterm_sent) {
+                    (Some(t), None) if t.elapsed() >= STOP_GRACE || !connected => {
+                        send(Signal::SIGTERM);
+                        r.sigterm_sent = Some(Instant::now());
+                    }
+                    (_, Some(t)) if t.elapsed() >= KILL_AFTER => {
+                        tracing::warn!(node = %id, "local agent ignored SIGTERM; killing it");
+                        send(Signal::SIGKILL);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if node.is_some() {
+                let changed = self.core.store.remove_node(&id, now_millis()).await?;
+                for job in &changed {
+                    self.core.job_attempt_ended(job);
+                }
+            }
+            if let Err(e) = std::fs::remove_dir_all(&a.dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(node = %id, error = %e, "cannot delete local node directory");
+            }
+            tracing::info!(node = %id, "local node removed");
+            self.agents.remove(&id);
+            self.core.kick_scheduler();
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to every live agent; waits up to 5 s for them to exit.
+    async fn stop_all(&mut self) {
+        let mut live = Vec::new();
+        for a in self.agents.values_mut() {
+            if a.alive(&self.launcher) {
+                a.signal(Signal::SIGTERM);
+                live.push(a.rec.node_id.clone());
+            }
+        }
+        if !live.is_empty() {
+            tracing::info!(
+                agents = live.len(),
+                "stopping local agents (their jobs keep running)"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let launcher = self.launcher.clone();
+            if !self.agents.values_mut().any(|a| a.alive(&launcher)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

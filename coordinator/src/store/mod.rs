@@ -1,0 +1,175 @@
+//! Durable state behind a narrow trait. Every method that changes state is one
+//! transaction, committed before it returns; a method that fails changes
+//! nothing. `sqlite` is the implementation today; the trait is async so a
+//! PostgreSQL implementation can follow.
+
+pub mod sqlite;
+
+use crate::domain::paging::{Page, PageRequest};
+use crate::domain::{
+    BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
+    NodeInfo, ScaleSettings, Workspace,
+};
+use tonic::async_trait;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    /// The request contradicts what is stored (e.g. a node id registered in
+    /// another cluster).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a delete removed or changed, for the caller to act on (terminate
+/// processes, delete output, tell watchers, shut nodes down).
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Jobs deleted, as they were just before.
+    pub deleted_jobs: Vec<Job>,
+    /// Jobs not deleted that changed (failed because their cluster or node
+    /// went away), as they are now.
+    pub changed_jobs: Vec<Job>,
+    /// Job processes to stop: (job id, node id) of every job that was active.
+    pub stop: Vec<(String, String)>,
+    /// Nodes removed, as they were just before.
+    pub nodes: Vec<Node>,
+}
+
+/// An agent's Register, as the store needs it.
+#[derive(Debug, Clone)]
+pub struct NodeRegistration {
+    pub node_id: String,
+    pub workspace: String,
+    pub cluster: String,
+    pub info: NodeInfo,
+}
+
+/// The start of a node's removal.
+#[derive(Debug)]
+pub struct NodeRemoval {
+    pub node: Node,
+    /// Jobs now terminating because of the removal (send them TerminateJob).
+    pub terminating: Vec<Job>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ------------------------------------------------------------ workspaces
+    async fn create_workspace(&self, ws: Workspace) -> Result<Workspace>;
+    async fn get_workspace(&self, name: &str) -> Result<Workspace>;
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>>;
+    /// Deletes the workspace, its experiments, jobs, clusters and nodes.
+    async fn delete_workspace(&self, name: &str, now: Millis) -> Result<Removed>;
+
+    // ----------------------------------------------------------- experiments
+    async fn create_experiment(&self, e: Experiment) -> Result<Experiment>;
+    async fn get_experiment(&self, ws: &str, name: &str) -> Result<Experiment>;
+    async fn list_experiments(&self, ws: &str, page: &PageRequest) -> Result<Page<Experiment>>;
+    /// Deletes the experiment and its jobs.
+    async fn delete_experiment(&self, ws: &str, name: &str) -> Result<Removed>;
+
+    // -------------------------------------------------------------- clusters
+    async fn create_cluster(&self, c: Cluster) -> Result<Cluster>;
+    async fn get_cluster(&self, ws: &str, name: &str) -> Result<Cluster>;
+    async fn list_clusters(&self, ws: &str, page: &PageRequest) -> Result<Page<Cluster>>;
+    async fn list_all_clusters(&self) -> Result<Vec<Cluster>>;
+    /// Replaces the scale settings and recomputes the target node count.
+    async fn update_cluster_scale(
+        &self,
+        ws: &str,
+        name: &str,
+        scale: ScaleSettings,
+        now: Millis,
+    ) -> Result<Cluster>;
+    /// Deletes the cluster and its nodes; jobs running there and queued jobs
+    /// for it fail with `ClusterDeleted`.
+    async fn delete_cluster(&self, ws: &str, name: &str, now: Millis) -> Result<Removed>;
+
+    // ----------------------------------------------------------------- nodes
+    /// Creates or updates the node (connected, idle or running), and returns
+    /// it with the jobs the store has running or terminating on it.
+    async fn register_node(&self, reg: NodeRegistration, now: Millis) -> Result<(Node, Vec<Job>)>;
+    async fn set_node_connected(&self, node_id: &str, connected: bool, now: Millis) -> Result<()>;
+    /// Marks every node disconnected (at startup: no session survives a restart).
+    async fn disconnect_all_nodes(&self) -> Result<()>;
+    async fn record_heartbeat(&self, node_id: &str, time: Millis) -> Result<()>;
+    async fn get_node(&self, node_id: &str) -> Result<Node>;
+    async fn list_nodes(&self, ws: &str, cluster: &str) -> Result<Vec<Node>>;
+    async fn list_all_nodes(&self) -> Result<Vec<Node>>;
+    /// Marks the node leaving; per `option` its running jobs become
+    /// terminating (requeue: and go back to the queue when they exit).
+    async fn begin_node_removal(
+        &self,
+        node_id: &str,
+        option: DeallocationOption,
+        now: Millis,
+    ) -> Result<NodeRemoval>;
+    /// Deletes the node. Jobs still on it go back to the queue if they were to
+    /// be requeued, else fail with `NodeRemoved`; returns them as they are now.
+    async fn remove_node(&self, node_id: &str, now: Millis) -> Result<Vec<Job>>;
+    /// Idle again if the node no longer has jobs (after an unknown job's exit).
+    async fn refresh_node_state(&self, node_id: &str, now: Millis) -> Result<()>;
+    /// The node's agent stayed away too long: the node becomes unusable with
+    /// `error`, and its jobs fail with `JobLost` (or are requeued if they were
+    /// to be). Returns the changed jobs. Registering again makes it usable.
+    async fn mark_node_lost(
+        &self,
+        node_id: &str,
+        error: BatchAiError,
+        now: Millis,
+    ) -> Result<Vec<Job>>;
+
+    // ------------------------------------------------------------------ jobs
+    /// Creates a queued job; its experiment and cluster must exist.
+    async fn create_job(&self, job: Job) -> Result<Job>;
+    async fn get_job(&self, key: &JobKey) -> Result<Job>;
+    async fn get_job_by_id(&self, id: &str) -> Result<Job>;
+    async fn list_jobs(&self, ws: &str, exp: &str, page: &PageRequest) -> Result<Page<Job>>;
+    /// Deletes the job and returns it as it was.
+    async fn delete_job(&self, key: &JobKey) -> Result<Job>;
+    /// Queued → failed (`JobTerminated`); running → terminating; otherwise unchanged.
+    async fn terminate_job(&self, key: &JobKey, now: Millis) -> Result<Job>;
+    /// Jobs running or terminating on the node.
+    async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>>;
+    /// Queued jobs in creation order.
+    async fn queued_jobs(&self) -> Result<Vec<Job>>;
+    /// Job queued → running on the node, node idle → running; `None` (and no
+    /// change) if either is no longer so.
+    async fn assign_job(&self, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>>;
+    /// Records that the job's process started; `None` if the job is not active on the node.
+    async fn record_job_started(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        start_time: Millis,
+    ) -> Result<Option<Job>>;
+    /// Ends the job's attempt on the node (final state from its exit, or back
+    /// to the queue); the node becomes idle. `None` if the job is not active on the node.
+    async fn finish_job(&self, job_id: &str, node_id: &str, exit: JobExit) -> Result<Option<Job>>;
+    /// The node lost the job: requeued if it was to be, else failed with `error`.
+    async fn fail_job(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        error: BatchAiError,
+        now: Millis,
+    ) -> Result<Option<Job>>;
+}

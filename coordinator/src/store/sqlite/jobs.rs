@@ -1,0 +1,309 @@
+//! Jobs: create, read, delete, and every execution-state change.
+
+use super::nodes;
+use super::resources::{get_cluster, get_experiment};
+use super::rows::{self, query, query_opt, to_json};
+use crate::domain::paging::{Page, PageRequest};
+use crate::domain::state::{JOB_TERMINATED, exit_outcome};
+use crate::domain::{BatchAiError, ExecutionState, Job, JobExit, JobKey, Millis};
+use crate::store::{Result, StoreError};
+use rusqlite::{Transaction, params};
+
+fn select(filter: &str) -> String {
+    format!("SELECT {} FROM jobs WHERE {filter}", rows::JOB_COLS)
+}
+
+pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
+    get_experiment(tx, &job.key.workspace, &job.key.experiment)?;
+    get_cluster(tx, &job.spec.cluster.workspace, &job.spec.cluster.name)?;
+    let k = &job.key;
+    if query_opt(
+        tx,
+        "SELECT 1 FROM jobs WHERE workspace = ?1 AND experiment = ?2 AND name = ?3",
+        [&k.workspace, &k.experiment, &k.name],
+        |_| Ok(()),
+    )?
+    .is_some()
+    {
+        return Err(StoreError::AlreadyExists {
+            kind: "job",
+            name: k.to_string(),
+        });
+    }
+    tx.execute(
+        "INSERT INTO jobs (id, workspace, experiment, name, cluster_workspace, cluster, spec, \
+         creation_time, execution_state, execution_state_transition_time, start_time, end_time, \
+         exit_code, errors, node_id, attempt_started, requeue_on_exit) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            job.id,
+            k.workspace,
+            k.experiment,
+            k.name,
+            job.spec.cluster.workspace,
+            job.spec.cluster.name,
+            to_json(&job.spec)?,
+            job.creation_time,
+            job.execution_state.as_str(),
+            job.execution_state_transition_time,
+            job.start_time,
+            job.end_time,
+            job.exit_code,
+            to_json(&job.errors)?,
+            job.node_id,
+            job.attempt_started,
+            job.requeue_on_exit,
+        ],
+    )?;
+    Ok(job)
+}
+
+/// Writes every field of `job` that can change after creation.
+pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
+    tx.execute(
+        "UPDATE jobs SET execution_state = ?2, execution_state_transition_time = ?3, \
+         start_time = ?4, end_time = ?5, exit_code = ?6, errors = ?7, node_id = ?8, \
+         attempt_started = ?9, requeue_on_exit = ?10 WHERE id = ?1",
+        params![
+            job.id,
+            job.execution_state.as_str(),
+            job.execution_state_transition_time,
+            job.start_time,
+            job.end_time,
+            job.exit_code,
+            to_json(&job.errors)?,
+            job.node_id,
+            job.attempt_started,
+            job.requeue_on_exit,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Moves `job` to `to` at `now` (checking the state machine) without saving.
+fn transition(job: &mut Job, to: ExecutionState, now: Millis) -> Result<()> {
+    if job.execution_state == to {
+        return Ok(());
+    }
+    if !job.execution_state.can_become(to) {
+        return Err(StoreError::Backend(format!(
+            "job {} cannot go from {} to {}",
+            job.id,
+            job.execution_state.as_str(),
+            to.as_str()
+        )));
+    }
+    job.execution_state = to;
+    job.execution_state_transition_time = now;
+    Ok(())
+}
+
+/// Puts an active job back in the queue for a new attempt.
+fn requeue(job: &mut Job, now: Millis) -> Result<()> {
+    transition(job, ExecutionState::Queued, now)?;
+    job.node_id = None;
+    job.attempt_started = false;
+    job.requeue_on_exit = false;
+    job.exit_code = None;
+    job.end_time = None;
+    job.errors.clear();
+    Ok(())
+}
+
+/// Ends a queued or active job as failed with `error` and no exit code (or
+/// requeues it if it was to be requeued), and saves it.
+pub fn end_without_exit(
+    tx: &Transaction,
+    job: &mut Job,
+    error: BatchAiError,
+    now: Millis,
+) -> Result<()> {
+    if job.requeue_on_exit && job.execution_state.is_active() {
+        requeue(job, now)?;
+    } else {
+        transition(job, ExecutionState::Failed, now)?;
+        job.end_time = Some(now);
+        job.errors.push(error);
+    }
+    save(tx, job)
+}
+
+pub fn get(tx: &Transaction, key: &JobKey) -> Result<Job> {
+    get_experiment(tx, &key.workspace, &key.experiment)?;
+    query_opt(
+        tx,
+        &select("workspace = ?1 AND experiment = ?2 AND name = ?3"),
+        [&key.workspace, &key.experiment, &key.name],
+        rows::job,
+    )?
+    .ok_or_else(|| StoreError::not_found("job", key.to_string()))
+}
+
+pub fn get_by_id(tx: &Transaction, id: &str) -> Result<Job> {
+    query_opt(tx, &select("id = ?1"), [id], rows::job)?
+        .ok_or_else(|| StoreError::not_found("job", id))
+}
+
+pub fn list(tx: &Transaction, ws: &str, exp: &str, page: &PageRequest) -> Result<Page<Job>> {
+    get_experiment(tx, ws, exp)?;
+    let sql = select("workspace = ?1 AND experiment = ?2 AND name > ?3 ORDER BY name LIMIT ?4");
+    let after = page.after.as_deref().unwrap_or("");
+    let limit = i64::from(page.limit.min(100_000)) + 1;
+    let items = query(tx, &sql, params![ws, exp, after, limit], rows::job)?;
+    Ok(Page::from_overfetch(items, page.limit, |j| {
+        j.key.name.clone()
+    }))
+}
+
+pub fn in_workspace(tx: &Transaction, ws: &str) -> Result<Vec<Job>> {
+    query(tx, &select("workspace = ?1 ORDER BY seq"), [ws], rows::job)
+}
+
+pub fn in_experiment(tx: &Transaction, ws: &str, exp: &str) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select("workspace = ?1 AND experiment = ?2 ORDER BY seq"),
+        [ws, exp],
+        rows::job,
+    )
+}
+
+pub fn queued_for_cluster(tx: &Transaction, ws: &str, cluster: &str) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select(
+            "cluster_workspace = ?1 AND cluster = ?2 AND execution_state = 'queued' ORDER BY seq",
+        ),
+        [ws, cluster],
+        rows::job,
+    )
+}
+
+pub fn active_on_node(tx: &Transaction, node_id: &str) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select("node_id = ?1 AND execution_state IN ('running', 'terminating') ORDER BY seq"),
+        [node_id],
+        rows::job,
+    )
+}
+
+pub fn delete(tx: &Transaction, key: &JobKey) -> Result<Job> {
+    let job = get(tx, key)?;
+    tx.execute("DELETE FROM jobs WHERE id = ?1", [&job.id])?;
+    Ok(job)
+}
+
+pub fn terminate(tx: &Transaction, key: &JobKey, now: Millis) -> Result<Job> {
+    let mut job = get(tx, key)?;
+    match job.execution_state {
+        ExecutionState::Queued => {
+            transition(&mut job, ExecutionState::Failed, now)?;
+            job.end_time = Some(now);
+            job.errors.push(BatchAiError::new(
+                JOB_TERMINATED,
+                "the job was terminated before it started",
+            ));
+        }
+        ExecutionState::Running => {
+            transition(&mut job, ExecutionState::Terminating, now)?;
+            // A user's terminate ends the job even if its node was leaving
+            // with requeue.
+            job.requeue_on_exit = false;
+        }
+        ExecutionState::Terminating => job.requeue_on_exit = false,
+        ExecutionState::Succeeded | ExecutionState::Failed => return Ok(job),
+    }
+    save(tx, &job)?;
+    Ok(job)
+}
+
+pub fn queued(tx: &Transaction) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select("execution_state = 'queued' ORDER BY seq"),
+        [],
+        rows::job,
+    )
+}
+
+pub fn assign(tx: &Transaction, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>> {
+    let Some(mut job) = query_opt(tx, &select("id = ?1"), [job_id], rows::job)? else {
+        return Ok(None);
+    };
+    let Some(node) = nodes::get_opt(tx, node_id)? else {
+        return Ok(None);
+    };
+    if job.execution_state != ExecutionState::Queued
+        || node.state != crate::domain::NodeState::Idle
+        || !node.running_job_ids.is_empty()
+        || node.workspace != job.spec.cluster.workspace
+        || node.cluster != job.spec.cluster.name
+    {
+        return Ok(None);
+    }
+    transition(&mut job, ExecutionState::Running, now)?;
+    job.node_id = Some(node_id.to_string());
+    job.attempt_started = false;
+    job.requeue_on_exit = false;
+    save(tx, &job)?;
+    nodes::refresh_state(tx, node_id, now)?;
+    Ok(Some(job))
+}
+
+fn active_on(tx: &Transaction, job_id: &str, node_id: &str) -> Result<Option<Job>> {
+    Ok(query_opt(tx, &select("id = ?1"), [job_id], rows::job)?.filter(|j| j.is_active_on(node_id)))
+}
+
+pub fn started(
+    tx: &Transaction,
+    job_id: &str,
+    node_id: &str,
+    start: Millis,
+) -> Result<Option<Job>> {
+    let Some(mut job) = active_on(tx, job_id, node_id)? else {
+        return Ok(None);
+    };
+    job.start_time = Some(start);
+    job.attempt_started = true;
+    save(tx, &job)?;
+    Ok(Some(job))
+}
+
+pub fn finish(
+    tx: &Transaction,
+    job_id: &str,
+    node_id: &str,
+    exit: &JobExit,
+) -> Result<Option<Job>> {
+    let Some(mut job) = active_on(tx, job_id, node_id)? else {
+        return Ok(None);
+    };
+    let outcome = exit_outcome(job.execution_state, job.requeue_on_exit, exit);
+    if outcome.state == ExecutionState::Queued {
+        requeue(&mut job, exit.end_time)?;
+    } else {
+        transition(&mut job, outcome.state, exit.end_time)?;
+        job.end_time = Some(exit.end_time);
+        job.exit_code = outcome.exit_code;
+        job.errors = outcome.errors;
+    }
+    save(tx, &job)?;
+    nodes::refresh_state(tx, node_id, exit.end_time)?;
+    Ok(Some(job))
+}
+
+pub fn fail(
+    tx: &Transaction,
+    job_id: &str,
+    node_id: &str,
+    error: BatchAiError,
+    now: Millis,
+) -> Result<Option<Job>> {
+    let Some(mut job) = active_on(tx, job_id, node_id)? else {
+        return Ok(None);
+    };
+    end_without_exit(tx, &mut job, error, now)?;
+    nodes::refresh_state(tx, node_id, now)?;
+    Ok(Some(job))
+}

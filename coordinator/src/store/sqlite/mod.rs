@@ -1,0 +1,286 @@
+//! The SQLite store: one connection in WAL mode with `synchronous=FULL`, used
+//! from blocking threads. Every trait method runs in one IMMEDIATE
+//! transaction, committed (and so durable) before it returns.
+
+mod jobs;
+mod nodes;
+mod resources;
+mod rows;
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use super::{NodeRegistration, NodeRemoval, Removed, Result, Store, StoreError};
+use crate::domain::paging::{Page, PageRequest};
+use crate::domain::{
+    BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
+    ScaleSettings, Workspace,
+};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::async_trait;
+
+/// The SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "cannot use WAL journal mode (got {mode})"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` in one transaction on a blocking thread; commits if it succeeds.
+    async fn tx<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+            let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_workspace(&self, ws: Workspace) -> Result<Workspace> {
+        self.tx(move |tx| resources::create_workspace(tx, ws)).await
+    }
+    async fn get_workspace(&self, name: &str) -> Result<Workspace> {
+        let name = name.to_string();
+        self.tx(move |tx| resources::get_workspace(tx, &name)).await
+    }
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
+        let page = page.clone();
+        self.tx(move |tx| resources::list_workspaces(tx, &page))
+            .await
+    }
+    async fn delete_workspace(&self, name: &str, now: Millis) -> Result<Removed> {
+        let name = name.to_string();
+        self.tx(move |tx| resources::delete_workspace(tx, &name, now))
+            .await
+    }
+
+    async fn create_experiment(&self, e: Experiment) -> Result<Experiment> {
+        self.tx(move |tx| resources::create_experiment(tx, e)).await
+    }
+    async fn get_experiment(&self, ws: &str, name: &str) -> Result<Experiment> {
+        let (ws, name) = (ws.to_string(), name.to_string());
+        self.tx(move |tx| resources::get_experiment(tx, &ws, &name))
+            .await
+    }
+    async fn list_experiments(&self, ws: &str, page: &PageRequest) -> Result<Page<Experiment>> {
+        let (ws, page) = (ws.to_string(), page.clone());
+        self.tx(move |tx| resources::list_experiments(tx, &ws, &page))
+            .await
+    }
+    async fn delete_experiment(&self, ws: &str, name: &str) -> Result<Removed> {
+        let (ws, name) = (ws.to_string(), name.to_string());
+        self.tx(move |tx| resources::delete_experiment(tx, &ws, &name))
+            .await
+    }
+
+    async fn create_cluster(&self, c: Cluster) -> Result<Cluster> {
+        self.tx(move |tx| resources::create_cluster(tx, c)).await
+    }
+    async fn get_cluster(&self, ws: &str, name: &str) -> Result<Cluster> {
+        let (ws, name) = (ws.to_string(), name.to_string());
+        self.tx(move |tx| resources::get_cluster(tx, &ws, &name))
+            .await
+    }
+    async fn list_clusters(&self, ws: &str, page: &PageRequest) -> Result<Page<Cluster>> {
+        let (ws, page) = (ws.to_string(), page.clone());
+        self.tx(move |tx| resources::list_clusters(tx, &ws, &page))
+            .await
+    }
+    async fn list_all_clusters(&self) -> Result<Vec<Cluster>> {
+        self.tx(resources::list_all_clusters).await
+    }
+    async fn update_cluster_scale(
+        &self,
+        ws: &str,
+        name: &str,
+        scale: ScaleSettings,
+        now: Millis,
+    ) -> Result<Cluster> {
+        let (ws, name) = (ws.to_string(), name.to_string());
+        self.tx(move |tx| resources::update_cluster_scale(tx, &ws, &name, scale, now))
+            .await
+    }
+    async fn delete_cluster(&self, ws: &str, name: &str, now: Millis) -> Result<Removed> {
+        let (ws, name) = (ws.to_string(), name.to_string());
+        self.tx(move |tx| {
+            resources::get_cluster(tx, &ws, &name)?;
+            let mut removed = Removed::default();
+            resources::delete_cluster_in(tx, &ws, &name, now, &mut removed)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn register_node(&self, reg: NodeRegistration, now: Millis) -> Result<(Node, Vec<Job>)> {
+        self.tx(move |tx| nodes::register(tx, reg, now)).await
+    }
+    async fn set_node_connected(&self, node_id: &str, connected: bool, now: Millis) -> Result<()> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::set_connected(tx, &node_id, connected, now))
+            .await
+    }
+    async fn disconnect_all_nodes(&self) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute("UPDATE nodes SET connected = 0", [])?;
+            Ok(())
+        })
+        .await
+    }
+    async fn record_heartbeat(&self, node_id: &str, time: Millis) -> Result<()> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE nodes SET last_heartbeat_time = ?2 WHERE node_id = ?1",
+                rusqlite::params![node_id, time],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+    async fn get_node(&self, node_id: &str) -> Result<Node> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::get(tx, &node_id)).await
+    }
+    async fn list_nodes(&self, ws: &str, cluster: &str) -> Result<Vec<Node>> {
+        let (ws, cluster) = (ws.to_string(), cluster.to_string());
+        self.tx(move |tx| {
+            resources::get_cluster(tx, &ws, &cluster)?;
+            nodes::list_in(tx, &ws, &cluster)
+        })
+        .await
+    }
+    async fn list_all_nodes(&self) -> Result<Vec<Node>> {
+        self.tx(nodes::list_all).await
+    }
+    async fn begin_node_removal(
+        &self,
+        node_id: &str,
+        option: DeallocationOption,
+        now: Millis,
+    ) -> Result<NodeRemoval> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::begin_removal(tx, &node_id, option, now))
+            .await
+    }
+    async fn remove_node(&self, node_id: &str, now: Millis) -> Result<Vec<Job>> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::remove(tx, &node_id, now)).await
+    }
+    async fn refresh_node_state(&self, node_id: &str, now: Millis) -> Result<()> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::refresh_state(tx, &node_id, now))
+            .await
+    }
+
+    async fn mark_node_lost(
+        &self,
+        node_id: &str,
+        error: BatchAiError,
+        now: Millis,
+    ) -> Result<Vec<Job>> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::mark_lost(tx, &node_id, error, now))
+            .await
+    }
+
+    async fn create_job(&self, job: Job) -> Result<Job> {
+        self.tx(move |tx| jobs::create(tx, job)).await
+    }
+    async fn get_job(&self, key: &JobKey) -> Result<Job> {
+        let key = key.clone();
+        self.tx(move |tx| jobs::get(tx, &key)).await
+    }
+    async fn get_job_by_id(&self, id: &str) -> Result<Job> {
+        let id = id.to_string();
+        self.tx(move |tx| jobs::get_by_id(tx, &id)).await
+    }
+    async fn list_jobs(&self, ws: &str, exp: &str, page: &PageRequest) -> Result<Page<Job>> {
+        let (ws, exp, page) = (ws.to_string(), exp.to_string(), page.clone());
+        self.tx(move |tx| jobs::list(tx, &ws, &exp, &page)).await
+    }
+    async fn delete_job(&self, key: &JobKey) -> Result<Job> {
+        let key = key.clone();
+        self.tx(move |tx| jobs::delete(tx, &key)).await
+    }
+    async fn terminate_job(&self, key: &JobKey, now: Millis) -> Result<Job> {
+        let key = key.clone();
+        self.tx(move |tx| jobs::terminate(tx, &key, now)).await
+    }
+    async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| jobs::active_on_node(tx, &node_id)).await
+    }
+    async fn queued_jobs(&self) -> Result<Vec<Job>> {
+        self.tx(jobs::queued).await
+    }
+    async fn assign_job(&self, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>> {
+        let (job_id, node_id) = (job_id.to_string(), node_id.to_string());
+        self.tx(move |tx| jobs::assign(tx, &job_id, &node_id, now))
+            .await
+    }
+    async fn record_job_started(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        start_time: Millis,
+    ) -> Result<Option<Job>> {
+        let (job_id, node_id) = (job_id.to_string(), node_id.to_string());
+        self.tx(move |tx| jobs::started(tx, &job_id, &node_id, start_time))
+            .await
+    }
+    async fn finish_job(&self, job_id: &str, node_id: &str, exit: JobExit) -> Result<Option<Job>> {
+        let (job_id, node_id) = (job_id.to_string(), node_id.to_string());
+        self.tx(move |tx| jobs::finish(tx, &job_id, &node_id, &exit))
+            .await
+    }
+    async fn fail_job(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        error: BatchAiError,
+        now: Millis,
+    ) -> Result<Option<Job>> {
+        let (job_id, node_id) = (job_id.to_string(), node_id.to_string());
+        self.tx(move |tx| jobs::fail(tx, &job_id, &node_id, error, now))
+            .await
+    }
+}

@@ -1,0 +1,196 @@
+//! Nodes: registration, connection, state and removal.
+
+use super::jobs;
+use super::resources::get_cluster;
+use super::rows::{self, query, query_opt, to_json};
+use crate::domain::state::{JOB_LOST, NODE_REMOVED};
+use crate::domain::{
+    BatchAiError, DeallocationOption, ExecutionState, Job, Millis, Node, NodeState,
+};
+use crate::store::{NodeRegistration, NodeRemoval, Result, StoreError};
+use rusqlite::{Transaction, params};
+
+fn select(filter: &str) -> String {
+    format!("SELECT {} FROM nodes WHERE {filter}", rows::NODE_COLS)
+}
+
+pub fn get_opt(tx: &Transaction, node_id: &str) -> Result<Option<Node>> {
+    query_opt(tx, &select("node_id = ?1"), [node_id], rows::node)?
+        .map(|n| rows::with_jobs(tx, n))
+        .transpose()
+}
+
+pub fn get(tx: &Transaction, node_id: &str) -> Result<Node> {
+    get_opt(tx, node_id)?.ok_or_else(|| StoreError::not_found("node", node_id))
+}
+
+pub fn list_in(tx: &Transaction, ws: &str, cluster: &str) -> Result<Vec<Node>> {
+    query(
+        tx,
+        &select("workspace = ?1 AND cluster = ?2 ORDER BY node_id"),
+        [ws, cluster],
+        rows::node,
+    )?
+    .into_iter()
+    .map(|n| rows::with_jobs(tx, n))
+    .collect()
+}
+
+pub fn list_all(tx: &Transaction) -> Result<Vec<Node>> {
+    query(tx, &select("1 ORDER BY node_id"), [], rows::node)?
+        .into_iter()
+        .map(|n| rows::with_jobs(tx, n))
+        .collect()
+}
+
+fn set_state(tx: &Transaction, node: &Node, state: NodeState, now: Millis) -> Result<()> {
+    if node.state == state {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE nodes SET state = ?2, state_transition_time = ?3 WHERE node_id = ?1",
+        params![node.node_id, state.as_str(), now],
+    )?;
+    Ok(())
+}
+
+/// Idle or running according to the node's jobs.
+pub fn refresh_state(tx: &Transaction, node_id: &str, now: Millis) -> Result<()> {
+    if let Some(node) = get_opt(tx, node_id)? {
+        let state = node.state.with_jobs(!node.running_job_ids.is_empty());
+        set_state(tx, &node, state, now)?;
+    }
+    Ok(())
+}
+
+pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<(Node, Vec<Job>)> {
+    get_cluster(tx, &reg.workspace, &reg.cluster)?;
+    let existing = get_opt(tx, &reg.node_id)?;
+    if let Some(n) = &existing
+        && (n.workspace != reg.workspace || n.cluster != reg.cluster)
+    {
+        return Err(StoreError::Conflict(format!(
+            "node {} belongs to cluster {}/{}, not {}/{}",
+            n.node_id, n.workspace, n.cluster, reg.workspace, reg.cluster
+        )));
+    }
+    let jobs = jobs::active_on_node(tx, &reg.node_id)?;
+    let state = NodeState::on_register(existing.as_ref().map(|n| n.state), !jobs.is_empty());
+    let i = &reg.info;
+    match &existing {
+        None => {
+            tx.execute(
+                "INSERT INTO nodes (node_id, workspace, cluster, state, state_transition_time, \
+                 hostname, ip_address, agent_version, cpu_count, memory_bytes, connected, \
+                 last_heartbeat_time, errors) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?5, ?11)",
+                params![
+                    reg.node_id,
+                    reg.workspace,
+                    reg.cluster,
+                    state.as_str(),
+                    now,
+                    i.hostname,
+                    i.ip_address,
+                    i.agent_version,
+                    i.cpu_count,
+                    i.memory_bytes as i64,
+                    to_json(&Vec::<BatchAiError>::new())?,
+                ],
+            )?;
+        }
+        Some(n) => {
+            tx.execute(
+                "UPDATE nodes SET hostname = ?2, ip_address = ?3, agent_version = ?4, \
+                 cpu_count = ?5, memory_bytes = ?6, connected = 1, last_heartbeat_time = ?7, \
+                 errors = '[]' WHERE node_id = ?1",
+                params![
+                    reg.node_id,
+                    i.hostname,
+                    i.ip_address,
+                    i.agent_version,
+                    i.cpu_count,
+                    i.memory_bytes as i64,
+                    now
+                ],
+            )?;
+            set_state(tx, n, state, now)?;
+        }
+    }
+    Ok((get(tx, &reg.node_id)?, jobs))
+}
+
+pub fn set_connected(tx: &Transaction, node_id: &str, connected: bool, _now: Millis) -> Result<()> {
+    tx.execute(
+        "UPDATE nodes SET connected = ?2 WHERE node_id = ?1",
+        params![node_id, connected],
+    )?;
+    Ok(())
+}
+
+pub fn begin_removal(
+    tx: &Transaction,
+    node_id: &str,
+    option: DeallocationOption,
+    now: Millis,
+) -> Result<NodeRemoval> {
+    let node = get(tx, node_id)?;
+    set_state(tx, &node, NodeState::Leaving, now)?;
+    let mut terminating = Vec::new();
+    if option != DeallocationOption::WaitForJobCompletion {
+        for mut job in jobs::active_on_node(tx, node_id)? {
+            if job.execution_state == ExecutionState::Running {
+                job.execution_state = ExecutionState::Terminating;
+                job.execution_state_transition_time = now;
+                job.requeue_on_exit = option == DeallocationOption::Requeue;
+                jobs::save(tx, &job)?;
+                terminating.push(job);
+            }
+        }
+    }
+    Ok(NodeRemoval {
+        node: get(tx, node_id)?,
+        terminating,
+    })
+}
+
+pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> {
+    get(tx, node_id)?;
+    let mut changed = Vec::new();
+    for mut job in jobs::active_on_node(tx, node_id)? {
+        let error = BatchAiError::new(
+            NODE_REMOVED,
+            format!("node {node_id} was removed while the job ran"),
+        );
+        jobs::end_without_exit(tx, &mut job, error, now)?;
+        changed.push(job);
+    }
+    tx.execute("DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
+    Ok(changed)
+}
+
+pub fn mark_lost(
+    tx: &Transaction,
+    node_id: &str,
+    error: BatchAiError,
+    now: Millis,
+) -> Result<Vec<Job>> {
+    let node = get(tx, node_id)?;
+    let mut changed = Vec::new();
+    for mut job in jobs::active_on_node(tx, node_id)? {
+        let e = BatchAiError::new(
+            JOB_LOST,
+            format!("node {node_id} was lost: {}", error.message),
+        );
+        jobs::end_without_exit(tx, &mut job, e, now)?;
+        changed.push(job);
+    }
+    if node.state != NodeState::Leaving {
+        set_state(tx, &node, NodeState::Unusable, now)?;
+    }
+    tx.execute(
+        "UPDATE nodes SET errors = ?2 WHERE node_id = ?1",
+        params![node_id, to_json(&vec![error])?],
+    )?;
+    Ok(changed)
+}

@@ -1,0 +1,161 @@
+//! Reading rows into domain types and the column lists that go with them.
+
+use crate::domain::{
+    Cluster, ExecutionState, Experiment, Job, JobKey, Node, NodeInfo, NodeState, Workspace,
+};
+use crate::store::{Result, StoreError};
+use rusqlite::{Row, Transaction, params};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Backend(format!("bad json in store: {e}"))
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    Ok(serde_json::from_str(s)?)
+}
+
+pub fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    Ok(serde_json::to_string(v)?)
+}
+
+pub const WORKSPACE_COLS: &str = "name, location, tags, creation_time";
+
+pub fn workspace(r: &Row) -> Result<Workspace> {
+    Ok(Workspace {
+        name: r.get(0)?,
+        location: r.get(1)?,
+        tags: json(&r.get::<_, String>(2)?)?,
+        creation_time: r.get(3)?,
+    })
+}
+
+pub const EXPERIMENT_COLS: &str = "workspace, name, creation_time";
+
+pub fn experiment(r: &Row) -> Result<Experiment> {
+    Ok(Experiment {
+        workspace: r.get(0)?,
+        name: r.get(1)?,
+        creation_time: r.get(2)?,
+    })
+}
+
+pub const CLUSTER_COLS: &str = "workspace, name, spec, target_node_count, creation_time, \
+     allocation_state_transition_time, errors";
+
+pub fn cluster(r: &Row) -> Result<Cluster> {
+    Ok(Cluster {
+        workspace: r.get(0)?,
+        name: r.get(1)?,
+        spec: json(&r.get::<_, String>(2)?)?,
+        target_node_count: r.get(3)?,
+        creation_time: r.get(4)?,
+        allocation_state_transition_time: r.get(5)?,
+        errors: json(&r.get::<_, String>(6)?)?,
+    })
+}
+
+pub const NODE_COLS: &str = "node_id, workspace, cluster, state, state_transition_time, hostname, \
+     ip_address, agent_version, cpu_count, memory_bytes, connected, last_heartbeat_time, errors";
+
+/// A node row; `running_job_ids` is filled by [`node_jobs`].
+pub fn node(r: &Row) -> Result<Node> {
+    let state: String = r.get(3)?;
+    Ok(Node {
+        node_id: r.get(0)?,
+        workspace: r.get(1)?,
+        cluster: r.get(2)?,
+        state: NodeState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("bad node state {state:?}")))?,
+        state_transition_time: r.get(4)?,
+        info: NodeInfo {
+            hostname: r.get(5)?,
+            ip_address: r.get(6)?,
+            agent_version: r.get(7)?,
+            cpu_count: r.get(8)?,
+            memory_bytes: r.get::<_, i64>(9)? as u64,
+        },
+        connected: r.get(10)?,
+        last_heartbeat_time: r.get(11)?,
+        errors: json(&r.get::<_, String>(12)?)?,
+        running_job_ids: Vec::new(),
+    })
+}
+
+pub const JOB_COLS: &str = "id, workspace, experiment, name, spec, creation_time, execution_state, \
+     execution_state_transition_time, start_time, end_time, exit_code, errors, node_id, \
+     attempt_started, requeue_on_exit";
+
+pub fn job(r: &Row) -> Result<Job> {
+    let state: String = r.get(6)?;
+    Ok(Job {
+        id: r.get(0)?,
+        key: JobKey {
+            workspace: r.get(1)?,
+            experiment: r.get(2)?,
+            name: r.get(3)?,
+        },
+        spec: json(&r.get::<_, String>(4)?)?,
+        creation_time: r.get(5)?,
+        execution_state: ExecutionState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("bad execution state {state:?}")))?,
+        execution_state_transition_time: r.get(7)?,
+        start_time: r.get(8)?,
+        end_time: r.get(9)?,
+        exit_code: r.get(10)?,
+        errors: json(&r.get::<_, String>(11)?)?,
+        node_id: r.get(12)?,
+        attempt_started: r.get(13)?,
+        requeue_on_exit: r.get(14)?,
+    })
+}
+
+/// Runs a query and reads every row with `f`.
+pub fn query<T>(
+    tx: &Transaction,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl Fn(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(f(r)?);
+    }
+    Ok(out)
+}
+
+/// The first row, if any.
+pub fn query_opt<T>(
+    tx: &Transaction,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl Fn(&Row) -> Result<T>,
+) -> Result<Option<T>> {
+    Ok(query(tx, sql, params, f)?.into_iter().next())
+}
+
+/// Ids of the jobs active (running or terminating) on a node.
+pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<String>> {
+    query(
+        tx,
+        "SELECT id FROM jobs WHERE node_id = ?1 \
+         AND execution_state IN ('running', 'terminating') ORDER BY seq",
+        params![node_id],
+        |r| Ok(r.get(0)?),
+    )
+}
+
+/// Fills in `running_job_ids`.
+pub fn with_jobs(tx: &Transaction, mut n: Node) -> Result<Node> {
+    n.running_job_ids = node_jobs(tx, &n.node_id)?;
+    Ok(n)
+}
