@@ -193,10 +193,10 @@ fn spawn_coordinator(state: &Path, opts: &CoordinatorOpts) -> Result<(Child, Soc
             let log = std::fs::read_to_string(state.join("coordinator.log")).unwrap_or_default();
             bail!("bai-coordinator exited early ({status}):\n{log}");
         }
-        if let Ok(s) = std::fs::read_to_string(&addr_file) {
-            if let Ok(addr) = s.trim().parse::<SocketAddr>() {
-                return Ok((child, addr));
-            }
+        if let Ok(s) = std::fs::read_to_string(&addr_file)
+            && let Ok(addr) = s.trim().parse::<SocketAddr>()
+        {
+            return Ok((child, addr));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
