@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Why the coordinator could not run.
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +135,14 @@ pub async fn run(
             AgentServiceServer::new(AgentApi::new(core.clone()))
                 .max_decoding_message_size(16 << 20),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            crate::core::stopped(&mut server_stop).await;
-        });
+        // Small RPC answers and agent messages must not wait for a delayed
+        // ACK: tonic applies no TCP_NODELAY to a listener we hand it, so ask.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                crate::core::stopped(&mut server_stop).await;
+            },
+        );
     let mut server = tokio::spawn(server);
 
     let scheduler = tokio::spawn(dispatch::run(core.clone()));

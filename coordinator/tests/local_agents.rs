@@ -129,7 +129,15 @@ async fn agents_follow_the_target_and_come_back_after_a_restart() {
         .collect();
     for (d, id) in dirs.iter().zip(&ids) {
         assert!(id.starts_with("c-"), "{id}");
-        let args = std::fs::read_to_string(d.join("args")).unwrap();
+        // The stand-in agent writes its arguments once it runs: wait for them.
+        let mut args = String::new();
+        for _ in 0..250 {
+            args = std::fs::read_to_string(d.join("args")).unwrap_or_default();
+            if !args.trim().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let want = format!(
             "--coordinator http://{} --workspace w --cluster c --node-id {id} --state-dir {}",
             c.addr,
