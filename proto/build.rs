@@ -5,7 +5,11 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const FILES: &[&str] = &["bai/v1/resources.proto", "bai/v1/api.proto", "bai/v1/agent.proto"];
+const FILES: &[&str] = &[
+    "bai/v1/resources.proto",
+    "bai/v1/api.proto",
+    "bai/v1/agent.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in FILES {
