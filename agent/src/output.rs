@@ -11,7 +11,7 @@ use crate::config::ShipConfig;
 use crate::model::Stream;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{Read as _, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub struct Read {
 }
 
 /// Send/ack offsets of a job's three streams.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Shipper {
     cfg: ShipConfig,
     cursors: [Cursor; 3],
@@ -146,25 +146,40 @@ impl Shipper {
     }
 }
 
-/// Reads up to `len` bytes at `offset` on a blocking thread. Returns fewer
-/// bytes only at end of file.
-pub async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// Reads `reads` in order on one blocking thread (one hand-off for several
+/// chunks). Each result holds fewer bytes than asked only at end of file;
+/// reading stops after the first short read or error, so the results are a
+/// prefix of `reads` (an error is returned only when nothing was read).
+pub async fn read_batch(reads: Vec<(Arc<File>, Read)>) -> io::Result<Vec<Vec<u8>>> {
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let mut out = Vec::with_capacity(reads.len());
+        for (file, r) in &reads {
+            match read_range(file, r.offset, r.len) {
+                Ok(buf) => {
+                    let short = buf.len() < r.len;
+                    out.push(buf);
+                    if short {
+                        break;
+                    }
+                }
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
             }
         }
-        buf.truncate(filled);
-        Ok(buf)
+        Ok(out)
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// Reads up to `len` bytes at `offset` into a fresh buffer that is not
+/// zero-filled first (`read_to_end` reads into the spare capacity).
+fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len);
+    f.take(len as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// A poll interval that starts short when there is activity and doubles to
@@ -308,17 +323,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn read_at_reads_exact_ranges() {
+    async fn read_batch_reads_exact_ranges_and_stops_at_a_short_read() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
         std::fs::write(&p, &data).unwrap();
         let f = Arc::new(File::open(&p).unwrap());
-        assert_eq!(
-            read_at(f.clone(), 100, 1000).await.unwrap(),
-            data[100..1100]
-        );
-        assert_eq!(read_at(f.clone(), 4900, 1000).await.unwrap(), data[4900..]);
-        assert!(read_at(f, 6000, 10).await.unwrap().is_empty());
+        let read = |offset, len| {
+            (
+                f.clone(),
+                Read {
+                    stream: Stream::Stdout,
+                    offset,
+                    len,
+                },
+            )
+        };
+        let got = read_batch(vec![
+            read(100, 1000),
+            read(1100, 1000),
+            read(4900, 1000),
+            read(0, 10),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 3, "nothing read after the short read");
+        assert_eq!(got[0], data[100..1100]);
+        assert_eq!(got[1], data[1100..2100]);
+        assert_eq!(got[2], data[4900..]);
+        let got = read_batch(vec![read(6000, 10)]).await.unwrap();
+        assert_eq!(got, [Vec::<u8>::new()]);
     }
 }

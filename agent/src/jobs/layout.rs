@@ -13,8 +13,11 @@
 //! <state-dir>/job-mounts/<job-id>/   $AZ_BATCHAI_JOB_MOUNT_ROOT
 //! ```
 //!
-//! Every record is written atomically (temporary file, fsync, rename), so a
-//! reader sees either nothing or the whole record.
+//! Every record is written atomically (temporary file, rename), so a reader
+//! sees either nothing or the whole record. The agent's records (`launch.json`,
+//! `terminate.json`, an `exit.json` it writes for a lost job) are also fsynced
+//! with their directory; the shim's (`started.json`, `exit.json`) are not: like
+//! the spool output, they describe a job that a power loss ends anyway.
 
 use crate::model::{JobError, JobId, Stream};
 use crate::timefmt;
@@ -146,8 +149,15 @@ pub struct TerminateRecord {
     pub grace_ms: u64,
 }
 
-/// Writes `bytes` to `path` atomically with the given mode.
+/// Writes `bytes` to `path` atomically with the given mode, durably (the
+/// file and the rename are fsynced).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, true)
+}
+
+/// Writes via a temporary file and a rename: readers see nothing or all of
+/// it; with `durable`, the file and the rename survive a power loss.
+fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -158,20 +168,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .mode(mode)
         .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     drop(f);
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
+    if durable && let Some(dir) = path.parent() {
         // Make the rename durable; failure here is not worth failing for.
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
 }
 
-/// Writes a JSON record atomically.
+/// Writes a JSON record atomically and durably.
 pub fn write_record<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
     write_atomic(path, &bytes, mode)
+}
+
+/// Writes a JSON record atomically but not durably: for the shim's records,
+/// which describe a job that a power loss ends anyway (a record lost or torn
+/// by one reads as missing or corrupt, and the job is then reported lost).
+pub fn write_record_volatile<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    replace(path, &bytes, mode, false)
 }
 
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
@@ -218,6 +238,22 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!dir.path().join("exit.json.tmp").exists());
+    }
+
+    #[test]
+    fn volatile_records_replace_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("started.json");
+        let rec = |pid| StartedRecord {
+            shim_pid: 1,
+            pid,
+            pgid: pid,
+            start_time_ns: 7,
+        };
+        write_record_volatile(&p, &rec(10), 0o644).unwrap();
+        write_record_volatile(&p, &rec(11), 0o644).unwrap();
+        assert_eq!(read_record::<StartedRecord>(&p).unwrap(), Some(rec(11)));
+        assert!(!dir.path().join("started.json.tmp").exists());
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! a new process group with stdout/stderr opened straight onto the spool files
 //! (no pipe through the agent, so output survives the agent dying), records
 //! the pids in `started.json`, waits, kills whatever the job left behind in its
-//! process group, and writes `exit.json` atomically. Plain blocking code: no
+//! process group, and writes `exit.json` atomically. Neither record is
+//! fsynced: like the spool output they describe a job that a power loss ends
+//! anyway (a record lost that way reads as missing, and the agent reports the
+//! job lost), while they survive any agent restart. Plain blocking code: no
 //! runtime, nothing shared with the agent but the job directory.
 
 use super::layout::{
-    ExitRecord, JobPaths, LaunchRecord, StartedRecord, log_line, read_record, write_record,
+    ExitRecord, JobPaths, LaunchRecord, StartedRecord, log_line, read_record, write_record_volatile,
 };
 use crate::model::{JobError, Stream};
 use crate::timefmt;
@@ -38,7 +41,7 @@ pub fn run(job_dir: &Path) -> i32 {
         }
     };
     let finish = |rec: ExitRecord| -> i32 {
-        match write_record(&paths.exit, &rec, 0o644) {
+        match write_record_volatile(&paths.exit, &rec, 0o644) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("bai-agent shim: cannot write {}: {e}", paths.exit.display());
@@ -114,7 +117,7 @@ pub fn run(job_dir: &Path) -> i32 {
         rec.shell.display(),
         rec.work_dir.display()
     ));
-    if let Err(e) = write_record(&paths.started, &started, 0o644) {
+    if let Err(e) = write_record_volatile(&paths.started, &started, 0o644) {
         // The agent will still see exit.json; only the start report is lost.
         eprintln!(
             "bai-agent shim: cannot write {}: {e}",
@@ -127,12 +130,10 @@ pub fn run(job_dir: &Path) -> i32 {
         Id::Pid(Pid::from_raw(pid)),
         WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
     ) {}
-    // Anything the job left running in its process group goes with it.
-    if killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-        log(&format!(
-            "killed the processes the job left running (process group {pid})"
-        ));
-    }
+    // Anything the job left running in its process group goes with it. The
+    // unreaped leader keeps the group alive, so success says nothing about
+    // leftovers: log nothing rather than claim a kill on every job.
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     let status = loop {
         match child.wait() {
             Ok(s) => break Some(s),

@@ -11,7 +11,7 @@ use super::launcher::{Launcher, ShimHandle};
 use super::layout::{JobPaths, StartedRecord, TerminateReason, TerminateRecord, log_line};
 use crate::config::ShipConfig;
 use crate::model::{JobExit, JobId, Outbound, Stream};
-use crate::output::{AdaptivePoll, Shipper, read_at};
+use crate::output::{AdaptivePoll, Read, Shipper, read_batch};
 use crate::timefmt;
 use futures::future::BoxFuture;
 use std::fs::File;
@@ -24,6 +24,8 @@ mod supervise;
 
 /// Chunks shipped per loop turn before the task looks at its messages again.
 const BATCH: usize = 16;
+/// Chunks read per hand-off to a blocking thread.
+const READS_PER_HANDOFF: usize = 4;
 
 /// Where a worker sends its messages while a session is up.
 #[derive(Clone, Debug)]
@@ -284,35 +286,58 @@ impl Worker {
             debug!("acknowledgements stalled: re-sending from the acknowledged offsets");
         }
         let lengths = self.lengths();
-        for _ in 0..BATCH {
-            let Some(r) = self.shipper.next_read(&lengths) else {
+        let mut budget = BATCH;
+        while budget > 0 {
+            // Plan a few reads on a copy of the cursors, do them with one
+            // hand-off to a blocking thread, then send what was read.
+            let mut plan = self.shipper.clone();
+            let mut reads = Vec::with_capacity(READS_PER_HANDOFF);
+            while reads.len() < READS_PER_HANDOFF.min(budget) {
+                let Some(r) = plan.next_read(&lengths) else {
+                    break;
+                };
+                let Some(file) = self.file(r.stream) else {
+                    break;
+                };
+                plan.advance(r.stream, r.len as u64, Instant::now());
+                reads.push((file, r));
+            }
+            if reads.is_empty() {
                 break;
-            };
-            let Some(file) = self.file(r.stream) else {
-                break;
-            };
-            let data = match read_at(file, r.offset, r.len).await {
-                Ok(d) if d.is_empty() => break,
+            }
+            budget -= reads.len();
+            let planned: Vec<Read> = reads.iter().map(|(_, r)| *r).collect();
+            let datas = match read_batch(reads).await {
                 Ok(d) => d,
                 Err(e) => {
-                    warn!(error = %e, stream = ?r.stream, "cannot read the spool");
+                    warn!(error = %e, "cannot read the spool");
                     break;
                 }
             };
-            let n = data.len() as u64;
-            out.more = data.len() == self.deps.ship.chunk_bytes;
-            let msg = Outbound::Output {
-                job_id: self.id.clone(),
-                stream: r.stream,
-                offset: r.offset,
-                data,
-            };
-            if !self.send(msg) {
-                out.more = false;
-                return out;
+            let complete = datas.len() == planned.len()
+                && datas.last().map(Vec::len) == planned.last().map(|r| r.len);
+            for (r, data) in planned.into_iter().zip(datas) {
+                if data.is_empty() {
+                    break;
+                }
+                let n = data.len() as u64;
+                out.more = data.len() == self.deps.ship.chunk_bytes;
+                let msg = Outbound::Output {
+                    job_id: self.id.clone(),
+                    stream: r.stream,
+                    offset: r.offset,
+                    data,
+                };
+                if !self.send(msg) {
+                    out.more = false;
+                    return out;
+                }
+                self.shipper.advance(r.stream, n, Instant::now());
+                out.sent = true;
             }
-            self.shipper.advance(r.stream, n, Instant::now());
-            out.sent = true;
+            if !complete {
+                break;
+            }
         }
         out
     }
