@@ -4,7 +4,7 @@
 //! nodes and watchers.
 
 use crate::agent::registry::{Outbound, Sessions};
-use crate::domain::{Job, JobKey, now_millis};
+use crate::domain::{Job, JobKey, Node, now_millis};
 use crate::error::Result;
 use crate::events::JobEvents;
 use crate::output::OutputStore;
@@ -71,6 +71,15 @@ impl Core {
             provider: Notify::new(),
             shutdown,
         }
+    }
+
+    /// The node with the heartbeat time its live session saw (heartbeats are
+    /// kept in memory while a session lives).
+    pub fn with_live_heartbeat(&self, mut node: Node) -> Node {
+        if let Some(t) = self.sessions.last_heartbeat(&node.node_id) {
+            node.last_heartbeat_time = Some(node.last_heartbeat_time.map_or(t, |s| s.max(t)));
+        }
+        node
     }
 
     /// Asks the scheduler for a pass (coalesced).
@@ -160,7 +169,7 @@ impl Core {
         if let Err(e) = self.outputs.delete(job).await {
             tracing::warn!(job = %job.id, error = %e, "could not delete job output");
         }
-        self.events.deleted(&job.id);
+        self.events.deleted(job);
     }
 
     /// Acts on what a delete removed: stops processes, deletes output, tells

@@ -1,31 +1,29 @@
-//! The scheduler task: on every kick, one pass of [`crate::scheduler::schedule`]
-//! over the queued jobs and the nodes with a live session. Each placement is
-//! committed (job running on the node, node running) in its own transaction
-//! BEFORE AssignJob is sent; a node that drops in between gets the assignment
-//! again when it registers.
+//! The scheduler task: after kicks (coalesced: one pass for all kicks that
+//! came in meanwhile), one pass of [`crate::scheduler::schedule`] over the
+//! idle nodes with a live session and, per cluster, only as many queued jobs
+//! as it has such nodes. The pass's placements (job running on the node, node
+//! running) are committed together BEFORE any AssignJob is sent; a node that
+//! drops in between gets the assignment again when it registers.
 //!
-//! The same task marks nodes lost: a node whose agent has had no session for
-//! `node_lost_timeout` (counted from its last heartbeat, or from this
-//! coordinator's start if that is later) becomes unusable and its jobs fail
-//! with `JobLost`; registering again makes it usable.
+//! A separate task on its own timer marks nodes lost: a node whose agent has
+//! had no session for `node_lost_timeout` (counted from its last heartbeat, or
+//! from this coordinator's start if that is later) becomes unusable and its
+//! jobs fail with `JobLost`; registering again makes it usable.
 
 use crate::agent::registry::Outbound;
 use crate::core::Core;
-use crate::domain::{BatchAiError, NodeState, env, now_millis};
+use crate::domain::{BatchAiError, Job, NodeState, env, now_millis};
 use crate::scheduler::schedule;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Runs passes until shutdown; also every 30 s (or half the node-lost
-/// timeout, if shorter) in case a kick was missed and to find lost nodes.
+/// Runs passes until shutdown: one pass for all the kicks that arrived
+/// since the last one began, and one every 30 s in case a kick was missed.
+/// The lost-node check runs on its own timer (see [`run_lost_nodes`]).
 pub async fn run(core: Arc<Core>) {
     let mut shutdown = core.shutdown();
-    let fallback = (core.settings.node_lost_timeout / 2).min(Duration::from_secs(30));
-    let started = now_millis();
+    let fallback = Duration::from_secs(30);
     loop {
-        if let Err(e) = reap_lost_nodes(&core, started).await {
-            tracing::error!(error = %e, "lost-node check failed");
-        }
         if let Err(e) = pass(&core).await {
             tracing::error!(error = %e, "scheduler pass failed");
         }
@@ -37,37 +35,68 @@ pub async fn run(core: Arc<Core>) {
     }
 }
 
-/// One pass; returns how many jobs it placed.
+/// Checks for lost nodes every quarter of the node-lost timeout (at most
+/// every 30 s, at least every second), until shutdown.
+pub async fn run_lost_nodes(core: Arc<Core>) {
+    let mut shutdown = core.shutdown();
+    let every = (core.settings.node_lost_timeout / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let started = now_millis();
+    loop {
+        tokio::select! {
+            _ = crate::core::stopped(&mut shutdown) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = reap_lost_nodes(&core, started).await {
+            tracing::error!(error = %e, "lost-node check failed");
+        }
+    }
+}
+
+/// One pass; returns how many jobs it placed. Reads only what can be placed
+/// (one snapshot): the idle nodes, and per cluster with some, at most that
+/// many queued jobs in scheduling order; only connected nodes take jobs. All
+/// placements of the pass are committed in one transaction before any
+/// AssignJob is sent.
 pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
-    let queued = core.store.queued_jobs().await?;
+    let (mut idle, queued) = core.store.schedulable().await?;
     if queued.is_empty() {
         return Ok(0);
     }
-    let mut nodes = core.store.list_all_nodes().await?;
-    for n in &mut nodes {
+    for n in &mut idle {
         n.connected = core.sessions.is_connected(&n.node_id);
     }
+    // `schedule` uses only connected nodes; `queued` holds, per cluster, at
+    // least as many jobs as it has connected idle nodes.
+    let placements = schedule(&queued, &idle);
+    if placements.is_empty() {
+        return Ok(0);
+    }
+    let pairs = placements
+        .iter()
+        .map(|p| (p.job_id.clone(), p.node_id.clone()))
+        .collect();
+    let assigned: Vec<(&str, Job)> = placements
+        .iter()
+        .zip(core.store.assign_jobs(pairs, now_millis()).await?)
+        .filter_map(|(p, job)| Some((p.node_id.as_str(), job?)))
+        .collect();
+    // A new attempt starts with empty output (a requeued job had some),
+    // before the node is told to start it.
+    let jobs: Vec<Job> = assigned.iter().map(|(_, j)| j.clone()).collect();
+    if let Err(e) = core.outputs.reset_all(&jobs).await {
+        tracing::warn!(error = %e, "could not reset job output");
+    }
     let mut placed = 0;
-    for p in schedule(&queued, &nodes) {
-        let Some(job) = core
-            .store
-            .assign_job(&p.job_id, &p.node_id, now_millis())
-            .await?
-        else {
-            continue;
-        };
-        // A new attempt starts with empty output (a requeued job had some).
-        if let Err(e) = core.outputs.reset(&job).await {
-            tracing::warn!(job = %job.id, error = %e, "could not reset job output");
-        }
-        tracing::info!(job = %job.id, node = %p.node_id, name = %job.key, "job assigned");
+    for (node_id, job) in assigned {
+        tracing::info!(job = %job.id, node = %node_id, name = %job.key, "job assigned");
         core.events.changed(&job);
         let sent = core.sessions.send(
-            &p.node_id,
-            Outbound::Assign(Box::new(env::assignment(&job, &p.node_id))),
+            node_id,
+            Outbound::Assign(Box::new(env::assignment(&job, node_id))),
         );
         if !sent {
-            tracing::info!(job = %job.id, node = %p.node_id, "node went away; it gets the job when it registers");
+            tracing::info!(job = %job.id, node = %node_id, "node went away; it gets the job when it registers");
         }
         placed += 1;
     }

@@ -146,6 +146,7 @@ pub async fn run(
     let mut server = tokio::spawn(server);
 
     let scheduler = tokio::spawn(dispatch::run(core.clone()));
+    let lost_nodes = tokio::spawn(dispatch::run_lost_nodes(core.clone()));
     let provider = if config.local_agents {
         let agent_bin = local_provider::agent_bin(&config)?;
         let p = local_provider::LocalProvider::new(
@@ -177,6 +178,7 @@ pub async fn run(
         let _ = p.await;
     }
     let _ = scheduler.await;
+    let _ = lost_nodes.await;
     let result = match served {
         Some(r) => r,
         None => match tokio::time::timeout(Duration::from_secs(5), &mut server).await {

@@ -5,9 +5,10 @@
 //! Agents ship output as (job, stream, offset) chunks. A chunk is appended only
 //! at the file's current length: bytes already held are skipped, a chunk past
 //! the end (a gap) is dropped, and the caller answers with the length it has.
-//! [`OutputStore::write`] writes a batch of chunks, fsyncs each dirty file
-//! once, and only then publishes the new durable lengths (a `watch` per file
-//! that followers wait on), so a length anyone sees is on disk.
+//! [`OutputStore::write`] writes a batch of chunks, fsyncs each directory
+//! that gained files once and each dirty file once, and only then publishes
+//! the new durable lengths (a `watch` per file that followers wait on), so a
+//! length anyone sees is on disk.
 
 use crate::domain::Job;
 use std::collections::{HashMap, HashSet};
@@ -73,6 +74,10 @@ struct FileState {
     file: Option<File>,
     len: u64,
     dirty: bool,
+    /// How many times the file was created, and the creation whose directory
+    /// entry was last made durable (behind: fsync the directory).
+    created: u64,
+    entry_synced: u64,
     removed: bool,
 }
 
@@ -117,7 +122,9 @@ impl OutputFile {
             return Ok(());
         };
         if st.file.is_none() {
-            st.file = Some(open_for_append(&self.path)?);
+            let (f, created) = open_for_append(&self.path)?;
+            st.file = Some(f);
+            st.created += u64::from(created);
         }
         let bytes = &data[skip..];
         if let Some(f) = &st.file {
@@ -125,6 +132,32 @@ impl OutputFile {
         }
         st.len += bytes.len() as u64;
         st.dirty = true;
+        Ok(())
+    }
+
+    /// The file's directory and current creation, if that entry is not
+    /// durable yet.
+    fn new_entry(&self) -> io::Result<Option<(PathBuf, u64)>> {
+        let st = self.lock()?;
+        Ok(if st.created > st.entry_synced {
+            self.path.parent().map(|d| (d.to_path_buf(), st.created))
+        } else {
+            None
+        })
+    }
+
+    /// Makes the file's directory entry durable: `synced` says up to which
+    /// creation the caller's directory fsync covered; a later one (a
+    /// concurrent writer) gets its own fsync.
+    fn sync_entry(&self, synced: u64) -> io::Result<()> {
+        let mut st = self.lock()?;
+        st.entry_synced = st.entry_synced.max(synced);
+        if st.created > st.entry_synced {
+            if let Some(dir) = self.path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            st.entry_synced = st.created;
+        }
         Ok(())
     }
 
@@ -163,7 +196,10 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn open_for_append(path: &Path) -> io::Result<File> {
+/// Opens (creating if needed) an output file; true if it was created, whose
+/// directory entry the caller must make durable (one directory fsync for all
+/// the files a batch created there).
+fn open_for_append(path: &Path) -> io::Result<(File, bool)> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("output path has no parent"))?;
@@ -175,10 +211,7 @@ fn open_for_append(path: &Path) -> io::Result<File> {
         .write(true)
         .truncate(false)
         .open(path)?;
-    if !existed {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(f)
+    Ok((f, !existed))
 }
 
 /// The length of an existing file, made durable first (bytes written before a
@@ -192,6 +225,26 @@ fn durable_len_on_disk(path: &Path) -> io::Result<u64> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e),
     }
+}
+
+/// Removes a job's output files, and empties the open ones' state.
+fn reset_files(dir: &Path, open: &[Arc<OutputFile>]) -> io::Result<()> {
+    for s in StreamKind::ALL {
+        let f = open.iter().find(|f| f.stream == s);
+        let guard = f.map(|f| f.lock()).transpose()?;
+        match std::fs::remove_file(dir.join(s.file_name())) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let (Some(f), Some(mut st)) = (f, guard) {
+            st.file = None;
+            st.len = 0;
+            st.dirty = false;
+            f.durable.send_if_modified(|d| std::mem::replace(d, 0) != 0);
+        }
+    }
+    Ok(())
 }
 
 /// A chunk to append.
@@ -270,6 +323,8 @@ impl OutputStore {
                     file: None,
                     len,
                     dirty: false,
+                    created: 0,
+                    entry_synced: 0,
                     removed: false,
                 }),
                 durable: watch::channel(len).0,
@@ -290,7 +345,22 @@ impl OutputStore {
                     touched.push(c.file.clone());
                 }
             }
+            // One fsync per directory that gained files, then each file.
+            let mut entries = Vec::with_capacity(touched.len());
+            let mut dirs: Vec<PathBuf> = Vec::new();
             for f in &touched {
+                let mut synced = 0;
+                if let Some((d, created)) = f.new_entry()? {
+                    if !dirs.contains(&d) {
+                        File::open(&d)?.sync_all()?;
+                        dirs.push(d);
+                    }
+                    synced = created;
+                }
+                entries.push(synced);
+            }
+            for (f, synced) in touched.iter().zip(entries) {
+                f.sync_entry(synced)?;
                 f.sync()?;
             }
             Ok(touched)
@@ -322,28 +392,28 @@ impl OutputStore {
     /// Empties the job's output for a new attempt (a requeued job). Open
     /// handles stay valid and see the length go back to 0.
     pub async fn reset(&self, job: &Job) -> io::Result<()> {
-        let open: Vec<Arc<OutputFile>> = self
-            .files()?
-            .iter()
-            .filter(|((id, _), _)| id == &job.id)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let dir = self.stdouterr_dir(job);
+        self.reset_all(std::slice::from_ref(job)).await
+    }
+
+    /// [`OutputStore::reset`] for many jobs in one blocking call (a
+    /// scheduler pass).
+    pub async fn reset_all(&self, jobs: &[Job]) -> io::Result<()> {
+        let work: Vec<(PathBuf, Vec<Arc<OutputFile>>)> = {
+            let files = self.files()?;
+            jobs.iter()
+                .map(|job| {
+                    let open = files
+                        .iter()
+                        .filter(|((id, _), _)| id == &job.id)
+                        .map(|(_, f)| f.clone())
+                        .collect();
+                    (self.stdouterr_dir(job), open)
+                })
+                .collect()
+        };
         blocking(move || {
-            for s in StreamKind::ALL {
-                let f = open.iter().find(|f| f.stream == s);
-                let guard = f.map(|f| f.lock()).transpose()?;
-                match std::fs::remove_file(dir.join(s.file_name())) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-                if let (Some(f), Some(mut st)) = (f, guard) {
-                    st.file = None;
-                    st.len = 0;
-                    st.dirty = false;
-                    f.durable.send_if_modified(|d| std::mem::replace(d, 0) != 0);
-                }
+            for (dir, open) in &work {
+                reset_files(dir, open)?;
             }
             Ok(())
         })

@@ -1,7 +1,12 @@
 //! The live agent sessions, by node id, and what can be sent to a node.
 //! A second session of the same node replaces the first (which is told to stop).
+//! Each session's last heartbeat time lives here, not in the store: a
+//! heartbeat is not a state change, so it costs no transaction; the session
+//! stores the last one when it ends (a crash loses it, which only delays a
+//! node-lost verdict: that clock starts no earlier than the coordinator's start).
 
 use super::convert;
+use crate::domain::Millis;
 use crate::domain::env::Assignment;
 use crate::output::StreamKind;
 use bai_proto::v1::CoordinatorMessage;
@@ -46,6 +51,9 @@ struct Entry {
     stop: watch::Sender<bool>,
     /// Until the session has sent Registered, messages wait here.
     pending: Option<Vec<CoordinatorMessage>>,
+    /// When the session's last heartbeat arrived (in memory only; stored
+    /// when the session ends).
+    last_heartbeat: Option<Millis>,
 }
 
 /// Sessions by node id.
@@ -87,6 +95,7 @@ impl Sessions {
                 tx,
                 stop: stop_tx,
                 pending: Some(Vec::new()),
+                last_heartbeat: None,
             },
         );
         if let Some(old) = old {
@@ -136,6 +145,22 @@ impl Sessions {
         }
     }
 
+    /// Notes a heartbeat of the node's session `generation` at `time`.
+    pub fn heartbeat(&self, node_id: &str, generation: u64, time: Millis) {
+        if let Some(e) = self
+            .map()
+            .get_mut(node_id)
+            .filter(|e| e.generation == generation)
+        {
+            e.last_heartbeat = Some(time);
+        }
+    }
+
+    /// The last heartbeat of the node's live session, if it sent one.
+    pub fn last_heartbeat(&self, node_id: &str) -> Option<Millis> {
+        self.map().get(node_id).and_then(|e| e.last_heartbeat)
+    }
+
     pub fn is_connected(&self, node_id: &str) -> bool {
         self.map().get(node_id).is_some_and(|e| !e.tx.is_closed())
     }
@@ -181,7 +206,13 @@ mod tests {
             "a replaced session detaches nothing"
         );
         assert!(s.is_connected("n"));
+        assert_eq!(s.last_heartbeat("n"), None);
+        s.heartbeat("n", first.generation, 5);
+        assert_eq!(s.last_heartbeat("n"), None, "a replaced session's beat");
+        s.heartbeat("n", second.generation, 7);
+        assert_eq!(s.last_heartbeat("n"), Some(7));
         assert!(s.detach("n", second.generation));
+        assert_eq!(s.last_heartbeat("n"), None);
         assert!(!s.is_connected("n"));
     }
 }

@@ -44,6 +44,9 @@ struct Session {
     /// Jobs active on this node whose output is being accepted.
     jobs: HashMap<String, Job>,
     exits: HashMap<String, PendingExit>,
+    generation: u64,
+    /// The last heartbeat (also in the registry); stored when the session ends.
+    last_heartbeat: Option<crate::domain::Millis>,
 }
 
 /// Runs a session until the agent goes away, a newer session replaces it, or
@@ -123,6 +126,8 @@ async fn run_registered(
         tx,
         jobs: HashMap::new(),
         exits: HashMap::new(),
+        generation: attached.generation,
+        last_heartbeat: None,
     };
     let result = match core.store.jobs_on_node(&reg.node_id).await {
         Err(e) => Err(store_status(e)),
@@ -146,7 +151,7 @@ async fn run_registered(
     if core.sessions.detach(&s.node_id, attached.generation) {
         if let Err(e) = core
             .store
-            .set_node_connected(&s.node_id, false, now_millis())
+            .set_node_connected(&s.node_id, false, s.last_heartbeat)
             .await
         {
             tracing::warn!(error = %e, "could not record the node as disconnected");
@@ -395,14 +400,12 @@ impl Session {
                 "register: sent twice in one session",
             )),
             Inbound::Heartbeat => {
-                if let Err(e) = self
-                    .core
-                    .store
-                    .record_heartbeat(&self.node_id, now_millis())
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not record a heartbeat");
-                }
+                // Not a state change: kept in memory, stored when the session ends.
+                let now = now_millis();
+                self.last_heartbeat = Some(now);
+                self.core
+                    .sessions
+                    .heartbeat(&self.node_id, self.generation, now);
                 Ok(())
             }
             Inbound::Started { job_id, start_time } => {

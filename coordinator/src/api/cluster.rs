@@ -138,7 +138,10 @@ impl ClusterService for ClusterApi {
             .await
             .map_err(Error::from)?;
         Ok(Response::new(pb::ListClusterNodesResponse {
-            nodes: nodes.iter().map(node_to).collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| node_to(&self.core.with_live_heartbeat(n.clone())))
+                .collect(),
         }))
     }
 }

@@ -7,11 +7,14 @@ use crate::core::Core;
 use crate::domain::paging::PageRequest;
 use crate::domain::{Job, now_millis, validate};
 use crate::error::Error;
-use crate::events::JobEvent;
+use crate::events::{JobEvent, Subscription};
 use bai_proto::v1 as pb;
 use bai_proto::v1::job_service_server::JobService;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -89,7 +92,7 @@ impl JobService for JobApi {
         Ok(Response::new(job_to(&job)))
     }
 
-    type WatchJobStream = ReceiverStream<Result<pb::Job, Status>>;
+    type WatchJobStream = UntilEnded;
 
     async fn watch_job(
         &self,
@@ -97,11 +100,14 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
         // Subscribe before reading, so no change falls between.
-        let events = self.core.events.subscribe();
+        let events = self.core.events.subscribe(&key);
         let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(watch(self.core.clone(), job, events, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UntilEnded {
+            inner: ReceiverStream::new(rx),
+            done: false,
+        }))
     }
 
     async fn list_output_files(
@@ -123,11 +129,39 @@ impl JobService for JobApi {
     }
 }
 
+/// A WatchJob response stream that ends right after the message that ends
+/// it (the ended job, or an error), without waiting for the watch task to go:
+/// the final message and the end of the stream then leave together, so a
+/// client that stops reading at the ended job does not reset a live stream.
+pub struct UntilEnded {
+    inner: ReceiverStream<Result<pb::Job, Status>>,
+    done: bool,
+}
+
+impl Stream for UntilEnded {
+    type Item = Result<pb::Job, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        self.done = match &item {
+            Some(Ok(j)) => matches!(
+                pb::ExecutionState::try_from(j.execution_state),
+                Ok(pb::ExecutionState::Succeeded | pb::ExecutionState::Failed)
+            ),
+            Some(Err(_)) | None => true,
+        };
+        Poll::Ready(item)
+    }
+}
+
 /// Sends the job, then every change of its execution state, until it ends.
 async fn watch(
     core: Arc<Core>,
     job: Job,
-    mut events: broadcast::Receiver<JobEvent>,
+    mut events: Subscription,
     tx: mpsc::Sender<Result<pb::Job, Status>>,
 ) {
     let mut shutdown = core.shutdown();

@@ -12,7 +12,7 @@ use crate::core::Core;
 use crate::domain::validate::Invalid;
 use crate::domain::{Job, Millis};
 use crate::error::Error;
-use crate::events::JobEvent;
+use crate::events::{JobEvent, Subscription};
 use crate::output::{OutputFile, StreamKind};
 use bai_proto::v1 as pb;
 use std::fs::File;
@@ -94,7 +94,7 @@ pub async fn stream(
     } else {
         r.output_directory_id
     };
-    let events = core.events.subscribe();
+    let events = core.events.subscribe(&key);
     let job = core.store.get_job(&key).await?;
     directory(&job, &dir)?;
     let stream = StreamKind::from_file_name(r.path.trim_start_matches("./"))
@@ -127,7 +127,7 @@ struct Follower {
     file: Arc<OutputFile>,
     offset: u64,
     follow: bool,
-    events: broadcast::Receiver<JobEvent>,
+    events: Subscription,
     tx: ChunkSender,
     handle: Option<Arc<File>>,
 }

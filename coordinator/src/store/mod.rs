@@ -1,6 +1,6 @@
-//! Durable state behind a narrow trait. Every method that changes state is one
-//! transaction, committed before it returns; a method that fails changes
-//! nothing. `sqlite` is the implementation today; the trait is async so a
+//! Durable state behind a narrow trait. Every method that changes state is
+//! atomic and committed before it returns (an implementation may commit
+//! several callers' changes together); a method that fails changes nothing. `sqlite` is the implementation today; the trait is async so a
 //! PostgreSQL implementation can follow.
 
 pub mod sqlite;
@@ -107,10 +107,17 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or updates the node (connected, idle or running), and returns
     /// it with the jobs the store has running or terminating on it.
     async fn register_node(&self, reg: NodeRegistration, now: Millis) -> Result<(Node, Vec<Job>)>;
-    async fn set_node_connected(&self, node_id: &str, connected: bool, now: Millis) -> Result<()>;
+    /// Records whether the node's agent has a session; `last_heartbeat` (the
+    /// last one the session saw; heartbeats are kept in memory while a
+    /// session lives) is stored if later than the stored one.
+    async fn set_node_connected(
+        &self,
+        node_id: &str,
+        connected: bool,
+        last_heartbeat: Option<Millis>,
+    ) -> Result<()>;
     /// Marks every node disconnected (at startup: no session survives a restart).
     async fn disconnect_all_nodes(&self) -> Result<()>;
-    async fn record_heartbeat(&self, node_id: &str, time: Millis) -> Result<()>;
     async fn get_node(&self, node_id: &str) -> Result<Node>;
     async fn list_nodes(&self, ws: &str, cluster: &str) -> Result<Vec<Node>>;
     async fn list_all_nodes(&self) -> Result<Vec<Node>>;
@@ -151,6 +158,18 @@ pub trait Store: Send + Sync + 'static {
     async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>>;
     /// Queued jobs in creation order.
     async fn queued_jobs(&self) -> Result<Vec<Job>>;
+    /// What a scheduler pass needs, read in one snapshot: the idle nodes with
+    /// no active job (connected or not, in node id order) and, for each
+    /// cluster with some, its first queued jobs in scheduling order (priority
+    /// high → low, then creation), as many as it has such nodes. Nothing if
+    /// no job is queued.
+    async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)>;
+    /// [`Store::assign_job`] for each (job id, node id), all in one transaction.
+    async fn assign_jobs(
+        &self,
+        placements: Vec<(String, String)>,
+        now: Millis,
+    ) -> Result<Vec<Option<Job>>>;
     /// Job queued → running on the node, node idle → running; `None` (and no
     /// change) if either is no longer so.
     async fn assign_job(&self, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>>;

@@ -30,11 +30,12 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
             name: k.to_string(),
         });
     }
-    tx.execute(
+    rows::exec(
+        tx,
         "INSERT INTO jobs (id, workspace, experiment, name, cluster_workspace, cluster, spec, \
          creation_time, execution_state, execution_state_transition_time, start_time, end_time, \
-         exit_code, errors, node_id, attempt_started, requeue_on_exit) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         exit_code, errors, node_id, attempt_started, requeue_on_exit, priority) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             job.id,
             k.workspace,
@@ -53,6 +54,7 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
             job.node_id,
             job.attempt_started,
             job.requeue_on_exit,
+            job.spec.scheduling_priority.rank(),
         ],
     )?;
     Ok(job)
@@ -60,7 +62,8 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
 
 /// Writes every field of `job` that can change after creation.
 pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
-    tx.execute(
+    rows::exec(
+        tx,
         "UPDATE jobs SET execution_state = ?2, execution_state_transition_time = ?3, \
          start_time = ?4, end_time = ?5, exit_code = ?6, errors = ?7, node_id = ?8, \
          attempt_started = ?9, requeue_on_exit = ?10 WHERE id = ?1",
@@ -190,7 +193,7 @@ pub fn active_on_node(tx: &Transaction, node_id: &str) -> Result<Vec<Job>> {
 
 pub fn delete(tx: &Transaction, key: &JobKey) -> Result<Job> {
     let job = get(tx, key)?;
-    tx.execute("DELETE FROM jobs WHERE id = ?1", [&job.id])?;
+    rows::exec(tx, "DELETE FROM jobs WHERE id = ?1", [&job.id])?;
     Ok(job)
 }
 
@@ -223,6 +226,31 @@ pub fn queued(tx: &Transaction) -> Result<Vec<Job>> {
         tx,
         &select("execution_state = 'queued' ORDER BY seq"),
         [],
+        rows::job,
+    )
+}
+
+/// Whether any job is queued.
+pub fn any_queued(tx: &Transaction) -> Result<bool> {
+    Ok(query_opt(
+        tx,
+        "SELECT 1 FROM jobs WHERE execution_state = 'queued' LIMIT 1",
+        [],
+        |_| Ok(()),
+    )?
+    .is_some())
+}
+
+/// The first `limit` queued jobs of a cluster in scheduling order (priority,
+/// then creation).
+pub fn queued_head(tx: &Transaction, ws: &str, cluster: &str, limit: usize) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select(
+            "cluster_workspace = ?1 AND cluster = ?2 AND execution_state = 'queued' \
+             ORDER BY priority, seq LIMIT ?3",
+        ),
+        params![ws, cluster, i64::try_from(limit).unwrap_or(i64::MAX)],
         rows::job,
     )
 }

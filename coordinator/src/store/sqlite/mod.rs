@@ -1,7 +1,10 @@
-//! The SQLite store: one connection in WAL mode with `synchronous=FULL`, used
-//! from blocking threads. Every trait method runs in one IMMEDIATE
-//! transaction, committed (and so durable) before it returns.
+//! The SQLite store in WAL mode with `synchronous=FULL`. Every trait method
+//! that may change state runs in the writer's group commit (see `engine`):
+//! inside its own savepoint of a shared IMMEDIATE transaction, answered only
+//! after that transaction committed (and so is durable). Reads run on reader
+//! connections.
 
+mod engine;
 mod jobs;
 mod nodes;
 mod resources;
@@ -16,16 +19,16 @@ use crate::domain::{
     BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
     ScaleSettings, Workspace,
 };
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use engine::Engine;
+use rusqlite::Transaction;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 use tonic::async_trait;
 
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    engine: Arc<Engine>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -37,8 +40,7 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let mut conn = engine::connect(path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!(
@@ -48,28 +50,26 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         schema::migrate(&mut conn)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            engine: Arc::new(Engine::start(path, conn)?),
         })
     }
 
-    /// Runs `f` in one transaction on a blocking thread; commits if it succeeds.
+    /// Runs `f` in the writer's next group commit; answers once it is durable.
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
-            let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        self.engine.write(f).await
+    }
+
+    /// Runs `f` on a reader connection (one snapshot).
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    {
+        self.engine.read(f).await
     }
 }
 
@@ -80,11 +80,12 @@ impl Store for SqliteStore {
     }
     async fn get_workspace(&self, name: &str) -> Result<Workspace> {
         let name = name.to_string();
-        self.tx(move |tx| resources::get_workspace(tx, &name)).await
+        self.read(move |tx| resources::get_workspace(tx, &name))
+            .await
     }
     async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
         let page = page.clone();
-        self.tx(move |tx| resources::list_workspaces(tx, &page))
+        self.read(move |tx| resources::list_workspaces(tx, &page))
             .await
     }
     async fn delete_workspace(&self, name: &str, now: Millis) -> Result<Removed> {
@@ -98,12 +99,12 @@ impl Store for SqliteStore {
     }
     async fn get_experiment(&self, ws: &str, name: &str) -> Result<Experiment> {
         let (ws, name) = (ws.to_string(), name.to_string());
-        self.tx(move |tx| resources::get_experiment(tx, &ws, &name))
+        self.read(move |tx| resources::get_experiment(tx, &ws, &name))
             .await
     }
     async fn list_experiments(&self, ws: &str, page: &PageRequest) -> Result<Page<Experiment>> {
         let (ws, page) = (ws.to_string(), page.clone());
-        self.tx(move |tx| resources::list_experiments(tx, &ws, &page))
+        self.read(move |tx| resources::list_experiments(tx, &ws, &page))
             .await
     }
     async fn delete_experiment(&self, ws: &str, name: &str) -> Result<Removed> {
@@ -117,16 +118,16 @@ impl Store for SqliteStore {
     }
     async fn get_cluster(&self, ws: &str, name: &str) -> Result<Cluster> {
         let (ws, name) = (ws.to_string(), name.to_string());
-        self.tx(move |tx| resources::get_cluster(tx, &ws, &name))
+        self.read(move |tx| resources::get_cluster(tx, &ws, &name))
             .await
     }
     async fn list_clusters(&self, ws: &str, page: &PageRequest) -> Result<Page<Cluster>> {
         let (ws, page) = (ws.to_string(), page.clone());
-        self.tx(move |tx| resources::list_clusters(tx, &ws, &page))
+        self.read(move |tx| resources::list_clusters(tx, &ws, &page))
             .await
     }
     async fn list_all_clusters(&self) -> Result<Vec<Cluster>> {
-        self.tx(resources::list_all_clusters).await
+        self.read(resources::list_all_clusters).await
     }
     async fn update_cluster_scale(
         &self,
@@ -153,9 +154,14 @@ impl Store for SqliteStore {
     async fn register_node(&self, reg: NodeRegistration, now: Millis) -> Result<(Node, Vec<Job>)> {
         self.tx(move |tx| nodes::register(tx, reg, now)).await
     }
-    async fn set_node_connected(&self, node_id: &str, connected: bool, now: Millis) -> Result<()> {
+    async fn set_node_connected(
+        &self,
+        node_id: &str,
+        connected: bool,
+        last_heartbeat: Option<Millis>,
+    ) -> Result<()> {
         let node_id = node_id.to_string();
-        self.tx(move |tx| nodes::set_connected(tx, &node_id, connected, now))
+        self.tx(move |tx| nodes::set_connected(tx, &node_id, connected, last_heartbeat))
             .await
     }
     async fn disconnect_all_nodes(&self) -> Result<()> {
@@ -165,31 +171,20 @@ impl Store for SqliteStore {
         })
         .await
     }
-    async fn record_heartbeat(&self, node_id: &str, time: Millis) -> Result<()> {
-        let node_id = node_id.to_string();
-        self.tx(move |tx| {
-            tx.execute(
-                "UPDATE nodes SET last_heartbeat_time = ?2 WHERE node_id = ?1",
-                rusqlite::params![node_id, time],
-            )?;
-            Ok(())
-        })
-        .await
-    }
     async fn get_node(&self, node_id: &str) -> Result<Node> {
         let node_id = node_id.to_string();
-        self.tx(move |tx| nodes::get(tx, &node_id)).await
+        self.read(move |tx| nodes::get(tx, &node_id)).await
     }
     async fn list_nodes(&self, ws: &str, cluster: &str) -> Result<Vec<Node>> {
         let (ws, cluster) = (ws.to_string(), cluster.to_string());
-        self.tx(move |tx| {
+        self.read(move |tx| {
             resources::get_cluster(tx, &ws, &cluster)?;
             nodes::list_in(tx, &ws, &cluster)
         })
         .await
     }
     async fn list_all_nodes(&self) -> Result<Vec<Node>> {
-        self.tx(nodes::list_all).await
+        self.read(nodes::list_all).await
     }
     async fn begin_node_removal(
         &self,
@@ -227,15 +222,15 @@ impl Store for SqliteStore {
     }
     async fn get_job(&self, key: &JobKey) -> Result<Job> {
         let key = key.clone();
-        self.tx(move |tx| jobs::get(tx, &key)).await
+        self.read(move |tx| jobs::get(tx, &key)).await
     }
     async fn get_job_by_id(&self, id: &str) -> Result<Job> {
         let id = id.to_string();
-        self.tx(move |tx| jobs::get_by_id(tx, &id)).await
+        self.read(move |tx| jobs::get_by_id(tx, &id)).await
     }
     async fn list_jobs(&self, ws: &str, exp: &str, page: &PageRequest) -> Result<Page<Job>> {
         let (ws, exp, page) = (ws.to_string(), exp.to_string(), page.clone());
-        self.tx(move |tx| jobs::list(tx, &ws, &exp, &page)).await
+        self.read(move |tx| jobs::list(tx, &ws, &exp, &page)).await
     }
     async fn delete_job(&self, key: &JobKey) -> Result<Job> {
         let key = key.clone();
@@ -247,10 +242,45 @@ impl Store for SqliteStore {
     }
     async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>> {
         let node_id = node_id.to_string();
-        self.tx(move |tx| jobs::active_on_node(tx, &node_id)).await
+        self.read(move |tx| jobs::active_on_node(tx, &node_id))
+            .await
     }
     async fn queued_jobs(&self) -> Result<Vec<Job>> {
-        self.tx(jobs::queued).await
+        self.read(jobs::queued).await
+    }
+    async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)> {
+        self.read(|tx| {
+            if !jobs::any_queued(tx)? {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let idle = nodes::idle(tx)?;
+            let mut per_cluster: std::collections::BTreeMap<(&str, &str), usize> =
+                std::collections::BTreeMap::new();
+            for n in &idle {
+                *per_cluster
+                    .entry((n.workspace.as_str(), n.cluster.as_str()))
+                    .or_default() += 1;
+            }
+            let mut queued = Vec::new();
+            for ((ws, cluster), n) in per_cluster {
+                queued.extend(jobs::queued_head(tx, ws, cluster, n)?);
+            }
+            Ok((idle, queued))
+        })
+        .await
+    }
+    async fn assign_jobs(
+        &self,
+        placements: Vec<(String, String)>,
+        now: Millis,
+    ) -> Result<Vec<Option<Job>>> {
+        self.tx(move |tx| {
+            placements
+                .iter()
+                .map(|(job, node)| jobs::assign(tx, job, node, now))
+                .collect()
+        })
+        .await
     }
     async fn assign_job(&self, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>> {
         let (job_id, node_id) = (job_id.to_string(), node_id.to_string());

@@ -25,29 +25,40 @@ pub fn get(tx: &Transaction, node_id: &str) -> Result<Node> {
 }
 
 pub fn list_in(tx: &Transaction, ws: &str, cluster: &str) -> Result<Vec<Node>> {
-    query(
+    let nodes = query(
         tx,
         &select("workspace = ?1 AND cluster = ?2 ORDER BY node_id"),
         [ws, cluster],
         rows::node,
-    )?
-    .into_iter()
-    .map(|n| rows::with_jobs(tx, n))
-    .collect()
+    )?;
+    rows::with_all_jobs(tx, nodes)
 }
 
 pub fn list_all(tx: &Transaction) -> Result<Vec<Node>> {
-    query(tx, &select("1 ORDER BY node_id"), [], rows::node)?
-        .into_iter()
-        .map(|n| rows::with_jobs(tx, n))
-        .collect()
+    let nodes = query(tx, &select("1 ORDER BY node_id"), [], rows::node)?;
+    rows::with_all_jobs(tx, nodes)
+}
+
+/// Idle nodes without active jobs (whether connected is the caller's to
+/// check), in node id order; `running_job_ids` is empty.
+pub fn idle(tx: &Transaction) -> Result<Vec<Node>> {
+    query(
+        tx,
+        &select(
+            "state = 'idle' AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.node_id = nodes.node_id \
+             AND jobs.execution_state IN ('running', 'terminating')) ORDER BY node_id",
+        ),
+        [],
+        rows::node,
+    )
 }
 
 fn set_state(tx: &Transaction, node: &Node, state: NodeState, now: Millis) -> Result<()> {
     if node.state == state {
         return Ok(());
     }
-    tx.execute(
+    rows::exec(
+        tx,
         "UPDATE nodes SET state = ?2, state_transition_time = ?3 WHERE node_id = ?1",
         params![node.node_id, state.as_str(), now],
     )?;
@@ -79,7 +90,8 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
     let i = &reg.info;
     match &existing {
         None => {
-            tx.execute(
+            rows::exec(
+                tx,
                 "INSERT INTO nodes (node_id, workspace, cluster, state, state_transition_time, \
                  hostname, ip_address, agent_version, cpu_count, memory_bytes, connected, \
                  last_heartbeat_time, errors) \
@@ -100,7 +112,8 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
             )?;
         }
         Some(n) => {
-            tx.execute(
+            rows::exec(
+                tx,
                 "UPDATE nodes SET hostname = ?2, ip_address = ?3, agent_version = ?4, \
                  cpu_count = ?5, memory_bytes = ?6, connected = 1, last_heartbeat_time = ?7, \
                  errors = '[]' WHERE node_id = ?1",
@@ -120,10 +133,18 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
     Ok((get(tx, &reg.node_id)?, jobs))
 }
 
-pub fn set_connected(tx: &Transaction, node_id: &str, connected: bool, _now: Millis) -> Result<()> {
-    tx.execute(
-        "UPDATE nodes SET connected = ?2 WHERE node_id = ?1",
-        params![node_id, connected],
+pub fn set_connected(
+    tx: &Transaction,
+    node_id: &str,
+    connected: bool,
+    last_heartbeat: Option<Millis>,
+) -> Result<()> {
+    rows::exec(
+        tx,
+        "UPDATE nodes SET connected = ?2, last_heartbeat_time = \
+         MAX(COALESCE(last_heartbeat_time, ?3), COALESCE(?3, last_heartbeat_time)) \
+         WHERE node_id = ?1",
+        params![node_id, connected, last_heartbeat],
     )?;
     Ok(())
 }
@@ -165,7 +186,7 @@ pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> 
         jobs::end_without_exit(tx, &mut job, error, now)?;
         changed.push(job);
     }
-    tx.execute("DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
+    rows::exec(tx, "DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
     Ok(changed)
 }
 
@@ -188,7 +209,8 @@ pub fn mark_lost(
     if node.state != NodeState::Leaving {
         set_state(tx, &node, NodeState::Unusable, now)?;
     }
-    tx.execute(
+    rows::exec(
+        tx,
         "UPDATE nodes SET errors = ?2 WHERE node_id = ?1",
         params![node_id, to_json(&vec![error])?],
     )?;

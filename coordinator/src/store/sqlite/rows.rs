@@ -117,6 +117,11 @@ pub fn job(r: &Row) -> Result<Job> {
     })
 }
 
+/// Executes a statement, prepared once per connection and cached.
+pub fn exec(tx: &Transaction, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    Ok(tx.prepare_cached(sql)?.execute(params)?)
+}
+
 /// Runs a query and reads every row with `f`.
 pub fn query<T>(
     tx: &Transaction,
@@ -152,6 +157,31 @@ pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<String>> {
         params![node_id],
         |r| Ok(r.get(0)?),
     )
+}
+
+/// Fills in `running_job_ids` of many nodes with one query.
+pub fn with_all_jobs(tx: &Transaction, mut nodes: Vec<Node>) -> Result<Vec<Node>> {
+    if nodes.is_empty() {
+        return Ok(nodes);
+    }
+    let active = query(
+        tx,
+        "SELECT node_id, id FROM jobs WHERE node_id IS NOT NULL \
+         AND execution_state IN ('running', 'terminating') ORDER BY seq",
+        [],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+    )?;
+    let mut by_node: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for (node, job) in active {
+        by_node.entry(node).or_default().push(job);
+    }
+    for n in &mut nodes {
+        if let Some(ids) = by_node.remove(&n.node_id) {
+            n.running_job_ids = ids;
+        }
+    }
+    Ok(nodes)
 }
 
 /// Fills in `running_job_ids`.

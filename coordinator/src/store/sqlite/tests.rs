@@ -323,7 +323,7 @@ async fn lost_jobs_and_reregistration() {
         .unwrap();
     s.register_node(reg("n1", "c"), 10).await.unwrap();
     s.assign_job(&job.id, "n1", 20).await.unwrap().unwrap();
-    s.set_node_connected("n1", false, 25).await.unwrap();
+    s.set_node_connected("n1", false, Some(25)).await.unwrap();
     assert!(!s.get_node("n1").await.unwrap().connected);
     let (node, held) = s.register_node(reg("n1", "c"), 30).await.unwrap();
     assert_eq!(node.state, NodeState::Running);
@@ -534,3 +534,6 @@ async fn lost_nodes_become_unusable_until_they_register() {
     assert_eq!(n.state, NodeState::Idle);
     assert!(n.errors.is_empty());
 }
+
+#[path = "group_tests.rs"]
+mod group;

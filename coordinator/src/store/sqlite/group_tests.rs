@@ -1,0 +1,132 @@
+//! Group commit, the scheduler's reads and the heartbeat kept on disconnect.
+
+use super::*;
+
+#[tokio::test]
+async fn concurrent_writes_commit_together_and_a_failure_poisons_none() {
+    let db = seeded().await;
+    let s = std::sync::Arc::new(db.store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every 8th request names a missing experiment: it must fail alone.
+            let exp = if i % 8 == 0 { "missing" } else { "e" };
+            s.create_job(fixtures::job("w", exp, &format!("j{i:02}"), "c"))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::NotFound { .. }) => assert_eq!(i % 8, 0),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 56);
+    // A duplicate inside a group fails alone too, and changes nothing.
+    let dup = s.create_job(fixtures::job("w", "e", "j01", "c")).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists { .. })));
+    let db = db.reopen();
+    assert_eq!(db.store.queued_jobs().await.unwrap().len(), 56);
+}
+
+#[tokio::test]
+async fn schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order() {
+    let db = seeded().await;
+    let s = &db.store;
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    let (idle, queued) = s.schedulable().await.unwrap();
+    assert!(
+        idle.is_empty() && queued.is_empty(),
+        "nothing queued: nothing read"
+    );
+    for (name, p) in [
+        ("low", JobPriority::Low),
+        ("n1", JobPriority::Normal),
+        ("high", JobPriority::High),
+        ("n2", JobPriority::Normal),
+    ] {
+        let mut j = fixtures::job("w", "e", name, "c");
+        j.spec.scheduling_priority = p;
+        s.create_job(j).await.unwrap();
+    }
+    let names = |v: &[Job]| v.iter().map(|j| j.key.name.clone()).collect::<Vec<_>>();
+    let (idle, queued) = s.schedulable().await.unwrap();
+    assert_eq!(idle.len(), 1);
+    assert_eq!(names(&queued), ["high"]);
+    for n in ["n2", "n3", "n4", "n5"] {
+        s.register_node(reg(n, "c"), 10).await.unwrap();
+    }
+    let (idle, queued) = s.schedulable().await.unwrap();
+    assert_eq!(idle.len(), 5);
+    assert_eq!(names(&queued), ["high", "n1", "n2", "low"]);
+}
+
+#[tokio::test]
+async fn idle_nodes_and_assigning_a_pass_at_once() {
+    let db = seeded().await;
+    let s = &db.store;
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    let b = s
+        .create_job(fixtures::job("w", "e", "b", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    s.register_node(reg("n2", "c"), 10).await.unwrap();
+    let (idle, queued) = s.schedulable().await.unwrap();
+    let idle: Vec<String> = idle.into_iter().map(|n| n.node_id).collect();
+    assert_eq!(idle, ["n1", "n2"]);
+    assert_eq!(queued.len(), 2);
+    let out = s
+        .assign_jobs(
+            vec![
+                (a.id.clone(), "n1".into()),
+                (b.id.clone(), "n1".into()), // n1 is taken by then
+                (b.id.clone(), "n2".into()),
+            ],
+            20,
+        )
+        .await
+        .unwrap();
+    assert!(out[0].is_some() && out[1].is_none() && out[2].is_some());
+    let nodes = s.list_all_nodes().await.unwrap();
+    assert_eq!(nodes[0].running_job_ids, vec![a.id]);
+    assert_eq!(nodes[1].running_job_ids, vec![b.id]);
+    let c = s
+        .create_job(fixtures::job("w", "e", "c", "c"))
+        .await
+        .unwrap();
+    let (idle, queued) = s.schedulable().await.unwrap();
+    assert!(idle.is_empty(), "both nodes run a job");
+    assert!(queued.is_empty());
+    s.finish_job(&nodes[0].running_job_ids[0], "n1", exit(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let (idle, queued) = s.schedulable().await.unwrap();
+    assert_eq!(idle.len(), 1);
+    assert_eq!(queued[0].id, c.id);
+}
+
+#[tokio::test]
+async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back() {
+    let db = seeded().await;
+    let s = &db.store;
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    s.set_node_connected("n1", false, Some(50)).await.unwrap();
+    assert_eq!(
+        s.get_node("n1").await.unwrap().last_heartbeat_time,
+        Some(50)
+    );
+    s.set_node_connected("n1", false, Some(40)).await.unwrap();
+    s.set_node_connected("n1", false, None).await.unwrap();
+    assert_eq!(
+        s.get_node("n1").await.unwrap().last_heartbeat_time,
+        Some(50)
+    );
+}
