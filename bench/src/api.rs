@@ -224,16 +224,20 @@ pub async fn watch_until_ended(
         .await
         .with_context(|| format!("WatchJob {name}"))?
         .into_inner();
+    let mut ended = None;
     while let Some(j) = stream
         .message()
         .await
         .with_context(|| format!("WatchJob {name} stream"))?
     {
-        if is_ended(&j) {
-            return Ok((j, SystemTime::now()));
+        if is_ended(&j) && ended.is_none() {
+            ended = Some((j, SystemTime::now()));
         }
     }
-    bail!("WatchJob {name} ended before the job did")
+    // Read to the end of the stream, which the server closes right after the
+    // final state: dropping it early resets the HTTP/2 stream, and too many
+    // resets make the client library close the whole connection.
+    ended.ok_or_else(|| anyhow!("WatchJob {name} ended before the job did"))
 }
 
 /// The job's start time as the agent stamped it when its process started.
