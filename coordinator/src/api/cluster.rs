@@ -4,10 +4,11 @@ use super::convert::{cluster_from, cluster_to, node_to, scale_from};
 use super::{name, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
-use crate::domain::{Cluster, ClusterView, now_millis, validate};
+use crate::domain::{Cluster, ClusterView, Node, now_millis, validate};
 use crate::error::Error;
 use bai_proto::v1 as pb;
 use bai_proto::v1::cluster_service_server::ClusterService;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -76,10 +77,28 @@ impl ClusterService for ClusterApi {
             .list_clusters(&r.workspace, &page)
             .await
             .map_err(Error::from)?;
-        let mut clusters = Vec::with_capacity(p.items.len());
-        for c in p.items {
-            clusters.push(self.view(c).await?);
+        // One node query for the page, not one per cluster.
+        let nodes = self
+            .core
+            .store
+            .list_workspace_nodes(&r.workspace)
+            .await
+            .map_err(Error::from)?;
+        let mut by_cluster: HashMap<String, Vec<Node>> = HashMap::new();
+        for n in nodes {
+            by_cluster.entry(n.cluster.clone()).or_default().push(n);
         }
+        let clusters = p
+            .items
+            .into_iter()
+            .map(|c| {
+                let mine = by_cluster
+                    .get(c.name.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                cluster_to(&ClusterView::new(c, mine))
+            })
+            .collect();
         Ok(Response::new(pb::ListClustersResponse {
             clusters,
             next_page_token: p.next_page_token.unwrap_or_default(),

@@ -120,6 +120,8 @@ pub trait Store: Send + Sync + 'static {
     async fn disconnect_all_nodes(&self) -> Result<()>;
     async fn get_node(&self, node_id: &str) -> Result<Node>;
     async fn list_nodes(&self, ws: &str, cluster: &str) -> Result<Vec<Node>>;
+    /// Every node of every cluster of workspace `ws`, in node id order.
+    async fn list_workspace_nodes(&self, ws: &str) -> Result<Vec<Node>>;
     async fn list_all_nodes(&self) -> Result<Vec<Node>>;
     /// Marks the node leaving; per `option` its running jobs become
     /// terminating (requeue: and go back to the queue when they exit).

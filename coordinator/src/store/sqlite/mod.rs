@@ -183,6 +183,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn list_workspace_nodes(&self, ws: &str) -> Result<Vec<Node>> {
+        let ws = ws.to_string();
+        self.read(move |tx| nodes::list_workspace(tx, &ws)).await
+    }
     async fn list_all_nodes(&self) -> Result<Vec<Node>> {
         self.read(nodes::list_all).await
     }

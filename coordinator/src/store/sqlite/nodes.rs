@@ -34,6 +34,16 @@ pub fn list_in(tx: &Transaction, ws: &str, cluster: &str) -> Result<Vec<Node>> {
     rows::with_all_jobs(tx, nodes)
 }
 
+pub fn list_workspace(tx: &Transaction, ws: &str) -> Result<Vec<Node>> {
+    let nodes = query(
+        tx,
+        &select("workspace = ?1 ORDER BY node_id"),
+        [ws],
+        rows::node,
+    )?;
+    rows::with_all_jobs(tx, nodes)
+}
+
 pub fn list_all(tx: &Transaction) -> Result<Vec<Node>> {
     let nodes = query(tx, &select("1 ORDER BY node_id"), [], rows::node)?;
     rows::with_all_jobs(tx, nodes)
