@@ -160,13 +160,24 @@ pub fn pids_under(dir: &Path) -> Vec<i32> {
 }
 
 /// Pids under `dir` (see [`pids_under`]) whose program name is `exe_name`.
+///
+/// The executable link is checked besides argv[0]: for a moment after
+/// exec the kernel has switched the image but not yet published argv, so
+/// `/proc/PID/cmdline` reads empty.
 pub fn pids_of_program_under(dir: &Path, exe_name: &str) -> Vec<i32> {
+    let is_named = |path: &str| {
+        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+        Path::new(path).file_name().is_some_and(|n| n == exe_name)
+    };
     pids_under(dir)
         .into_iter()
         .filter(|&pid| {
-            cmdline(pid)
+            let by_exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|p| is_named(&p.to_string_lossy()));
+            let by_argv0 = cmdline(pid)
                 .and_then(|c| c.first().cloned())
-                .is_some_and(|argv0| Path::new(&argv0).file_name().is_some_and(|n| n == exe_name))
+                .is_some_and(|argv0| is_named(&argv0));
+            by_exe || by_argv0
         })
         .collect()
 }
