@@ -26,7 +26,7 @@ async fn terminate_kills_the_whole_process_tree_after_the_grace_period() {
     let mut store = Store::default();
     s.drive(&mut store, |st| !st.started.is_empty()).await;
     assert!(
-        eventually(Duration::from_secs(5), || pids_mentioning(&marker).len()
+        eventually(Duration::from_secs(20), || pids_mentioning(&marker).len()
             >= 3)
         .await,
         "bash and two sleeps should be running"
