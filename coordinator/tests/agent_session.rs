@@ -579,3 +579,91 @@ async fn a_node_that_stays_away_is_lost() {
     assert!(n.errors.is_empty());
     c.stop().await;
 }
+
+#[tokio::test]
+async fn out_of_order_registers_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).await;
+    c.seed(1).await;
+    // A first message that is not Register.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::AgentMessage {
+        msg: Some(In::Heartbeat(pb::Heartbeat::default())),
+    })
+    .await
+    .unwrap();
+    let mut s = pb::agent_service_client::AgentServiceClient::new(c.channel.clone())
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = tokio::time::timeout(WAIT, s.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "register: must be the first message"
+        )
+    );
+    // Register twice in one session.
+    let (mut a, _) = FakeAgent::connect(&c, register("n1", "c", vec![])).await;
+    a.send(In::Register(register("n1", "c", vec![]))).await;
+    let err = a.end().await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::FailedPrecondition,
+            "register: sent twice in one session"
+        )
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn following_a_deleted_job_ends_with_not_found_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).await;
+    c.seed(1).await;
+    let job = c.create_job("j", "x").await;
+    let (mut a, _) = FakeAgent::connect(&c, register("n1", "c", vec![])).await;
+    a.assignment().await;
+    a.started(&job.id).await;
+    a.output(&job.id, Stdout, 0, b"hi\n").await;
+    acks_until(&mut a, &job.id, Stdout, 3).await;
+    let mut s = c
+        .jobs()
+        .stream_output_file(pb::StreamOutputFileRequest {
+            job: Some(key("j")),
+            output_directory_id: "stdouterr".into(),
+            path: "stdout.txt".into(),
+            offset: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.data, b"hi\n");
+    c.jobs()
+        .delete_job(pb::DeleteJobRequest {
+            job: Some(key("j")),
+        })
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, s.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::NotFound, "job \"w/e/j\" was deleted")
+    );
+    c.stop().await;
+}

@@ -1,6 +1,10 @@
 //! The agent side of the coordinator: `AgentService.Session` (one long-lived
 //! stream per node), the registry of live sessions, reconciliation on register,
 //! and the agent protocol's conversions.
+//!
+//! This module and `convert` are the only ones here that name prost types:
+//! the session is handed a stream of [`convert::Inbound`] and answers with
+//! [`registry::Outbound`]; both are converted at this edge.
 
 pub mod convert;
 pub mod reconcile;
@@ -8,10 +12,14 @@ pub mod registry;
 mod session;
 
 use crate::core::Core;
+use crate::domain::now_millis;
 use bai_proto::v1::agent_service_server::AgentService;
 use bai_proto::v1::{AgentMessage, CoordinatorMessage};
+use futures::StreamExt;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_stream::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,16 +35,26 @@ impl AgentApi {
     }
 }
 
+/// A session's response stream, converted from [`registry::Outbound`].
+pub type SessionStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    type SessionStream = UnboundedReceiverStream<Result<CoordinatorMessage, Status>>;
+    type SessionStream = SessionStream;
 
     async fn session(
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // Times the agent left out are filled in with the time of arrival.
+        let inbound: session::Inbox = Box::pin(
+            request
+                .into_inner()
+                .map(|m| m.map(|m| convert::inbound(m, now_millis()))),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(session::run(self.core.clone(), request.into_inner(), tx));
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        tokio::spawn(session::run(self.core.clone(), inbound, tx));
+        let outbound = UnboundedReceiverStream::new(rx).map(|m| m.map(convert::outbound));
+        Ok(Response::new(Box::pin(outbound)))
     }
 }

@@ -4,12 +4,14 @@
 //! heartbeat is not a state change, so it costs no transaction; the session
 //! stores the last one when it ends (a crash loses it, which only delays a
 //! node-lost verdict: that clock starts no earlier than the coordinator's start).
+//!
+//! Everything here is domain form: [`Outbound`] messages go into a session's
+//! channel as they are, and `agent/mod.rs` converts them (`convert::outbound`)
+//! as the response stream is sent.
 
-use super::convert;
 use crate::domain::Millis;
 use crate::domain::env::Assignment;
 use crate::output::StreamKind;
-use bai_proto::v1::CoordinatorMessage;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,15 +44,16 @@ pub enum Outbound {
     },
 }
 
-/// The sending half of a session's response stream.
-pub type Sender = mpsc::UnboundedSender<Result<CoordinatorMessage, tonic::Status>>;
+/// The sending half of a session's response stream: messages for the agent,
+/// or the status that ends the stream (made by `error::to_status`).
+pub type Sender = mpsc::UnboundedSender<Result<Outbound, tonic::Status>>;
 
 struct Entry {
     generation: u64,
     tx: Sender,
     stop: watch::Sender<bool>,
     /// Until the session has sent Registered, messages wait here.
-    pending: Option<Vec<CoordinatorMessage>>,
+    pending: Option<Vec<Outbound>>,
     /// When the session's last heartbeat arrived (in memory only; stored
     /// when the session ends).
     last_heartbeat: Option<Millis>,
@@ -136,10 +139,10 @@ impl Sessions {
         match map.get_mut(node_id) {
             Some(e) => match &mut e.pending {
                 Some(held) => {
-                    held.push(convert::outbound(msg));
+                    held.push(msg);
                     true
                 }
-                None => e.tx.send(Ok(convert::outbound(msg))).is_ok(),
+                None => e.tx.send(Ok(msg)).is_ok(),
             },
             None => false,
         }
@@ -191,10 +194,7 @@ mod tests {
         assert!(rx1.try_recv().is_err(), "held back until registered");
         s.ready("n", first.generation);
         let m = rx1.try_recv().unwrap().unwrap();
-        assert!(matches!(
-            m.msg,
-            Some(bai_proto::v1::coordinator_message::Msg::ReleaseJob(ref r)) if r.job_id == "a"
-        ));
+        assert!(matches!(m, Outbound::Release { ref job_id } if job_id == "a"));
         assert!(s.send("n", release("b")));
         assert!(rx1.try_recv().is_ok(), "sent directly once ready");
 

@@ -9,7 +9,7 @@
 //! when the stored lengths reach the lengths the agent reports; until then it
 //! waits (the agent re-sends the missing bytes from the acknowledged offset).
 
-use super::convert::{self, Exited, Inbound, Register};
+use super::convert::{Exited, Inbound, Register};
 use super::reconcile;
 use super::registry::{Outbound, Sender};
 use crate::core::Core;
@@ -17,13 +17,16 @@ use crate::domain::{Job, names::check_name, now_millis};
 use crate::error::{Error, to_status};
 use crate::output::Chunk;
 use crate::store::{NodeRegistration, StoreError};
-use bai_proto::v1::AgentMessage;
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::{Status, Streaming};
 use tracing::Instrument;
+
+/// The agent's messages in domain form (converted by `agent/mod.rs`), or the
+/// error that broke the stream.
+pub type Inbox = Pin<Box<dyn Stream<Item = Result<Inbound, tonic::Status>> + Send>>;
 
 /// Most messages taken in one batch.
 const BATCH_MESSAGES: usize = 1024;
@@ -51,15 +54,17 @@ struct Session {
 
 /// Runs a session until the agent goes away, a newer session replaces it, or
 /// the coordinator shuts down.
-pub async fn run(core: Arc<Core>, mut inbound: Streaming<AgentMessage>, tx: Sender) {
+pub async fn run(core: Arc<Core>, mut inbound: Inbox, tx: Sender) {
     let first = tokio::time::timeout(REGISTER_TIMEOUT, first_register(&mut inbound)).await;
     let reg = match first.unwrap_or_else(|_| {
-        Err(Status::deadline_exceeded(
-            "register: the agent sent nothing within 30s",
-        ))
+        Err(Error::DeadlineExceeded(format!(
+            "register: the agent sent nothing within {}s",
+            REGISTER_TIMEOUT.as_secs()
+        )))
     }) {
         Ok(r) => r,
-        Err(status) => {
+        Err(e) => {
+            let status = to_status(&e);
             tracing::warn!(error = %status.message(), "agent session refused");
             let _ = tx.send(Err(status));
             return;
@@ -75,32 +80,35 @@ pub async fn run(core: Arc<Core>, mut inbound: Streaming<AgentMessage>, tx: Send
         .await;
 }
 
-async fn first_register(inbound: &mut Streaming<AgentMessage>) -> Result<Register, Status> {
-    let first = inbound
-        .message()
-        .await?
-        .ok_or_else(|| Status::cancelled("agent closed the stream before registering"))?;
-    let Inbound::Register(reg) = convert::inbound(first, now_millis()) else {
-        return Err(Status::invalid_argument(
-            "register: the first message must be register",
-        ));
+async fn first_register(inbound: &mut Inbox) -> Result<Register, Error> {
+    let first = match inbound.next().await {
+        Some(Ok(m)) => m,
+        Some(Err(status)) => {
+            return Err(Error::Cancelled(format!(
+                "register: the agent's stream failed: {}",
+                status.message()
+            )));
+        }
+        None => {
+            return Err(Error::Cancelled(
+                "register: the agent closed the stream before registering".into(),
+            ));
+        }
+    };
+    let Inbound::Register(reg) = first else {
+        return Err(Error::invalid("register", "must be the first message"));
     };
     for (field, v) in [
         ("register.node_id", &reg.node_id),
         ("register.workspace", &reg.workspace),
         ("register.cluster", &reg.cluster),
     ] {
-        check_name(v).map_err(|rule| Status::invalid_argument(format!("{field}: {rule}")))?;
+        check_name(v).map_err(|rule| Error::invalid(field, rule))?;
     }
     Ok(reg)
 }
 
-async fn run_registered(
-    core: Arc<Core>,
-    mut inbound: Streaming<AgentMessage>,
-    tx: Sender,
-    reg: Register,
-) {
+async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Register) {
     let registration = NodeRegistration {
         node_id: reg.node_id.clone(),
         workspace: reg.workspace.clone(),
@@ -130,7 +138,7 @@ async fn run_registered(
         last_heartbeat: None,
     };
     let result = match core.store.jobs_on_node(&reg.node_id).await {
-        Err(e) => Err(store_status(e)),
+        Err(e) => Err(Error::from(e)),
         Ok(active) => {
             tracing::info!(
                 state = node.state.as_str(),
@@ -144,9 +152,11 @@ async fn run_registered(
             }
         }
     };
-    if let Err(status) = &result {
+    if let Err(e) = &result {
+        // In the session's span: an internal error is logged with the node.
+        let status = to_status(e);
         tracing::warn!(error = %status.message(), "agent session ended with an error");
-        let _ = s.tx.send(Err(status.clone()));
+        let _ = s.tx.send(Err(status));
     }
     if core.sessions.detach(&s.node_id, attached.generation) {
         if let Err(e) = core
@@ -161,14 +171,9 @@ async fn run_registered(
     core.kick_provider();
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "agent session failed");
-    Status::internal(e.to_string())
-}
-
 impl Session {
     fn send(&self, msg: Outbound) {
-        let _ = self.tx.send(Ok(convert::outbound(msg)));
+        let _ = self.tx.send(Ok(msg));
     }
 
     async fn reconcile(
@@ -176,20 +181,14 @@ impl Session {
         active: &[Job],
         reg: &Register,
         generation: u64,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let plan = reconcile::plan(&self.node_id, active, &reg.held);
         let mut resume = plan.skip_output.clone();
         for id in &plan.wanted {
             if let Some(job) = active.iter().find(|j| &j.id == id) {
                 self.jobs.insert(id.clone(), job.clone());
                 for stream in crate::output::StreamKind::ALL {
-                    if let Some(f) = self
-                        .core
-                        .outputs
-                        .file(job, stream)
-                        .await
-                        .map_err(internal)?
-                    {
+                    if let Some(f) = self.core.outputs.file(job, stream).await? {
                         resume.push((id.clone(), stream, f.durable_len()));
                     }
                 }
@@ -224,8 +223,7 @@ impl Session {
                 .core
                 .store
                 .fail_job(&job.id, &self.node_id, error, now)
-                .await
-                .map_err(store_status)?
+                .await?
             {
                 self.core.job_attempt_ended(&j);
             }
@@ -235,8 +233,7 @@ impl Session {
                 .core
                 .store
                 .record_job_started(&id, &self.node_id, start)
-                .await
-                .map_err(store_status)?
+                .await?
             {
                 self.core.events.changed(&j);
             }
@@ -253,40 +250,38 @@ impl Session {
 
     async fn serve(
         &mut self,
-        inbound: &mut Streaming<AgentMessage>,
+        inbound: &mut Inbox,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let mut shutdown = self.core.shutdown();
         let idle = (self.core.settings.heartbeat_interval * 3).max(Duration::from_secs(30));
         loop {
             let first = tokio::select! {
                 _ = crate::core::stopped(&mut stop) => return Ok(()),
                 _ = crate::core::stopped(&mut shutdown) => return Ok(()),
-                m = tokio::time::timeout(idle, inbound.message()) => match m {
+                m = tokio::time::timeout(idle, inbound.next()) => match m {
                     Err(_) => {
                         tracing::warn!(secs = idle.as_secs(), "no message from the agent; dropping the session");
                         return Ok(());
                     }
-                    Ok(Err(status)) => {
+                    Ok(Some(Err(status))) => {
                         tracing::info!(error = %status.message(), "agent stream ended");
                         return Ok(());
                     }
-                    Ok(Ok(None)) => return Ok(()),
-                    Ok(Ok(Some(m))) => m,
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Ok(m))) => m,
                 },
             };
-            let now = now_millis();
-            let mut batch = vec![convert::inbound(first, now)];
+            let mut batch = vec![first];
             let mut bytes = batch[0].size();
             let mut ended = false;
             while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
-                match inbound.message().now_or_never() {
-                    Some(Ok(Some(m))) => {
-                        let m = convert::inbound(m, now);
+                match inbound.next().now_or_never() {
+                    Some(Some(Ok(m))) => {
                         bytes += m.size();
                         batch.push(m);
                     }
-                    Some(Ok(None)) | Some(Err(_)) => {
+                    Some(None) | Some(Some(Err(_))) => {
                         ended = true;
                         break;
                     }
@@ -300,7 +295,7 @@ impl Session {
         }
     }
 
-    async fn process(&mut self, batch: Vec<Inbound>) -> Result<(), Status> {
+    async fn process(&mut self, batch: Vec<Inbound>) -> Result<(), Error> {
         let mut chunks = Vec::new();
         for m in batch {
             match m {
@@ -323,7 +318,7 @@ impl Session {
     }
 
     /// The job, if its output is wanted from this node.
-    async fn accepting(&mut self, job_id: &str) -> Result<Option<Job>, Status> {
+    async fn accepting(&mut self, job_id: &str) -> Result<Option<Job>, Error> {
         if let Some(j) = self.jobs.get(job_id) {
             return Ok(Some(j.clone()));
         }
@@ -333,7 +328,7 @@ impl Session {
                 Ok(Some(j))
             }
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_status(e)),
+            Err(e) => Err(Error::from(e)),
         }
     }
 
@@ -344,7 +339,7 @@ impl Session {
         offset: u64,
         data: Vec<u8>,
         chunks: &mut Vec<Chunk>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let Some(stream) = stream else {
             tracing::warn!(job = %job_id, "output chunk without a stream; dropped");
             return Ok(());
@@ -353,28 +348,17 @@ impl Session {
             tracing::debug!(job = %job_id, "output of a job not running here; dropped");
             return Ok(());
         };
-        if let Some(file) = self
-            .core
-            .outputs
-            .file(&job, stream)
-            .await
-            .map_err(internal)?
-        {
+        if let Some(file) = self.core.outputs.file(&job, stream).await? {
             chunks.push(Chunk { file, offset, data });
         }
         Ok(())
     }
 
-    async fn flush(&mut self, chunks: &mut Vec<Chunk>) -> Result<(), Status> {
+    async fn flush(&mut self, chunks: &mut Vec<Chunk>) -> Result<(), Error> {
         if chunks.is_empty() {
             return Ok(());
         }
-        let touched = self
-            .core
-            .outputs
-            .write(std::mem::take(chunks))
-            .await
-            .map_err(internal)?;
+        let touched = self.core.outputs.write(std::mem::take(chunks)).await?;
         let mut jobs = Vec::new();
         for f in &touched {
             self.send(Outbound::Ack {
@@ -394,10 +378,10 @@ impl Session {
         Ok(())
     }
 
-    async fn handle(&mut self, m: Inbound) -> Result<(), Status> {
+    async fn handle(&mut self, m: Inbound) -> Result<(), Error> {
         match m {
-            Inbound::Register(_) => Err(Status::failed_precondition(
-                "register: sent twice in one session",
+            Inbound::Register(_) => Err(Error::FailedPrecondition(
+                "register: sent twice in one session".into(),
             )),
             Inbound::Heartbeat => {
                 // Not a state change: kept in memory, stored when the session ends.
@@ -413,8 +397,7 @@ impl Session {
                     .core
                     .store
                     .record_job_started(&job_id, &self.node_id, start_time)
-                    .await
-                    .map_err(store_status)?
+                    .await?
                 {
                     Some(j) => {
                         tracing::info!(job = %job_id, "job started");
@@ -435,11 +418,11 @@ impl Session {
     }
 
     /// Records a pending exit once all of the job's output is durable.
-    async fn try_exit(&mut self, job_id: &str) -> Result<(), Status> {
+    async fn try_exit(&mut self, job_id: &str) -> Result<(), Error> {
         let job = match self.core.store.get_job_by_id(job_id).await {
             Ok(j) if j.is_active_on(&self.node_id) => Some(j),
             Ok(_) | Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(store_status(e)),
+            Err(e) => return Err(Error::from(e)),
         };
         let Some(job) = job else {
             // Deleted, ended, or moved: nothing to record; the agent may forget it.
@@ -451,8 +434,7 @@ impl Session {
             self.core
                 .store
                 .refresh_node_state(&self.node_id, now_millis())
-                .await
-                .map_err(store_status)?;
+                .await?;
             self.core.kick_scheduler();
             self.core.kick_provider();
             return Ok(());
@@ -462,13 +444,7 @@ impl Session {
         };
         let mut short = Vec::new();
         for (stream, want) in pending.exit.lengths.clone() {
-            let have = match self
-                .core
-                .outputs
-                .file(&job, stream)
-                .await
-                .map_err(internal)?
-            {
+            let have = match self.core.outputs.file(&job, stream).await? {
                 Some(f) => f.durable_len(),
                 None => want,
             };
@@ -508,8 +484,7 @@ impl Session {
             .core
             .store
             .finish_job(job_id, &self.node_id, exit)
-            .await
-            .map_err(store_status)?
+            .await?
         {
             tracing::info!(
                 job = job_id,
@@ -525,8 +500,4 @@ impl Session {
         });
         Ok(())
     }
-}
-
-fn store_status(e: StoreError) -> Status {
-    to_status(&Error::from(e))
 }

@@ -1,12 +1,12 @@
 //! JobService: create/get/list/delete, terminate, watch. Output file RPCs are
 //! in `output_files`.
 
-use super::convert::{job_from, job_key_from, job_to};
+use super::convert::{job_from, job_key_from, job_to, output as output_convert};
 use super::{name, output_files, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
 use crate::domain::{Job, now_millis, validate};
-use crate::error::Error;
+use crate::error::{Error, to_status};
 use crate::events::{JobEvent, Subscription};
 use bai_proto::v1 as pb;
 use bai_proto::v1::job_service_server::JobService;
@@ -14,9 +14,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct JobApi {
@@ -103,7 +104,8 @@ impl JobService for JobApi {
         let events = self.core.events.subscribe(&key);
         let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(watch(self.core.clone(), job, events, tx));
+        let span = tracing::info_span!("watch_job", job = %job.id);
+        tokio::spawn(watch(self.core.clone(), job, events, tx).instrument(span));
         Ok(Response::new(UntilEnded {
             inner: ReceiverStream::new(rx),
             done: false,
@@ -114,20 +116,26 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::ListOutputFilesRequest>,
     ) -> Result<Response<pb::ListOutputFilesResponse>, Status> {
-        let files = output_files::list(&self.core, request.into_inner()).await?;
-        Ok(Response::new(pb::ListOutputFilesResponse { files }))
+        let r = output_convert::list_request_from(request.into_inner()).map_err(Error::from)?;
+        let files = output_files::list(&self.core, r).await?;
+        Ok(Response::new(output_convert::files_to(&files)))
     }
 
-    type StreamOutputFileStream = ReceiverStream<Result<pb::OutputFileChunk, Status>>;
+    type StreamOutputFileStream = OutputChunks;
 
     async fn stream_output_file(
         &self,
         request: Request<pb::StreamOutputFileRequest>,
     ) -> Result<Response<Self::StreamOutputFileStream>, Status> {
-        let rx = output_files::stream(self.core.clone(), request.into_inner()).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let r = output_convert::stream_request_from(request.into_inner()).map_err(Error::from)?;
+        let rx = output_files::stream(self.core.clone(), r).await?;
+        let chunks = ReceiverStream::new(rx).map(|c| c.map(output_convert::chunk_to));
+        Ok(Response::new(Box::pin(chunks)))
     }
 }
+
+/// A StreamOutputFile response stream, converted from `output_files`' chunks.
+pub type OutputChunks = Pin<Box<dyn Stream<Item = Result<pb::OutputFileChunk, Status>> + Send>>;
 
 /// A WatchJob response stream that ends right after the message that ends
 /// it (the ended job, or an error), without waiting for the watch task to go:
@@ -174,7 +182,8 @@ async fn watch(
         let next = tokio::select! {
             _ = tx.closed() => return,
             _ = crate::core::stopped(&mut shutdown) => {
-                let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                let e = Error::Unavailable("the coordinator is shutting down".into());
+                let _ = tx.send(Err(to_status(&e))).await;
                 return;
             }
             ev = events.recv() => ev,
@@ -182,12 +191,11 @@ async fn watch(
         let job = match next {
             Ok(JobEvent::Changed(j)) if j.id == id => (*j).clone(),
             Ok(JobEvent::Deleted { id: gone }) if gone == id => {
-                let _ = tx
-                    .send(Err(Status::not_found(format!(
-                        "job {:?} was deleted",
-                        job.key.to_string()
-                    ))))
-                    .await;
+                let e = Error::Deleted {
+                    kind: "job",
+                    name: job.key.to_string(),
+                };
+                let _ = tx.send(Err(to_status(&e))).await;
                 return;
             }
             Ok(_) => continue,
@@ -195,7 +203,7 @@ async fn watch(
                 match core.store.get_job_by_id(&id).await {
                     Ok(j) => j,
                     Err(e) => {
-                        let _ = tx.send(Err(Error::from(e).into())).await;
+                        let _ = tx.send(Err(to_status(&Error::from(e)))).await;
                         return;
                     }
                 }

@@ -6,20 +6,21 @@
 //! durable-length watch and on job events, and ends once the job has ended and
 //! every byte was sent (a job's end is committed only after all its output is
 //! durable, so the length read after seeing the end is final).
+//!
+//! Requests and answers are in the domain form below; `convert::output`
+//! converts them from and to the wire.
 
-use super::convert::{file_to, job_key_from};
 use crate::core::Core;
 use crate::domain::validate::Invalid;
-use crate::domain::{Job, Millis};
-use crate::error::Error;
+use crate::domain::{Job, JobKey, Millis};
+use crate::error::{Error, to_status};
 use crate::events::{JobEvent, Subscription};
 use crate::output::{OutputFile, StreamKind};
-use bai_proto::v1 as pb;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-use tonic::Status;
+use tracing::Instrument;
 
 /// Largest chunk sent.
 pub const CHUNK: u64 = 1 << 20;
@@ -39,8 +40,51 @@ fn directory(job: &Job, id: &str) -> Result<(), Error> {
     Err(Error::not_found("output directory", id))
 }
 
-pub async fn list(core: &Core, r: pb::ListOutputFilesRequest) -> Result<Vec<pb::File>, Error> {
-    let key = job_key_from(r.job)?;
+/// A ListOutputFiles request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub job: JobKey,
+    /// Required: an output directory id, or "stdouterr".
+    pub output_directory_id: String,
+    /// A sub-directory; empty or "." for the directory itself.
+    pub directory: String,
+    /// 1..=1000; 0 for the default (1000).
+    pub max_results: i32,
+}
+
+/// One file of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub name: &'static str,
+    /// The durable length (what a stream can read now).
+    pub length: u64,
+    pub modified: Millis,
+}
+
+/// A StreamOutputFile request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub job: JobKey,
+    /// Empty for "stdouterr".
+    pub output_directory_id: String,
+    /// The file's path inside the directory, e.g. "stdout.txt".
+    pub path: String,
+    pub offset: u64,
+    pub follow: bool,
+}
+
+/// Bytes of a file from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// A stream's chunks; an error (made by `error::to_status`) ends it.
+pub type Chunks = mpsc::Receiver<Result<OutputChunk, tonic::Status>>;
+
+pub async fn list(core: &Core, r: ListRequest) -> Result<Vec<FileEntry>, Error> {
+    let key = r.job;
     if r.output_directory_id.is_empty() {
         return Err(Invalid::new("output_directory_id", "is required (e.g. stdouterr)").into());
     }
@@ -64,11 +108,13 @@ pub async fn list(core: &Core, r: pb::ListOutputFilesRequest) -> Result<Vec<pb::
             continue;
         };
         let path = f.path().to_path_buf();
-        let modified = tokio::task::spawn_blocking(move || modified_millis(&path))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        if let Some(m) = modified {
-            files.push(file_to(stream.file_name(), f.durable_len(), Some(m)));
+        let modified = tokio::task::spawn_blocking(move || modified_millis(&path)).await?;
+        if let Some(modified) = modified {
+            files.push(FileEntry {
+                name: stream.file_name(),
+                length: f.durable_len(),
+                modified,
+            });
         }
     }
     files.truncate(limit);
@@ -82,13 +128,10 @@ fn modified_millis(path: &std::path::Path) -> Option<Millis> {
     Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-pub type ChunkSender = mpsc::Sender<Result<pb::OutputFileChunk, Status>>;
+type ChunkSender = mpsc::Sender<Result<OutputChunk, tonic::Status>>;
 
-pub async fn stream(
-    core: Arc<Core>,
-    r: pb::StreamOutputFileRequest,
-) -> Result<mpsc::Receiver<Result<pb::OutputFileChunk, Status>>, Error> {
-    let key = job_key_from(r.job)?;
+pub async fn stream(core: Arc<Core>, r: StreamRequest) -> Result<Chunks, Error> {
+    let key = r.job;
     let dir = if r.output_directory_id.is_empty() {
         STDOUTERR.to_string()
     } else {
@@ -105,8 +148,10 @@ pub async fn stream(
         .await?
         .ok_or_else(|| Error::not_found("job", key.to_string()))?;
     let (tx, rx) = mpsc::channel(4);
+    let span = tracing::info_span!("stream_output", job = %job.id, file = stream.file_name());
     let follower = Follower {
         core,
+        key,
         job_id: job.id.clone(),
         ended: job.execution_state.is_ended(),
         file,
@@ -116,12 +161,13 @@ pub async fn stream(
         tx,
         handle: None,
     };
-    tokio::spawn(follower.run());
+    tokio::spawn(follower.run().instrument(span));
     Ok(rx)
 }
 
 struct Follower {
     core: Arc<Core>,
+    key: JobKey,
     job_id: String,
     ended: bool,
     file: Arc<OutputFile>,
@@ -134,21 +180,23 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self) {
-        if let Err(status) = self.pump().await {
-            let _ = self.tx.send(Err(status)).await;
+        if let Err(e) = self.pump().await {
+            // In the stream's span: an internal error is logged with the job.
+            let _ = self.tx.send(Err(to_status(&e))).await;
         }
     }
 
-    async fn pump(&mut self) -> Result<(), Status> {
+    async fn pump(&mut self) -> Result<(), Error> {
         let mut durable = self.file.watch();
         let mut shutdown = self.core.shutdown();
         let mut high = 0;
         loop {
             let len = *durable.borrow_and_update();
             if len < high {
-                return Err(Status::aborted(
-                    "the job's output restarted (the job was requeued); stream it again from offset 0",
-                ));
+                return Err(Error::Aborted(format!(
+                    "{}: the job's output restarted (the job was requeued); stream it again from offset 0",
+                    self.file.stream.file_name()
+                )));
             }
             high = len;
             if self.offset < len {
@@ -168,7 +216,7 @@ impl Follower {
             tokio::select! {
                 _ = self.tx.closed() => return Ok(()),
                 _ = crate::core::stopped(&mut shutdown) => {
-                    return Err(Status::unavailable("the coordinator is shutting down"));
+                    return Err(Error::Unavailable("the coordinator is shutting down".into()));
                 }
                 changed = durable.changed() => {
                     if changed.is_err() {
@@ -183,22 +231,20 @@ impl Follower {
     async fn on_event(
         &mut self,
         ev: Result<JobEvent, broadcast::error::RecvError>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         match ev {
             Ok(JobEvent::Changed(j)) if j.id == self.job_id => {
                 self.ended = j.execution_state.is_ended();
             }
             Ok(JobEvent::Deleted { id }) if id == self.job_id => {
-                return Err(Status::not_found("the job was deleted"));
+                return Err(Error::Deleted {
+                    kind: "job",
+                    name: self.key.to_string(),
+                });
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                let j = self
-                    .core
-                    .store
-                    .get_job_by_id(&self.job_id)
-                    .await
-                    .map_err(|e| Status::from(Error::from(e)))?;
+                let j = self.core.store.get_job_by_id(&self.job_id).await?;
                 self.ended = j.execution_state.is_ended();
             }
             Err(broadcast::error::RecvError::Closed) => self.ended = true,
@@ -207,16 +253,15 @@ impl Follower {
     }
 
     /// Sends one chunk of up to [`CHUNK`] bytes from the offset (below `len`).
-    async fn send_up_to(&mut self, len: u64) -> Result<(), Status> {
+    async fn send_up_to(&mut self, len: u64) -> Result<(), Error> {
         let want = (len - self.offset).min(CHUNK) as usize;
         let handle = match &self.handle {
             Some(h) => h.clone(),
             None => {
                 let path = self.file.path().to_path_buf();
                 let f = tokio::task::spawn_blocking(move || File::open(path))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| Status::internal(format!("open output: {e}")))?;
+                    .await?
+                    .map_err(|e| Error::internal("open output", e))?;
                 let f = Arc::new(f);
                 self.handle = Some(f.clone());
                 f
@@ -224,22 +269,22 @@ impl Follower {
         };
         let offset = self.offset;
         let data = tokio::task::spawn_blocking(move || read_at(&handle, offset, want))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(format!("read output: {e}")))?;
+            .await?
+            .map_err(|e| Error::internal("read output", e))?;
         if data.is_empty() {
-            return Err(Status::internal(
-                "output file is shorter than its durable length",
-            ));
+            return Err(Error::Internal(format!(
+                "read output: {} is shorter than its durable length",
+                self.file.stream.file_name()
+            )));
         }
         let n = data.len() as u64;
         if self
             .tx
-            .send(Ok(pb::OutputFileChunk { offset, data }))
+            .send(Ok(OutputChunk { offset, data }))
             .await
             .is_err()
         {
-            return Err(Status::cancelled("client went away"));
+            return Err(Error::Cancelled("the client went away".into()));
         }
         self.offset += n;
         Ok(())

@@ -7,6 +7,7 @@
 mod cluster;
 mod common;
 mod job;
+pub mod output;
 #[cfg(test)]
 mod tests;
 

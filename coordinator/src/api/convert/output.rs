@@ -1,0 +1,107 @@
+//! ListOutputFiles and StreamOutputFile: requests into `output_files`'
+//! domain form, files and chunks back to the wire.
+
+use super::{file_to, job_key_from};
+use crate::api::output_files::{FileEntry, ListRequest, OutputChunk, StreamRequest};
+use crate::domain::validate::Invalid;
+use bai_proto::v1 as pb;
+
+pub fn list_request_from(r: pb::ListOutputFilesRequest) -> Result<ListRequest, Invalid> {
+    Ok(ListRequest {
+        job: job_key_from(r.job)?,
+        output_directory_id: r.output_directory_id,
+        directory: r.directory,
+        max_results: r.max_results,
+    })
+}
+
+pub fn files_to(files: &[FileEntry]) -> pb::ListOutputFilesResponse {
+    pb::ListOutputFilesResponse {
+        files: files
+            .iter()
+            .map(|f| file_to(f.name, f.length, Some(f.modified)))
+            .collect(),
+    }
+}
+
+pub fn stream_request_from(r: pb::StreamOutputFileRequest) -> Result<StreamRequest, Invalid> {
+    Ok(StreamRequest {
+        job: job_key_from(r.job)?,
+        output_directory_id: r.output_directory_id,
+        path: r.path,
+        offset: r.offset,
+        follow: r.follow,
+    })
+}
+
+pub fn chunk_to(c: OutputChunk) -> pb::OutputFileChunk {
+    pb::OutputFileChunk {
+        offset: c.offset,
+        data: c.data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_keep_their_fields_and_check_the_job_key() {
+        let key = pb::JobKey {
+            workspace: "w".into(),
+            experiment: "e".into(),
+            name: "j".into(),
+        };
+        let l = list_request_from(pb::ListOutputFilesRequest {
+            job: Some(key.clone()),
+            output_directory_id: "stdouterr".into(),
+            directory: "sub".into(),
+            max_results: 7,
+        })
+        .unwrap();
+        assert_eq!(l.job.to_string(), "w/e/j");
+        assert_eq!(
+            (
+                l.output_directory_id.as_str(),
+                l.directory.as_str(),
+                l.max_results
+            ),
+            ("stdouterr", "sub", 7)
+        );
+        let s = stream_request_from(pb::StreamOutputFileRequest {
+            job: Some(key),
+            output_directory_id: String::new(),
+            path: "stdout.txt".into(),
+            offset: 9,
+            follow: true,
+        })
+        .unwrap();
+        assert_eq!(
+            (s.path.as_str(), s.offset, s.follow),
+            ("stdout.txt", 9, true)
+        );
+        let e = stream_request_from(pb::StreamOutputFileRequest::default()).unwrap_err();
+        assert!(e.to_string().starts_with("job.workspace: "), "{e}");
+    }
+
+    #[test]
+    fn files_and_chunks_go_back_unchanged() {
+        let r = files_to(&[FileEntry {
+            name: "stdout.txt",
+            length: 12,
+            modified: 1_500,
+        }]);
+        assert_eq!(r.files.len(), 1);
+        let f = &r.files[0];
+        assert_eq!((f.name.as_str(), f.content_length), ("stdout.txt", 12));
+        assert_eq!(
+            f.last_modified.map(|t| (t.seconds, t.nanos)),
+            Some((1, 500_000_000))
+        );
+        let c = chunk_to(OutputChunk {
+            offset: 4,
+            data: b"abc".to_vec(),
+        });
+        assert_eq!((c.offset, c.data.as_slice()), (4, &b"abc"[..]));
+    }
+}
