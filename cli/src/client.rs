@@ -1,5 +1,9 @@
 //! The connection to the coordinator: address handling, the four public API
-//! clients on one channel, and the mapping of gRPC statuses to `CliError`.
+//! clients on one channel, and what a gRPC status means (`Api::error`,
+//! `is_transient`, `is_not_found`, `Api::ok_if_exists`). With `error.rs`, the
+//! only CLI module that matches on gRPC codes or touches the transport
+//! (`cli/tests/invariants.rs` checks it); command modules use the prost
+//! messages as their model.
 
 use std::time::Duration;
 
@@ -86,6 +90,16 @@ impl Api {
         }
     }
 
+    /// The result of a create where "already exists" is fine (a reused
+    /// `--state-dir`); any other refusal is an error.
+    pub fn ok_if_exists<T>(&self, r: Result<T, Status>) -> Result<(), CliError> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+            Err(s) => Err(self.error(s)),
+        }
+    }
+
     /// Logs a line to stderr with --verbose.
     pub fn log(&self, msg: impl AsRef<str>) {
         if self.verbose {
@@ -106,6 +120,11 @@ pub fn is_transient(status: &Status) -> bool {
             | Code::DeadlineExceeded
             | Code::Internal
     )
+}
+
+/// Whether the coordinator answered that the resource does not exist (yet).
+pub fn is_not_found(status: &Status) -> bool {
+    status.code() == Code::NotFound
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -139,6 +158,8 @@ mod tests {
         assert!(is_transient(&Status::unknown("h2 protocol error")));
         assert!(!is_transient(&Status::not_found("job")));
         assert!(!is_transient(&Status::invalid_argument("job.node_count")));
+        assert!(is_not_found(&Status::not_found("job")));
+        assert!(!is_not_found(&Status::unavailable("x")));
     }
 
     #[tokio::test]

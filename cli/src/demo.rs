@@ -13,7 +13,6 @@ use bai_proto::v1 as pb;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
-use tonic::Code;
 
 use crate::args::{DemoArgs, JobCreateArgs};
 use crate::batchai_json;
@@ -180,15 +179,6 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Creates a resource unless it exists already (a reused --state-dir).
-fn existing_ok<T>(r: Result<T, tonic::Status>, api: &Api) -> Result<(), CliError> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
-        Err(s) => Err(api.error(s)),
-    }
-}
-
 async fn session(
     child: &mut Child,
     args: &DemoArgs,
@@ -206,28 +196,26 @@ async fn session(
         location: "local".into(),
         ..Default::default()
     };
-    existing_ok(
+    api.ok_if_exists(
         api.workspaces
             .clone()
             .create_workspace(pb::CreateWorkspaceRequest {
                 workspace: Some(ws),
             })
             .await,
-        &api,
     )?;
     let exp = pb::Experiment {
         workspace: WORKSPACE.into(),
         name: EXPERIMENT.into(),
         ..Default::default()
     };
-    existing_ok(
+    api.ok_if_exists(
         api.experiments
             .clone()
             .create_experiment(pb::CreateExperimentRequest {
                 experiment: Some(exp),
             })
             .await,
-        &api,
     )?;
     let cluster = pb::Cluster {
         workspace: WORKSPACE.into(),
@@ -245,14 +233,13 @@ async fn session(
         }),
         ..Default::default()
     };
-    existing_ok(
+    api.ok_if_exists(
         api.clusters
             .clone()
             .create_cluster(pb::CreateClusterRequest {
                 cluster: Some(cluster),
             })
             .await,
-        &api,
     )?;
     eprintln!(
         "bai demo: workspace '{WORKSPACE}', experiment '{EXPERIMENT}', cluster '{CLUSTER}' ({} node(s))",

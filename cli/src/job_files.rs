@@ -6,12 +6,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use bai_proto::v1 as pb;
-use tonic::Code;
 
 use crate::app::Ctx;
 use crate::args::{JobFileCmd, JobRef};
 use crate::batchai_json;
-use crate::client::{Api, is_transient};
+use crate::client::{Api, is_not_found, is_transient};
 use crate::error::CliError;
 use crate::job::is_ended;
 use crate::render::Kind;
@@ -187,7 +186,7 @@ async fn on_error(
         ));
         return Ok(Step::Retry { progressed });
     }
-    if s.code() == Code::NotFound {
+    if is_not_found(&s) {
         // The file may not exist yet: wait while the job has not ended.
         let job = api
             .jobs
