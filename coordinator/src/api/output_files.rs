@@ -16,6 +16,7 @@ use crate::domain::{Job, JobKey, Millis};
 use crate::error::{Error, to_status};
 use crate::events::{JobEvent, Subscription};
 use crate::output::{OutputFile, StreamKind};
+use crate::store::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -193,10 +194,7 @@ impl Follower {
         loop {
             let len = *durable.borrow_and_update();
             if len < high {
-                return Err(Error::Aborted(format!(
-                    "{}: the job's output restarted (the job was requeued); stream it again from offset 0",
-                    self.file.stream.file_name()
-                )));
+                return Err(self.restarted().await);
             }
             high = len;
             if self.offset < len {
@@ -225,6 +223,23 @@ impl Follower {
                 }
                 ev = self.events.recv() => self.on_event(ev).await?,
             }
+        }
+    }
+
+    /// Why the file's length went down: a requeue empties it for the next
+    /// attempt, and a delete empties it too (after committing the delete,
+    /// and possibly before this stream sees the deleted event).
+    async fn restarted(&self) -> Error {
+        match self.core.store.get_job_by_id(&self.job_id).await {
+            Ok(_) => Error::Aborted(format!(
+                "{}: the job's output restarted (the job was requeued); stream it again from offset 0",
+                self.file.stream.file_name()
+            )),
+            Err(StoreError::NotFound { .. }) => Error::Deleted {
+                kind: "job",
+                name: self.key.to_string(),
+            },
+            Err(e) => e.into(),
         }
     }
 
