@@ -20,6 +20,12 @@ pub enum TransitionError {
         from: &'static str,
         to: &'static str,
     },
+    #[error("node {node} cannot go from {from} to {to}")]
+    Node {
+        node: String,
+        from: &'static str,
+        to: &'static str,
+    },
     #[error("node {node} cannot take job {job}: {why}")]
     NodeNotFree {
         node: String,
@@ -231,6 +237,19 @@ pub fn on_node_lost(job: Job, node_id: &str, cause: &BatchAiError, now: Millis) 
         format!("node {node_id} was lost: {}", cause.message),
     );
     end_without_exit(job, error, now)
+}
+
+/// Checks that `node` may move to `to` (see [`NodeState::can_become`]).
+pub fn node_to(node: &Node, to: NodeState) -> Result<NodeState> {
+    if node.state.can_become(to) {
+        Ok(to)
+    } else {
+        Err(TransitionError::Node {
+            node: node.node_id.clone(),
+            from: node.state.as_str(),
+            to: to.as_str(),
+        })
+    }
 }
 
 /// A lost node's state: unusable, unless it is already leaving.

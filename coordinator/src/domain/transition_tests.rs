@@ -277,3 +277,30 @@ fn free_node_rule() {
         }
     }
 }
+
+#[test]
+fn node_moves_follow_the_node_state_machine() {
+    for from in NodeState::ALL {
+        for to in NodeState::ALL {
+            let n = fixtures::node("n", "w", "c", from);
+            match node_to(&n, to) {
+                Ok(s) => {
+                    assert!(from.can_become(to));
+                    assert_eq!(s, to);
+                }
+                Err(e) => {
+                    assert!(!from.can_become(to));
+                    assert_eq!(
+                        e,
+                        TransitionError::Node {
+                            node: "n".into(),
+                            from: from.as_str(),
+                            to: to.as_str()
+                        }
+                    );
+                }
+            }
+        }
+        assert!(node_to(&fixtures::node("n", "w", "c", from), node_lost(from)).is_ok());
+    }
+}

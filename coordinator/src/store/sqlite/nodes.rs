@@ -71,7 +71,9 @@ pub fn idle(tx: &Transaction) -> Result<Vec<Node>> {
     Ok(nodes)
 }
 
+/// Moves the node to `state` if the node state machine allows it.
 fn set_state(tx: &Transaction, node: &Node, state: NodeState, now: Millis) -> Result<()> {
+    let state = transition::node_to(node, state)?;
     if node.state == state {
         return Ok(());
     }
