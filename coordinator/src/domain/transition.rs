@@ -3,7 +3,7 @@
 //! [`TransitionError`] when the state machine forbids the change. A store
 //! reads, calls one of these, and writes what it returns; it decides nothing.
 //!
-//! The "free node" rule lives here too ([`is_free`], [`can_take`]): the
+//! The "free node" rule lives here too ([`is_free`], [`cannot_take`]): the
 //! scheduler, the store's assignment check and the store's pre-filtering
 //! query all follow it (the SQLite query is tested against it).
 
@@ -59,11 +59,6 @@ pub fn cannot_take(node: &Node, job: &Job) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// Whether `node` can take `job` now (free and of the job's cluster).
-pub fn can_take(node: &Node, job: &Job) -> bool {
-    node.connected && cannot_take(node, job).is_none()
 }
 
 /// Moves `job` to `to` at `now`; a no-op if it is already there.

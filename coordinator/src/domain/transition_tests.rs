@@ -269,10 +269,10 @@ fn free_node_rule() {
                 let free = s == NodeState::Idle && connected && !busy;
                 assert_eq!(is_free(&n), free, "{s:?} {connected} {busy}");
                 assert_eq!(is_unoccupied(&n), s == NodeState::Idle && !busy);
-                assert_eq!(can_take(&n, &job), free);
+                assert_eq!(n.connected && cannot_take(&n, &job).is_none(), free);
                 let mut other = n.clone();
                 other.cluster = "c2".into();
-                assert!(!can_take(&other, &job));
+                assert!(cannot_take(&other, &job).is_some());
             }
         }
     }
