@@ -1,9 +1,12 @@
 //! The scheduler task: after kicks (coalesced: one pass for all kicks that
 //! came in meanwhile), one pass of [`crate::scheduler::schedule`] over the
 //! idle nodes with a live session and, per cluster, only as many queued jobs
-//! as it has such nodes. The pass's placements (job running on the node, node
-//! running) are committed together BEFORE any AssignJob is sent; a node that
-//! drops in between gets the assignment again when it registers.
+//! as it has such nodes. Each placed job's stored output is emptied first (a
+//! requeued job's last attempt); a job whose output cannot be emptied is not
+//! assigned and stays queued for a later pass. The pass's placements (job
+//! running on the node, node running) are committed together BEFORE any
+//! AssignJob is sent; a node that drops in between gets the assignment again
+//! when it registers.
 //!
 //! A separate task on its own timer marks nodes lost: a node whose agent has
 //! had no session for `node_lost_timeout` (counted from its last heartbeat, or
@@ -12,8 +15,8 @@
 
 use crate::agent::registry::Outbound;
 use crate::core::Core;
-use crate::domain::{BatchAiError, Job, NodeState, env, now_millis};
-use crate::scheduler::schedule;
+use crate::domain::{BatchAiError, Job, Millis, NodeState, env, now_millis};
+use crate::scheduler::{Placement, schedule};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +50,7 @@ pub async fn run_lost_nodes(core: Arc<Core>) {
             _ = crate::core::stopped(&mut shutdown) => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = reap_lost_nodes(&core, started).await {
+        if let Err(e) = reap_lost_nodes(&core, started, now_millis()).await {
             tracing::error!(error = %e, "lost-node check failed");
         }
     }
@@ -72,28 +75,54 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
     if placements.is_empty() {
         return Ok(0);
     }
-    let pairs = placements
+    // A new attempt starts from empty output (a requeued job has its last
+    // attempt's), emptied BEFORE the job is assigned: a job whose output
+    // cannot be emptied stays queued, so the new attempt's bytes can never
+    // land after the old ones (and be taken for duplicates of them). A later
+    // pass (a kick, or the fallback timer) tries again.
+    let by_id: std::collections::HashMap<&str, &Job> =
+        queued.iter().map(|j| (j.id.as_str(), j)).collect();
+    let chosen: Vec<(&Placement, &Job)> = placements
         .iter()
-        .map(|p| (p.job_id.clone(), p.node_id.clone()))
+        .filter_map(|p| Some((p, *by_id.get(p.job_id.as_str())?)))
         .collect();
-    let assigned: Vec<(&str, Job)> = placements
-        .iter()
-        .zip(core.store.assign_jobs(pairs, now_millis()).await?)
-        .filter_map(|(p, job)| Some((p.node_id.as_str(), job?)))
-        .collect();
-    // A new attempt starts with empty output (a requeued job had some),
-    // before the node is told to start it.
-    let jobs: Vec<Job> = assigned.iter().map(|(_, j)| j.clone()).collect();
-    if let Err(e) = core.outputs.reset_all(&jobs).await {
-        tracing::warn!(error = %e, "could not reset job output");
+    let resets = match core
+        .outputs
+        .reset_each(chosen.iter().map(|(_, j)| *j))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reset job output; the pass's jobs stay queued");
+            return Ok(0);
+        }
+    };
+    let mut pairs = Vec::with_capacity(chosen.len());
+    for ((p, job), reset) in chosen.iter().zip(resets) {
+        match reset {
+            Ok(()) => pairs.push((p.job_id.clone(), p.node_id.clone())),
+            Err(e) => tracing::error!(
+                job = %job.id, name = %job.key, error = %e,
+                "cannot empty the job's output for a new attempt; it stays queued"
+            ),
+        }
     }
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let nodes: Vec<String> = pairs.iter().map(|(_, n)| n.clone()).collect();
+    let assigned: Vec<(String, Job)> = nodes
+        .into_iter()
+        .zip(core.store.assign_jobs(pairs, now_millis()).await?)
+        .filter_map(|(node, job)| Some((node, job?)))
+        .collect();
     let mut placed = 0;
     for (node_id, job) in assigned {
         tracing::info!(job = %job.id, node = %node_id, name = %job.key, "job assigned");
         core.events.changed(&job);
         let sent = core.sessions.send(
-            node_id,
-            Outbound::Assign(Box::new(env::assignment(&job, node_id))),
+            &node_id,
+            Outbound::Assign(Box::new(env::assignment(&job, &node_id))),
         );
         if !sent {
             tracing::info!(job = %job.id, node = %node_id, "node went away; it gets the job when it registers");
@@ -103,10 +132,14 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
     Ok(placed)
 }
 
-/// Marks nodes lost whose agent stayed away too long; returns how many.
-pub async fn reap_lost_nodes(core: &Core, started: i64) -> Result<usize, crate::store::StoreError> {
+/// Marks nodes lost whose agent stayed away too long, as of `now` (the
+/// coordinator started at `started`); returns how many.
+pub async fn reap_lost_nodes(
+    core: &Core,
+    started: Millis,
+    now: Millis,
+) -> Result<usize, crate::store::StoreError> {
     let timeout = i64::try_from(core.settings.node_lost_timeout.as_millis()).unwrap_or(i64::MAX);
-    let now = now_millis();
     let mut lost = 0;
     for n in core.store.list_all_nodes().await? {
         if matches!(n.state, NodeState::Unusable | NodeState::Leaving)
@@ -134,3 +167,7 @@ pub async fn reap_lost_nodes(core: &Core, started: i64) -> Result<usize, crate::
     }
     Ok(lost)
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -392,15 +392,20 @@ impl OutputStore {
     /// Empties the job's output for a new attempt (a requeued job). Open
     /// handles stay valid and see the length go back to 0.
     pub async fn reset(&self, job: &Job) -> io::Result<()> {
-        self.reset_all(std::slice::from_ref(job)).await
+        self.reset_each([job]).await?.pop().unwrap_or(Ok(()))
     }
 
     /// [`OutputStore::reset`] for many jobs in one blocking call (a
-    /// scheduler pass).
-    pub async fn reset_all(&self, jobs: &[Job]) -> io::Result<()> {
+    /// scheduler pass): one result per job, in order, so one job whose
+    /// output cannot be emptied does not hold back the others. A job whose
+    /// reset failed may have kept some of its old files: it must not start.
+    pub async fn reset_each<'a>(
+        &self,
+        jobs: impl IntoIterator<Item = &'a Job>,
+    ) -> io::Result<Vec<io::Result<()>>> {
         let work: Vec<(PathBuf, Vec<Arc<OutputFile>>)> = {
             let files = self.files()?;
-            jobs.iter()
+            jobs.into_iter()
                 .map(|job| {
                     let open = files
                         .iter()
@@ -412,10 +417,10 @@ impl OutputStore {
                 .collect()
         };
         blocking(move || {
-            for (dir, open) in &work {
-                reset_files(dir, open)?;
-            }
-            Ok(())
+            Ok(work
+                .iter()
+                .map(|(dir, open)| reset_files(dir, open))
+                .collect())
         })
         .await
     }

@@ -3,10 +3,12 @@
 //!
 //! Policy: per cluster, jobs go in priority order (high, normal, low) and, at
 //! equal priority, in creation order (FIFO; a requeued job keeps its place).
-//! One job per node; only idle, connected nodes of the job's cluster take jobs.
+//! One job per node; only free nodes ([`transition::is_free`]: idle, connected,
+//! no active job) of the job's cluster take jobs.
 //! Jobs whose cluster has no free node stay queued.
 
-use crate::domain::{ClusterKey, Job, Node, NodeState};
+use crate::domain::transition;
+use crate::domain::{ClusterKey, Job, Node};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Put job `job_id` on node `node_id`.
@@ -16,16 +18,11 @@ pub struct Placement {
     pub node_id: String,
 }
 
-/// Whether a node can take a job now.
-pub fn is_free(node: &Node) -> bool {
-    node.state == NodeState::Idle && node.connected && node.running_job_ids.is_empty()
-}
-
 /// Chooses placements. `queued` must be the queued jobs in creation order;
 /// `nodes` are all nodes (only free ones are used, in node id order).
 pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
     let mut free: BTreeMap<(String, String), VecDeque<&str>> = BTreeMap::new();
-    let mut sorted_nodes: Vec<&Node> = nodes.iter().filter(|n| is_free(n)).collect();
+    let mut sorted_nodes: Vec<&Node> = nodes.iter().filter(|n| transition::is_free(n)).collect();
     sorted_nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     for n in sorted_nodes {
         free.entry((n.workspace.clone(), n.cluster.clone()))
@@ -56,7 +53,7 @@ pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{JobPriority, fixtures};
+    use crate::domain::{JobPriority, NodeState, fixtures};
 
     fn job(name: &str, cluster: &str, p: JobPriority) -> Job {
         let mut j = fixtures::job("w", "e", name, cluster);

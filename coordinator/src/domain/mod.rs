@@ -8,6 +8,7 @@ pub mod paging;
 pub mod secret;
 pub mod spec;
 pub mod state;
+pub mod transition;
 pub mod types;
 pub mod validate;
 

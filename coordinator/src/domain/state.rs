@@ -88,25 +88,25 @@ impl NodeState {
         Self::Unusable,
     ];
 
-    /// Allowed transitions: preparing → idle | unusable; idle ⇄ running;
-    /// unusable → preparing (its agent registered again); any → leaving;
-    /// leaving is final (the node is then removed).
+    /// Allowed transitions: preparing → idle | running | unusable; idle ⇄
+    /// running; idle | running → unusable (lost); unusable → preparing | idle
+    /// | running (its agent registered again; with no setup task yet,
+    /// preparing ends at once); any → leaving; leaving is final (the node is
+    /// then removed). Staying is always allowed.
     pub fn can_become(self, to: Self) -> bool {
         use NodeState::*;
         if self == to {
             return true;
         }
-        matches!(
-            (self, to),
-            (Preparing, Idle)
-                | (Preparing, Unusable)
-                | (Idle, Running)
-                | (Running, Idle)
-                | (Idle, Unusable)
-                | (Running, Unusable)
-                | (Unusable, Preparing)
-                | (_, Leaving)
-        ) && self != Leaving
+        self != Leaving
+            && matches!(
+                (self, to),
+                (Preparing, Idle | Running | Unusable)
+                    | (Idle, Running | Unusable)
+                    | (Running, Idle | Unusable)
+                    | (Unusable, Preparing | Idle | Running)
+                    | (_, Leaving)
+            )
     }
 
     /// The state of a node that (re)registers, given its state in the store
@@ -237,7 +237,21 @@ mod tests {
         assert!(Running.can_become(Idle));
         assert!(Unusable.can_become(Leaving));
         assert!(!Leaving.can_become(Idle));
-        assert!(!Preparing.can_become(Running));
+        assert!(Unusable.can_become(Idle));
+        assert!(!Idle.can_become(Preparing));
+        // Every state the register and job rules produce is reachable.
+        for from in NodeState::ALL {
+            for has_jobs in [false, true] {
+                assert!(from.can_become(NodeState::on_register(Some(from), has_jobs)));
+                assert!(from.can_become(from.with_jobs(has_jobs)));
+            }
+            assert!(from.can_become(Leaving));
+            assert_eq!(
+                Leaving.can_become(from),
+                from == Leaving,
+                "leaving is final"
+            );
+        }
         assert_eq!(NodeState::on_register(None, false), Idle);
         assert_eq!(NodeState::on_register(Some(Idle), true), Running);
         assert_eq!(NodeState::on_register(Some(Leaving), false), Leaving);

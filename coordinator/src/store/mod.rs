@@ -1,8 +1,14 @@
 //! Durable state behind a narrow trait. Every method that changes state is
 //! atomic and committed before it returns (an implementation may commit
-//! several callers' changes together); a method that fails changes nothing. `sqlite` is the implementation today; the trait is async so a
-//! PostgreSQL implementation can follow.
+//! several callers' changes together); a method that fails changes nothing.
+//! A store decides no transition: it reads, asks `domain::transition`, and
+//! writes the result. `sqlite` is the implementation today; the trait is
+//! async (`async_trait`, so it stays `dyn`-compatible, with no tie to the
+//! RPC stack) so a PostgreSQL implementation can follow, and
+//! `conformance` is the suite every implementation must pass.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod sqlite;
 
 use crate::domain::paging::{Page, PageRequest};
@@ -10,7 +16,7 @@ use crate::domain::{
     BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
     NodeInfo, ScaleSettings, Workspace,
 };
-use tonic::async_trait;
+use async_trait::async_trait;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,14 @@ pub enum StoreError {
     Conflict(String),
     #[error("store: {0}")]
     Backend(String),
+}
+
+/// A transition the state machine refuses is a bug of the caller or the
+/// store, not bad input.
+impl From<crate::domain::transition::TransitionError> for StoreError {
+    fn from(e: crate::domain::transition::TransitionError) -> Self {
+        Self::Backend(e.to_string())
+    }
 }
 
 impl StoreError {
@@ -158,23 +172,21 @@ pub trait Store: Send + Sync + 'static {
     async fn terminate_job(&self, key: &JobKey, now: Millis) -> Result<Job>;
     /// Jobs running or terminating on the node.
     async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>>;
-    /// Queued jobs in creation order.
-    async fn queued_jobs(&self) -> Result<Vec<Job>>;
     /// What a scheduler pass needs, read in one snapshot: the idle nodes with
     /// no active job (connected or not, in node id order) and, for each
     /// cluster with some, its first queued jobs in scheduling order (priority
     /// high → low, then creation), as many as it has such nodes. Nothing if
     /// no job is queued.
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)>;
-    /// [`Store::assign_job`] for each (job id, node id), all in one transaction.
+    /// For each (job id, node id), all in one transaction: job queued →
+    /// running on the node, node idle → running; `None` in its place (and no
+    /// change for it) if the job is no longer queued or the node cannot take
+    /// it (`domain::transition::assign`).
     async fn assign_jobs(
         &self,
         placements: Vec<(String, String)>,
         now: Millis,
     ) -> Result<Vec<Option<Job>>>;
-    /// Job queued → running on the node, node idle → running; `None` (and no
-    /// change) if either is no longer so.
-    async fn assign_job(&self, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>>;
     /// Records that the job's process started; `None` if the job is not active on the node.
     async fn record_job_started(
         &self,

@@ -1,11 +1,12 @@
-//! Jobs: create, read, delete, and every execution-state change.
+//! Jobs: create, read, delete, and every execution-state change. Each change
+//! reads the job, asks `domain::transition` what it becomes, and saves that.
 
 use super::nodes;
 use super::resources::{get_cluster, get_experiment};
 use super::rows::{self, query, query_opt, to_json};
 use crate::domain::paging::{Page, PageRequest};
-use crate::domain::state::{JOB_TERMINATED, exit_outcome};
-use crate::domain::{BatchAiError, ExecutionState, Job, JobExit, JobKey, Millis};
+use crate::domain::transition;
+use crate::domain::{BatchAiError, Job, JobExit, JobKey, Millis};
 use crate::store::{Result, StoreError};
 use rusqlite::{Transaction, params};
 
@@ -83,52 +84,17 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Moves `job` to `to` at `now` (checking the state machine) without saving.
-fn transition(job: &mut Job, to: ExecutionState, now: Millis) -> Result<()> {
-    if job.execution_state == to {
-        return Ok(());
-    }
-    if !job.execution_state.can_become(to) {
-        return Err(StoreError::Backend(format!(
-            "job {} cannot go from {} to {}",
-            job.id,
-            job.execution_state.as_str(),
-            to.as_str()
-        )));
-    }
-    job.execution_state = to;
-    job.execution_state_transition_time = now;
-    Ok(())
-}
-
-/// Puts an active job back in the queue for a new attempt.
-fn requeue(job: &mut Job, now: Millis) -> Result<()> {
-    transition(job, ExecutionState::Queued, now)?;
-    job.node_id = None;
-    job.attempt_started = false;
-    job.requeue_on_exit = false;
-    job.exit_code = None;
-    job.end_time = None;
-    job.errors.clear();
-    Ok(())
-}
-
 /// Ends a queued or active job as failed with `error` and no exit code (or
 /// requeues it if it was to be requeued), and saves it.
 pub fn end_without_exit(
     tx: &Transaction,
-    job: &mut Job,
+    job: Job,
     error: BatchAiError,
     now: Millis,
-) -> Result<()> {
-    if job.requeue_on_exit && job.execution_state.is_active() {
-        requeue(job, now)?;
-    } else {
-        transition(job, ExecutionState::Failed, now)?;
-        job.end_time = Some(now);
-        job.errors.push(error);
-    }
-    save(tx, job)
+) -> Result<Job> {
+    let job = transition::end_without_exit(job, error, now)?;
+    save(tx, &job)?;
+    Ok(job)
 }
 
 pub fn get(tx: &Transaction, key: &JobKey) -> Result<Job> {
@@ -185,7 +151,11 @@ pub fn queued_for_cluster(tx: &Transaction, ws: &str, cluster: &str) -> Result<V
 pub fn active_on_node(tx: &Transaction, node_id: &str) -> Result<Vec<Job>> {
     query(
         tx,
-        &select("node_id = ?1 AND execution_state IN ('running', 'terminating') ORDER BY seq"),
+        &select(concat!(
+            "node_id = ?1 AND execution_state IN ",
+            rows::active_states!(),
+            " ORDER BY seq"
+        )),
         [node_id],
         rows::job,
     )
@@ -198,36 +168,12 @@ pub fn delete(tx: &Transaction, key: &JobKey) -> Result<Job> {
 }
 
 pub fn terminate(tx: &Transaction, key: &JobKey, now: Millis) -> Result<Job> {
-    let mut job = get(tx, key)?;
-    match job.execution_state {
-        ExecutionState::Queued => {
-            transition(&mut job, ExecutionState::Failed, now)?;
-            job.end_time = Some(now);
-            job.errors.push(BatchAiError::new(
-                JOB_TERMINATED,
-                "the job was terminated before it started",
-            ));
-        }
-        ExecutionState::Running => {
-            transition(&mut job, ExecutionState::Terminating, now)?;
-            // A user's terminate ends the job even if its node was leaving
-            // with requeue.
-            job.requeue_on_exit = false;
-        }
-        ExecutionState::Terminating => job.requeue_on_exit = false,
-        ExecutionState::Succeeded | ExecutionState::Failed => return Ok(job),
+    let before = get(tx, key)?;
+    let job = transition::terminate(before.clone(), now)?;
+    if job != before {
+        save(tx, &job)?;
     }
-    save(tx, &job)?;
     Ok(job)
-}
-
-pub fn queued(tx: &Transaction) -> Result<Vec<Job>> {
-    query(
-        tx,
-        &select("execution_state = 'queued' ORDER BY seq"),
-        [],
-        rows::job,
-    )
 }
 
 /// Whether any job is queued.
@@ -255,25 +201,18 @@ pub fn queued_head(tx: &Transaction, ws: &str, cluster: &str, limit: usize) -> R
     )
 }
 
+/// Job queued → running on the node, node idle → running; `None` (and no
+/// change) if the job or node is gone or [`transition::assign`] refuses.
 pub fn assign(tx: &Transaction, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>> {
-    let Some(mut job) = query_opt(tx, &select("id = ?1"), [job_id], rows::job)? else {
+    let Some(job) = query_opt(tx, &select("id = ?1"), [job_id], rows::job)? else {
         return Ok(None);
     };
     let Some(node) = nodes::get_opt(tx, node_id)? else {
         return Ok(None);
     };
-    if job.execution_state != ExecutionState::Queued
-        || node.state != crate::domain::NodeState::Idle
-        || !node.running_job_ids.is_empty()
-        || node.workspace != job.spec.cluster.workspace
-        || node.cluster != job.spec.cluster.name
-    {
+    let Ok(job) = transition::assign(job, &node, now) else {
         return Ok(None);
-    }
-    transition(&mut job, ExecutionState::Running, now)?;
-    job.node_id = Some(node_id.to_string());
-    job.attempt_started = false;
-    job.requeue_on_exit = false;
+    };
     save(tx, &job)?;
     nodes::refresh_state(tx, node_id, now)?;
     Ok(Some(job))
@@ -289,11 +228,10 @@ pub fn started(
     node_id: &str,
     start: Millis,
 ) -> Result<Option<Job>> {
-    let Some(mut job) = active_on(tx, job_id, node_id)? else {
+    let Some(job) = active_on(tx, job_id, node_id)? else {
         return Ok(None);
     };
-    job.start_time = Some(start);
-    job.attempt_started = true;
+    let job = transition::started(job, start)?;
     save(tx, &job)?;
     Ok(Some(job))
 }
@@ -304,18 +242,10 @@ pub fn finish(
     node_id: &str,
     exit: &JobExit,
 ) -> Result<Option<Job>> {
-    let Some(mut job) = active_on(tx, job_id, node_id)? else {
+    let Some(job) = active_on(tx, job_id, node_id)? else {
         return Ok(None);
     };
-    let outcome = exit_outcome(job.execution_state, job.requeue_on_exit, exit);
-    if outcome.state == ExecutionState::Queued {
-        requeue(&mut job, exit.end_time)?;
-    } else {
-        transition(&mut job, outcome.state, exit.end_time)?;
-        job.end_time = Some(exit.end_time);
-        job.exit_code = outcome.exit_code;
-        job.errors = outcome.errors;
-    }
+    let job = transition::finish(job, exit)?;
     save(tx, &job)?;
     nodes::refresh_state(tx, node_id, exit.end_time)?;
     Ok(Some(job))
@@ -328,10 +258,10 @@ pub fn fail(
     error: BatchAiError,
     now: Millis,
 ) -> Result<Option<Job>> {
-    let Some(mut job) = active_on(tx, job_id, node_id)? else {
+    let Some(job) = active_on(tx, job_id, node_id)? else {
         return Ok(None);
     };
-    end_without_exit(tx, &mut job, error, now)?;
+    let job = end_without_exit(tx, job, error, now)?;
     nodes::refresh_state(tx, node_id, now)?;
     Ok(Some(job))
 }

@@ -19,11 +19,11 @@ use crate::domain::{
     BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
     ScaleSettings, Workspace,
 };
+use async_trait::async_trait;
 use engine::Engine;
 use rusqlite::Transaction;
 use std::path::Path;
 use std::sync::Arc;
-use tonic::async_trait;
 
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -249,9 +249,6 @@ impl Store for SqliteStore {
         self.read(move |tx| jobs::active_on_node(tx, &node_id))
             .await
     }
-    async fn queued_jobs(&self) -> Result<Vec<Job>> {
-        self.read(jobs::queued).await
-    }
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)> {
         self.read(|tx| {
             if !jobs::any_queued(tx)? {
@@ -285,11 +282,6 @@ impl Store for SqliteStore {
                 .collect()
         })
         .await
-    }
-    async fn assign_job(&self, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>> {
-        let (job_id, node_id) = (job_id.to_string(), node_id.to_string());
-        self.tx(move |tx| jobs::assign(tx, &job_id, &node_id, now))
-            .await
     }
     async fn record_job_started(
         &self,

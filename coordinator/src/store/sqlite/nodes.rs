@@ -1,12 +1,11 @@
-//! Nodes: registration, connection, state and removal.
+//! Nodes: registration, connection, state and removal. The jobs a node's
+//! removal or loss changes become what `domain::transition` says.
 
 use super::jobs;
 use super::resources::get_cluster;
 use super::rows::{self, query, query_opt, to_json};
-use crate::domain::state::{JOB_LOST, NODE_REMOVED};
-use crate::domain::{
-    BatchAiError, DeallocationOption, ExecutionState, Job, Millis, Node, NodeState,
-};
+use crate::domain::transition;
+use crate::domain::{BatchAiError, DeallocationOption, Job, Millis, Node, NodeState};
 use crate::store::{NodeRegistration, NodeRemoval, Result, StoreError};
 use rusqlite::{Transaction, params};
 
@@ -49,21 +48,32 @@ pub fn list_all(tx: &Transaction) -> Result<Vec<Node>> {
     rows::with_all_jobs(tx, nodes)
 }
 
+/// The SQL form of [`transition::is_unoccupied`] over `nodes` (idle, no
+/// running or terminating job): the one pre-filter of free nodes; a test
+/// checks it selects exactly what the rule accepts.
+pub const UNOCCUPIED: &str = concat!(
+    "nodes.state = 'idle' AND NOT EXISTS (SELECT 1 FROM jobs \
+     WHERE jobs.node_id = nodes.node_id AND jobs.execution_state IN ",
+    rows::active_states!(),
+    ")"
+);
+
 /// Idle nodes without active jobs (whether connected is the caller's to
 /// check), in node id order; `running_job_ids` is empty.
 pub fn idle(tx: &Transaction) -> Result<Vec<Node>> {
-    query(
+    let nodes = query(
         tx,
-        &select(
-            "state = 'idle' AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.node_id = nodes.node_id \
-             AND jobs.execution_state IN ('running', 'terminating')) ORDER BY node_id",
-        ),
+        &select(&format!("{UNOCCUPIED} ORDER BY node_id")),
         [],
         rows::node,
-    )
+    )?;
+    debug_assert!(nodes.iter().all(transition::is_unoccupied));
+    Ok(nodes)
 }
 
+/// Moves the node to `state` if the node state machine allows it.
 fn set_state(tx: &Transaction, node: &Node, state: NodeState, now: Millis) -> Result<()> {
+    let state = transition::node_to(node, state)?;
     if node.state == state {
         return Ok(());
     }
@@ -168,15 +178,10 @@ pub fn begin_removal(
     let node = get(tx, node_id)?;
     set_state(tx, &node, NodeState::Leaving, now)?;
     let mut terminating = Vec::new();
-    if option != DeallocationOption::WaitForJobCompletion {
-        for mut job in jobs::active_on_node(tx, node_id)? {
-            if job.execution_state == ExecutionState::Running {
-                job.execution_state = ExecutionState::Terminating;
-                job.execution_state_transition_time = now;
-                job.requeue_on_exit = option == DeallocationOption::Requeue;
-                jobs::save(tx, &job)?;
-                terminating.push(job);
-            }
+    for job in jobs::active_on_node(tx, node_id)? {
+        if let Some(job) = transition::on_node_removal(job, option, now)? {
+            jobs::save(tx, &job)?;
+            terminating.push(job);
         }
     }
     Ok(NodeRemoval {
@@ -188,12 +193,9 @@ pub fn begin_removal(
 pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> {
     get(tx, node_id)?;
     let mut changed = Vec::new();
-    for mut job in jobs::active_on_node(tx, node_id)? {
-        let error = BatchAiError::new(
-            NODE_REMOVED,
-            format!("node {node_id} was removed while the job ran"),
-        );
-        jobs::end_without_exit(tx, &mut job, error, now)?;
+    for job in jobs::active_on_node(tx, node_id)? {
+        let job = transition::on_node_removed(job, node_id, now)?;
+        jobs::save(tx, &job)?;
         changed.push(job);
     }
     rows::exec(tx, "DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
@@ -208,17 +210,12 @@ pub fn mark_lost(
 ) -> Result<Vec<Job>> {
     let node = get(tx, node_id)?;
     let mut changed = Vec::new();
-    for mut job in jobs::active_on_node(tx, node_id)? {
-        let e = BatchAiError::new(
-            JOB_LOST,
-            format!("node {node_id} was lost: {}", error.message),
-        );
-        jobs::end_without_exit(tx, &mut job, e, now)?;
+    for job in jobs::active_on_node(tx, node_id)? {
+        let job = transition::on_node_lost(job, node_id, &error, now)?;
+        jobs::save(tx, &job)?;
         changed.push(job);
     }
-    if node.state != NodeState::Leaving {
-        set_state(tx, &node, NodeState::Unusable, now)?;
-    }
+    set_state(tx, &node, transition::node_lost(node.state), now)?;
     rows::exec(
         tx,
         "UPDATE nodes SET errors = ?2 WHERE node_id = ?1",

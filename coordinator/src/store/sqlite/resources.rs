@@ -275,15 +275,15 @@ pub fn delete_cluster_in(
     for node in super::nodes::list_in(tx, ws, name)? {
         for job_id in &node.running_job_ids {
             removed.stop.push((job_id.clone(), node.node_id.clone()));
-            let mut job = jobs::get_by_id(tx, job_id)?;
-            jobs::end_without_exit(tx, &mut job, error(), now)?;
+            let job = jobs::get_by_id(tx, job_id)?;
+            let job = jobs::end_without_exit(tx, job, error(), now)?;
             removed.changed_jobs.push(job);
         }
         tx.execute("DELETE FROM nodes WHERE node_id = ?1", [&node.node_id])?;
         removed.nodes.push(node);
     }
-    for mut job in jobs::queued_for_cluster(tx, ws, name)? {
-        jobs::end_without_exit(tx, &mut job, error(), now)?;
+    for job in jobs::queued_for_cluster(tx, ws, name)? {
+        let job = jobs::end_without_exit(tx, job, error(), now)?;
         removed.changed_jobs.push(job);
     }
     tx.execute(

@@ -6,6 +6,16 @@ use crate::domain::{
 use crate::store::{Result, StoreError};
 use rusqlite::{Row, Transaction, params};
 
+/// The SQL list of the execution states that occupy a node, the states
+/// [`ExecutionState::is_active`] accepts (a test checks they agree). A macro,
+/// so queries can `concat!` it.
+macro_rules! active_states {
+    () => {
+        "('running', 'terminating')"
+    };
+}
+pub(super) use active_states;
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())
@@ -152,8 +162,11 @@ pub fn query_opt<T>(
 pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<String>> {
     query(
         tx,
-        "SELECT id FROM jobs WHERE node_id = ?1 \
-         AND execution_state IN ('running', 'terminating') ORDER BY seq",
+        concat!(
+            "SELECT id FROM jobs WHERE node_id = ?1 AND execution_state IN ",
+            active_states!(),
+            " ORDER BY seq"
+        ),
         params![node_id],
         |r| Ok(r.get(0)?),
     )
@@ -166,8 +179,11 @@ pub fn with_all_jobs(tx: &Transaction, mut nodes: Vec<Node>) -> Result<Vec<Node>
     }
     let active = query(
         tx,
-        "SELECT node_id, id FROM jobs WHERE node_id IS NOT NULL \
-         AND execution_state IN ('running', 'terminating') ORDER BY seq",
+        concat!(
+            "SELECT node_id, id FROM jobs WHERE node_id IS NOT NULL AND execution_state IN ",
+            active_states!(),
+            " ORDER BY seq"
+        ),
         [],
         |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
     )?;

@@ -1,11 +1,10 @@
-//! Group commit, the scheduler's reads and the heartbeat kept on disconnect.
+//! Concurrent writes, the scheduler's reads and a pass's assignments, heartbeats.
 
 use super::*;
+use crate::store::StoreError;
 
-#[tokio::test]
-async fn concurrent_writes_commit_together_and_a_failure_poisons_none() {
-    let db = seeded().await;
-    let s = std::sync::Arc::new(db.store.clone());
+pub async fn concurrent_writes_commit_together_and_a_failure_poisons_none(b: &dyn Backend) {
+    let s = seeded(b).await;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let s = s.clone();
@@ -28,14 +27,14 @@ async fn concurrent_writes_commit_together_and_a_failure_poisons_none() {
     // A duplicate inside a group fails alone too, and changes nothing.
     let dup = s.create_job(fixtures::job("w", "e", "j01", "c")).await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists { .. })));
-    let db = db.reopen();
-    assert_eq!(db.store.queued_jobs().await.unwrap().len(), 56);
+    drop(s);
+    let s = b.open();
+    let jobs = s.list_jobs("w", "e", &page(0, "")).await.unwrap();
+    assert_eq!(jobs.items.len(), 56);
 }
 
-#[tokio::test]
-async fn schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order() {
-    let db = seeded().await;
-    let s = &db.store;
+pub async fn schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order(b: &dyn Backend) {
+    let s = seeded(b).await;
     s.register_node(reg("n1", "c"), 10).await.unwrap();
     let (idle, queued) = s.schedulable().await.unwrap();
     assert!(
@@ -64,10 +63,8 @@ async fn schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order() {
     assert_eq!(names(&queued), ["high", "n1", "n2", "low"]);
 }
 
-#[tokio::test]
-async fn idle_nodes_and_assigning_a_pass_at_once() {
-    let db = seeded().await;
-    let s = &db.store;
+pub async fn idle_nodes_and_assigning_a_pass_at_once(b: &dyn Backend) {
+    let s = seeded(b).await;
     let a = s
         .create_job(fixtures::job("w", "e", "a", "c"))
         .await
@@ -94,7 +91,7 @@ async fn idle_nodes_and_assigning_a_pass_at_once() {
         .await
         .unwrap();
     assert!(out[0].is_some() && out[1].is_none() && out[2].is_some());
-    let nodes = s.list_all_nodes().await.unwrap();
+    let nodes = s.list_workspace_nodes("w").await.unwrap();
     assert_eq!(nodes[0].running_job_ids, vec![a.id]);
     assert_eq!(nodes[1].running_job_ids, vec![b.id]);
     let c = s
@@ -113,10 +110,8 @@ async fn idle_nodes_and_assigning_a_pass_at_once() {
     assert_eq!(queued[0].id, c.id);
 }
 
-#[tokio::test]
-async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back() {
-    let db = seeded().await;
-    let s = &db.store;
+pub async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back(b: &dyn Backend) {
+    let s = seeded(b).await;
     s.register_node(reg("n1", "c"), 10).await.unwrap();
     s.set_node_connected("n1", false, Some(50)).await.unwrap();
     assert_eq!(

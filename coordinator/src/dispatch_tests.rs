@@ -1,0 +1,247 @@
+//! The dispatcher over a real SQLite store and real output files: a requeued
+//! job never mixes attempts, and the lost-node timeout on injected time.
+
+use super::*;
+use crate::core::Settings;
+use crate::domain::state::JOB_LOST;
+use crate::domain::{DeallocationOption, ExecutionState, JobExit, NodeInfo, fixtures};
+use crate::output::{Chunk, OutputStore, StreamKind};
+use crate::store::NodeRegistration;
+use crate::store::sqlite::SqliteStore;
+use tokio::sync::{mpsc, watch};
+
+type Inbox = mpsc::UnboundedReceiver<Result<crate::agent::registry::Outbound, tonic::Status>>;
+
+struct Harness {
+    core: Core,
+    _dir: tempfile::TempDir,
+    _shutdown: watch::Sender<bool>,
+    /// What each attached node's session was sent.
+    inboxes: Vec<(String, Inbox)>,
+}
+
+impl Harness {
+    async fn new(settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("bai.db")).unwrap();
+        let outputs = OutputStore::new(dir.path().join("output"));
+        let (tx, rx) = watch::channel(false);
+        let core = Core::new(std::sync::Arc::new(store), outputs, settings, rx);
+        let s = &core.store;
+        s.create_workspace(fixtures::workspace("w")).await.unwrap();
+        s.create_experiment(fixtures::experiment("w", "e"))
+            .await
+            .unwrap();
+        s.create_cluster(fixtures::cluster("w", "c", 1))
+            .await
+            .unwrap();
+        Self {
+            core,
+            _dir: dir,
+            _shutdown: tx,
+            inboxes: Vec::new(),
+        }
+    }
+
+    /// Registers the node at `now`; with a live session if `connected`
+    /// (returns its generation).
+    async fn node(&mut self, id: &str, now: Millis, connected: bool) -> u64 {
+        let reg = NodeRegistration {
+            node_id: id.into(),
+            workspace: "w".into(),
+            cluster: "c".into(),
+            info: NodeInfo::default(),
+        };
+        self.core.store.register_node(reg, now).await.unwrap();
+        if connected {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let a = self.core.sessions.attach(id, tx);
+            self.core.sessions.ready(id, a.generation);
+            self.inboxes.push((id.to_string(), rx));
+            return a.generation;
+        }
+        0
+    }
+
+    /// How many messages node `id`'s session was sent so far.
+    fn sent_to(&mut self, id: &str) -> usize {
+        let (_, rx) = self.inboxes.iter_mut().find(|(n, _)| n == id).unwrap();
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    async fn write(&self, job: &Job, stream: StreamKind, offset: u64, data: &[u8]) -> u64 {
+        let file = self.core.outputs.file(job, stream).await.unwrap().unwrap();
+        self.core
+            .outputs
+            .write(vec![Chunk {
+                file: file.clone(),
+                offset,
+                data: data.to_vec(),
+            }])
+            .await
+            .unwrap();
+        file.durable_len()
+    }
+}
+
+fn killed() -> JobExit {
+    JobExit {
+        end_time: 40,
+        exit_code: 143,
+        error: None,
+        terminated: true,
+    }
+}
+
+#[tokio::test]
+async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mixes() {
+    let mut h = Harness::new(Settings::default()).await;
+    let job = h
+        .core
+        .store
+        .create_job(fixtures::job("w", "e", "j", "c"))
+        .await
+        .unwrap();
+    h.node("n1", 10, true).await;
+    assert_eq!(pass(&h.core).await.unwrap(), 1);
+    assert_eq!(h.sent_to("n1"), 1, "AssignJob");
+
+    // The first attempt writes output, then its node leaves with requeue.
+    assert_eq!(h.write(&job, StreamKind::Stderr, 0, b"old").await, 3);
+    h.core
+        .store
+        .begin_node_removal("n1", DeallocationOption::Requeue, 30)
+        .await
+        .unwrap();
+    let j = h
+        .core
+        .store
+        .finish_job(&job.id, "n1", killed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Queued);
+    h.core.job_attempt_ended(&j);
+    h.core.store.remove_node("n1", 50).await.unwrap();
+
+    // Emptying the output fails: stdout.txt is a directory that is not
+    // empty, so its removal fails even as root, and stderr.txt (emptied
+    // after it) keeps the old attempt's bytes.
+    let dir = h.core.outputs.stdouterr_dir(&job);
+    let blocker = dir.join(StreamKind::Stdout.file_name());
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    h.node("n2", 60, true).await;
+    assert_eq!(pass(&h.core).await.unwrap(), 0, "nothing assigned");
+    let j = h.core.store.get_job(&job.key).await.unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Queued);
+    assert_eq!(j.node_id, None);
+    assert!(
+        h.core
+            .store
+            .get_node("n2")
+            .await
+            .unwrap()
+            .running_job_ids
+            .is_empty()
+    );
+    assert_eq!(
+        h.sent_to("n2"),
+        0,
+        "no AssignJob for a job that stays queued"
+    );
+
+    // Once the output can be emptied, a later pass assigns the job and the
+    // new attempt starts from nothing: its first bytes are stored, not taken
+    // for duplicates of the old attempt's.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    assert_eq!(pass(&h.core).await.unwrap(), 1);
+    assert_eq!(h.sent_to("n2"), 1, "AssignJob");
+    let j = h.core.store.get_job(&job.key).await.unwrap();
+    assert_eq!(j.node_id.as_deref(), Some("n2"));
+    for s in StreamKind::ALL {
+        let f = h.core.outputs.file(&job, s).await.unwrap().unwrap();
+        assert_eq!(f.durable_len(), 0, "{s:?} starts empty");
+    }
+    assert_eq!(h.write(&job, StreamKind::Stderr, 0, b"new!").await, 4);
+    assert_eq!(
+        std::fs::read(dir.join(StreamKind::Stderr.file_name())).unwrap(),
+        b"new!"
+    );
+}
+
+#[tokio::test]
+async fn a_node_is_lost_exactly_when_its_agent_stayed_away_for_the_timeout() {
+    let settings = Settings {
+        node_lost_timeout: std::time::Duration::from_secs(600),
+        ..Settings::default()
+    };
+    let mut h = Harness::new(settings).await;
+    let timeout: Millis = 600_000;
+    let job = h
+        .core
+        .store
+        .create_job(fixtures::job("w", "e", "j", "c"))
+        .await
+        .unwrap();
+    // n1 runs the job and its agent goes away after a heartbeat at 1_000;
+    // n2 keeps its session; n3 registered later (at 5_000) and went away.
+    let generation = h.node("n1", 500, true).await;
+    assert_eq!(pass(&h.core).await.unwrap(), 1);
+    assert!(h.core.sessions.detach("n1", generation));
+    h.core
+        .store
+        .set_node_connected("n1", false, Some(1_000))
+        .await
+        .unwrap();
+    h.node("n2", 500, true).await;
+    h.node("n3", 5_000, false).await;
+    let started = 0;
+
+    let lost = reap_lost_nodes(&h.core, started, 1_000 + timeout - 1).await;
+    assert_eq!(lost.unwrap(), 0, "one millisecond early");
+    let n1 = h.core.store.get_node("n1").await.unwrap();
+    assert_eq!(n1.state, NodeState::Running);
+
+    let lost = reap_lost_nodes(&h.core, started, 1_000 + timeout).await;
+    assert_eq!(lost.unwrap(), 1);
+    let n1 = h.core.store.get_node("n1").await.unwrap();
+    assert_eq!(n1.state, NodeState::Unusable);
+    assert_eq!(n1.errors[0].code, "NodeLost");
+    let j = h.core.store.get_job(&job.key).await.unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Failed);
+    assert_eq!(j.errors[0].code, JOB_LOST);
+
+    // n3 counts from its own registration; n2 has a session and is never lost.
+    let lost = reap_lost_nodes(&h.core, started, 5_000 + timeout - 1).await;
+    assert_eq!(lost.unwrap(), 0);
+    let lost = reap_lost_nodes(&h.core, started, 5_000 + timeout).await;
+    assert_eq!(lost.unwrap(), 1);
+    assert_eq!(
+        h.core.store.get_node("n3").await.unwrap().state,
+        NodeState::Unusable
+    );
+    let far = reap_lost_nodes(&h.core, started, 100 * timeout).await;
+    assert_eq!(far.unwrap(), 0, "unusable nodes are not lost again");
+    assert_eq!(
+        h.core.store.get_node("n2").await.unwrap().state,
+        NodeState::Idle
+    );
+}
+
+#[tokio::test]
+async fn a_coordinator_restart_restarts_the_lost_node_clock() {
+    let mut h = Harness::new(Settings::default()).await;
+    let timeout: Millis = 600_000;
+    h.node("n1", 1_000, false).await;
+    // The coordinator started long after the node's last heartbeat: the
+    // node gets a full timeout from the start to reconnect.
+    let started = 50_000;
+    let lost = reap_lost_nodes(&h.core, started, started + timeout - 1).await;
+    assert_eq!(lost.unwrap(), 0);
+    let lost = reap_lost_nodes(&h.core, started, started + timeout).await;
+    assert_eq!(lost.unwrap(), 1);
+}

@@ -1,0 +1,260 @@
+//! Job and node transitions as functions over values: each takes a job (or a
+//! node's state) as it is and returns it as it must become, or a
+//! [`TransitionError`] when the state machine forbids the change. A store
+//! reads, calls one of these, and writes what it returns; it decides nothing.
+//!
+//! The "free node" rule lives here too ([`is_free`], [`cannot_take`]): the
+//! scheduler, the store's assignment check and the store's pre-filtering
+//! query all follow it (the SQLite query is tested against it).
+
+use super::spec::{BatchAiError, DeallocationOption};
+use super::state::{ExecutionState, JOB_LOST, JOB_TERMINATED, JobExit, NODE_REMOVED, NodeState};
+use super::types::{Job, Millis, Node};
+
+/// A change the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("job {job} cannot go from {from} to {to}")]
+    Job {
+        job: String,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("node {node} cannot go from {from} to {to}")]
+    Node {
+        node: String,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("node {node} cannot take job {job}: {why}")]
+    NodeNotFree {
+        node: String,
+        job: String,
+        why: &'static str,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, TransitionError>;
+
+/// Whether the node holds no job and is idle: what the store can know of
+/// "free" (whether an agent is connected is known only to live sessions).
+pub fn is_unoccupied(node: &Node) -> bool {
+    node.state == NodeState::Idle && node.running_job_ids.is_empty()
+}
+
+/// Whether a node can take a job now: idle, no active job, its agent
+/// connected. The one rule every placement follows.
+pub fn is_free(node: &Node) -> bool {
+    is_unoccupied(node) && node.connected
+}
+
+/// Why `node` cannot take `job` as far as the store knows (connection aside),
+/// or `None` if it can: unoccupied and of the job's cluster.
+pub fn cannot_take(node: &Node, job: &Job) -> Option<&'static str> {
+    if !is_unoccupied(node) {
+        Some("it is not idle or already has a job")
+    } else if node.workspace != job.spec.cluster.workspace || node.cluster != job.spec.cluster.name
+    {
+        Some("it belongs to another cluster")
+    } else {
+        None
+    }
+}
+
+/// Moves `job` to `to` at `now`; a no-op if it is already there.
+pub fn transition(mut job: Job, to: ExecutionState, now: Millis) -> Result<Job> {
+    if job.execution_state == to {
+        return Ok(job);
+    }
+    if !job.execution_state.can_become(to) {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: to.as_str(),
+        });
+    }
+    job.execution_state = to;
+    job.execution_state_transition_time = now;
+    Ok(job)
+}
+
+/// Puts an active job back in the queue for a new attempt: no node, no exit,
+/// no errors; it keeps its place in the queue (creation order).
+pub fn requeue(job: Job, now: Millis) -> Result<Job> {
+    if !job.execution_state.is_active() {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: ExecutionState::Queued.as_str(),
+        });
+    }
+    let mut job = transition(job, ExecutionState::Queued, now)?;
+    job.node_id = None;
+    job.attempt_started = false;
+    job.requeue_on_exit = false;
+    job.exit_code = None;
+    job.end_time = None;
+    job.errors.clear();
+    Ok(job)
+}
+
+/// Queued → running on `node` (whose state the caller then derives from its
+/// jobs). Fails if the job is not queued or the node cannot take it.
+pub fn assign(job: Job, node: &Node, now: Millis) -> Result<Job> {
+    if let Some(why) = cannot_take(node, &job) {
+        return Err(TransitionError::NodeNotFree {
+            node: node.node_id.clone(),
+            job: job.id,
+            why,
+        });
+    }
+    if job.execution_state != ExecutionState::Queued {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: ExecutionState::Running.as_str(),
+        });
+    }
+    let mut job = transition(job, ExecutionState::Running, now)?;
+    job.node_id = Some(node.node_id.clone());
+    job.attempt_started = false;
+    job.requeue_on_exit = false;
+    Ok(job)
+}
+
+/// The job's process started at `start` (the job must be active).
+pub fn started(mut job: Job, start: Millis) -> Result<Job> {
+    if !job.execution_state.is_active() {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: "started",
+        });
+    }
+    job.start_time = Some(start);
+    job.attempt_started = true;
+    Ok(job)
+}
+
+/// The job's process exited: its final state from the exit, or back to the
+/// queue if it was to be requeued (see [`super::state::exit_outcome`]).
+pub fn finish(job: Job, exit: &JobExit) -> Result<Job> {
+    let outcome = super::state::exit_outcome(job.execution_state, job.requeue_on_exit, exit);
+    if outcome.state == ExecutionState::Queued {
+        return requeue(job, exit.end_time);
+    }
+    if !job.execution_state.is_active() {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: outcome.state.as_str(),
+        });
+    }
+    let mut job = transition(job, outcome.state, exit.end_time)?;
+    job.end_time = Some(exit.end_time);
+    job.exit_code = outcome.exit_code;
+    job.errors = outcome.errors;
+    Ok(job)
+}
+
+/// Ends a queued or active job without an exit code, failed with `error`; an
+/// active job that was to be requeued goes back to the queue instead. An
+/// ended job is refused (it would gain a second end).
+pub fn end_without_exit(job: Job, error: BatchAiError, now: Millis) -> Result<Job> {
+    if job.execution_state.is_ended() {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: ExecutionState::Failed.as_str(),
+        });
+    }
+    if job.requeue_on_exit && job.execution_state.is_active() {
+        return requeue(job, now);
+    }
+    let mut job = transition(job, ExecutionState::Failed, now)?;
+    job.end_time = Some(now);
+    job.errors.push(error);
+    Ok(job)
+}
+
+/// A user's terminate: queued → failed (`JobTerminated`); running →
+/// terminating; an active job is no longer requeued (the user's terminate
+/// wins over a node removal's requeue); an ended job is unchanged.
+pub fn terminate(job: Job, now: Millis) -> Result<Job> {
+    match job.execution_state {
+        ExecutionState::Queued => {
+            let mut job = transition(job, ExecutionState::Failed, now)?;
+            job.end_time = Some(now);
+            job.errors.push(BatchAiError::new(
+                JOB_TERMINATED,
+                "the job was terminated before it started",
+            ));
+            Ok(job)
+        }
+        ExecutionState::Running | ExecutionState::Terminating => {
+            let mut job = transition(job, ExecutionState::Terminating, now)?;
+            job.requeue_on_exit = false;
+            Ok(job)
+        }
+        ExecutionState::Succeeded | ExecutionState::Failed => Ok(job),
+    }
+}
+
+/// A job on a node whose removal begins with `option`: a running job becomes
+/// terminating (to be requeued for `Requeue`); `None` if it does not change
+/// (wait for completion, or already terminating or not active).
+pub fn on_node_removal(job: Job, option: DeallocationOption, now: Millis) -> Result<Option<Job>> {
+    if option == DeallocationOption::WaitForJobCompletion
+        || job.execution_state != ExecutionState::Running
+    {
+        return Ok(None);
+    }
+    let mut job = transition(job, ExecutionState::Terminating, now)?;
+    job.requeue_on_exit = option == DeallocationOption::Requeue;
+    Ok(Some(job))
+}
+
+/// A job still on `node_id` when the node is deleted: requeued if it was to
+/// be, else failed with `NodeRemoved`.
+pub fn on_node_removed(job: Job, node_id: &str, now: Millis) -> Result<Job> {
+    let error = BatchAiError::new(
+        NODE_REMOVED,
+        format!("node {node_id} was removed while the job ran"),
+    );
+    end_without_exit(job, error, now)
+}
+
+/// A job on `node_id` whose node was lost with `cause`: requeued if it was to
+/// be, else failed with `JobLost`.
+pub fn on_node_lost(job: Job, node_id: &str, cause: &BatchAiError, now: Millis) -> Result<Job> {
+    let error = BatchAiError::new(
+        JOB_LOST,
+        format!("node {node_id} was lost: {}", cause.message),
+    );
+    end_without_exit(job, error, now)
+}
+
+/// Checks that `node` may move to `to` (see [`NodeState::can_become`]).
+pub fn node_to(node: &Node, to: NodeState) -> Result<NodeState> {
+    if node.state.can_become(to) {
+        Ok(to)
+    } else {
+        Err(TransitionError::Node {
+            node: node.node_id.clone(),
+            from: node.state.as_str(),
+            to: to.as_str(),
+        })
+    }
+}
+
+/// A lost node's state: unusable, unless it is already leaving.
+pub fn node_lost(state: NodeState) -> NodeState {
+    match state {
+        NodeState::Leaving => NodeState::Leaving,
+        _ => NodeState::Unusable,
+    }
+}
+
+#[cfg(test)]
+#[path = "transition_tests.rs"]
+mod tests;

@@ -1,0 +1,203 @@
+//! Jobs and nodes through their states: assignment, exits, terminate, loss and removal.
+
+use super::*;
+use crate::domain::state::{JOB_LOST, JOB_TERMINATED, NODE_REMOVED};
+use crate::store::StoreError;
+
+pub async fn job_lifecycle_and_node_state(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let job = s
+        .create_job(fixtures::job("w", "e", "j", "c"))
+        .await
+        .unwrap();
+    let (node, held) = s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assert_eq!(node.state, NodeState::Idle);
+    assert!(node.connected);
+    assert!(held.is_empty());
+
+    let j = assign(&s, &job.id, "n1", 20).await.unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Running);
+    assert_eq!(j.node_id.as_deref(), Some("n1"));
+    let n = s.get_node("n1").await.unwrap();
+    assert_eq!(n.state, NodeState::Running);
+    assert_eq!(n.running_job_ids, vec![job.id.clone()]);
+    // Assigning again changes nothing.
+    assert!(assign(&s, &job.id, "n1", 21).await.is_none());
+
+    let j = s
+        .record_job_started(&job.id, "n1", 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.start_time, Some(30));
+    assert!(j.attempt_started);
+    assert!(
+        s.record_job_started(&job.id, "other", 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let j = s.finish_job(&job.id, "n1", exit(0)).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Succeeded);
+    assert_eq!(j.exit_code, Some(0));
+    assert_eq!(j.end_time, Some(9_000));
+    assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Idle);
+    // A repeated exit (after a reconnect) changes nothing.
+    assert!(
+        s.finish_job(&job.id, "n1", exit(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.get_job(&job.key).await.unwrap().execution_state,
+        ExecutionState::Succeeded
+    );
+}
+
+pub async fn terminate_paths(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let queued = s
+        .create_job(fixtures::job("w", "e", "q", "c"))
+        .await
+        .unwrap();
+    let t = s.terminate_job(&queued.key, 50).await.unwrap();
+    assert_eq!(t.execution_state, ExecutionState::Failed);
+    assert_eq!(t.errors[0].code, JOB_TERMINATED);
+    assert_eq!(t.exit_code, None);
+    // Terminating an ended job is a no-op.
+    assert_eq!(s.terminate_job(&queued.key, 60).await.unwrap(), t);
+
+    let job = s
+        .create_job(fixtures::job("w", "e", "r", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &job.id, "n1", 20).await.unwrap();
+    let t = s.terminate_job(&job.key, 70).await.unwrap();
+    assert_eq!(t.execution_state, ExecutionState::Terminating);
+    let mut e = exit(143);
+    e.terminated = true;
+    let j = s.finish_job(&job.id, "n1", e).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Failed);
+    assert_eq!(j.exit_code, Some(143));
+    assert_eq!(j.errors[0].code, JOB_TERMINATED);
+}
+
+pub async fn lost_jobs_and_reregistration(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let job = s
+        .create_job(fixtures::job("w", "e", "j", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &job.id, "n1", 20).await.unwrap();
+    s.set_node_connected("n1", false, Some(25)).await.unwrap();
+    assert!(!s.get_node("n1").await.unwrap().connected);
+    let (node, held) = s.register_node(reg("n1", "c"), 30).await.unwrap();
+    assert_eq!(node.state, NodeState::Running);
+    assert!(node.connected);
+    assert_eq!(held.len(), 1);
+    let j = s
+        .fail_job(&job.id, "n1", BatchAiError::new(JOB_LOST, "lost"), 40)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Failed);
+    assert_eq!(j.errors[0].code, JOB_LOST);
+    assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Idle);
+    // A node id cannot move to another cluster.
+    s.create_cluster(fixtures::cluster("w", "c2", 0))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.register_node(reg("n1", "c2"), 50).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    assert!(matches!(
+        s.register_node(reg("n9", "nope"), 50).await.unwrap_err(),
+        StoreError::NotFound {
+            kind: "cluster",
+            ..
+        }
+    ));
+    s.disconnect_all_nodes().await.unwrap();
+    assert!(!s.get_node("n1").await.unwrap().connected);
+}
+
+pub async fn node_removal_requeues_or_fails(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &a.id, "n1", 20).await.unwrap();
+    let removal = s
+        .begin_node_removal("n1", DeallocationOption::Requeue, 30)
+        .await
+        .unwrap();
+    assert_eq!(removal.node.state, NodeState::Leaving);
+    assert_eq!(removal.terminating.len(), 1);
+    assert!(removal.terminating[0].requeue_on_exit);
+    let mut e = exit(143);
+    e.terminated = true;
+    let j = s.finish_job(&a.id, "n1", e).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Queued);
+    assert_eq!(j.node_id, None);
+    assert_eq!(j.exit_code, None);
+    assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Leaving);
+    s.remove_node("n1", 40).await.unwrap();
+    assert!(s.get_node("n1").await.is_err());
+
+    // Terminate option, node removed before the job exits.
+    s.register_node(reg("n2", "c"), 50).await.unwrap();
+    assign(&s, &a.id, "n2", 60).await.unwrap();
+    s.begin_node_removal("n2", DeallocationOption::Terminate, 70)
+        .await
+        .unwrap();
+    let changed = s.remove_node("n2", 80).await.unwrap();
+    assert_eq!(changed[0].execution_state, ExecutionState::Failed);
+    assert_eq!(changed[0].errors[0].code, NODE_REMOVED);
+}
+
+pub async fn queued_jobs_in_creation_order(b: &dyn Backend) {
+    let s = seeded(b).await;
+    for n in ["z", "a", "m"] {
+        s.create_job(fixtures::job("w", "e", n, "c")).await.unwrap();
+    }
+    for n in ["n1", "n2", "n3", "n4"] {
+        s.register_node(reg(n, "c"), 10).await.unwrap();
+    }
+    let (_, queued) = s.schedulable().await.unwrap();
+    let names: Vec<_> = queued.into_iter().map(|j| j.key.name).collect();
+    assert_eq!(
+        names,
+        ["z", "a", "m"],
+        "equal priorities keep creation order"
+    );
+}
+
+pub async fn lost_nodes_become_unusable_until_they_register(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let job = s
+        .create_job(fixtures::job("w", "e", "j", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &job.id, "n1", 20).await.unwrap();
+    let changed = s
+        .mark_node_lost("n1", BatchAiError::new("NodeLost", "gone for 10m"), 30)
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].execution_state, ExecutionState::Failed);
+    assert_eq!(changed[0].errors[0].code, JOB_LOST);
+    let n = s.get_node("n1").await.unwrap();
+    assert_eq!(n.state, NodeState::Unusable);
+    assert_eq!(n.errors[0].code, "NodeLost");
+    let (n, _) = s.register_node(reg("n1", "c"), 40).await.unwrap();
+    assert_eq!(n.state, NodeState::Idle);
+    assert!(n.errors.is_empty());
+}
