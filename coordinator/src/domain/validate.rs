@@ -298,13 +298,6 @@ pub fn job(j: &Job) -> Result {
     if s.node_count < 1 {
         return Err(Invalid::new("job.node_count", "must be at least 1"));
     }
-    if s.node_count > 1 {
-        return Err(Invalid::new(
-            "job.node_count",
-            "must be 1: multi-node jobs are not supported yet",
-        ));
-    }
-    toolkit(&s.toolkit, s.node_count)?;
     if let Some(m) = &s.mount_volumes {
         mount_volumes("job.mount_volumes", m)?;
     }
@@ -339,6 +332,15 @@ pub fn job(j: &Job) -> Result {
             "job preparation comes with issue 9; run it at the start of the command line",
         ));
     }
+    // After what the node cannot give the job at all, so a recipe that needs
+    // a container hears that first.
+    if s.node_count > 1 {
+        return Err(Invalid::new(
+            "job.node_count",
+            "must be 1: multi-node jobs are not supported yet",
+        ));
+    }
+    toolkit(&s.toolkit, s.node_count)?;
     let mut ids = HashSet::new();
     for (i, d) in s.input_directories.iter().enumerate() {
         directory_id(format!("job.input_directories[{i}].id"), &d.id, &mut ids)?;
