@@ -337,7 +337,7 @@ pub fn job(j: &Job) -> Result {
     if s.node_count > 1 {
         return Err(Invalid::new(
             "job.node_count",
-            "must be 1: multi-node jobs are not supported yet",
+            "must be 1: multi-node jobs are not supported yet (issue 9)",
         ));
     }
     toolkit(&s.toolkit, s.node_count)?;
