@@ -150,6 +150,48 @@ fn ack(a: pb::OutputAck) -> Result<Ack, String> {
     })
 }
 
+/// Why this agent cannot run an assignment as sent, naming the first field it
+/// carries that the agent does not implement yet. Dropping such a field would
+/// run the job without its container, mounts or preparation and tell no one;
+/// the coordinator refuses these at create, so this is defense in depth (and
+/// guards against a newer coordinator). Empty or default values are fine.
+fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
+    let refuse = |field: &str, why: &str| {
+        Err(format!(
+            "assign_job.{field}: this agent does not implement it yet ({why})"
+        ))
+    };
+    if a.mount_volumes
+        .as_ref()
+        .is_some_and(|m| *m != pb::MountVolumes::default())
+    {
+        return refuse("mount_volumes", "mounts");
+    }
+    if a.container_settings
+        .as_ref()
+        .is_some_and(|c| *c != pb::ContainerSettings::default())
+    {
+        return refuse("container_settings", "containers");
+    }
+    if !a.job_preparation_command_line.is_empty() {
+        return refuse("job_preparation_command_line", "job preparation");
+    }
+    if a.node_count > 1 {
+        return refuse("node_count", "multi-node jobs");
+    }
+    if a.node_rank > 0 {
+        return refuse("node_rank", "multi-node jobs");
+    }
+    if a.node_ids.len() > 1 {
+        return refuse("node_ids", "multi-node jobs");
+    }
+    match pb::ToolType::try_from(a.tool_type) {
+        Ok(pb::ToolType::Mpi | pb::ToolType::Horovod) => refuse("tool_type", "mpi launch"),
+        Ok(_) => Ok(()),
+        Err(_) => refuse("tool_type", "an unknown toolkit"),
+    }
+}
+
 /// Decodes a coordinator message. Malformed content becomes
 /// [`Inbound::Ignored`] or [`Inbound::BadAssignment`], never an error: one bad
 /// message does not end the session.
@@ -172,7 +214,10 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 resume,
             }
         }
-        CoordMsg::AssignJob(a) => match JobId::parse(&a.job_id) {
+        CoordMsg::AssignJob(a) => match JobId::parse(&a.job_id).and_then(|id| {
+            not_implemented(&a)?;
+            Ok(id)
+        }) {
             Ok(job_id) => Inbound::AssignJob(Box::new(JobSpec {
                 job_id,
                 workspace: a.workspace,
@@ -246,6 +291,64 @@ mod tests {
             })),
         };
         assert!(matches!(from_pb(m), Inbound::BadAssignment { .. }));
+    }
+
+    #[test]
+    fn fields_the_agent_does_not_implement_refuse_the_assignment() {
+        type Edit = fn(&mut pb::AssignJob);
+        let assign = |f: Edit| {
+            let mut a = pb::AssignJob {
+                job_id: "j-1".into(),
+                command_line: "true".into(),
+                node_count: 1,
+                node_ids: vec!["n".into()],
+                tool_type: pb::ToolType::Custom as i32,
+                mount_volumes: Some(pb::MountVolumes::default()),
+                container_settings: Some(pb::ContainerSettings::default()),
+                ..Default::default()
+            };
+            f(&mut a);
+            from_pb(pb::CoordinatorMessage {
+                msg: Some(CoordMsg::AssignJob(a)),
+            })
+        };
+        assert!(
+            matches!(assign(|_| {}), Inbound::AssignJob(_)),
+            "defaults and empty messages are fine"
+        );
+        let cases: [(&str, Edit); 7] = [
+            ("mount_volumes", |a| {
+                a.mount_volumes = Some(pb::MountVolumes {
+                    unmanaged_file_systems: vec![pb::UnmanagedFileSystemReference {
+                        mount_command: "mount x".into(),
+                        relative_mount_path: "x".into(),
+                    }],
+                    ..Default::default()
+                });
+            }),
+            ("container_settings", |a| {
+                a.container_settings = Some(pb::ContainerSettings {
+                    shm_size: "1g".into(),
+                    ..Default::default()
+                });
+            }),
+            ("job_preparation_command_line", |a| {
+                a.job_preparation_command_line = "apt install -y unzip".into();
+            }),
+            ("node_count", |a| a.node_count = 2),
+            ("node_rank", |a| a.node_rank = 1),
+            ("node_ids", |a| a.node_ids.push("m".into())),
+            ("tool_type", |a| a.tool_type = pb::ToolType::Mpi as i32),
+        ];
+        for (field, set) in cases {
+            match assign(set) {
+                Inbound::BadAssignment { raw_job_id, reason } => {
+                    assert_eq!(raw_job_id, "j-1");
+                    assert!(reason.contains(&format!("assign_job.{field}")), "{reason}");
+                }
+                other => panic!("{field}: accepted as {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -235,7 +235,8 @@ pub enum Inbound {
         resume: Vec<Ack>,
     },
     AssignJob(Box<JobSpec>),
-    /// An assignment this agent cannot accept as given (e.g. an unsafe job id).
+    /// An assignment this agent cannot accept as given: an unsafe job id, or a
+    /// field it does not implement yet (mounts, a container, ...), named in `reason`.
     BadAssignment {
         raw_job_id: String,
         reason: String,

@@ -90,10 +90,6 @@ impl Api {
                         }),
                         auto_scale: None,
                     }),
-                    user_account_settings: Some(pb::UserAccountSettings {
-                        admin_user_name: "bai".into(),
-                        ..Default::default()
-                    }),
                     ..Default::default()
                 }),
             })

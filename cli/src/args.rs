@@ -267,10 +267,10 @@ pub struct ClusterCreateArgs {
     /// Custom image ARM id (needs -i for the base image).
     #[arg(long = "custom-image", requires = "image")]
     pub custom_image: Option<String>,
-    /// Admin user name (default: the current user).
+    /// Admin user name. Refused by the coordinator until issue 7 (admin users).
     #[arg(short = 'u', long = "user-name")]
     pub user_name: Option<String>,
-    /// Admin SSH public key, or a path to one (default ~/.ssh/id_rsa.pub if it exists).
+    /// Admin SSH public key, or a path to one. Refused until issue 7.
     #[arg(short = 'k', long = "ssh-key")]
     pub ssh_key: Option<String>,
     /// Admin password. Visible to other users on the command line: prefer

@@ -151,30 +151,20 @@ pub fn build_cluster(
         });
     }
 
+    // No admin user by default (az took $USER and ~/.ssh/id_rsa.pub): bai does
+    // not create one yet and the coordinator refuses the settings when set, so
+    // only what the user asked for is sent (and refused by name).
     let mut user = c.user_account_settings.take().unwrap_or_default();
     if let Some(u) = &args.user_name {
         user.admin_user_name = u.clone();
-    }
-    if user.admin_user_name.is_empty() {
-        user.admin_user_name = env("USER")
-            .or_else(|| env("LOGNAME"))
-            .unwrap_or_else(|| "bai".into());
     }
     if let Some(p) = password.or_else(|| env("BAI_ADMIN_PASSWORD")) {
         user.admin_user_password = p;
     }
     if let Some(k) = &args.ssh_key {
         user.admin_user_ssh_public_key = ssh_key(k)?;
-    } else if user.admin_user_ssh_public_key.is_empty()
-        && user.admin_user_password.is_empty()
-        && let Some(home) = env("HOME")
-    {
-        let default = Path::new(&home).join(".ssh/id_rsa.pub");
-        if default.is_file() {
-            user.admin_user_ssh_public_key = ssh_key(&default.to_string_lossy())?;
-        }
     }
-    c.user_account_settings = Some(user);
+    c.user_account_settings = (user != pb::UserAccountSettings::default()).then_some(user);
 
     if let (Some(cmd), Some(out)) = (&args.setup_task, &args.setup_task_output) {
         let node_setup = c.node_setup.get_or_insert_with(Default::default);

@@ -227,10 +227,6 @@ async fn session(
             None,
             None,
         )?),
-        user_account_settings: Some(pb::UserAccountSettings {
-            admin_user_name: std::env::var("USER").unwrap_or_else(|_| "bai".into()),
-            ..Default::default()
-        }),
         ..Default::default()
     };
     api.ok_if_exists(

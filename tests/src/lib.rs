@@ -401,10 +401,6 @@ pub fn cluster(ws: &str, name: &str, target: i32) -> pb::Cluster {
             }),
             auto_scale: None,
         }),
-        user_account_settings: Some(pb::UserAccountSettings {
-            admin_user_name: "bai".into(),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }

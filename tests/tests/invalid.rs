@@ -287,3 +287,103 @@ async fn invalid_requests_are_rejected_and_store_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// The public Batch AI recipes all run in a container, most with mounts, some
+/// with job preparation: bai cannot give them any of that yet, so it refuses
+/// them by field name rather than run them on the bare host without their
+/// data (they used to be accepted and run that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipes_that_need_containers_mounts_or_preparation_are_refused() -> Result<()> {
+    // `shared/` sits beside the checkout (or a level above a worktree).
+    let Some(recipes) = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/reference/batchai-recipes"))
+        .find(|p| p.is_dir())
+    else {
+        println!("skipped: no shared/reference/batchai-recipes above the checkout");
+        return Ok(());
+    };
+    let dir = std::fs::read_dir(&recipes)?;
+    let mut jobs: Vec<_> = dir
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("recipes__") && n.contains("job") && n.ends_with(".json")
+        })
+        .collect();
+    jobs.sort();
+    assert!(
+        jobs.len() >= 15,
+        "found only {} recipe job files",
+        jobs.len()
+    );
+
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 0).await?;
+    let before = snapshot(&mut c).await?;
+    let mut single_node = 0;
+    for (i, file) in jobs.iter().enumerate() {
+        let text = std::fs::read_to_string(file)?;
+        let out = coord
+            .cli()
+            .args(["job", "create", "-w", "ws", "-e", "ex", "-c", "c1"])
+            .args([
+                "-n",
+                &format!("recipe{i}"),
+                "--storage-account-name",
+                "store",
+            ])
+            .arg("-f")
+            .arg(file)
+            .env("AZURE_BATCHAI_STORAGE_KEY", "k3y")
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let name = file.display();
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        let fields = [
+            "job.container_settings: is not supported yet",
+            "job.mount_volumes: is not supported yet",
+            "job.job_preparation: is not supported yet",
+        ];
+        assert!(
+            fields.iter().any(|f| err.contains(f)),
+            "{name}: should be refused for what it asks the node for: {err}"
+        );
+        assert!(!err.contains("k3y"), "{name}: the storage key was echoed");
+        if text.contains("\"nodeCount\": 1") {
+            single_node += 1;
+        }
+    }
+    assert!(single_node >= 3, "only {single_node} single-node recipes");
+
+    // The documentation's cluster files with a setup task or mounts.
+    for (block, field) in [
+        ("block-03-line625", "cluster.node_setup.setup_task"),
+        ("block-04-line680", "cluster.node_setup.mount_volumes"),
+        ("block-05-line781", "cluster.node_setup.mount_volumes"),
+    ] {
+        let file = recipes.join(format!(
+            "documentation__using-azure-cli-20.md__{block}.json"
+        ));
+        let out = coord
+            .cli()
+            .args(["cluster", "create", "-w", "ws", "-n", "doc", "-t", "1"])
+            .args(["--storage-account-name", "store"])
+            .arg("-f")
+            .arg(&file)
+            .env("AZURE_BATCHAI_STORAGE_KEY", "k3y")
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{block}: {out:?}");
+        // (block 3's setup task also has a Key Vault secret, refused first.)
+        assert!(err.contains(&format!("error: {field}")), "{block}: {err}");
+    }
+    assert_eq!(
+        snapshot(&mut c).await?,
+        before,
+        "a refused recipe changed the store"
+    );
+    Ok(())
+}

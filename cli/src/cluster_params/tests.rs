@@ -149,33 +149,30 @@ fn flags_override_the_file() {
 
 #[test]
 fn defaults_without_a_file() {
-    let env = |k: &str| match k {
-        "USER" => Some("alice".to_string()),
-        "BAI_ADMIN_PASSWORD" => Some("envpw".to_string()),
-        _ => None,
+    let env = |k: &str| (k == "USER").then(|| "alice".to_string());
+    let one = ClusterCreateArgs {
+        target: Some(1),
+        ..args()
     };
-    let c = build_cluster(
-        &ClusterCreateArgs {
-            target: Some(1),
-            ..args()
-        },
-        None,
-        None,
-        &env,
-    )
-    .unwrap();
+    let c = build_cluster(&one, None, None, &env).unwrap();
     assert_eq!(c.vm_size, DEFAULT_VM_SIZE);
+    assert_eq!(
+        c.user_account_settings, None,
+        "no admin user unless asked for: the coordinator refuses one until it can create it"
+    );
+    let env = |k: &str| (k == "BAI_ADMIN_PASSWORD").then(|| "envpw".to_string());
+    let c = build_cluster(&one, None, None, &env).unwrap();
     let u = c.user_account_settings.unwrap();
     assert_eq!(
         (u.admin_user_name.as_str(), u.admin_user_password.as_str()),
-        ("alice", "envpw")
+        ("", "envpw")
     );
     let e = build_cluster(&args(), None, None, &no_env).unwrap_err();
     assert!(e.to_string().contains("scale settings"), "{e}");
 }
 
 #[test]
-fn ssh_keys_from_files_and_the_default_path() {
+fn ssh_keys_from_files_but_not_from_the_default_path() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
     std::fs::write(
@@ -196,8 +193,8 @@ fn ssh_keys_from_files_and_the_default_path() {
     )
     .unwrap();
     assert_eq!(
-        c.user_account_settings.unwrap().admin_user_ssh_public_key,
-        "ssh-rsa DEFAULTKEY me@host"
+        c.user_account_settings, None,
+        "~/.ssh/id_rsa.pub is not sent unless -k names it"
     );
 
     let keyfile = home.path().join("other.pub");

@@ -246,6 +246,23 @@ mod tests {
             script: PythonScript::default(),
         };
         assert_eq!(command_line(&caffe), "caffe train --solver=solver.prototxt");
+        let py = "python $AZ_BATCHAI_INPUT_S/train.py --epochs 2";
+        for t in [
+            Toolkit::Caffe2 {
+                script: script.clone(),
+            },
+            Toolkit::Caffe {
+                config_file_path: String::new(),
+                script: script.clone(),
+            },
+            Toolkit::Cntk {
+                language_type: "Python".into(),
+                config_file_path: String::new(),
+                script: script.clone(),
+            },
+        ] {
+            assert_eq!(command_line(&t), py, "{t:?}");
+        }
     }
 
     #[test]

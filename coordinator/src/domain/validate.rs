@@ -1,6 +1,13 @@
 //! Validation of create requests. Every error names the field path and the
 //! rule, e.g. `job.node_count: must be at least 1`. Validation is pure: a
 //! request that fails here never reaches the store.
+//!
+//! Nothing is accepted and ignored: a field that would change what happens on
+//! a node but that bai does not act on yet is refused with "is not supported
+//! yet" and the issue that brings it ([`unsupported`]), once its shape has
+//! been checked. `docs/fields.md` lists every create field and what bai does
+//! with it; `coordinator/tests/fields.rs` keeps that list and this module in
+//! step.
 
 use super::names::{check_env_name, check_name};
 use super::spec::{ClusterSpec, EnvVar, MountVolumes, ScaleSettings, SecretEnvVar, Toolkit};
@@ -32,6 +39,12 @@ type Result<T = ()> = std::result::Result<T, Invalid>;
 /// Checks a resource name at `field`.
 pub fn name(field: &str, value: &str) -> Result {
     check_name(value).map_err(|rule| Invalid::new(field, rule))
+}
+
+/// A field bai cannot honour yet: `why` says what brings it, e.g.
+/// "containers come with issue 11".
+pub fn unsupported(field: &str, why: &str) -> Invalid {
+    Invalid::new(field, format!("is not supported yet ({why})"))
 }
 
 fn required(field: &str, value: &str) -> Result {
@@ -82,9 +95,41 @@ fn cluster_spec(s: &ClusterSpec) -> Result {
             mount_volumes("cluster.node_setup.mount_volumes", m)?;
         }
     }
+    if let Some(setup) = &s.node_setup {
+        let f = "cluster.node_setup";
+        if setup.setup_task.is_some() {
+            return Err(unsupported(
+                &format!("{f}.setup_task"),
+                "setup tasks come with issue 7",
+            ));
+        }
+        if setup.mount_volumes.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(unsupported(
+                &format!("{f}.mount_volumes"),
+                "mounts come with issue 7",
+            ));
+        }
+        if setup.app_insights.is_some() {
+            return Err(unsupported(
+                &format!("{f}.performance_counters_settings"),
+                "node metrics come with issue 8, without application insights",
+            ));
+        }
+    }
+    // Batch AI required an admin user; bai runs jobs as the agent's user and
+    // creates no account, so the settings are optional and refused when set.
     if let Some(user) = &s.user_account {
         let f = "cluster.user_account_settings";
-        required(&format!("{f}.admin_user_name"), &user.admin_user_name)?;
+        let why = "the admin user and ssh access come with issue 7";
+        if !user.admin_user_name.is_empty() {
+            return Err(unsupported(&format!("{f}.admin_user_name"), why));
+        }
+        if !user.admin_user_ssh_public_key.is_empty() {
+            return Err(unsupported(&format!("{f}.admin_user_ssh_public_key"), why));
+        }
+        if !user.admin_user_password.is_empty() {
+            return Err(unsupported(&format!("{f}.admin_user_password"), why));
+        }
     }
     Ok(())
 }
@@ -253,13 +298,6 @@ pub fn job(j: &Job) -> Result {
     if s.node_count < 1 {
         return Err(Invalid::new("job.node_count", "must be at least 1"));
     }
-    if s.node_count > 1 {
-        return Err(Invalid::new(
-            "job.node_count",
-            "must be 1: multi-node jobs are not supported yet",
-        ));
-    }
-    toolkit(&s.toolkit, s.node_count)?;
     if let Some(m) = &s.mount_volumes {
         mount_volumes("job.mount_volumes", m)?;
     }
@@ -279,6 +317,30 @@ pub fn job(j: &Job) -> Result {
     if let Some(cmd) = &s.job_preparation_command_line {
         required("job.job_preparation.command_line", cmd)?;
     }
+    if s.mount_volumes.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(unsupported("job.mount_volumes", "mounts come with issue 7"));
+    }
+    if s.container_settings.is_some() {
+        return Err(unsupported(
+            "job.container_settings",
+            "containers come with issue 11; the job runs on the node's own system",
+        ));
+    }
+    if s.job_preparation_command_line.is_some() {
+        return Err(unsupported(
+            "job.job_preparation",
+            "job preparation comes with issue 9; run it at the start of the command line",
+        ));
+    }
+    // After what the node cannot give the job at all, so a recipe that needs
+    // a container hears that first.
+    if s.node_count > 1 {
+        return Err(Invalid::new(
+            "job.node_count",
+            "must be 1: multi-node jobs are not supported yet (issue 9)",
+        ));
+    }
+    toolkit(&s.toolkit, s.node_count)?;
     let mut ids = HashSet::new();
     for (i, d) in s.input_directories.iter().enumerate() {
         directory_id(format!("job.input_directories[{i}].id"), &d.id, &mut ids)?;
@@ -317,26 +379,55 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
         Toolkit::Custom { command_line } => {
             required("job.custom_toolkit_settings.command_line", command_line)
         }
-        Toolkit::CustomMpi { .. } => Err(Invalid::new(
+        Toolkit::CustomMpi { .. } => Err(unsupported(
             "job.custom_mpi_settings",
-            "is not supported yet (mpi jobs need multi-node scheduling)",
+            "mpi jobs come with issue 9",
         )),
-        Toolkit::Horovod { .. } => Err(Invalid::new(
+        Toolkit::Horovod { .. } => Err(unsupported(
             "job.horovod_settings",
-            "is not supported yet (horovod jobs need mpi)",
+            "horovod jobs need mpi, which comes with issue 9",
         )),
-        Toolkit::PyTorch { script, .. } => python("job.py_torch_settings", script, node_count),
+        Toolkit::PyTorch {
+            script,
+            communication_backend,
+        } => {
+            let f = "job.py_torch_settings";
+            python(f, script, node_count)?;
+            if !communication_backend.is_empty() {
+                return Err(unsupported(
+                    &format!("{f}.communication_backend"),
+                    "distributed pytorch jobs come with issue 9",
+                ));
+            }
+            Ok(())
+        }
         Toolkit::Chainer { script } => python("job.chainer_settings", script, node_count),
         Toolkit::Caffe2 { script } => python("job.caffe2_settings", script, node_count),
         Toolkit::TensorFlow {
             script,
             worker_count,
             parameter_server_count,
+            worker_command_line_args,
+            parameter_server_command_line_args,
             ..
         } => {
             let f = "job.tensor_flow_settings";
             python(f, script, node_count)?;
             process_count(&format!("{f}.worker_count"), *worker_count, node_count)?;
+            for (name, args) in [
+                ("worker_command_line_args", worker_command_line_args),
+                (
+                    "parameter_server_command_line_args",
+                    parameter_server_command_line_args,
+                ),
+            ] {
+                if !args.is_empty() {
+                    return Err(unsupported(
+                        &format!("{f}.{name}"),
+                        "distributed tensorflow jobs come with issue 9; a single-node job runs with master_command_line_args",
+                    ));
+                }
+            }
             if *parameter_server_count > 0 {
                 return Err(Invalid::new(
                     format!("{f}.parameter_server_count"),

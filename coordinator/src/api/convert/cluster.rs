@@ -1,7 +1,7 @@
 //! Clusters, scale settings and nodes on the wire.
 
 use super::common::{env_from, env_to, mounts_from, mounts_to, secrets_from, secrets_to};
-use super::{Secrets, count, errors_to, ts, ts_opt, unknown_enum};
+use super::{Secrets, count, errors_to, set, ts, ts_opt, unknown_enum};
 use crate::domain::validate::Invalid;
 use crate::domain::*;
 use bai_proto::v1 as pb;
@@ -96,10 +96,10 @@ pub fn cluster_from(c: pb::Cluster, now: Millis) -> Result<Cluster, Invalid> {
         pb::VmPriority::Lowpriority => VmPriority::LowPriority,
     };
     let scale = scale_from("cluster.scale_settings", c.scale_settings)?;
-    let node_setup = match c.node_setup {
+    let node_setup = match set(c.node_setup) {
         None => None,
         Some(ns) => {
-            let setup_task = match ns.setup_task {
+            let setup_task = match set(ns.setup_task) {
                 None => None,
                 Some(t) => Some(SetupTask {
                     command_line: t.command_line,
@@ -111,10 +111,11 @@ pub fn cluster_from(c: pb::Cluster, now: Millis) -> Result<Cluster, Invalid> {
             let mount_volumes = ns
                 .mount_volumes
                 .map(|m| mounts_from("cluster.node_setup.mount_volumes", m))
-                .transpose()?;
+                .transpose()?
+                .filter(|m| !m.is_empty());
             let app_insights = match ns
                 .performance_counters_settings
-                .and_then(|p| p.app_insights_reference)
+                .and_then(|p| set(p.app_insights_reference))
             {
                 None => None,
                 Some(r) => {
@@ -145,7 +146,7 @@ pub fn cluster_from(c: pb::Cluster, now: Millis) -> Result<Cluster, Invalid> {
             scale,
             image: c
                 .virtual_machine_configuration
-                .and_then(|v| v.image_reference)
+                .and_then(|v| set(v.image_reference))
                 .map(|i| ImageReference {
                     publisher: i.publisher,
                     offer: i.offer,
@@ -154,7 +155,7 @@ pub fn cluster_from(c: pb::Cluster, now: Millis) -> Result<Cluster, Invalid> {
                     virtual_machine_image_id: i.virtual_machine_image_id,
                 }),
             node_setup,
-            user_account: c.user_account_settings.map(|u| UserAccountSettings {
+            user_account: set(c.user_account_settings).map(|u| UserAccountSettings {
                 admin_user_name: u.admin_user_name,
                 admin_user_ssh_public_key: u.admin_user_ssh_public_key,
                 admin_user_password: Secret::new(u.admin_user_password),

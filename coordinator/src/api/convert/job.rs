@@ -1,7 +1,7 @@
 //! Jobs and output files on the wire.
 
 use super::common::*;
-use super::{Secrets, count, duration, from_duration, ts, ts_opt};
+use super::{Secrets, count, duration, from_duration, set, ts, ts_opt};
 use crate::domain::validate::Invalid;
 use crate::domain::*;
 use bai_proto::v1 as pb;
@@ -223,11 +223,10 @@ pub fn job_from(j: pb::Job, now: Millis) -> Result<Job, Invalid> {
             .map(|m| mounts_from("job.mount_volumes", m))
             .transpose()?
             .filter(|m| !m.is_empty()),
-        container_settings: j
-            .container_settings
+        container_settings: set(j.container_settings)
             .map(|c| container_from("job.container_settings", c))
             .transpose()?,
-        job_preparation_command_line: j.job_preparation.map(|p| p.command_line),
+        job_preparation_command_line: set(j.job_preparation).map(|p| p.command_line),
         std_out_err_path_prefix: j.std_out_err_path_prefix,
         input_directories: j
             .input_directories

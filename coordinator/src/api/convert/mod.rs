@@ -63,6 +63,12 @@ pub fn from_duration(field: &str, d: &prost_types::Duration) -> Result<u64, Inva
     Ok(ms as u64)
 }
 
+/// A message that was sent but left at its defaults counts as absent, so an
+/// empty `containerSettings: {}` is not mistaken for a request to use one.
+pub fn set<T: Default + PartialEq>(m: Option<T>) -> Option<T> {
+    m.filter(|m| *m != T::default())
+}
+
 /// A count that must not be negative.
 pub fn count(field: &str, v: i32) -> Result<u32, Invalid> {
     u32::try_from(v).map_err(|_| Invalid::new(field, "must not be negative"))

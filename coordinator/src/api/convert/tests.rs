@@ -255,3 +255,46 @@ fn timestamps() {
     }
     assert_eq!(from_duration("f", &duration(1_500)).unwrap(), 1_500);
 }
+
+#[test]
+fn messages_left_at_their_defaults_count_as_absent() {
+    let mut j = pb_job();
+    j.mount_volumes = Some(pb::MountVolumes::default());
+    j.container_settings = Some(pb::ContainerSettings::default());
+    j.job_preparation = Some(pb::JobPreparation::default());
+    let job = job_from(j, 0).unwrap();
+    assert_eq!(job.spec.mount_volumes, None);
+    assert_eq!(job.spec.container_settings, None);
+    assert_eq!(job.spec.job_preparation_command_line, None);
+    crate::domain::validate::job(&job).expect("empty messages ask the node for nothing");
+
+    let c = pb::Cluster {
+        workspace: "w".into(),
+        name: "c".into(),
+        scale_settings: Some(pb::ScaleSettings {
+            manual: Some(pb::ManualScaleSettings::default()),
+            auto_scale: None,
+        }),
+        node_setup: Some(pb::NodeSetup {
+            setup_task: Some(pb::SetupTask::default()),
+            mount_volumes: Some(pb::MountVolumes::default()),
+            performance_counters_settings: Some(pb::PerformanceCountersSettings {
+                app_insights_reference: Some(pb::AppInsightsReference::default()),
+            }),
+        }),
+        user_account_settings: Some(pb::UserAccountSettings::default()),
+        virtual_machine_configuration: Some(pb::VirtualMachineConfiguration {
+            image_reference: Some(pb::ImageReference::default()),
+        }),
+        ..Default::default()
+    };
+    let cluster = cluster_from(c, 0).unwrap();
+    assert_eq!(cluster.spec.user_account, None);
+    assert_eq!(cluster.spec.image, None);
+    let setup = cluster.spec.node_setup.as_ref().unwrap();
+    assert_eq!(
+        (&setup.setup_task, &setup.mount_volumes, &setup.app_insights),
+        (&None, &None, &None)
+    );
+    crate::domain::validate::cluster(&cluster).expect("empty messages ask the node for nothing");
+}
