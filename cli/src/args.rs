@@ -198,7 +198,8 @@ pub enum ClusterCmd {
         #[arg(short = 't', long = "target", value_parser = clap::value_parser!(i32).range(0..))]
         target: i32,
     },
-    /// Let a cluster scale between --min and --max nodes.
+    /// Let a cluster scale between --min and --max nodes (refused by the
+    /// coordinator until autoscale with the queue lands).
     AutoScale {
         #[command(flatten)]
         name: ClusterName,
@@ -255,7 +256,7 @@ pub struct ClusterCreateArgs {
     /// Target node count (manual scale), or the initial count with --min/--max.
     #[arg(short = 't', long = "target", value_parser = clap::value_parser!(i32).range(0..))]
     pub target: Option<i32>,
-    /// Minimum node count (with --max).
+    /// Minimum node count (with --max; autoscale, refused until it lands).
     #[arg(long = "min", requires = "max", value_parser = clap::value_parser!(i32).range(0..))]
     pub min: Option<i32>,
     /// Maximum node count (with --min).

@@ -167,24 +167,54 @@ async fn cluster_reads_and_resize() {
     );
     assert_eq!(got.current_node_count, 0);
     assert_eq!(got.vm_priority, pb::VmPriority::Dedicated as i32);
+    let refused = status(
+        clusters
+            .update_cluster(pb::UpdateClusterRequest {
+                workspace: "w".into(),
+                name: "c".into(),
+                scale_settings: Some(pb::ScaleSettings {
+                    manual: None,
+                    auto_scale: Some(pb::AutoScaleSettings {
+                        minimum_node_count: 0,
+                        maximum_node_count: 0,
+                        initial_node_count: 0,
+                    }),
+                }),
+            })
+            .await,
+    );
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("scale_settings.auto_scale: is not supported yet"),
+        "{refused:?}"
+    );
     let resized = clusters
         .update_cluster(pb::UpdateClusterRequest {
             workspace: "w".into(),
             name: "c".into(),
             scale_settings: Some(pb::ScaleSettings {
-                manual: None,
-                auto_scale: Some(pb::AutoScaleSettings {
-                    minimum_node_count: 0,
-                    maximum_node_count: 0,
-                    initial_node_count: 0,
+                manual: Some(pb::ManualScaleSettings {
+                    target_node_count: 0,
+                    ..Default::default()
                 }),
+                auto_scale: None,
             }),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(resized.allocation_state, pb::AllocationState::Steady as i32);
-    assert!(resized.scale_settings.unwrap().auto_scale.is_some());
+    assert_eq!(
+        resized
+            .scale_settings
+            .unwrap()
+            .manual
+            .unwrap()
+            .target_node_count,
+        0
+    );
     let s = status(
         clusters
             .update_cluster(pb::UpdateClusterRequest {

@@ -378,6 +378,16 @@ fn cluster_edit(path: &str) -> Option<ClusterEdit> {
                 id: "/subnets/default".into(),
             })
         },
+        "cluster.scale_settings.auto_scale" => |c| {
+            c.scale_settings = Some(pb::ScaleSettings {
+                manual: None,
+                auto_scale: Some(pb::AutoScaleSettings {
+                    minimum_node_count: 0,
+                    maximum_node_count: 4,
+                    initial_node_count: 1,
+                }),
+            })
+        },
         "cluster.node_setup.setup_task" => |c| {
             c.node_setup = Some(pb::NodeSetup {
                 setup_task: Some(pb::SetupTask {

@@ -171,6 +171,12 @@ pub fn scale_settings(field: &str, s: &ScaleSettings) -> Result {
                     "must be at most maximum_node_count",
                 ));
             }
+            // The bounds are checked so the message is about the request's
+            // shape first; nothing yet scales a cluster with its queue.
+            return Err(unsupported(
+                &f,
+                "scaling with the queue comes with issue 10; use manual scale with a target",
+            ));
         }
     }
     Ok(())
