@@ -159,7 +159,11 @@ mod tests {
         );
         assert!(s.is_running());
         assert_eq!(Stat::parse("42 (x) S 1"), None);
-        assert!(!Stat::parse(&text.replace(" S ", " Z ")).expect("z").is_running());
+        assert!(
+            !Stat::parse(&text.replace(" S ", " Z "))
+                .expect("z")
+                .is_running()
+        );
     }
 
     #[test]

@@ -157,7 +157,10 @@ mod tests {
             ansi: false,
             timestamps: false,
         });
-        assert!(text.starts_with(" INFO") || text.starts_with("INFO"), "{text}");
+        assert!(
+            text.starts_with(" INFO") || text.starts_with("INFO"),
+            "{text}"
+        );
         assert!(text.contains("job{job=\"j1\" node=\"n1\"}"), "{text}");
         assert!(text.contains("job failed error=\"boom\""), "{text}");
         assert!(!text.contains('\u{1b}'), "{text}");
@@ -166,7 +169,10 @@ mod tests {
             ansi: false,
             timestamps: true,
         });
-        assert!(stamped.starts_with(|c: char| c.is_ascii_digit()), "{stamped}");
+        assert!(
+            stamped.starts_with(|c: char| c.is_ascii_digit()),
+            "{stamped}"
+        );
     }
 
     #[test]

@@ -454,7 +454,9 @@ impl LocalProvider {
                 Ok(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(node = %id, error = %e, "cannot delete local node directory");
                 }
-                Err(e) => tracing::warn!(node = %id, error = %e, "deleting local node directory failed"),
+                Err(e) => {
+                    tracing::warn!(node = %id, error = %e, "deleting local node directory failed")
+                }
                 Ok(_) => {}
             }
             tracing::info!(node = %id, "local node removed");

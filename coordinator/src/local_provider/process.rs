@@ -147,7 +147,14 @@ mod tests {
             coordinator: "127.0.0.1:7".parse().expect("addr"),
         };
         let mut child = std::process::Command::new("/bin/sh")
-            .args(["-c", "sleep 30; true", "sh", "--coordinator", "http://x", "n-1"])
+            .args([
+                "-c",
+                "sleep 30; true",
+                "sh",
+                "--coordinator",
+                "http://x",
+                "n-1",
+            ])
             .spawn()
             .expect("spawn");
         let pid = child.id() as i32;
