@@ -11,8 +11,10 @@
 //!   process group, session, CPU ticks), [`procfs::pgid`], [`procfs::alive`] (exists and is not
 //!   a zombie) and [`procfs::in_group`]. Every reader returns `None` (or `false`) for a process
 //!   that is gone or unreadable: processes come and go between listing and reading.
-//! - [`process`]: a process's exit as an event: [`process::exited`] resolves when any process
-//!   (not only a child of ours) has exited, through a pidfd, with no polling.
+//! - [`process`]: a process's exit as an event: [`process::ProcessHandle`] (a pidfd) resolves
+//!   `exited()` when any process (not only a child of ours) has exited, with no polling, and
+//!   `signal()`s it without the risk of hitting a process that reused its pid;
+//!   [`process::exited`] is the one-shot form.
 //! - [`telemetry`]: [`telemetry::init`], the one tracing setup both daemons call: text or JSON
 //!   lines on stderr, filtered by `RUST_LOG` (default `info`), the same JSON shape in both;
 //!   under journald, text lines carry no timestamp or colour (the journal stamps them).

@@ -34,6 +34,18 @@ impl ProcessHandle {
         Ok(Self { fd })
     }
 
+    /// Sends `signal` to the process, never to another that reused its pid. `Ok(false)` when
+    /// it has exited (a zombie included).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> io::Result<bool> {
+        let sig = rustix::process::Signal::from_named_raw(signal as i32)
+            .ok_or_else(|| io::Error::other(format!("unknown signal {signal}")))?;
+        match rustix::process::pidfd_send_signal(self.fd.get_ref(), sig) {
+            Ok(()) => Ok(true),
+            Err(e) if e == rustix::io::Errno::SRCH => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Resolves once the process has exited (a zombie counts as exited).
     pub async fn exited(&self) -> io::Result<()> {
         // A pidfd stays readable once the process is gone; the guard is not cleared.
@@ -65,12 +77,15 @@ mod tests {
         let h = ProcessHandle::open(child.id() as i32).expect("pidfd");
         let early = tokio::time::timeout(Duration::from_millis(200), h.exited()).await;
         assert!(early.is_err(), "exit reported for a running process");
-        child.kill().expect("kill");
+        assert!(h.signal(nix::sys::signal::Signal::SIGKILL).expect("signal"));
         tokio::time::timeout(Duration::from_secs(20), h.exited())
             .await
             .expect("exit never reported")
             .expect("wait");
-        child.wait().expect("reap");
+        let status = child.wait().expect("reap");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        assert!(!h.signal(nix::sys::signal::Signal::SIGKILL).expect("signal"));
     }
 
     #[tokio::test]

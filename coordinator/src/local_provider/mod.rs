@@ -55,10 +55,11 @@ const KILL_AFTER: Duration = Duration::from_secs(10);
 const GONE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An agent process's state. A running one has a task waiting for its exit
-/// (`Child::wait` for ours, a pidfd for an adopted one), which reports it on
-/// the provider's exit channel: no agent's liveness is polled.
+/// (`Child::wait` for ours, its pidfd for an adopted one), which reports it on
+/// the provider's exit channel: no agent's liveness is polled. Signals go
+/// through the pidfd, so they never reach a process that reused the pid.
 enum Proc {
-    Running(i32),
+    Running(i32, Arc<ProcessHandle>),
     Dead,
 }
 
@@ -85,18 +86,18 @@ struct LocalAgent {
 impl LocalAgent {
     fn pid(&self) -> Option<i32> {
         match self.proc {
-            Proc::Running(p) => Some(p),
+            Proc::Running(p, _) => Some(p),
             Proc::Dead => None,
         }
     }
 
     fn alive(&self) -> bool {
-        matches!(self.proc, Proc::Running(_))
+        matches!(self.proc, Proc::Running(..))
     }
 
     fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.pid() {
-            process::signal(pid, sig);
+        if let Proc::Running(pid, h) = &self.proc {
+            send(&self.rec.node_id, *pid, h, sig);
         }
     }
 }
@@ -181,9 +182,9 @@ impl LocalProvider {
         });
     }
 
-    /// Watches an adopted agent (not our child) through a pidfd. `false` if it
+    /// Watches an adopted agent (not our child) through a pidfd. `None` if it
     /// is not the agent of `node` any more (gone, or its pid reused).
-    fn watch_adopted(&self, node: String, pid: i32) -> bool {
+    fn watch_adopted(&self, node: String, pid: i32) -> Option<Arc<ProcessHandle>> {
         // The pidfd is opened first and the process checked after, so the
         // handle is on the process that was checked.
         let handle = match ProcessHandle::open(pid) {
@@ -192,21 +193,22 @@ impl LocalProvider {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(node = %node, pid, error = %e, "cannot watch the local agent's exit");
                 }
-                return false;
+                return None;
             }
         };
         if !self.launcher.is_agent(pid, &node) {
-            return false;
+            return None;
         }
-        let tx = self.exits_tx.clone();
+        let handle = Arc::new(handle);
+        let (tx, h) = (self.exits_tx.clone(), handle.clone());
         tokio::spawn(async move {
-            let status = match handle.exited().await {
+            let status = match h.exited().await {
                 Ok(()) => None,
                 Err(e) => Some(format!("exit not observable: {e}")),
             };
             let _ = tx.send(Exited { node, pid, status });
         });
-        true
+        Some(handle)
     }
 
     /// Loads the local nodes of an earlier run. Live agents are adopted; a
@@ -228,18 +230,19 @@ impl LocalProvider {
         for Found { rec, dir, live } in found {
             let proc = match live {
                 Some((pid, dials)) if dials.as_deref() == Some(url.as_str()) => {
-                    if self.watch_adopted(rec.node_id.clone(), pid) {
-                        tracing::info!(node = %rec.node_id, pid, "adopted a running local agent");
-                        Proc::Running(pid)
-                    } else {
-                        Proc::Dead
+                    match self.watch_adopted(rec.node_id.clone(), pid) {
+                        Some(h) => {
+                            tracing::info!(node = %rec.node_id, pid, "adopted a running local agent");
+                            Proc::Running(pid, h)
+                        }
+                        None => Proc::Dead,
                     }
                 }
                 Some((pid, _)) => {
                     tracing::info!(node = %rec.node_id, pid, "local agent dials an old coordinator address; restarting it");
                     match ProcessHandle::open(pid) {
                         Ok(h) => {
-                            process::signal(pid, Signal::SIGTERM);
+                            send(&rec.node_id, pid, &h, Signal::SIGTERM);
                             restarting.push((pid, rec.node_id.clone(), h));
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -265,7 +268,7 @@ impl LocalProvider {
         for (pid, id, h) in restarting {
             if tokio::time::timeout(KILL_AFTER, h.exited()).await.is_err() {
                 tracing::warn!(node = %id, pid, "local agent ignored SIGTERM; killing it");
-                process::signal(pid, Signal::SIGKILL);
+                send(&id, pid, &h, Signal::SIGKILL);
                 let _ = h.exited().await;
             }
         }
@@ -282,8 +285,17 @@ impl LocalProvider {
         let proc = match spawned.map(|c| (c.id().and_then(|p| i32::try_from(p).ok()), c)) {
             Ok((Some(pid), child)) => {
                 tracing::info!(node = %rec.node_id, cluster = %format!("{}/{}", rec.workspace, rec.cluster), pid, "started local agent");
+                // Unreaped until the watcher waits, so the pid is still this child's.
+                let handle = ProcessHandle::open(pid).map(Arc::new);
                 self.watch_child(rec.node_id.clone(), pid, child);
-                Proc::Running(pid)
+                match handle {
+                    Ok(h) => Proc::Running(pid, h),
+                    Err(e) => {
+                        // Only when it exited at once, or pidfds are missing (Linux < 5.3).
+                        tracing::warn!(node = %rec.node_id, pid, error = %e, "cannot hold the local agent's pidfd");
+                        Proc::Dead
+                    }
+                }
             }
             Ok((None, _)) => {
                 tracing::error!(node = %rec.node_id, "local agent exited as it started");
@@ -406,7 +418,10 @@ impl LocalProvider {
                 continue;
             };
             let alive = a.alive();
-            let pid = a.pid();
+            let running = match &a.proc {
+                Proc::Running(pid, h) => Some((*pid, h.clone())),
+                Proc::Dead => None,
+            };
             let Some(r) = a.removing.as_mut() else {
                 continue;
             };
@@ -425,19 +440,19 @@ impl LocalProvider {
                 r.shutdown_sent = Some(Instant::now());
             }
             if alive {
-                let send = |sig| {
-                    if let Some(pid) = pid {
-                        process::signal(pid, sig);
+                let signal = |sig| {
+                    if let Some((pid, h)) = &running {
+                        send(&id, *pid, h, sig);
                     }
                 };
                 match (r.shutdown_sent, r.sigterm_sent) {
                     (Some(t), None) if t.elapsed() >= STOP_GRACE || !connected => {
-                        send(Signal::SIGTERM);
+                        signal(Signal::SIGTERM);
                         r.sigterm_sent = Some(Instant::now());
                     }
                     (_, Some(t)) if t.elapsed() >= KILL_AFTER => {
                         tracing::warn!(node = %id, "local agent ignored SIGTERM; killing it");
-                        send(Signal::SIGKILL);
+                        signal(Signal::SIGKILL);
                     }
                     _ => {}
                 }
@@ -489,6 +504,13 @@ impl LocalProvider {
                 Ok(None) | Err(_) => return,
             }
         }
+    }
+}
+
+/// Sends `sig` to an agent through its pidfd.
+fn send(node: &str, pid: i32, h: &ProcessHandle, sig: Signal) {
+    if let Err(e) = h.signal(sig) {
+        tracing::warn!(node = %node, pid, signal = %sig, error = %e, "cannot signal the local agent");
     }
 }
 
