@@ -204,10 +204,19 @@ mod tests {
     fn thread_cpu_counts_work_done_between_readings() {
         let me = std::process::id() as i32;
         let before = thread_cpu_ns(me).expect("schedstat");
-        let t0 = std::time::Instant::now();
+        // Spin until the readings show 50 ms of CPU (a reader that never sees
+        // work fails by the deadline): on a loaded machine 50 ms of wall time
+        // may give this thread much less.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut x = 0u64;
-        while t0.elapsed() < Duration::from_millis(50) {
-            x = x.wrapping_add(std::hint::black_box(1));
+        while thread_cpu_delta_s(&before, &thread_cpu_ns(me).expect("schedstat")) < 0.05 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no CPU time seen in 30 s"
+            );
+            for _ in 0..100_000 {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
         }
         assert!(x > 0);
         let after = thread_cpu_ns(me).expect("schedstat");
