@@ -13,9 +13,10 @@ async fn terminate_kills_the_process_tree_within_the_grace_period() -> Result<()
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 1).await?;
     // The job's shell traps SIGTERM: the trap prints a marker, so an agent that
-    // SIGKILLs at once leaves none. The shell then waits again for its children,
-    // which ignore SIGTERM, so only SIGKILL after the grace period ends the job;
-    // a grandchild runs in a nested shell.
+    // SIGKILLs at once leaves none. The shell then waits again for its children
+    // (after every SIGTERM, should one come twice), which ignore SIGTERM, so
+    // only SIGKILL after the grace period ends the job; a grandchild runs in a
+    // nested shell.
     c.submit(
         "ws",
         "ex",
@@ -23,7 +24,7 @@ async fn terminate_kills_the_process_tree_within_the_grace_period() -> Result<()
         "c1",
         "trap 'echo got-sigterm-in-trap' TERM; \
          bash -c \"trap '' TERM; sleep 31337 & sleep 31338 & bash -c 'sleep 31339 & wait' & wait\" & \
-         wait; echo after-the-trap; wait",
+         until wait; do echo after-the-trap; done",
     )
     .await?;
     bai_tests::eventually(Duration::from_secs(30), "the job's processes", || async {

@@ -265,8 +265,9 @@ impl LocalProvider {
                 },
             );
         }
+        let deadline = tokio::time::Instant::now() + KILL_AFTER;
         for (pid, id, h) in restarting {
-            if tokio::time::timeout(KILL_AFTER, h.exited()).await.is_err() {
+            if tokio::time::timeout_at(deadline, h.exited()).await.is_err() {
                 tracing::warn!(node = %id, pid, "local agent ignored SIGTERM; killing it");
                 send(&id, pid, &h, Signal::SIGKILL);
                 let _ = h.exited().await;
