@@ -1,9 +1,11 @@
-//! What the bench learns about processes from /proc: CPU time and resident
+//! What the bench learns about processes from /proc (read through
+//! `bai_common::procfs`; what only the bench needs stays here): CPU time and resident
 //! memory of one pid, which pids belong to a benchmark run (their command line
 //! or working directory names its temporary directory), killing those, and
 //! raising this process's open-file limit so thousands of sessions fit.
 
 use anyhow::{Context, Result, anyhow};
+use bai_common::procfs;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, SysconfVar, sysconf};
@@ -41,30 +43,16 @@ fn ticks_per_s() -> f64 {
 
 /// Reads /proc/<pid>/stat and /proc/<pid>/status.
 pub fn sample(pid: i32) -> Result<Sample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat"))?;
-    let (cpu, children) =
-        parse_stat_ticks(&stat).ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
+    let stat = procfs::stat(pid).ok_or_else(|| anyhow!("cannot read /proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("read /proc/{pid}/status"))?;
     let hz = ticks_per_s();
     Ok(Sample {
-        cpu_s: cpu as f64 / hz,
-        children_cpu_s: children as f64 / hz,
+        cpu_s: (stat.utime + stat.stime) as f64 / hz,
+        children_cpu_s: (stat.cutime + stat.cstime) as f64 / hz,
         rss_mb: status_kb(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
         rss_peak_mb: status_kb(&status, "VmHWM:").unwrap_or(0) as f64 / 1024.0,
     })
-}
-
-/// (utime + stime, cutime + cstime) in ticks from the text of /proc/<pid>/stat.
-fn parse_stat_ticks(stat: &str) -> Option<(u64, u64)> {
-    // The command name (field 2) may hold spaces and parentheses: fields
-    // after the last ')' start at field 3 (state).
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i)?.parse::<u64>().ok();
-    // Fields 14..17 (utime, stime, cutime, cstime) are at 11..14 here.
-    Some((num(11)? + num(12)?, num(13)? + num(14)?))
 }
 
 /// A "Name:   123 kB" line of /proc/<pid>/status, in kB.
@@ -120,25 +108,13 @@ pub fn self_cpu_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn all_pids() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|&p| p != me)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// argv of `pid`.
 pub fn cmdline(pid: i32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(
-        raw.split(|&b| b == 0)
+        procfs::args(pid)?
+            .iter()
             .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .map(|a| a.to_string_lossy().into_owned())
             .collect(),
     )
 }
@@ -147,13 +123,11 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
 /// directory lies under it.
 pub fn pids_under(dir: &Path) -> Vec<i32> {
     let needle = dir.to_string_lossy();
-    all_pids()
-        .into_iter()
+    procfs::other_pids()
         .filter(|&pid| {
             let by_cmd =
                 cmdline(pid).is_some_and(|c| c.iter().any(|a| a.contains(needle.as_ref())));
-            let by_cwd =
-                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|p| p.starts_with(dir));
+            let by_cwd = procfs::cwd(pid).is_some_and(|p| p.starts_with(dir));
             by_cmd || by_cwd
         })
         .collect()
@@ -165,15 +139,11 @@ pub fn pids_under(dir: &Path) -> Vec<i32> {
 /// exec the kernel has switched the image but not yet published argv, so
 /// `/proc/PID/cmdline` reads empty.
 pub fn pids_of_program_under(dir: &Path, exe_name: &str) -> Vec<i32> {
-    let is_named = |path: &str| {
-        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-        Path::new(path).file_name().is_some_and(|n| n == exe_name)
-    };
+    let is_named = |path: &str| Path::new(path).file_name().is_some_and(|n| n == exe_name);
     pids_under(dir)
         .into_iter()
         .filter(|&pid| {
-            let by_exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|p| is_named(&p.to_string_lossy()));
+            let by_exe = procfs::exe(pid).is_some_and(|p| is_named(&p.to_string_lossy()));
             let by_argv0 = cmdline(pid)
                 .and_then(|c| c.first().cloned())
                 .is_some_and(|argv0| is_named(&argv0));
@@ -182,14 +152,7 @@ pub fn pids_of_program_under(dir: &Path, exe_name: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Whether `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|st| st != "Z" && st != "X")
-    })
-}
+pub use procfs::alive;
 
 /// SIGTERM, then SIGKILL after `grace`, every process left under `dir`.
 /// Returns how many it found.
@@ -230,14 +193,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_fields_are_read_after_the_last_parenthesis() {
-        // A command name with spaces and a ')' must not shift the fields.
-        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 5 2 20 0 1 0 1 1 1";
-        assert_eq!(parse_stat_ticks(stat), Some((10, 7)));
-        assert_eq!(parse_stat_ticks("42 (x) S 1"), None);
-    }
-
-    #[test]
     fn status_lines_give_kilobytes() {
         let status = "Name:\tbai\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
         assert_eq!(status_kb(status, "VmRSS:"), Some(1024));
@@ -249,10 +204,19 @@ mod tests {
     fn thread_cpu_counts_work_done_between_readings() {
         let me = std::process::id() as i32;
         let before = thread_cpu_ns(me).expect("schedstat");
-        let t0 = std::time::Instant::now();
+        // Spin until the readings show 50 ms of CPU (a reader that never sees
+        // work fails by the deadline): on a loaded machine 50 ms of wall time
+        // may give this thread much less.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut x = 0u64;
-        while t0.elapsed() < Duration::from_millis(50) {
-            x = x.wrapping_add(std::hint::black_box(1));
+        while thread_cpu_delta_s(&before, &thread_cpu_ns(me).expect("schedstat")) < 0.05 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no CPU time seen in 30 s"
+            );
+            for _ in 0..100_000 {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
         }
         assert!(x > 0);
         let after = thread_cpu_ns(me).expect("schedstat");

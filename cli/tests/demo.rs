@@ -144,16 +144,27 @@ fn demo_failing_job_and_keep() {
         stderr.contains("export BAI_COORDINATOR=http://127.0.0.1:"),
         "{stderr}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !state.join("stopped").exists(),
-        "--keep leaves the coordinator running"
-    );
     let pid: i32 = std::fs::read_to_string(state.join("pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
+    // A SIGTERM the demo sent before it exited would be handled before this
+    // later SIGUSR1 (see the fake), so the coordinator answering it proves the
+    // demo left it running.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert!(
+        wait_for(&state.join("usr1")),
+        "the coordinator did not answer SIGUSR1 (it was stopped?)"
+    );
+    assert!(
+        !state.join("stopped").exists(),
+        "--keep leaves the coordinator running"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGTERM,
@@ -187,20 +198,32 @@ fn fake_coordinator(args: &[String]) {
             state: state.clone(),
             job: Arc::new(Mutex::new(None)),
         };
+        use tokio::signal::unix::{SignalKind, signal};
+        // Handlers first: the demo may signal as soon as the address is written.
+        let mut term = signal(SignalKind::terminate()).unwrap();
+        let mut usr1 = signal(SignalKind::user_defined1()).unwrap();
         let tmp = state.join("coordinator.addr.tmp");
         std::fs::write(&tmp, addr.to_string()).unwrap();
         std::fs::rename(&tmp, state.join("coordinator.addr")).unwrap();
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         let server = tonic::transport::Server::builder()
             .add_service(WorkspaceServiceServer::new(fake.clone()))
             .add_service(ExperimentServiceServer::new(fake.clone()))
             .add_service(ClusterServiceServer::new(fake.clone()))
             .add_service(JobServiceServer::new(fake.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener));
-        tokio::select! {
-            r = server => r.unwrap(),
-            _ = term.recv() => {}
+        tokio::pin!(server);
+        // SIGUSR1 writes `usr1`: a test sends it to learn that every earlier
+        // SIGTERM has been seen (a pending SIGTERM wins the biased select).
+        loop {
+            tokio::select! {
+                biased;
+                _ = term.recv() => break,
+                _ = usr1.recv() => std::fs::write(state.join("usr1"), "SIGUSR1").unwrap(),
+                r = &mut server => {
+                    r.unwrap();
+                    break;
+                }
+            }
         }
         std::fs::write(state.join("stopped"), "SIGTERM").unwrap();
     });

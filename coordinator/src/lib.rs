@@ -58,15 +58,12 @@ pub enum RunError {
     Serve(String),
 }
 
-/// Writes `<state>/coordinator.addr` atomically (temporary file, fsync, rename).
+/// Writes `<state>/coordinator.addr` atomically and durably.
 fn write_addr_file(state_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = state_dir.join("coordinator.addr.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(addr.to_string().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, state_dir.join("coordinator.addr"))?;
-    std::fs::File::open(state_dir)?.sync_all()
+    bai_common::fs::write_atomic(
+        &state_dir.join("coordinator.addr"),
+        addr.to_string().as_bytes(),
+    )
 }
 
 /// Runs the coordinator on `listener` until `shutdown` resolves, then stops

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    bai_coordinator::telemetry::init(config.log_format);
+    if !bai_coordinator::telemetry::init(config.log_format) {
+        eprintln!("bai-coordinator: logging was already set up");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

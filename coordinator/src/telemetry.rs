@@ -1,20 +1,15 @@
-//! Logging: `tracing` to stderr as text or JSON, filtered by `RUST_LOG`
-//! (default `info`); colours only on a terminal. Spans carry `job`, `node` and `cluster`; secrets are
-//! never formatted (see `domain::Secret`).
+//! Logging: the shared setup of `bai_common::telemetry` (text or JSON on stderr, filtered by
+//! `RUST_LOG`, default `info`; one JSON shape for both daemons; journald-aware). Spans carry
+//! `job`, `node` and `cluster`; secrets are never formatted (see `domain::Secret`).
 
 use crate::config::LogFormat;
-use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use bai_common::telemetry;
 
-/// Installs the global subscriber (call once, from `main`).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-    }
+/// Installs the global subscriber (call once, from `main`); false if one was already set.
+pub fn init(format: LogFormat) -> bool {
+    let format = match format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    };
+    telemetry::init(format).is_ok()
 }

@@ -145,7 +145,10 @@ fn serves_health_and_stops_on_sigterm() {
         .find(|l| l.contains("listening on"))
         .unwrap_or_else(|| panic!("no listening line in {stderr}"));
     let v: serde_json::Value = serde_json::from_str(listening).unwrap();
-    assert_eq!(v["fields"]["message"], format!("listening on {addr}"));
+    // The shape both daemons share: the event's fields beside level and target.
+    assert_eq!(v["message"], format!("listening on {addr}"));
+    assert_eq!(v["level"], "INFO");
+    assert!(v.get("fields").is_none(), "{listening}");
 }
 
 fn fake_agent(dir: &Path) -> PathBuf {
@@ -178,15 +181,7 @@ fn agent_pids(state: &Path) -> Vec<(String, i32)> {
 }
 
 fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    bai_common::procfs::alive(pid)
 }
 
 #[test]
@@ -221,10 +216,41 @@ fn adopts_local_agents_after_kill_9() {
         "agents outlive a killed coordinator"
     );
 
-    let (child, _) = start_on(&state, &listen, &extra);
-    // Give the provider a few passes: it must adopt, not spawn.
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(agent_pids(&state), before);
+    let (child, addr) = start_on(&state, &listen, &extra);
+    // Grow the cluster to three: the pass that starts the third agent runs
+    // after the first pass following adoption, so a wrong respawn of the two
+    // adopted agents would have happened by the time the third one is up.
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        bai_proto::v1::cluster_service_client::ClusterServiceClient::new(channel)
+            .update_cluster(bai_proto::v1::UpdateClusterRequest {
+                workspace: "w".into(),
+                name: "c".into(),
+                scale_settings: Some(bai_proto::v1::ScaleSettings {
+                    manual: Some(bai_proto::v1::ManualScaleSettings {
+                        target_node_count: 3,
+                        ..Default::default()
+                    }),
+                    auto_scale: None,
+                }),
+            })
+            .await
+            .unwrap();
+    });
+    wait_for("a third agent", || {
+        let p = agent_pids(&state);
+        p.len() == 3 && p.iter().all(|(_, pid)| alive(*pid))
+    });
+    let grown = agent_pids(&state);
+    assert!(
+        before.iter().all(|b| grown.contains(b)),
+        "the adopted agents were replaced: {before:?} -> {grown:?}"
+    );
+    let before = grown;
     signal(&child, nix::sys::signal::Signal::SIGKILL);
     wait_exit(child);
 
@@ -233,7 +259,7 @@ fn adopts_local_agents_after_kill_9() {
     let (child, _) = start(&state, &extra);
     wait_for("agents restarted", || {
         let now = agent_pids(&state);
-        now.len() == 2
+        now.len() == 3
             && now
                 .iter()
                 .zip(&before)

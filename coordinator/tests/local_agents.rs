@@ -55,15 +55,7 @@ fn pid_of(dir: &Path) -> i32 {
 
 /// Live and not a zombie.
 fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    bai_common::procfs::alive(pid)
 }
 
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -130,14 +122,9 @@ async fn agents_follow_the_target_and_come_back_after_a_restart() {
     for (d, id) in dirs.iter().zip(&ids) {
         assert!(id.starts_with("c-"), "{id}");
         // The stand-in agent writes its arguments once it runs: wait for them.
-        let mut args = String::new();
-        for _ in 0..250 {
-            args = std::fs::read_to_string(d.join("args")).unwrap_or_default();
-            if !args.trim().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let read = || std::fs::read_to_string(d.join("args")).unwrap_or_default();
+        eventually("the agent's arguments", || !read().trim().is_empty()).await;
+        let args = read();
         let want = format!(
             "--coordinator http://{} --workspace w --cluster c --node-id {id} --state-dir {}",
             c.addr,

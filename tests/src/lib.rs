@@ -434,6 +434,19 @@ pub fn exit_code(j: &pb::Job) -> Option<i32> {
     j.execution_info.as_ref().and_then(|i| i.exit_code)
 }
 
+/// Polls `cond` every 20 ms until it holds or `within` passes; for sync tests.
+/// The error names `what`, so a timeout says which condition never held.
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() > deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Polls `cond` every 20 ms until it holds or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F) -> Result<()>
 where

@@ -1,49 +1,35 @@
-//! Looking at and cleaning up processes through /proc, so a test can check that
-//! a job's whole process tree is gone and leave nothing running behind it.
+//! Looking at and cleaning up processes through /proc (`bai_common::procfs`), so a test can
+//! check that a job's whole process tree is gone and leave nothing running behind it.
 
+use bai_common::procfs;
 use std::path::Path;
 
-/// Pids of processes whose command line contains `needle`.
+pub use procfs::alive;
+
+/// Pids of processes (other than this one) whose command line contains `needle`.
 pub fn with_cmdline(needle: &str) -> Vec<i32> {
-    all()
-        .into_iter()
+    procfs::other_pids()
         .filter(|&pid| cmdline(pid).is_some_and(|c| c.contains(needle)))
+        .collect()
+}
+
+/// Live processes (not zombies) whose command line contains `needle`.
+pub fn alive_with_cmdline(needle: &str) -> Vec<i32> {
+    with_cmdline(needle)
+        .into_iter()
+        .filter(|&p| alive(p))
         .collect()
 }
 
 /// The command line of `pid`, arguments joined by spaces.
 pub fn cmdline(pid: i32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args = procfs::args(pid)?;
     Some(
-        raw.split(|&b| b == 0)
-            .map(String::from_utf8_lossy)
+        args.iter()
+            .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" "),
     )
-}
-
-/// Whether `pid` is alive and not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // state is the field after the parenthesised command name
-        Ok(s) => s
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|st| st != "Z" && st != "X"),
-        Err(_) => false,
-    }
-}
-
-fn all() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|&p| p != me)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// SIGKILLs every process whose command line names `dir` or whose working
@@ -52,10 +38,9 @@ pub fn kill_under(dir: &Path) {
     let needle = dir.to_string_lossy().to_string();
     for _ in 0..3 {
         let mut found = false;
-        for pid in all() {
+        for pid in procfs::other_pids() {
             let by_cmd = cmdline(pid).is_some_and(|c| c.contains(&needle));
-            let by_cwd =
-                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|p| p.starts_with(dir));
+            let by_cwd = procfs::cwd(pid).is_some_and(|p| p.starts_with(dir));
             if by_cmd || by_cwd {
                 found = true;
                 let _ = nix::sys::signal::kill(

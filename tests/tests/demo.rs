@@ -5,6 +5,7 @@
 use anyhow::Result;
 use bai_tests::{bin, procs};
 use std::process::Command;
+use std::time::Duration;
 
 fn state_dir_of(stderr: &str) -> Option<String> {
     let at = stderr.find("(state dir ")? + "(state dir ".len();
@@ -29,11 +30,20 @@ fn demo_streams_the_job_and_cleans_up() -> Result<()> {
     assert!(stderr.contains("succeeded"), "{stderr}");
 
     let state = state_dir_of(&stderr).expect("the demo names its state dir");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let left = procs::with_cmdline(&state);
+    // The coordinator and its agent are stopping as the demo exits: wait for
+    // them to be gone (a generous bound; processes left behind stay).
+    let gone = bai_tests::wait_until(
+        Duration::from_secs(20),
+        "the demo's processes to exit",
+        || procs::alive_with_cmdline(&state).is_empty(),
+    );
+    let left = procs::alive_with_cmdline(&state);
     procs::kill_under(std::path::Path::new(&state));
     let _ = std::fs::remove_dir_all(&state);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(
+        gone.is_ok() && left.is_empty(),
+        "processes left behind: {left:?}"
+    );
     Ok(())
 }
 

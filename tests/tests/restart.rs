@@ -5,6 +5,7 @@
 use anyhow::Result;
 use bai_proto::v1 as pb;
 use bai_tests::{Coordinator, exec_state};
+use std::path::Path;
 use std::time::Duration;
 
 const JOBS: usize = 6;
@@ -20,42 +21,53 @@ async fn coordinator_kill9_loses_nothing_and_runs_nothing_twice() -> Result<()> 
 
     for i in 0..JOBS {
         let name = format!("job{i}");
-        // Each run leaves a line in its own file; output takes about 3 s.
+        // Each run leaves a line in its own file and its last line number in
+        // another (so the test can place its crashes); output takes about 3 s.
         let cmd = format!(
-            "echo run >> '{}/{name}.runs'; for i in $(seq 1 {LINES}); do echo \"{name} line $i\"; \
-             echo \"{name} err $i\" >&2; sleep 0.01; done",
-            runs.display()
+            "echo run >> '{dir}/{name}.runs'; for i in $(seq 1 {LINES}); do echo \"{name} line $i\"; \
+             echo \"{name} err $i\" >&2; echo $i > '{dir}/{name}.at'; sleep 0.01; done",
+            dir = runs.display()
         );
         c.submit("ws", "ex", &name, "c1", &cmd).await?;
     }
-    // Two run, four wait.
-    bai_tests::eventually(Duration::from_secs(30), "two running jobs", || {
-        let mut c = c.clone();
-        async move {
-            let mut running = 0;
-            for i in 0..JOBS {
-                if exec_state(&c.job("ws", "ex", &format!("job{i}")).await?)
-                    == pb::ExecutionState::Running
-                {
-                    running += 1;
-                }
-            }
-            Ok(running == 2)
-        }
+    // Two run, four wait. The first crash comes once both running jobs are
+    // well into their output.
+    bai_tests::eventually(Duration::from_secs(60), "two jobs 50 lines in", || async {
+        Ok(progress(runs).iter().filter(|&&(_, at)| at >= 50).count() >= 2)
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(700)).await;
 
     // First crash: jobs keep running and writing while the coordinator is gone.
     coord.kill9()?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_more_output(runs).await?;
     coord.restart()?;
     let mut c = coord.clients().await?;
 
-    // Second crash, later in the run, with other jobs in flight.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Second crash, later in the run: once the first two jobs have ended and two
+    // others are well into theirs.
+    bai_tests::eventually(
+        Duration::from_secs(120),
+        "the next two jobs in flight",
+        || {
+            let mut c = c.clone();
+            async move {
+                let mut ended = 0;
+                for i in 0..JOBS {
+                    if bai_tests::is_ended(&c.job("ws", "ex", &format!("job{i}")).await?) {
+                        ended += 1;
+                    }
+                }
+                let in_flight = progress(runs)
+                    .iter()
+                    .filter(|&&(_, at)| (50..LINES).contains(&at))
+                    .count();
+                Ok(ended >= 2 && in_flight >= 2)
+            }
+        },
+    )
+    .await?;
     coord.kill9()?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_more_output(runs).await?;
     coord.restart()?;
     let mut c2 = coord.clients().await?;
     std::mem::swap(&mut c, &mut c2);
@@ -107,4 +119,32 @@ async fn coordinator_kill9_loses_nothing_and_runs_nothing_twice() -> Result<()> 
     let agents = std::fs::read_dir(coord.state_dir().join("local-nodes"))?.count();
     assert_eq!(agents, 2, "local agents were duplicated");
     Ok(())
+}
+
+/// `(job, last line written)` of every job that has started writing.
+fn progress(runs: &Path) -> Vec<(String, usize)> {
+    (0..JOBS)
+        .filter_map(|i| {
+            let name = format!("job{i}");
+            let at = std::fs::read_to_string(runs.join(format!("{name}.at"))).ok()?;
+            Some((name, at.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until some unfinished job writes 20 more lines: jobs run on while the
+/// coordinator is down.
+async fn wait_for_more_output(runs: &Path) -> Result<()> {
+    let before = progress(runs);
+    bai_tests::eventually(Duration::from_secs(30), "jobs to write on", || {
+        let before = before.clone();
+        async move {
+            Ok(progress(runs).iter().any(|(name, at)| {
+                before
+                    .iter()
+                    .any(|(n, was)| n == name && *was < LINES && *at >= (*was + 20).min(LINES))
+            }))
+        }
+    })
+    .await
 }

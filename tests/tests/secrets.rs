@@ -16,6 +16,7 @@ async fn secrets_are_write_only() -> Result<()> {
 
     let data = tempfile::tempdir()?;
     let go = data.path().join("go");
+    let checked = data.path().join("checked");
     // The job checks the value without the command line holding it.
     let reversed: String = SECRET.chars().rev().collect();
     let mut job = custom_job(
@@ -25,8 +26,9 @@ async fn secrets_are_write_only() -> Result<()> {
         "c1",
         &format!(
             "test \"$(printf %s \"$MY_SECRET\" | rev)\" = '{reversed}' && echo secret-ok; \
-             echo \"plain=$PLAIN\"; \
+             echo \"plain=$PLAIN\"; : > '{}'; \
              while [ ! -e '{}' ]; do sleep 0.05; done",
+            checked.display(),
             go.display()
         ),
     );
@@ -54,14 +56,13 @@ async fn secrets_are_write_only() -> Result<()> {
     );
 
     // While the job runs, no process carries the secret on its command line.
-    bai_tests::eventually(Duration::from_secs(30), "job running", || {
-        let mut c = c.clone();
-        async move {
-            Ok(exec_state(&c.job("ws", "ex", "sec").await?) == pb::ExecutionState::Running)
-        }
+    // Once the job has used the secret (and written `checked`), every process
+    // that could hold it (agent, shim, the job's shell) has been started.
+    bai_tests::eventually(Duration::from_secs(30), "the job to use its secret", || {
+        let checked = checked.clone();
+        async move { Ok(checked.exists()) }
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         procs::with_cmdline(SECRET).is_empty(),
         "a command line holds the secret"

@@ -1,4 +1,5 @@
-//! Terminating a running job removes its whole process tree within the grace
+//! Terminating a running job sends SIGTERM first (the job's trap runs and its
+//! output is kept), then removes its whole process tree after the grace
 //! period, even processes that ignore SIGTERM, and the job ends failed.
 
 use anyhow::Result;
@@ -11,14 +12,19 @@ async fn terminate_kills_the_process_tree_within_the_grace_period() -> Result<()
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 1).await?;
-    // The job and its children ignore SIGTERM, so only SIGKILL after the grace
-    // period ends them; a grandchild runs in a nested shell.
+    // The job's shell traps SIGTERM: the trap prints a marker, so an agent that
+    // SIGKILLs at once leaves none. The shell then waits again for its children
+    // (after every SIGTERM, should one come twice), which ignore SIGTERM, so
+    // only SIGKILL after the grace period ends the job; a grandchild runs in a
+    // nested shell.
     c.submit(
         "ws",
         "ex",
         "tree",
         "c1",
-        "trap '' TERM; sleep 31337 & sleep 31338 & bash -c 'sleep 31339 & wait' & wait",
+        "trap 'echo got-sigterm-in-trap' TERM; \
+         bash -c \"trap '' TERM; sleep 31337 & sleep 31338 & bash -c 'sleep 31339 & wait' & wait\" & \
+         until wait; do echo after-the-trap; done",
     )
     .await?;
     bai_tests::eventually(Duration::from_secs(30), "the job's processes", || async {
@@ -48,8 +54,19 @@ async fn terminate_kills_the_process_tree_within_the_grace_period() -> Result<()
         .await?;
     let took = started.elapsed();
     assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
-    // The default grace period is 10 s; allow scheduling slack on 2 cores.
-    assert!(took < Duration::from_secs(20), "terminate took {took:?}");
+    let stdout = c.read_output("ws", "ex", "tree", "stdout.txt").await?;
+    let stdout = String::from_utf8_lossy(&stdout);
+    assert!(
+        stdout.contains("got-sigterm-in-trap\nafter-the-trap\n"),
+        "the job's SIGTERM trap did not run (killed without SIGTERM first?): {stdout}"
+    );
+    // The default grace period is 10 s: nothing may end the job before it (the
+    // children ignore SIGTERM); allow scheduling slack on 2 cores above it.
+    assert!(
+        took >= Duration::from_secs(9),
+        "the job ended {took:?} after terminate, before the 10 s grace period"
+    );
+    assert!(took < Duration::from_secs(25), "terminate took {took:?}");
     let left: Vec<_> = ["sleep 31337", "sleep 31338", "sleep 31339"]
         .iter()
         .flat_map(|p| procs::with_cmdline(p))
@@ -66,20 +83,20 @@ async fn terminate_kills_the_process_tree_within_the_grace_period() -> Result<()
     );
 
     // Terminating a queued job fails it at once; terminating again changes nothing.
+    // The job waits on a cluster with no nodes, so it cannot start first.
     c.clusters
-        .update_cluster(pb::UpdateClusterRequest {
-            workspace: "ws".into(),
-            name: "c1".into(),
-            scale_settings: Some(pb::ScaleSettings {
-                manual: Some(pb::ManualScaleSettings {
-                    target_node_count: 0,
-                    ..Default::default()
-                }),
-                auto_scale: None,
-            }),
+        .create_cluster(pb::CreateClusterRequest {
+            cluster: Some(bai_tests::cluster("ws", "empty", 0)),
         })
         .await?;
-    c.submit("ws", "ex", "queued", "c1", "echo never").await?;
+    let queued = c
+        .submit("ws", "ex", "queued", "empty", "echo never")
+        .await?;
+    assert_eq!(
+        exec_state(&queued),
+        pb::ExecutionState::Queued,
+        "{queued:?}"
+    );
     c.jobs
         .terminate_job(pb::TerminateJobRequest {
             job: Some(bai_tests::key("ws", "ex", "queued")),

@@ -8,6 +8,9 @@
 //!   reconnect on their own) live agents are ADOPTED from their pid files
 //!   (`/proc/<pid>/cmdline` names bai-agent and the node id); dead ones are
 //!   started again with the same node id, so they report the jobs they hold.
+//! - An agent's exit is an event, not polled: a task per agent waits on
+//!   `Child::wait` (agents we started) or a pidfd (adopted ones) and wakes
+//!   the provider. File and `/proc` work runs on blocking threads.
 //! - Resize down picks dead agents, then idle nodes, then nodes not yet
 //!   registered, then busy ones. The node is marked leaving (the scheduler
 //!   skips it) and its running jobs are handled per the deallocation option:
@@ -30,12 +33,14 @@ use crate::agent::registry::Outbound;
 use crate::core::{Core, stopped};
 use crate::domain::{Node, NodeState, now_millis};
 use crate::store::StoreError;
+use bai_common::process::ProcessHandle;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// The agent binary: `--agent-bin`, else `bai-agent` next to the running executable.
 pub fn agent_bin(config: &crate::Config) -> std::io::Result<PathBuf> {
@@ -49,10 +54,20 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const KILL_AFTER: Duration = Duration::from_secs(10);
 const GONE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// An agent process's state. A running one has a task waiting for its exit
+/// (`Child::wait` for ours, its pidfd for an adopted one), which reports it on
+/// the provider's exit channel: no agent's liveness is polled. Signals go
+/// through the pidfd, so they never reach a process that reused the pid.
 enum Proc {
-    Child(tokio::process::Child),
-    Adopted(i32),
+    Running(i32, Arc<ProcessHandle>),
     Dead,
+}
+
+/// "Agent `node` with pid `pid` has exited", from an agent's exit watcher.
+struct Exited {
+    node: String,
+    pid: i32,
+    status: Option<String>,
 }
 
 struct Removing {
@@ -70,37 +85,29 @@ struct LocalAgent {
 
 impl LocalAgent {
     fn pid(&self) -> Option<i32> {
-        match &self.proc {
-            Proc::Child(c) => c.id().and_then(|p| i32::try_from(p).ok()),
-            Proc::Adopted(p) => Some(*p),
+        match self.proc {
+            Proc::Running(p, _) => Some(p),
             Proc::Dead => None,
         }
     }
 
-    fn alive(&mut self, launcher: &Launcher) -> bool {
-        let alive = match &mut self.proc {
-            Proc::Child(c) => match c.try_wait() {
-                Ok(None) => true,
-                Ok(Some(status)) => {
-                    tracing::info!(node = %self.rec.node_id, %status, "local agent exited");
-                    false
-                }
-                Err(_) => false,
-            },
-            Proc::Adopted(pid) => launcher.is_agent(*pid, &self.rec.node_id),
-            Proc::Dead => false,
-        };
-        if !alive {
-            self.proc = Proc::Dead;
-        }
-        alive
+    fn alive(&self) -> bool {
+        matches!(self.proc, Proc::Running(..))
     }
 
     fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.pid() {
-            process::signal(pid, sig);
+        if let Proc::Running(pid, h) = &self.proc {
+            send(&self.rec.node_id, *pid, h, sig);
         }
     }
+}
+
+/// What [`LocalProvider::adopt`] finds in one node directory (read on a blocking thread).
+struct Found {
+    rec: NodeRecord,
+    dir: PathBuf,
+    /// The pid of a live agent of this node, and the coordinator URL it dials.
+    live: Option<(i32, Option<String>)>,
 }
 
 pub struct LocalProvider {
@@ -108,10 +115,13 @@ pub struct LocalProvider {
     launcher: Launcher,
     dir: PathBuf,
     agents: BTreeMap<String, LocalAgent>,
+    exits_tx: mpsc::UnboundedSender<Exited>,
+    exits: mpsc::UnboundedReceiver<Exited>,
 }
 
 impl LocalProvider {
     pub fn new(core: Arc<Core>, coordinator: SocketAddr, agent_bin: PathBuf, dir: PathBuf) -> Self {
+        let (exits_tx, exits) = mpsc::unbounded_channel();
         Self {
             core,
             launcher: Launcher {
@@ -120,11 +130,13 @@ impl LocalProvider {
             },
             dir,
             agents: BTreeMap::new(),
+            exits_tx,
+            exits,
         }
     }
 
-    /// Reconciles on every kick (and every few seconds) until shutdown, then
-    /// stops the agents.
+    /// Reconciles on every kick, agent exit (and every few seconds) until
+    /// shutdown, then stops the agents.
     pub async fn run(mut self) {
         tracing::info!(agent_bin = %self.launcher.agent_bin.display(), "local agents enabled");
         self.adopt().await;
@@ -141,10 +153,62 @@ impl LocalProvider {
             tokio::select! {
                 _ = stopped(&mut shutdown) => break,
                 _ = self.core.provider_kicked() => {}
+                Some(e) = self.exits.recv() => self.exited(e),
                 _ = tokio::time::sleep(tick) => {}
             }
         }
         self.stop_all().await;
+    }
+
+    /// Marks the agent of an exit report dead, if the report is about its
+    /// current process (not one it replaced).
+    fn exited(&mut self, e: Exited) {
+        let Some(a) = self.agents.get_mut(&e.node) else {
+            return;
+        };
+        if a.pid() == Some(e.pid) {
+            let status = e.status.unwrap_or_else(|| "unknown".into());
+            tracing::info!(node = %e.node, pid = e.pid, %status, "local agent exited");
+            a.proc = Proc::Dead;
+        }
+    }
+
+    /// Watches a child we started: reaps it and reports its exit.
+    fn watch_child(&self, node: String, pid: i32, mut child: tokio::process::Child) {
+        let tx = self.exits_tx.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await.map(|s| s.to_string()).ok();
+            let _ = tx.send(Exited { node, pid, status });
+        });
+    }
+
+    /// Watches an adopted agent (not our child) through a pidfd. `None` if it
+    /// is not the agent of `node` any more (gone, or its pid reused).
+    fn watch_adopted(&self, node: String, pid: i32) -> Option<Arc<ProcessHandle>> {
+        // The pidfd is opened first and the process checked after, so the
+        // handle is on the process that was checked.
+        let handle = match ProcessHandle::open(pid) {
+            Ok(h) => h,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(node = %node, pid, error = %e, "cannot watch the local agent's exit");
+                }
+                return None;
+            }
+        };
+        if !self.launcher.is_agent(pid, &node) {
+            return None;
+        }
+        let handle = Arc::new(handle);
+        let (tx, h) = (self.exits_tx.clone(), handle.clone());
+        tokio::spawn(async move {
+            let status = match h.exited().await {
+                Ok(()) => None,
+                Err(e) => Some(format!("exit not observable: {e}")),
+            };
+            let _ = tx.send(Exited { node, pid, status });
+        });
+        Some(handle)
     }
 
     /// Loads the local nodes of an earlier run. Live agents are adopted; a
@@ -152,33 +216,44 @@ impl LocalProvider {
     /// another port) is stopped and then started again with the same node id
     /// (its jobs keep running and it reports them when it registers).
     async fn adopt(&mut self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+        let dir = self.dir.clone();
+        let launcher = self.launcher.clone();
+        let found = match tokio::task::spawn_blocking(move || scan(&dir, &launcher)).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "scanning local node directories failed");
+                return;
+            }
         };
         let url = self.launcher.url();
         let mut restarting = Vec::new();
-        for e in entries.flatten() {
-            let dir = e.path();
-            let rec = match process::read_record(&dir) {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::warn!(dir = %dir.display(), error = %err, "not a local node directory; skipped");
-                    continue;
-                }
-            };
-            let proc = match process::read_pid(&dir) {
-                Some(pid) if self.launcher.is_agent(pid, &rec.node_id) => {
-                    if process::coordinator_arg(pid).as_deref() == Some(url.as_str()) {
-                        tracing::info!(node = %rec.node_id, pid, "adopted a running local agent");
-                        Proc::Adopted(pid)
-                    } else {
-                        tracing::info!(node = %rec.node_id, pid, "local agent dials an old coordinator address; restarting it");
-                        process::signal(pid, Signal::SIGTERM);
-                        restarting.push((pid, rec.node_id.clone()));
-                        Proc::Dead
+        for Found { rec, dir, live } in found {
+            let proc = match live {
+                Some((pid, dials)) if dials.as_deref() == Some(url.as_str()) => {
+                    match self.watch_adopted(rec.node_id.clone(), pid) {
+                        Some(h) => {
+                            tracing::info!(node = %rec.node_id, pid, "adopted a running local agent");
+                            Proc::Running(pid, h)
+                        }
+                        None => Proc::Dead,
                     }
                 }
-                _ => Proc::Dead,
+                Some((pid, _)) => {
+                    tracing::info!(node = %rec.node_id, pid, "local agent dials an old coordinator address; restarting it");
+                    match ProcessHandle::open(pid) {
+                        Ok(h) => {
+                            send(&rec.node_id, pid, &h, Signal::SIGTERM);
+                            restarting.push((pid, rec.node_id.clone(), h));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!(node = %rec.node_id, pid, error = %e, "cannot watch the old agent; killing it");
+                            process::signal(pid, Signal::SIGKILL);
+                        }
+                    }
+                    Proc::Dead
+                }
+                None => Proc::Dead,
             };
             self.agents.insert(
                 rec.node_id.clone(),
@@ -190,53 +265,58 @@ impl LocalProvider {
                 },
             );
         }
-        let deadline = Instant::now() + KILL_AFTER;
-        while restarting
-            .iter()
-            .any(|(pid, id)| self.launcher.is_agent(*pid, id))
-        {
-            if Instant::now() >= deadline {
-                for (pid, id) in &restarting {
-                    if self.launcher.is_agent(*pid, id) {
-                        tracing::warn!(node = %id, pid, "local agent ignored SIGTERM; killing it");
-                        process::signal(*pid, Signal::SIGKILL);
-                    }
-                }
-                break;
+        let deadline = tokio::time::Instant::now() + KILL_AFTER;
+        for (pid, id, h) in restarting {
+            if tokio::time::timeout_at(deadline, h.exited()).await.is_err() {
+                tracing::warn!(node = %id, pid, "local agent ignored SIGTERM; killing it");
+                send(&id, pid, &h, Signal::SIGKILL);
+                let _ = h.exited().await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    fn start(&mut self, rec: NodeRecord) {
+    async fn start(&mut self, rec: NodeRecord) {
         let dir = self.dir.join(&rec.node_id);
-        match self.launcher.spawn(&rec, &dir) {
-            Ok(child) => {
-                tracing::info!(node = %rec.node_id, cluster = %format!("{}/{}", rec.workspace, rec.cluster), pid = ?child.id(), "started local agent");
-                let removing = self.agents.remove(&rec.node_id).and_then(|a| a.removing);
-                self.agents.insert(
-                    rec.node_id.clone(),
-                    LocalAgent {
-                        rec,
-                        dir,
-                        proc: Proc::Child(child),
-                        removing,
-                    },
-                );
+        let launcher = self.launcher.clone();
+        let (r, d) = (rec.clone(), dir.clone());
+        let spawned = tokio::task::spawn_blocking(move || launcher.spawn(&r, &d))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let removing = self.agents.remove(&rec.node_id).and_then(|a| a.removing);
+        let proc = match spawned.map(|c| (c.id().and_then(|p| i32::try_from(p).ok()), c)) {
+            Ok((Some(pid), child)) => {
+                tracing::info!(node = %rec.node_id, cluster = %format!("{}/{}", rec.workspace, rec.cluster), pid, "started local agent");
+                // Unreaped until the watcher waits, so the pid is still this child's.
+                let handle = ProcessHandle::open(pid).map(Arc::new);
+                self.watch_child(rec.node_id.clone(), pid, child);
+                match handle {
+                    Ok(h) => Proc::Running(pid, h),
+                    Err(e) => {
+                        // Only when it exited at once, or pidfds are missing (Linux < 5.3).
+                        tracing::warn!(node = %rec.node_id, pid, error = %e, "cannot hold the local agent's pidfd");
+                        Proc::Dead
+                    }
+                }
+            }
+            Ok((None, _)) => {
+                tracing::error!(node = %rec.node_id, "local agent exited as it started");
+                Proc::Dead
             }
             Err(e) => {
+                // Kept (dead) so the next pass retries with the same id.
                 tracing::error!(node = %rec.node_id, agent_bin = %self.launcher.agent_bin.display(), error = %e, "cannot start local agent");
-                // Keep the record (dead) so the next pass retries with the same id.
-                self.agents
-                    .entry(rec.node_id.clone())
-                    .or_insert(LocalAgent {
-                        rec,
-                        dir,
-                        proc: Proc::Dead,
-                        removing: None,
-                    });
+                Proc::Dead
             }
-        }
+        };
+        self.agents.insert(
+            rec.node_id.clone(),
+            LocalAgent {
+                rec,
+                dir,
+                proc,
+                removing,
+            },
+        );
     }
 
     async fn reconcile(&mut self) -> Result<(), StoreError> {
@@ -273,7 +353,7 @@ impl LocalProvider {
                 let node = nodes.get(&a.rec.node_id);
                 members.push(Member {
                     node_id: a.rec.node_id.clone(),
-                    alive: a.alive(&self.launcher),
+                    alive: a.alive(),
                     state: node.map(|n| n.state),
                     has_jobs: node.is_some_and(|n| !n.running_job_ids.is_empty()),
                 });
@@ -283,7 +363,7 @@ impl LocalProvider {
                 if let Some(a) = self.agents.get(&id) {
                     tracing::info!(node = %id, "local agent is not running; starting it again");
                     let rec = a.rec.clone();
-                    self.start(rec);
+                    self.start(rec).await;
                 }
             }
             for _ in 0..plan.spawn {
@@ -293,7 +373,8 @@ impl LocalProvider {
                     node_id: format!("{prefix}-{}", &suffix[..8]),
                     workspace: c.workspace.clone(),
                     cluster: c.name.clone(),
-                });
+                })
+                .await;
             }
             for id in plan.remove {
                 tracing::info!(node = %id, cluster = %format!("{}/{}", c.workspace, c.name), "removing local node (resize down)");
@@ -337,7 +418,11 @@ impl LocalProvider {
             let Some(a) = self.agents.get_mut(&id) else {
                 continue;
             };
-            let alive = a.alive(&self.launcher);
+            let alive = a.alive();
+            let running = match &a.proc {
+                Proc::Running(pid, h) => Some((*pid, h.clone())),
+                Proc::Dead => None,
+            };
             let Some(r) = a.removing.as_mut() else {
                 continue;
             };
@@ -356,24 +441,19 @@ impl LocalProvider {
                 r.shutdown_sent = Some(Instant::now());
             }
             if alive {
-                let pid = match &a.proc {
-                    Proc::Child(c) => c.id().and_then(|p| i32::try_from(p).ok()),
-                    Proc::Adopted(p) => Some(*p),
-                    Proc::Dead => None,
-                };
-                let send = |sig| {
-                    if let Some(pid) = pid {
-                        process::signal(pid, sig);
+                let signal = |sig| {
+                    if let Some((pid, h)) = &running {
+                        send(&id, *pid, h, sig);
                     }
                 };
                 match (r.shutdown_sent, r.sigterm_sent) {
                     (Some(t), None) if t.elapsed() >= STOP_GRACE || !connected => {
-                        send(Signal::SIGTERM);
+                        signal(Signal::SIGTERM);
                         r.sigterm_sent = Some(Instant::now());
                     }
                     (_, Some(t)) if t.elapsed() >= KILL_AFTER => {
                         tracing::warn!(node = %id, "local agent ignored SIGTERM; killing it");
-                        send(Signal::SIGKILL);
+                        signal(Signal::SIGKILL);
                     }
                     _ => {}
                 }
@@ -385,10 +465,15 @@ impl LocalProvider {
                     self.core.job_attempt_ended(job);
                 }
             }
-            if let Err(e) = std::fs::remove_dir_all(&a.dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(node = %id, error = %e, "cannot delete local node directory");
+            let dir = a.dir.clone();
+            match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {
+                Ok(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(node = %id, error = %e, "cannot delete local node directory");
+                }
+                Err(e) => {
+                    tracing::warn!(node = %id, error = %e, "deleting local node directory failed")
+                }
+                Ok(_) => {}
             }
             tracing::info!(node = %id, "local node removed");
             self.agents.remove(&id);
@@ -397,28 +482,58 @@ impl LocalProvider {
         Ok(())
     }
 
-    /// SIGTERM to every live agent; waits up to 5 s for them to exit.
+    /// SIGTERM to every live agent; waits up to 5 s for their exits.
     async fn stop_all(&mut self) {
-        let mut live = Vec::new();
-        for a in self.agents.values_mut() {
-            if a.alive(&self.launcher) {
+        let mut live = 0;
+        for a in self.agents.values() {
+            if a.alive() {
                 a.signal(Signal::SIGTERM);
-                live.push(a.rec.node_id.clone());
+                live += 1;
             }
         }
-        if !live.is_empty() {
-            tracing::info!(
-                agents = live.len(),
-                "stopping local agents (their jobs keep running)"
-            );
+        if live == 0 {
+            return;
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let launcher = self.launcher.clone();
-            if !self.agents.values_mut().any(|a| a.alive(&launcher)) {
-                return;
+        tracing::info!(
+            agents = live,
+            "stopping local agents (their jobs keep running)"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.agents.values().any(|a| a.alive()) {
+            match tokio::time::timeout_at(deadline, self.exits.recv()).await {
+                Ok(Some(e)) => self.exited(e),
+                Ok(None) | Err(_) => return,
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Sends `sig` to an agent through its pidfd.
+fn send(node: &str, pid: i32, h: &ProcessHandle, sig: Signal) {
+    if let Err(e) = h.signal(sig) {
+        tracing::warn!(node = %node, pid, signal = %sig, error = %e, "cannot signal the local agent");
+    }
+}
+
+/// Reads every node directory under `dir` and finds its live agent, if any.
+fn scan(dir: &Path, launcher: &Launcher) -> Vec<Found> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        let rec = match process::read_record(&dir) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "not a local node directory; skipped");
+                continue;
+            }
+        };
+        let live = process::read_pid(&dir)
+            .filter(|&pid| launcher.is_agent(pid, &rec.node_id))
+            .map(|pid| (pid, process::coordinator_arg(pid)));
+        found.push(Found { rec, dir, live });
+    }
+    found
 }

@@ -1,12 +1,14 @@
 //! Local agent processes: spawning `bai-agent` in its own process group with
 //! its output in `agent.log` and its pid in `agent.pid`, recognising a live
-//! agent from its pid after a restart, and signalling it.
+//! agent from its pid after a restart, and signalling it. Everything here is
+//! blocking file and `/proc` IO: callers run it with `spawn_blocking`.
 
+use bai_common::{fs::write_atomic, procfs};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,15 +24,6 @@ pub struct NodeRecord {
 pub const RECORD: &str = "local-node.json";
 pub const PID: &str = "agent.pid";
 pub const LOG: &str = "agent.log";
-
-/// Writes a file atomically (temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
 
 pub fn read_record(dir: &Path) -> io::Result<NodeRecord> {
     let text = std::fs::read_to_string(dir.join(RECORD))?;
@@ -72,6 +65,8 @@ impl Launcher {
     }
 
     /// Starts the agent of `rec` with state dir `dir`, in its own process group.
+    /// Blocking (directory, durable record and pid files); must run inside the
+    /// runtime's context (a `spawn_blocking` thread is).
     pub fn spawn(&self, rec: &NodeRecord, dir: &Path) -> io::Result<tokio::process::Child> {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
@@ -107,43 +102,30 @@ impl Launcher {
 
     /// Whether `pid` is a live (not zombie) agent process of `node_id`.
     pub fn is_agent(&self, pid: i32, node_id: &str) -> bool {
-        if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
+        if pid <= 0 || !procfs::alive(pid) {
             return false;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(args) = procfs::args(pid) else {
             return false;
         };
-        // The state follows the parenthesised command name.
-        if stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        {
-            return false;
-        }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            return false;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let bin = self.agent_bin.as_os_str().as_encoded_bytes();
+        let bin = self.agent_bin.as_os_str();
         let is_agent_bin = args.iter().any(|a| {
-            *a == bin
-                || Path::new(std::ffi::OsStr::from_bytes(a))
+            a == bin
+                || Path::new(a)
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().contains("bai-agent"))
         });
-        is_agent_bin && args.contains(&node_id.as_bytes())
+        is_agent_bin && args.iter().any(|a| a == node_id)
     }
 }
 
-use std::os::unix::ffi::OsStrExt;
-
 /// The `--coordinator` argument of a running process, if it has one.
 pub fn coordinator_arg(pid: i32) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut args = cmdline.split(|b| *b == 0);
+    let args = procfs::args(pid)?;
+    let mut args = args.iter();
     while let Some(a) = args.next() {
-        if a == b"--coordinator" {
-            return args.next().map(|v| String::from_utf8_lossy(v).into_owned());
+        if a == "--coordinator" {
+            return args.next().map(|v| v.to_string_lossy().into_owned());
         }
     }
     None
@@ -152,4 +134,46 @@ pub fn coordinator_arg(pid: i32) -> Option<String> {
 /// Sends `sig` to `pid`; false if it is gone.
 pub fn signal(pid: i32, sig: Signal) -> bool {
     pid > 0 && kill(Pid::from_raw(pid), sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_an_agent_only_with_the_agent_binary_and_its_node_id() {
+        let launcher = Launcher {
+            agent_bin: PathBuf::from("/bin/sh"),
+            coordinator: "127.0.0.1:7".parse().expect("addr"),
+        };
+        let mut child = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "sleep 30; true",
+                "sh",
+                "--coordinator",
+                "http://x",
+                "n-1",
+            ])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while coordinator_arg(pid).is_none() {
+            assert!(std::time::Instant::now() < deadline, "no argv");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(launcher.is_agent(pid, "n-1"));
+        assert!(!launcher.is_agent(pid, "n-2"));
+        assert_eq!(coordinator_arg(pid).as_deref(), Some("http://x"));
+        let other = Launcher {
+            agent_bin: PathBuf::from("/opt/bai/bai-agent"),
+            ..launcher.clone()
+        };
+        assert!(!other.is_agent(pid, "n-1"));
+        assert!(signal(pid, Signal::SIGKILL));
+        child.wait().expect("wait");
+        assert!(!launcher.is_agent(pid, "n-1"));
+        assert!(!signal(-1, Signal::SIGKILL) && !launcher.is_agent(0, "n-1"));
+    }
 }
