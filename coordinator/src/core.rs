@@ -130,7 +130,7 @@ impl Core {
     /// close its files, let the scheduler and provider look again.
     pub fn job_attempt_ended(&self, job: &Job) {
         self.events.changed(job);
-        self.outputs.close(&job.id);
+        self.outputs.close(job);
         self.kick_scheduler();
         self.kick_provider();
     }

@@ -2,11 +2,12 @@
 //! came in meanwhile), one pass of [`crate::scheduler::schedule`] over the
 //! idle nodes with a live session and, per cluster, only as many queued jobs
 //! as it has such nodes. Each placed job's stored output is emptied first (a
-//! requeued job's last attempt); a job whose output cannot be emptied is not
-//! assigned and stays queued for a later pass. The pass's placements (job
-//! running on the node, node running) are committed together BEFORE any
-//! AssignJob is sent; a node that drops in between gets the assignment again
-//! when it registers.
+//! requeued job's last attempt) and its node made the output's only writer,
+//! so no chunk of an earlier attempt can land after; a job whose output
+//! cannot be emptied is not assigned and stays queued for a later pass. The
+//! pass's placements (job running on the node, node running) are committed
+//! together BEFORE any AssignJob is sent; a node that drops in between gets
+//! the assignment again when it registers.
 //!
 //! A separate task on its own timer marks nodes lost: a node whose agent has
 //! had no session for `node_lost_timeout` (counted from its last heartbeat, or
@@ -76,10 +77,12 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         return Ok(0);
     }
     // A new attempt starts from empty output (a requeued job has its last
-    // attempt's), emptied BEFORE the job is assigned: a job whose output
-    // cannot be emptied stays queued, so the new attempt's bytes can never
-    // land after the old ones (and be taken for duplicates of them). A later
-    // pass (a kick, or the fallback timer) tries again.
+    // attempt's), emptied BEFORE the job is assigned, with the new node as
+    // its only writer (an earlier attempt's node may still have a session
+    // sending chunks): a job whose output cannot be emptied stays queued, so
+    // the new attempt's bytes can never land after the old ones (and be
+    // taken for duplicates of them). A later pass (a kick, or the fallback
+    // timer) tries again.
     let by_id: std::collections::HashMap<&str, &Job> =
         queued.iter().map(|j| (j.id.as_str(), j)).collect();
     let chosen: Vec<(&Placement, &Job)> = placements
@@ -88,7 +91,7 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         .collect();
     let resets = match core
         .outputs
-        .reset_each(chosen.iter().map(|(_, j)| *j))
+        .reset_each(chosen.iter().map(|(p, j)| (*j, p.node_id.as_str())))
         .await
     {
         Ok(r) => r,

@@ -73,12 +73,21 @@ impl Harness {
         n
     }
 
-    async fn write(&self, job: &Job, stream: StreamKind, offset: u64, data: &[u8]) -> u64 {
+    /// Writes a chunk as node `node` sends it; returns the durable length.
+    async fn write(
+        &self,
+        node: &str,
+        job: &Job,
+        stream: StreamKind,
+        offset: u64,
+        data: &[u8],
+    ) -> u64 {
         let file = self.core.outputs.file(job, stream).await.unwrap().unwrap();
         self.core
             .outputs
             .write(vec![Chunk {
                 file: file.clone(),
+                writer: node.into(),
                 offset,
                 data: data.to_vec(),
             }])
@@ -111,7 +120,7 @@ async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mi
     assert_eq!(h.sent_to("n1"), 1, "AssignJob");
 
     // The first attempt writes output, then its node leaves with requeue.
-    assert_eq!(h.write(&job, StreamKind::Stderr, 0, b"old").await, 3);
+    assert_eq!(h.write("n1", &job, StreamKind::Stderr, 0, b"old").await, 3);
     h.core
         .store
         .begin_node_removal("n1", DeallocationOption::Requeue, 30)
@@ -166,7 +175,7 @@ async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mi
         let f = h.core.outputs.file(&job, s).await.unwrap().unwrap();
         assert_eq!(f.durable_len(), 0, "{s:?} starts empty");
     }
-    assert_eq!(h.write(&job, StreamKind::Stderr, 0, b"new!").await, 4);
+    assert_eq!(h.write("n2", &job, StreamKind::Stderr, 0, b"new!").await, 4);
     assert_eq!(
         std::fs::read(dir.join(StreamKind::Stderr.file_name())).unwrap(),
         b"new!"

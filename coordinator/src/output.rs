@@ -9,6 +9,17 @@
 //! that gained files once and each dirty file once, and only then publishes
 //! the new durable lengths (a `watch` per file that followers wait on), so a
 //! length anyone sees is on disk.
+//!
+//! **Attempts never mix.** A file is written only by its *writer*, the node
+//! of the job's current attempt: every chunk names the node it came from,
+//! and [`OutputFile::append`] drops it, under the file's lock, unless that
+//! node is the writer. The dispatcher's [`OutputStore::reset_each`] empties
+//! a job's files and makes the node it is about to assign the writer, under
+//! the same locks, BEFORE it commits the assignment: once a new attempt can
+//! exist, no chunk of an older one can land. A file with no writer (new
+//! since the coordinator started) is claimed by a session only after a
+//! store read, made once the file exists, shows the job active on that
+//! session's node ([`OutputFile::claim`]).
 
 use crate::domain::Job;
 use std::collections::{HashMap, HashSet};
@@ -78,7 +89,22 @@ struct FileState {
     /// entry was last made durable (behind: fsync the directory).
     created: u64,
     entry_synced: u64,
-    removed: bool,
+    /// The node whose chunks are written (the current attempt's), if known.
+    writer: Option<Arc<str>>,
+    /// No longer the job's file (its job ended or was deleted): nothing is
+    /// written, nobody can claim it.
+    retired: bool,
+}
+
+/// Whose chunks a file takes, as seen by one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This node's chunks are written.
+    Mine,
+    /// No writer yet: claim it after confirming with the store.
+    Free,
+    /// Another node's (a newer attempt's), or the file was retired.
+    NotMine,
 }
 
 /// One output file: its length and a watch of its durable length.
@@ -112,14 +138,44 @@ impl OutputFile {
             .map_err(|_| io::Error::other("output file lock poisoned"))
     }
 
-    /// Applies one chunk (no fsync).
-    fn append(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+    /// Whether `node`'s chunks are written to this file.
+    pub fn lease(&self, node: &str) -> io::Result<Lease> {
+        let st = self.lock()?;
+        Ok(match &st.writer {
+            _ if st.retired => Lease::NotMine,
+            Some(w) if **w == *node => Lease::Mine,
+            Some(_) => Lease::NotMine,
+            None => Lease::Free,
+        })
+    }
+
+    /// Makes `node` the writer if the file has none; true if `node` is the
+    /// writer now. The caller must have confirmed, with a store read made
+    /// after it got this file, that the job is active on `node`: a newer
+    /// attempt's reset would have made its own node the writer first.
+    pub fn claim(&self, node: &Arc<str>) -> io::Result<bool> {
         let mut st = self.lock()?;
-        if st.removed {
-            return Ok(());
+        if st.retired {
+            return Ok(false);
+        }
+        Ok(match &st.writer {
+            Some(w) => **w == **node,
+            None => {
+                st.writer = Some(node.clone());
+                true
+            }
+        })
+    }
+
+    /// Applies one chunk of `writer`'s (no fsync); false if `writer` is not
+    /// the file's writer (the chunk is dropped).
+    fn append(&self, writer: &str, offset: u64, data: &[u8]) -> io::Result<bool> {
+        let mut st = self.lock()?;
+        if st.retired || st.writer.as_deref() != Some(writer) {
+            return Ok(false);
         }
         let Append::Write { skip } = plan_append(st.len, offset, data.len()) else {
-            return Ok(());
+            return Ok(true);
         };
         if st.file.is_none() {
             let (f, created) = open_for_append(&self.path)?;
@@ -132,7 +188,7 @@ impl OutputFile {
         }
         st.len += bytes.len() as u64;
         st.dirty = true;
-        Ok(())
+        Ok(true)
     }
 
     /// The file's directory and current creation, if that entry is not
@@ -247,10 +303,29 @@ fn reset_files(dir: &Path, open: &[Arc<OutputFile>]) -> io::Result<()> {
     Ok(())
 }
 
-/// A chunk to append.
+fn new_file(job_id: &str, stream: StreamKind, path: PathBuf, len: u64) -> Arc<OutputFile> {
+    Arc::new(OutputFile {
+        job_id: job_id.to_string(),
+        stream,
+        path,
+        state: Mutex::new(FileState {
+            file: None,
+            len,
+            dirty: false,
+            created: 0,
+            entry_synced: 0,
+            writer: None,
+            retired: false,
+        }),
+        durable: watch::channel(len).0,
+    })
+}
+
+/// A chunk to append, from node `writer`.
 #[derive(Debug)]
 pub struct Chunk {
     pub file: Arc<OutputFile>,
+    pub writer: Arc<str>,
     pub offset: u64,
     pub data: Vec<u8>,
 }
@@ -314,33 +389,23 @@ impl OutputStore {
         let p = path.clone();
         let len = blocking(move || durable_len_on_disk(&p)).await?;
         let mut files = self.files()?;
-        let f = files.entry(key).or_insert_with(|| {
-            Arc::new(OutputFile {
-                job_id: job.id.clone(),
-                stream,
-                path,
-                state: Mutex::new(FileState {
-                    file: None,
-                    len,
-                    dirty: false,
-                    created: 0,
-                    entry_synced: 0,
-                    removed: false,
-                }),
-                durable: watch::channel(len).0,
-            })
-        });
+        let f = files
+            .entry(key)
+            .or_insert_with(|| new_file(&job.id, stream, path, len));
         Ok(Some(f.clone()))
     }
 
     /// Appends a batch of chunks, fsyncs each file written once, publishes the
     /// durable lengths, and returns every file the batch touched (written,
-    /// duplicate or gap), whose `durable_len` is what to acknowledge.
+    /// duplicate or gap), whose `durable_len` is what to acknowledge. A chunk
+    /// whose node is not its file's writer is dropped and touches nothing.
     pub async fn write(&self, chunks: Vec<Chunk>) -> io::Result<Vec<Arc<OutputFile>>> {
         blocking(move || {
             let mut touched: Vec<Arc<OutputFile>> = Vec::new();
             for c in &chunks {
-                c.file.append(c.offset, &c.data)?;
+                if !c.file.append(&c.writer, c.offset, &c.data)? {
+                    continue;
+                }
                 if !touched.iter().any(|t| Arc::ptr_eq(t, &c.file)) {
                     touched.push(c.file.clone());
                 }
@@ -368,10 +433,24 @@ impl OutputStore {
         .await
     }
 
-    /// Closes the job's files (its attempt ended); followers keep their handles.
-    pub fn close(&self, job_id: &str) {
+    /// The job's attempt ended (`job` as it is now). An ended job's files
+    /// are retired (nothing more is written; followers keep their handles).
+    /// A requeued job's stay as they are until the reset before its next
+    /// attempt, which its followers then see.
+    pub fn close(&self, job: &Job) {
+        if !job.execution_state.is_ended() {
+            return;
+        }
         if let Ok(mut files) = self.files() {
-            files.retain(|(id, _), _| id != job_id);
+            files.retain(|(id, _), f| {
+                if *id != job.id {
+                    return true;
+                }
+                if let Ok(mut st) = f.state.lock() {
+                    st.retired = true;
+                }
+                false
+            });
         }
     }
 
@@ -379,7 +458,7 @@ impl OutputStore {
         if let Ok(mut files) = self.files() {
             for (_, f) in files.iter().filter(|((id, _), _)| id == job_id) {
                 if let Ok(mut st) = f.state.lock() {
-                    st.removed = true;
+                    st.retired = true;
                     st.file = None;
                     st.len = 0;
                 }
@@ -389,40 +468,77 @@ impl OutputStore {
         }
     }
 
-    /// Empties the job's output for a new attempt (a requeued job). Open
-    /// handles stay valid and see the length go back to 0.
-    pub async fn reset(&self, job: &Job) -> io::Result<()> {
-        self.reset_each([job]).await?.pop().unwrap_or(Ok(()))
+    /// Empties the job's output for a new attempt on `node`, which becomes
+    /// the files' only writer. Open handles stay valid and see the length go
+    /// back to 0.
+    pub async fn reset(&self, job: &Job, node: &str) -> io::Result<()> {
+        self.reset_each([(job, node)])
+            .await?
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
-    /// [`OutputStore::reset`] for many jobs in one blocking call (a
+    /// [`OutputStore::reset`] for many (job, node) in one blocking call (a
     /// scheduler pass): one result per job, in order, so one job whose
     /// output cannot be emptied does not hold back the others. A job whose
     /// reset failed may have kept some of its old files: it must not start.
+    ///
+    /// First, under the map's lock, each job gets an entry for each stream
+    /// (so no file can be opened meanwhile with a length read off the old
+    /// file) whose writer becomes `node`: from then on no chunk of an older
+    /// attempt is written. Then the files are removed and the entries
+    /// emptied, each under its lock (a stale chunk written in between is
+    /// removed with them). A job whose files could not all be removed has
+    /// its entries retired, so the next look measures what is on disk.
     pub async fn reset_each<'a>(
         &self,
-        jobs: impl IntoIterator<Item = &'a Job>,
+        jobs: impl IntoIterator<Item = (&'a Job, &'a str)>,
     ) -> io::Result<Vec<io::Result<()>>> {
         let work: Vec<(PathBuf, Vec<Arc<OutputFile>>)> = {
-            let files = self.files()?;
-            jobs.into_iter()
-                .map(|job| {
-                    let open = files
-                        .iter()
-                        .filter(|((id, _), _)| id == &job.id)
-                        .map(|(_, f)| f.clone())
-                        .collect();
-                    (self.stdouterr_dir(job), open)
-                })
-                .collect()
+            let mut files = self.files()?;
+            let mut work = Vec::new();
+            for (job, node) in jobs {
+                let dir = self.stdouterr_dir(job);
+                let mut open = Vec::with_capacity(StreamKind::ALL.len());
+                if !self.is_deleted(&job.id) {
+                    let writer: Arc<str> = Arc::from(node);
+                    for stream in StreamKind::ALL {
+                        let f = files
+                            .entry((job.id.clone(), stream))
+                            .or_insert_with(|| {
+                                new_file(&job.id, stream, dir.join(stream.file_name()), 0)
+                            })
+                            .clone();
+                        f.lock()?.writer = Some(writer.clone());
+                        open.push(f);
+                    }
+                }
+                work.push((dir, open));
+            }
+            work
         };
-        blocking(move || {
-            Ok(work
+        let (work, results) = blocking(move || {
+            let results: Vec<io::Result<()>> = work
                 .iter()
                 .map(|(dir, open)| reset_files(dir, open))
-                .collect())
+                .collect();
+            Ok((work, results))
         })
-        .await
+        .await?;
+        let failed: Vec<&Arc<OutputFile>> = work
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .flat_map(|((_, open), _)| open)
+            .collect();
+        if !failed.is_empty() {
+            let mut files = self.files()?;
+            files.retain(|_, f| !failed.iter().any(|g| Arc::ptr_eq(f, g)));
+            for f in failed {
+                f.lock()?.retired = true;
+            }
+        }
+        Ok(results)
     }
 
     /// Deletes the job's output for good; later chunks for it are ignored.
@@ -463,12 +579,17 @@ mod tests {
         assert_eq!(plan_append(5, 5, 0), Append::Duplicate);
     }
 
-    fn chunk(f: &Arc<OutputFile>, offset: u64, data: &[u8]) -> Chunk {
+    fn chunk_of(node: &str, f: &Arc<OutputFile>, offset: u64, data: &[u8]) -> Chunk {
         Chunk {
             file: f.clone(),
+            writer: Arc::from(node),
             offset,
             data: data.to_vec(),
         }
+    }
+
+    fn chunk(f: &Arc<OutputFile>, offset: u64, data: &[u8]) -> Chunk {
+        chunk_of("n", f, offset, data)
     }
 
     #[tokio::test]
@@ -477,6 +598,8 @@ mod tests {
         let store = OutputStore::new(dir.path().to_path_buf());
         let job = fixtures::job("w", "e", "j", "c");
         let f = store.file(&job, StreamKind::Stdout).await.unwrap().unwrap();
+        assert_eq!(f.lease("n").unwrap(), Lease::Free);
+        assert!(f.claim(&Arc::from("n")).unwrap());
         let mut rx = f.watch();
         let touched = store
             .write(vec![
@@ -501,6 +624,15 @@ mod tests {
         let again = OutputStore::new(dir.path().to_path_buf());
         let f2 = again.file(&job, StreamKind::Stdout).await.unwrap().unwrap();
         assert_eq!(f2.durable_len(), 11);
+        assert!(
+            again
+                .write(vec![chunk(&f2, 11, b"!")])
+                .await
+                .unwrap()
+                .is_empty(),
+            "a file nobody claimed takes no chunk"
+        );
+        assert!(f2.claim(&Arc::from("n")).unwrap());
         again.write(vec![chunk(&f2, 11, b"!")]).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world!");
     }
@@ -511,8 +643,9 @@ mod tests {
         let store = OutputStore::new(dir.path().to_path_buf());
         let job = fixtures::job("w", "e", "j", "c");
         let f = store.file(&job, StreamKind::Stderr).await.unwrap().unwrap();
+        assert!(f.claim(&Arc::from("n")).unwrap());
         store.write(vec![chunk(&f, 0, b"abc")]).await.unwrap();
-        store.reset(&job).await.unwrap();
+        store.reset(&job, "n").await.unwrap();
         let f = store.file(&job, StreamKind::Stderr).await.unwrap().unwrap();
         assert_eq!(f.durable_len(), 0);
         store.write(vec![chunk(&f, 0, b"xy")]).await.unwrap();
@@ -529,5 +662,78 @@ mod tests {
         // A late chunk to the old handle writes nothing.
         store.write(vec![chunk(&f, 2, b"z")]).await.unwrap();
         assert!(!dir.path().join(job.output_path_segment()).exists());
+    }
+
+    #[tokio::test]
+    async fn a_reset_for_a_new_attempt_shuts_out_the_old_attempts_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OutputStore::new(dir.path().to_path_buf());
+        let job = fixtures::job("w", "e", "j", "c");
+        let path = store.stdouterr_dir(&job).join("stdout.txt");
+        // Attempt on "a": its chunk is staged (validated) before the reset
+        // and written after it.
+        store.reset(&job, "a").await.unwrap();
+        let f = store.file(&job, StreamKind::Stdout).await.unwrap().unwrap();
+        assert_eq!(f.lease("a").unwrap(), Lease::Mine);
+        assert_eq!(f.lease("b").unwrap(), Lease::NotMine);
+        store
+            .write(vec![chunk_of("a", &f, 0, b"old")])
+            .await
+            .unwrap();
+        let stale = chunk_of("a", &f, 3, b"-stale");
+        store.reset(&job, "b").await.unwrap();
+        assert_eq!(f.durable_len(), 0, "open handles see the reset");
+        assert!(store.write(vec![stale]).await.unwrap().is_empty());
+        assert!(!f.claim(&Arc::from("a")).unwrap(), "b is the writer");
+        assert_eq!(f.lease("a").unwrap(), Lease::NotMine);
+        let touched = store
+            .write(vec![
+                chunk_of("a", &f, 0, b"STALE"),
+                chunk_of("b", &f, 0, b"new"),
+                chunk_of("a", &f, 3, b"!!"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(touched.len(), 1);
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+
+        // Ended: retired, so even b writes nothing more, and a new look at
+        // the file has no writer (a session must confirm with the store).
+        let mut ended = job.clone();
+        ended.execution_state = crate::domain::ExecutionState::Succeeded;
+        store.close(&ended);
+        assert!(
+            store
+                .write(vec![chunk_of("b", &f, 3, b"late")])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let g = store.file(&job, StreamKind::Stdout).await.unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&f, &g));
+        assert_eq!((g.durable_len(), g.lease("b").unwrap()), (3, Lease::Free));
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[tokio::test]
+    async fn a_requeued_jobs_files_stay_open_until_the_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OutputStore::new(dir.path().to_path_buf());
+        let job = fixtures::job("w", "e", "j", "c");
+        store.reset(&job, "a").await.unwrap();
+        let f = store.file(&job, StreamKind::Stderr).await.unwrap().unwrap();
+        store
+            .write(vec![chunk_of("a", &f, 0, b"old")])
+            .await
+            .unwrap();
+        // Requeued (not ended): a follower's handle is the one the reset empties.
+        store.close(&job);
+        let g = store.file(&job, StreamKind::Stderr).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&f, &g));
+        let mut rx = f.watch();
+        rx.borrow_and_update();
+        store.reset(&job, "b").await.unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 0);
     }
 }

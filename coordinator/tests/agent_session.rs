@@ -667,3 +667,79 @@ async fn following_a_deleted_job_ends_with_not_found_naming_it() {
     );
     c.stop().await;
 }
+
+/// A job requeued while its first node's session lives on (the node is
+/// removed with requeue, as a provider does, through a second store on the
+/// same database) and reassigned to another node: the first node's late
+/// chunks and exit never reach the new attempt.
+#[tokio::test]
+async fn a_requeued_jobs_old_session_never_writes_into_the_new_attempt() {
+    use bai_coordinator::domain::DeallocationOption;
+    use bai_coordinator::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).await;
+    c.seed(2).await;
+    let job = c.create_job("j", "x").await;
+    let (mut a, _) = FakeAgent::connect(&c, register("na", "c", vec![])).await;
+    assert_eq!(a.assignment().await.job_id, job.id);
+    a.started(&job.id).await;
+    a.output(&job.id, Stdout, 0, b"first attempt\n").await;
+    acks_until(&mut a, &job.id, Stdout, 14).await;
+
+    let side = bai_coordinator::store::sqlite::SqliteStore::open(&c.state.join("bai.db")).unwrap();
+    side.begin_node_removal("na", DeallocationOption::Requeue, 1)
+        .await
+        .unwrap();
+    let requeued = side.remove_node("na", 2).await.unwrap();
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(c.get_job("j").await.execution_state, S::Queued as i32);
+
+    // A second node registers; the scheduler gives it the job.
+    let (mut b, _) = FakeAgent::connect(&c, register("nb", "c", vec![])).await;
+    assert_eq!(b.assignment().await.job_id, job.id);
+    assert_eq!(c.get_job("j").await.node_ids, vec!["nb".to_string()]);
+
+    // The old session, still alive, sends more of its attempt (from 0, and
+    // from where it was) and its exit, all after the new attempt began.
+    a.output(&job.id, Stdout, 0, b"STALE FROM NA\n").await;
+    a.output(&job.id, Stdout, 14, b"more of na\n").await;
+    a.exited(&job.id, 7, 25, false).await;
+    // Messages are handled in order: once the exit is answered, the chunks
+    // before it were handled too, and none was acknowledged.
+    let answered = a
+        .until(|m| match m {
+            Out::OutputAck(ack) if ack.job_id == job.id => Some(Err(ack.offset)),
+            Out::ReleaseJob(r) if r.job_id == job.id => Some(Ok(())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answered, Ok(()), "the old attempt's chunk was acknowledged");
+    let j = c.get_job("j").await;
+    assert_eq!(
+        j.execution_state,
+        S::Running as i32,
+        "the old exit changed it"
+    );
+    assert_eq!(j.node_ids, vec!["nb".to_string()]);
+
+    // The new attempt's bytes are its own, from offset 0.
+    b.started(&job.id).await;
+    b.output(&job.id, Stdout, 0, b"second\n").await;
+    assert_eq!(
+        acks_until(&mut b, &job.id, Stdout, 7).await.last(),
+        Some(&7)
+    );
+    b.exited(&job.id, 0, 7, false).await;
+    assert_eq!(release(&mut b).await, job.id);
+    let done = c.get_job("j").await;
+    assert_eq!(done.execution_state, S::Succeeded as i32);
+    assert_eq!(done.execution_info.unwrap().exit_code, Some(0));
+    assert_eq!(read_output(&c, "j", "stdout.txt", false).await, b"second\n");
+    let path = c
+        .state
+        .join("output")
+        .join(&done.job_output_directory_path_segment)
+        .join("stdouterr/stdout.txt");
+    assert_eq!(std::fs::read(path).unwrap(), b"second\n");
+    c.stop().await;
+}

@@ -8,6 +8,12 @@
 //! after the chunks sent before it are durable. The exit is recorded only
 //! when the stored lengths reach the lengths the agent reports; until then it
 //! waits (the agent re-sends the missing bytes from the acknowledged offset).
+//!
+//! The session's job cache can be stale (the job was requeued, or reassigned
+//! elsewhere, while this node's session lived): a chunk is staged only for a
+//! file whose writer is this node (see `output.rs`). The dispatcher makes the
+//! new attempt's node the writer before it assigns the job, so a stale cache
+//! costs nothing on the hot path and can never write into a newer attempt.
 
 use super::convert::{Exited, Inbound, Register};
 use super::reconcile;
@@ -16,9 +22,10 @@ use crate::core::Core;
 use crate::domain::{Job, names::check_name, now_millis};
 use crate::error::{Error, to_status};
 use crate::output::Chunk;
+use crate::output::Lease;
 use crate::store::{NodeRegistration, StoreError};
 use futures::{FutureExt, Stream, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +51,10 @@ struct Session {
     core: Arc<Core>,
     node_id: String,
     tx: Sender,
-    /// Jobs active on this node whose output is being accepted.
+    /// The node id, as the writer its chunks name.
+    writer: Arc<str>,
+    /// Jobs active on this node whose output is being accepted (as last
+    /// read: the output files' writer decides).
     jobs: HashMap<String, Job>,
     exits: HashMap<String, PendingExit>,
     generation: u64,
@@ -132,6 +142,7 @@ async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Re
         core: core.clone(),
         node_id: reg.node_id.clone(),
         tx,
+        writer: Arc::from(reg.node_id.as_str()),
         jobs: HashMap::new(),
         exits: HashMap::new(),
         generation: attached.generation,
@@ -297,6 +308,9 @@ impl Session {
 
     async fn process(&mut self, batch: Vec<Inbound>) -> Result<(), Error> {
         let mut chunks = Vec::new();
+        // Jobs whose output this batch already found unwanted: one store
+        // read per job and batch at most.
+        let mut refused = HashSet::new();
         for m in batch {
             match m {
                 Inbound::Output {
@@ -305,8 +319,15 @@ impl Session {
                     offset,
                     data,
                 } => {
-                    self.stage(job_id, stream, offset, data, &mut chunks)
+                    if refused.contains(&job_id) {
+                        continue;
+                    }
+                    if !self
+                        .stage(&job_id, stream, offset, data, &mut chunks)
                         .await?
+                    {
+                        refused.insert(job_id);
+                    }
                 }
                 other => {
                     self.flush(&mut chunks).await?;
@@ -317,41 +338,72 @@ impl Session {
         self.flush(&mut chunks).await
     }
 
-    /// The job, if its output is wanted from this node.
+    /// The job, if its output is wanted from this node (from the cache, or
+    /// read from the store).
     async fn accepting(&mut self, job_id: &str) -> Result<Option<Job>, Error> {
         if let Some(j) = self.jobs.get(job_id) {
             return Ok(Some(j.clone()));
         }
+        self.confirm(job_id).await
+    }
+
+    /// Reads the job from the store: `Some` (and cached) if it is active on
+    /// this node now.
+    async fn confirm(&mut self, job_id: &str) -> Result<Option<Job>, Error> {
         match self.core.store.get_job_by_id(job_id).await {
             Ok(j) if j.is_active_on(&self.node_id) => {
                 self.jobs.insert(job_id.to_string(), j.clone());
                 Ok(Some(j))
             }
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
+            Ok(_) | Err(StoreError::NotFound { .. }) => {
+                self.jobs.remove(job_id);
+                Ok(None)
+            }
             Err(e) => Err(Error::from(e)),
         }
     }
 
+    /// Stages a chunk if this node writes the job's output; false if the
+    /// job's output is not wanted from this node.
     async fn stage(
         &mut self,
-        job_id: String,
+        job_id: &str,
         stream: Option<crate::output::StreamKind>,
         offset: u64,
         data: Vec<u8>,
         chunks: &mut Vec<Chunk>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let Some(stream) = stream else {
             tracing::warn!(job = %job_id, "output chunk without a stream; dropped");
-            return Ok(());
+            return Ok(true);
         };
-        let Some(job) = self.accepting(&job_id).await? else {
+        let Some(job) = self.accepting(job_id).await? else {
             tracing::debug!(job = %job_id, "output of a job not running here; dropped");
-            return Ok(());
+            return Ok(false);
         };
-        if let Some(file) = self.core.outputs.file(&job, stream).await? {
-            chunks.push(Chunk { file, offset, data });
+        let Some(file) = self.core.outputs.file(&job, stream).await? else {
+            return Ok(false);
+        };
+        let mine = match file.lease(&self.node_id)? {
+            Lease::Mine => true,
+            Lease::NotMine => false,
+            // No writer yet (a file opened since the coordinator started):
+            // this read comes after the file was opened, so if the job is
+            // active here now, no newer attempt has reset it.
+            Lease::Free => self.confirm(job_id).await?.is_some() && file.claim(&self.writer)?,
+        };
+        if !mine {
+            self.jobs.remove(job_id);
+            tracing::debug!(job = %job_id, "output of an attempt that is not current; dropped");
+            return Ok(false);
         }
-        Ok(())
+        chunks.push(Chunk {
+            file,
+            writer: self.writer.clone(),
+            offset,
+            data,
+        });
+        Ok(true)
     }
 
     async fn flush(&mut self, chunks: &mut Vec<Chunk>) -> Result<(), Error> {
