@@ -143,6 +143,9 @@ impl Core {
         if job.execution_state != before.execution_state {
             tracing::info!(job = %job.id, state = job.execution_state.as_str(), "job terminate requested");
             self.events.changed(&job);
+            // A queued job fails at once: retire its files, so a session that
+            // still caches an earlier attempt cannot append to an ended job.
+            self.outputs.close(&job);
         }
         if job.execution_state.is_active()
             && let Some(node) = &job.node_id
@@ -183,6 +186,7 @@ impl Core {
         }
         for job in &removed.changed_jobs {
             self.events.changed(job);
+            self.outputs.close(job);
         }
         for node in &removed.nodes {
             self.sessions.send(
