@@ -9,6 +9,7 @@
 //! layout, job environment), `output` (send/ack bookkeeping and spool reads),
 //! `convert` (the only module that knows `bai_proto`), `model` (domain types).
 
+pub mod atomic;
 pub mod backoff;
 pub mod config;
 pub mod convert;
@@ -17,7 +18,9 @@ pub mod inventory;
 pub mod jobs;
 pub mod model;
 pub mod output;
+pub mod procfs;
 pub mod session;
+pub mod sys;
 pub mod telemetry;
 pub mod timefmt;
 

@@ -121,7 +121,7 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         cpu_count: inv.cpu_count,
         memory_bytes: inv.memory_bytes,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        jobs: jobs.held(),
+        jobs: jobs.held().await,
     }
 }
 
