@@ -4,10 +4,12 @@
 //!
 //! Codemap: `config` (flags, file, environment), `identity` (node id),
 //! `inventory` (the [`inventory::HostInfo`] trait), `session` (the stream to
-//! the coordinator and reconnects), `jobs` (job manager, per-job worker tasks,
-//! the supervisor `shim`, the [`jobs::launcher::Launcher`] trait, on-disk
-//! layout, job environment), `output` (send/ack bookkeeping and spool reads),
-//! `convert` (the only module that knows `bai_proto`), `model` (domain types).
+//! the coordinator and reconnects), `jobs` (job manager, per-job worker tasks
+//! and their phase machine, the supervisor `shim`, the
+//! [`jobs::launcher::Launcher`] trait, file events, on-disk layout, job
+//! environment), `output` (send/ack bookkeeping and spool reads), `convert`
+//! (the only module that knows `bai_proto`), `model` (domain types),
+//! `atomic` (file replacement), `procfs` (`/proc`), `sys` (the only `unsafe`).
 
 pub mod atomic;
 pub mod backoff;
