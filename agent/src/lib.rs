@@ -115,10 +115,13 @@ pub async fn run_with(
         node_id: node_id.clone(),
     };
     let mut jobs = JobManager::new(settings, launcher);
-    let adopted = jobs.adopt_existing().map_err(|source| AgentError::Adopt {
-        path: layout.jobs_root.clone(),
-        source,
-    })?;
+    let adopted = jobs
+        .adopt_existing()
+        .await
+        .map_err(|source| AgentError::Adopt {
+            path: layout.jobs_root.clone(),
+            source,
+        })?;
     if adopted > 0 {
         info!(adopted, "adopted jobs left by a previous agent");
     }

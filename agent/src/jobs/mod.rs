@@ -69,22 +69,33 @@ impl JobManager {
     }
 
     /// Adopts every job directory left by a previous agent: running jobs
-    /// (supervisor alive) and finished ones (exit record present).
-    pub fn adopt_existing(&mut self) -> std::io::Result<usize> {
-        let root = &self.settings.layout.jobs_root;
-        let mut n = 0;
-        for entry in std::fs::read_dir(root)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|s| JobId::parse(s).ok()) else {
-                warn!(entry = ?name, "skipping a job directory whose name is not a job id");
-                continue;
-            };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) || self.jobs.contains_key(&id) {
-                continue;
+    /// (supervisor alive) and finished ones (exit record present). The
+    /// directory is listed off the runtime; each worker reads its own job.
+    pub async fn adopt_existing(&mut self) -> std::io::Result<usize> {
+        let root = self.settings.layout.jobs_root.clone();
+        let ids = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<JobId>> {
+            let mut ids = Vec::new();
+            for entry in std::fs::read_dir(&root)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(id) = name.to_str().and_then(|s| JobId::parse(s).ok()) else {
+                    warn!(entry = ?name, "skipping a job directory whose name is not a job id");
+                    continue;
+                };
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    ids.push(id);
+                }
             }
-            self.adopt(id);
-            n += 1;
+            Ok(ids)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let mut n = 0;
+        for id in ids {
+            if !self.jobs.contains_key(&id) {
+                self.adopt(id);
+                n += 1;
+            }
         }
         Ok(n)
     }
