@@ -18,6 +18,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tracing::warn;
 
+/// After a batch with output events, how long the router lets events gather.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What changed for one job since its worker last looked.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -166,6 +169,7 @@ async fn route(strong: Arc<Inner>) {
                 return;
             }
         };
+        let mut output = false;
         match guard.get_inner().0.read_events() {
             Ok(events) => {
                 let routes = strong.routes.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,12 +180,14 @@ async fn route(strong: Arc<Inner>) {
                     }
                     if let Some(r) = routes.get(&ev.wd) {
                         r.changes.mark(r.records);
+                        output |= !r.records;
                     }
                 }
                 if overflow {
-                    // Events were lost: every job looks again.
+                    // Events were lost: every job and record looks again.
                     for r in routes.values() {
-                        r.changes.mark(r.records);
+                        r.changes.mark(true);
+                        r.changes.mark(false);
                     }
                 }
             }
@@ -190,6 +196,14 @@ async fn route(strong: Arc<Inner>) {
                 warn!(error = %e, "cannot read inotify events");
                 guard.clear_ready();
             }
+        }
+        drop(guard);
+        if output {
+            // A job writing in small pieces raises an event per write: let
+            // them gather (the kernel merges repeats) rather than wake per
+            // write. Costs a record event at most this long, only while
+            // output flows.
+            tokio::time::sleep(GATHER).await;
         }
     }
 }
