@@ -135,11 +135,8 @@ impl Watcher {
         };
         let ino = &self.inner.fd.get_ref().0;
         for (path, flags, records) in [
-            (
-                dir,
-                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
-                true,
-            ),
+            // Records are only ever renamed into place.
+            (dir, AddWatchFlags::IN_MOVED_TO, true),
             (spool, AddWatchFlags::IN_MODIFY, false),
         ] {
             let wd = ino.add_watch(path, flags | AddWatchFlags::IN_ONLYDIR)?;

@@ -228,10 +228,11 @@ impl Worker {
                     look = true;
                 }
                 seen = changed_opt(changes.as_deref()), if hold.is_none() => {
-                    look = seen.records;
+                    look = seen.records && self.records_matter(shim_exit.is_some());
                 }
                 () = sleep_until_opt(hold) => {
-                    look = changes.as_ref().is_some_and(|c| c.take().records);
+                    let records = changes.as_ref().is_some_and(|c| c.take().records);
+                    look = records && self.records_matter(shim_exit.is_some());
                 }
                 () = sleep_until_opt(deadline) => {}
                 () = tokio::time::sleep(FALLBACK_POLL), if changes.is_none() => look = true,
@@ -240,6 +241,14 @@ impl Worker {
                 sh.wakeups += 1;
             }
         }
+    }
+
+    /// Whether a change in the job directory is worth reading: until the
+    /// start is known, or when the supervisor's exit is not watched. Once
+    /// it runs and is watched, the exit record needs no event: the shim
+    /// writes it just before it exits, and its exit is read anyway.
+    fn records_matter(&self, shim_watched: bool) -> bool {
+        self.phase.is_live() && (self.started.is_none() || !shim_watched)
     }
 
     /// Runs blocking work on the blocking pool, within the shared bound.
