@@ -1,8 +1,8 @@
 //! The node's identity: `--node-id`, or the id kept in `<state-dir>/node-id`,
 //! generated once from the hostname and a short random suffix.
 
+use crate::atomic::{self, Durability};
 use crate::model::is_word_id;
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +47,8 @@ pub fn load_or_create(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = generate(hostname, &uuid::Uuid::new_v4().simple().to_string()[..8]);
-            let tmp = state_dir.join("node-id.tmp");
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            writeln!(f, "{id}").map_err(io)?;
-            f.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+            let text = format!("{id}\n");
+            atomic::write(&path, text.as_bytes(), 0o644, Durability::Durable).map_err(io)?;
             Ok(id)
         }
         Err(e) => Err(io(e)),

@@ -4,11 +4,14 @@
 //!
 //! Codemap: `config` (flags, file, environment), `identity` (node id),
 //! `inventory` (the [`inventory::HostInfo`] trait), `session` (the stream to
-//! the coordinator and reconnects), `jobs` (job manager, per-job worker tasks,
-//! the supervisor `shim`, the [`jobs::launcher::Launcher`] trait, on-disk
-//! layout, job environment), `output` (send/ack bookkeeping and spool reads),
-//! `convert` (the only module that knows `bai_proto`), `model` (domain types).
+//! the coordinator and reconnects), `jobs` (job manager, per-job worker tasks
+//! and their phase machine, the supervisor `shim`, the
+//! [`jobs::launcher::Launcher`] trait, file events, on-disk layout, job
+//! environment), `output` (send/ack bookkeeping and spool reads), `convert`
+//! (the only module that knows `bai_proto`), `model` (domain types),
+//! `atomic` (file replacement), `procfs` (`/proc`), `sys` (the only `unsafe`).
 
+pub mod atomic;
 pub mod backoff;
 pub mod config;
 pub mod convert;
@@ -17,7 +20,9 @@ pub mod inventory;
 pub mod jobs;
 pub mod model;
 pub mod output;
+pub mod procfs;
 pub mod session;
+pub mod sys;
 pub mod telemetry;
 pub mod timefmt;
 
@@ -110,10 +115,13 @@ pub async fn run_with(
         node_id: node_id.clone(),
     };
     let mut jobs = JobManager::new(settings, launcher);
-    let adopted = jobs.adopt_existing().map_err(|source| AgentError::Adopt {
-        path: layout.jobs_root.clone(),
-        source,
-    })?;
+    let adopted = jobs
+        .adopt_existing()
+        .await
+        .map_err(|source| AgentError::Adopt {
+            path: layout.jobs_root.clone(),
+            source,
+        })?;
     if adopted > 0 {
         info!(adopted, "adopted jobs left by a previous agent");
     }

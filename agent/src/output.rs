@@ -132,6 +132,12 @@ impl Shipper {
             .all(|(c, len)| c.acked >= *len)
     }
 
+    /// When [`Self::rewind_if_stalled`] would rewind if no ack comes: only
+    /// while bytes are in flight, so a caught-up job sets no timer.
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        (self.unacked() > 0).then(|| self.last_progress + STALL_REWIND)
+    }
+
     /// Rewinds to the acknowledged offsets when acknowledgements have stalled
     /// for `STALL_REWIND` with bytes in flight; returns whether it did.
     pub fn rewind_if_stalled(&mut self, now: Instant) -> bool {
@@ -180,37 +186,6 @@ fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len);
     f.take(len as u64).read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-/// A poll interval that starts short when there is activity and doubles to
-/// a cap while idle.
-#[derive(Debug)]
-pub struct AdaptivePoll {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl AdaptivePoll {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// Something happened: poll soon again.
-    pub fn active(&mut self) {
-        self.current = self.min;
-    }
-
-    /// Nothing happened: the interval to wait, which grows each time.
-    pub fn idle(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
 }
 
 #[cfg(test)]
@@ -303,6 +278,7 @@ mod tests {
         let mut s = Shipper::new(cfg(10, 100));
         drain(&mut s, &[30, 0, 0], t0);
         s.ack(Stream::Stdout, 10, t0);
+        assert_eq!(s.stall_deadline(), Some(t0 + STALL_REWIND));
         assert!(!s.rewind_if_stalled(t0 + Duration::from_secs(1)));
         assert!(s.rewind_if_stalled(t0 + STALL_REWIND + Duration::from_millis(1)));
         assert_eq!(s.sent(Stream::Stdout), 10);
@@ -311,15 +287,11 @@ mod tests {
             !s.rewind_if_stalled(t0 + STALL_REWIND * 3),
             "nothing in flight"
         );
-    }
-
-    #[test]
-    fn adaptive_poll_backs_off_and_resets() {
-        let mut p = AdaptivePoll::new(Duration::from_millis(5), Duration::from_millis(100));
-        let seq: Vec<u128> = (0..7).map(|_| p.idle().as_millis()).collect();
-        assert_eq!(seq, [5, 10, 20, 40, 80, 100, 100]);
-        p.active();
-        assert_eq!(p.idle(), Duration::from_millis(5));
+        assert_eq!(
+            s.stall_deadline(),
+            None,
+            "no timer while nothing is in flight"
+        );
     }
 
     #[tokio::test]

@@ -107,7 +107,11 @@ pub async fn run(ctx: &mut SessionCtx, jobs: &mut JobManager) -> Stopped {
 }
 
 async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
-    let inv = ctx.host.inventory();
+    // sysinfo reads /proc: off the runtime.
+    let host = ctx.host.clone();
+    let inv = tokio::task::spawn_blocking(move || host.inventory())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let ip = primary_ip(&ctx.config.coordinator)
         .await
         .map(|ip| ip.to_string())
@@ -121,7 +125,7 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         cpu_count: inv.cpu_count,
         memory_bytes: inv.memory_bytes,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        jobs: jobs.held(),
+        jobs: jobs.held().await,
     }
 }
 
@@ -207,7 +211,10 @@ async fn one(
         tokio::select! {
             _ = ctx.shutdown.wait_for(|s| *s) => return Ok(End::Stop(Stopped::Signal)),
             _ = tick.tick() => {
-                let metrics = ctx.host.metrics();
+                let host = ctx.host.clone();
+                let metrics = tokio::task::spawn_blocking(move || host.metrics())
+                    .await
+                    .unwrap_or_default();
                 let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), metrics });
             }
             msg = inbound.message() => match msg? {

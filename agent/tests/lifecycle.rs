@@ -57,6 +57,82 @@ async fn terminate_kills_the_whole_process_tree_after_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_sends_sigterm_first_and_waits_for_a_job_that_handles_it() {
+    let mut coord = FakeCoordinator::start().await;
+    let mut agent = Agent::new();
+    agent.start(&coord.url(), &[]);
+    let mut s = coord.session().await;
+    s.register(vec![]).await;
+    // The job traps TERM, leaves a marker and exits 3: an agent that sent
+    // SIGKILL first (or at once) would end it with 137 and no marker.
+    s.send(CoordMsg::AssignJob(assign(
+        "job-g",
+        "trap 'echo term > \"$AZ_BATCHAI_JOB_TEMP/marker\"; echo handled; exit 3' TERM; echo ready; sleep 1000 & wait",
+    )));
+    let mut store = Store::default();
+    s.drive(&mut store, |st| st.text("job-g", STDOUT) == "ready\n")
+        .await;
+    s.send(CoordMsg::TerminateJob(pb::TerminateJob {
+        job_id: "job-g".into(),
+        grace_period: Some(dur(60.0)),
+    }));
+    s.drive(&mut store, |st| st.exited("job-g").is_some()).await;
+    let e = store.exited("job-g").unwrap();
+    assert!(e.terminated);
+    assert_eq!(e.exit_code, 3, "the job's own TERM handler ended it");
+    assert_eq!(store.text("job-g", STDOUT), "ready\nhandled\n");
+    let marker = agent.job_temp("job-g").join("marker");
+    assert_eq!(std::fs::read_to_string(marker).unwrap(), "term\n");
+    let log = store.text("job-g", EXEC_LOG);
+    assert!(log.contains("sending SIGTERM to process group"), "{log}");
+    assert!(!log.contains("grace period is over"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_supervisor_takes_its_job_group_and_session_with_it() {
+    let mut coord = FakeCoordinator::start().await;
+    let mut agent = Agent::new();
+    agent.start(&coord.url(), &[]);
+    let mut s = coord.session().await;
+    s.register(vec![]).await;
+    let marker = format!("marker-{}", uuid::Uuid::new_v4());
+    // One sleep in the job's group, one in a group of its own (job control
+    // on) within the supervisor's session.
+    let mut job = assign(
+        "job-l",
+        "set -m; sleep 1000 & set +m; sleep 1000 & echo ready; wait",
+    );
+    job.environment_variables.push(env("TEST_MARKER", &marker));
+    s.send(CoordMsg::AssignJob(job));
+    let mut store = Store::default();
+    s.drive(&mut store, |st| st.text("job-l", STDOUT) == "ready\n")
+        .await;
+    assert!(
+        eventually(Duration::from_secs(20), || pids_mentioning(&marker).len()
+            >= 3)
+        .await,
+        "bash and two sleeps should be running"
+    );
+    let started = std::fs::read(agent.job_dir("job-l").join("started.json")).unwrap();
+    let started: serde_json::Value = serde_json::from_slice(&started).unwrap();
+    let shim = started["shim_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    s.drive(&mut store, |st| st.exited("job-l").is_some()).await;
+    let e = store.exited("job-l").unwrap();
+    assert_eq!(e.exit_code, -1);
+    assert_eq!(e.error.as_ref().unwrap().code, "ExitStatusUnknown");
+    let log = store.text("job-l", EXEC_LOG);
+    assert!(log.contains("remaining processes of the job"), "{log}");
+    assert!(
+        eventually(Duration::from_secs(10), || pids_mentioning(&marker)
+            .is_empty())
+        .await,
+        "left: {:?}",
+        pids_mentioning(&marker)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_wall_clock_time_ends_the_job() {
     let mut coord = FakeCoordinator::start().await;
     let mut agent = Agent::new();
@@ -138,9 +214,11 @@ async fn restarted_agent_adopts_a_running_job() {
     agent.start(&coord.url(), &[]);
     let mut s = coord.session().await;
     s.register(vec![]).await;
+    // The job waits on a fifo the test writes once the agent is back, so
+    // the crash lands mid-job by construction, not by timing.
     s.send(CoordMsg::AssignJob(assign(
         "job-a",
-        "echo before; sleep 4; echo after; exit 7",
+        "mkfifo \"$AZ_BATCHAI_JOB_TEMP/go\"; echo before; read x < \"$AZ_BATCHAI_JOB_TEMP/go\"; echo after; exit 7",
     )));
     let mut store = Store::default();
     s.drive(&mut store, |st| {
@@ -168,6 +246,7 @@ async fn restarted_agent_adopts_a_running_job() {
         held.exited.is_none(),
         "still running when the agent came back"
     );
+    release_fifo(agent.job_temp("job-a").join("go")).await;
     s.drive(&mut store, |st| st.exited("job-a").is_some()).await;
     assert_eq!(store.text("job-a", STDOUT), "before\nafter\n");
     assert_eq!(store.exited("job-a").unwrap().exit_code, 7);
@@ -183,12 +262,15 @@ async fn job_that_ends_while_the_agent_is_down_is_reported_on_return() {
     s.register(vec![]).await;
     s.send(CoordMsg::AssignJob(assign(
         "job-b",
-        "echo a; sleep 0.5; echo b >&2; exit 5",
+        "mkfifo \"$AZ_BATCHAI_JOB_TEMP/go\"; echo a; read x < \"$AZ_BATCHAI_JOB_TEMP/go\"; echo b >&2; exit 5",
     )));
     let mut store = Store::default();
-    s.drive(&mut store, |st| !st.started.is_empty()).await;
+    s.drive(&mut store, |st| st.text("job-b", STDOUT) == "a\n")
+        .await;
     agent.kill();
     drop(s);
+    // The job ends only now, while no agent runs.
+    release_fifo(agent.job_temp("job-b").join("go")).await;
     let exit_file = agent.job_dir("job-b").join("exit.json");
     assert!(eventually(Duration::from_secs(10), || exit_file.exists()).await);
 
@@ -317,4 +399,13 @@ fn bad_configuration_exits_with_status_2() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("2  bad configuration"), "{text}");
     assert!(!text.contains("shim"), "the internal subcommand is hidden");
+}
+
+/// Lets a job blocked reading the fifo at `path` go on (opening a fifo for
+/// writing waits for its reader, so this waits until the job reads it).
+async fn release_fifo(path: std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || std::fs::write(&path, b"go\n"))
+        .await
+        .expect("the write ran")
+        .expect("the fifo takes the write");
 }

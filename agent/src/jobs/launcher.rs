@@ -1,25 +1,38 @@
-//! Starting and signalling job processes, behind the [`Launcher`] trait.
+//! Starting, finding and signalling job supervisors, behind the [`Launcher`]
+//! trait.
 //!
 //! The real [`ShimLauncher`] starts `<agent-exe> shim <job-dir>` (see
 //! `shim.rs`), which runs the job in its own session and process group with
 //! output going straight to the spool files, so the job outlives the agent.
-//! Signals go to the job's process group; liveness and leftover processes are
-//! found through `/proc`.
+//! A supervisor's exit is an event: a pidfd (Linux 5.3+), which works the
+//! same for a shim this agent started and for one adopted after a restart
+//! (where the agent is not its parent). Signals go to the job's process
+//! group. Every method but [`Launcher::signal_group`] may block (it starts a
+//! process or reads `/proc`): call them off the async runtime.
 
 use super::layout::JobPaths;
-use futures::future::BoxFuture;
+use crate::procfs;
+use crate::sys::pidfd_open;
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-/// A started shim: its pid, and a future that resolves when it exits.
+/// A running supervisor.
+#[derive(Debug)]
 pub struct ShimHandle {
     pub pid: i32,
-    pub exited: BoxFuture<'static, ()>,
+    /// Becomes readable once the supervisor has exited (a pidfd; a fake may
+    /// use a pipe's read end). `None` where the kernel has no pidfd: the
+    /// worker then checks [`Launcher::shim_alive`] now and then.
+    pub exit_fd: Option<OwnedFd>,
+    /// This agent is the supervisor's parent and reaps it.
+    pub child: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,16 +46,22 @@ pub struct LaunchError {
 pub trait Launcher: Send + Sync + 'static {
     /// Starts the supervisor of the job whose `launch.json` is in `paths.dir`.
     fn launch(&self, paths: &JobPaths) -> Result<ShimHandle, LaunchError>;
-    /// Sends `signal` to every process in group `pgid`; `Ok(false)` when the
-    /// group has no process left.
-    fn signal_group(&self, pgid: i32, signal: Signal) -> io::Result<bool>;
+    /// The live supervisor of `job_dir`: process `pid` when known, else
+    /// whichever process is one; `None` when there is none.
+    fn find_shim(&self, pid: Option<i32>, job_dir: &Path) -> Option<ShimHandle>;
     /// Whether process `pid` is alive and is the supervisor of `job_dir`.
     fn shim_alive(&self, pid: i32, job_dir: &Path) -> bool;
-    /// The pid of a live supervisor of `job_dir`, if any.
-    fn find_shim(&self, job_dir: &Path) -> Option<i32>;
-    /// SIGKILLs every process whose environment holds `marker` (`NAME=value`);
-    /// returns how many were signalled. Used to clean up after a lost shim.
-    fn kill_marked(&self, marker: &str) -> usize;
+    /// Sends `signal` to every process in group `pgid`; `Ok(false)` when the
+    /// group has no process left. Never blocks.
+    fn signal_group(&self, pgid: i32, signal: Signal) -> io::Result<bool>;
+    /// Reaps a supervisor this agent started, once it has exited.
+    fn reap(&self, pid: i32);
+    /// SIGKILLs what is left of a job whose supervisor `shim_pid` died
+    /// without recording the exit: the job's process group `pgid` (when the
+    /// job was recorded as started), and processes that left the group but
+    /// not the supervisor's session and whose environment holds `marker`
+    /// (`NAME=value`). Returns how many kills were sent.
+    fn kill_lost(&self, shim_pid: Option<i32>, pgid: Option<i32>, marker: &str) -> usize;
 }
 
 /// The real launcher: re-executes the agent binary as `shim`.
@@ -63,25 +82,43 @@ impl Launcher for ShimLauncher {
             .open(&paths.shim_log)
             .map_err(err)?;
         let log2 = log.try_clone().map_err(err)?;
-        let mut child = tokio::process::Command::new(&self.exe)
+        // A std child: dropping it neither kills nor waits; the pidfd
+        // reports its exit and `reap` collects it.
+        let child = std::process::Command::new(&self.exe)
             .arg("shim")
             .arg(&paths.dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .kill_on_drop(false)
             .spawn()
             .map_err(err)?;
-        let pid = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| err(io::Error::other("the supervisor has no pid")))?;
+        let pid =
+            i32::try_from(child.id()).map_err(|_| err(io::Error::other("pid out of range")))?;
+        // Our unreaped child: its pid cannot be reused, so the pidfd is its.
         Ok(ShimHandle {
             pid,
-            exited: Box::pin(async move {
-                let _ = child.wait().await;
-            }),
+            exit_fd: pidfd_open(pid).ok(),
+            child: true,
         })
+    }
+
+    fn find_shim(&self, pid: Option<i32>, job_dir: &Path) -> Option<ShimHandle> {
+        let pid = match pid {
+            Some(p) => p,
+            None => procfs::pids().find(|&p| procfs::is_shim_of(&procfs::cmdline(p), job_dir))?,
+        };
+        let fd = pidfd_open(pid).ok();
+        // Checked after the pidfd is open: if this is still the shim now, the
+        // pidfd refers to it and not to a later process reusing the pid.
+        self.shim_alive(pid, job_dir).then_some(ShimHandle {
+            pid,
+            exit_fd: fd,
+            child: false,
+        })
+    }
+
+    fn shim_alive(&self, pid: i32, job_dir: &Path) -> bool {
+        pid > 0 && procfs::is_shim_of(&procfs::cmdline(pid), job_dir)
     }
 
     fn signal_group(&self, pgid: i32, signal: Signal) -> io::Result<bool> {
@@ -97,22 +134,33 @@ impl Launcher for ShimLauncher {
         }
     }
 
-    fn shim_alive(&self, pid: i32, job_dir: &Path) -> bool {
-        pid > 0 && is_shim_of(&proc_cmdline(pid), job_dir)
+    fn reap(&self, pid: i32) {
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     }
 
-    fn find_shim(&self, job_dir: &Path) -> Option<i32> {
-        pids().find(|&pid| is_shim_of(&proc_cmdline(pid), job_dir))
-    }
-
-    fn kill_marked(&self, marker: &str) -> usize {
-        let me = std::process::id() as i32;
+    fn kill_lost(&self, shim_pid: Option<i32>, pgid: Option<i32>, marker: &str) -> usize {
         let mut n = 0;
-        for pid in pids().filter(|&p| p != me) {
-            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
+        // The group: a pgid cannot be reused while any member lives, so it is
+        // the job's unless a process now has that pid outside the job's
+        // session (the group emptied and the id was reused).
+        if let Some(pgid) = pgid.filter(|&p| p > 1) {
+            let reused = procfs::ids(pgid).is_some_and(|ids| Some(ids.sid) != shim_pid);
+            if !reused && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
+                n += 1;
+            }
+        }
+        // Processes that left the group but stayed in the shim's session
+        // (the shim is its session's leader, so the session id is its pid).
+        // The marker tells them from a new session that reused the id.
+        // Processes that started sessions of their own escape this sweep;
+        // the job's cgroup will hold them once the agent places jobs in one.
+        let Some(sid) = shim_pid.filter(|&p| p > 1) else {
+            return n;
+        };
+        let me = std::process::id() as i32;
+        for pid in procfs::pids().filter(|&p| p != me) {
+            if procfs::ids(pid).is_some_and(|ids| ids.sid == sid)
+                && procfs::environ_has(pid, marker)
                 && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
             {
                 n += 1;
@@ -122,80 +170,88 @@ impl Launcher for ShimLauncher {
     }
 }
 
-/// Pids of every process in `/proc`.
-pub fn pids() -> impl Iterator<Item = i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-}
-
-fn proc_cmdline(pid: i32) -> Vec<u8> {
-    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
-}
-
-/// Whether a NUL-separated command line is `... shim <job_dir>`.
-fn is_shim_of(cmdline: &[u8], job_dir: &Path) -> bool {
-    let dir = job_dir.as_os_str().as_encoded_bytes();
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.windows(2).any(|w| w[0] == b"shim" && w[1] == dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn recognises_shim_command_lines() {
-        let dir = Path::new("/var/lib/bai-agent/jobs/j1");
-        assert!(is_shim_of(
-            b"/usr/bin/bai-agent\0shim\0/var/lib/bai-agent/jobs/j1\0",
-            dir
-        ));
-        assert!(!is_shim_of(
-            b"/usr/bin/bai-agent\0shim\0/var/lib/bai-agent/jobs/j10\0",
-            dir
-        ));
-        assert!(!is_shim_of(b"sleep\x001000\x00", dir));
-        assert!(!is_shim_of(b"", dir));
+    fn launcher() -> ShimLauncher {
+        ShimLauncher {
+            exe: "/nonexistent".into(),
+        }
     }
 
     #[test]
     fn signalling_a_missing_group_says_so() {
-        let l = ShimLauncher {
-            exe: "/nonexistent".into(),
-        };
+        let l = launcher();
         // Pid 0x3fffff0 is far above any real pid_max default.
         assert!(!l.signal_group(0x3fff_fff0, Signal::SIGTERM).unwrap());
         assert!(l.signal_group(1, Signal::SIGTERM).is_err());
         assert!(!l.shim_alive(std::process::id() as i32, Path::new("/x")));
+        assert!(l.find_shim(None, Path::new("/x/no-such-job")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pidfd_becomes_readable_when_the_process_exits() {
+        use std::time::Duration;
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let fd = crate::sys::async_fd(crate::sys::pidfd_open(child.id() as i32).unwrap()).unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(50), fd.readable()).await;
+        assert!(early.is_err(), "readable while the process runs");
+        child.kill().unwrap();
+        let late = tokio::time::timeout(Duration::from_secs(10), fd.readable()).await;
+        assert!(late.is_ok(), "not readable after the exit");
+        child.wait().unwrap();
     }
 
     #[test]
-    fn kill_marked_kills_only_marked_processes() {
+    fn kill_lost_kills_the_group_and_marked_session_members_only() {
+        use std::os::unix::process::CommandExt;
         let marker = format!("BAI_TEST_MARKER={}", uuid::Uuid::new_v4());
         let (name, value) = marker.split_once('=').unwrap();
-        let mut marked = std::process::Command::new("sleep")
-            .arg("100")
-            .env(name, value)
-            .spawn()
-            .unwrap();
-        let mut other = std::process::Command::new("sleep")
-            .arg("100")
-            .spawn()
-            .unwrap();
-        let l = ShimLauncher {
-            exe: "/nonexistent".into(),
+        let spawn = |cmd: &str, marked: bool| {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(cmd).process_group(0);
+            if marked {
+                c.env(name, value);
+            }
+            c.spawn().unwrap()
         };
-        assert_eq!(l.kill_marked(&marker), 1);
-        let st = marked.wait().unwrap();
-        assert!(st.code().is_none(), "killed by a signal");
-        assert!(
-            other.try_wait().unwrap().is_none(),
-            "unmarked process survives"
+        // A job's group (a leader and its child), a marked process that left
+        // the group, and an unmarked one; all in this test's session, which
+        // stands in for the lost shim's.
+        let mut job = spawn("sleep 100 & wait", true);
+        let mut left = spawn("exec sleep 100", true);
+        let mut unmarked = spawn("exec sleep 100", false);
+        let sid = procfs::ids(job.id() as i32).unwrap().sid;
+        let marked = || -> Vec<i32> {
+            procfs::pids()
+                .filter(|&p| procfs::environ_has(p, &marker))
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while marked().len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", marked());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // A group id now held outside the lost shim's session was reused.
+        let l = launcher();
+        assert_eq!(
+            l.kill_lost(Some(0x3fff_fff0), Some(unmarked.id() as i32), &marker),
+            0
         );
-        other.kill().unwrap();
-        other.wait().unwrap();
+        let n = l.kill_lost(Some(sid), Some(job.id() as i32), &marker);
+        assert!(n >= 2, "the group and the process that left it: {n}");
+        assert!(job.wait().unwrap().code().is_none());
+        assert!(left.wait().unwrap().code().is_none());
+        assert!(unmarked.try_wait().unwrap().is_none(), "unmarked survives");
+        unmarked.kill().unwrap();
+        unmarked.wait().unwrap();
+        while !marked().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{:?}", marked());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

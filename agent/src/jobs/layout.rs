@@ -13,12 +13,13 @@
 //! <state-dir>/job-mounts/<job-id>/   $AZ_BATCHAI_JOB_MOUNT_ROOT
 //! ```
 //!
-//! Every record is written atomically (temporary file, rename), so a reader
+//! Every record is written with [`crate::atomic::write`], so a reader
 //! sees either nothing or the whole record. The agent's records (`launch.json`,
 //! `terminate.json`, an `exit.json` it writes for a lost job) are also fsynced
 //! with their directory; the shim's (`started.json`, `exit.json`) are not: like
 //! the spool output, they describe a job that a power loss ends anyway.
 
+use crate::atomic::{self, Durability};
 use crate::model::{JobError, JobId, Stream};
 use crate::timefmt;
 use serde::{Deserialize, Serialize};
@@ -149,41 +150,10 @@ pub struct TerminateRecord {
     pub grace_ms: u64,
 }
 
-/// Writes `bytes` to `path` atomically with the given mode, durably (the
-/// file and the rename are fsynced).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, bytes, mode, true)
-}
-
-/// Writes via a temporary file and a rename: readers see nothing or all of
-/// it; with `durable`, the file and the rename survive a power loss.
-fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    if durable {
-        f.sync_all()?;
-    }
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if durable && let Some(dir) = path.parent() {
-        // Make the rename durable; failure here is not worth failing for.
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
 /// Writes a JSON record atomically and durably.
 pub fn write_record<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    write_atomic(path, &bytes, mode)
+    atomic::write(path, &bytes, mode, Durability::Durable)
 }
 
 /// Writes a JSON record atomically but not durably: for the shim's records,
@@ -191,7 +161,7 @@ pub fn write_record<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Res
 /// by one reads as missing or corrupt, and the job is then reported lost).
 pub fn write_record_volatile<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    replace(path, &bytes, mode, false)
+    atomic::write(path, &bytes, mode, Durability::Volatile)
 }
 
 /// Reads a JSON record; `Ok(None)` when the file does not exist.

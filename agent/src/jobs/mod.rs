@@ -11,22 +11,23 @@ pub mod env;
 pub mod launcher;
 pub mod layout;
 pub mod shim;
+pub mod watch;
 pub mod worker;
 
 use crate::config::ShipConfig;
-use crate::model::{Ack, HeldJob, JobError, JobExit, JobId, JobSpec, Stream};
-use crate::timefmt;
-use env::{BaseEnv, NodePaths, job_env};
+use crate::model::{Ack, HeldJob, JobId, JobSpec};
+use env::BaseEnv;
 use launcher::Launcher;
-use layout::{JobPaths, LaunchRecord, Layout, log_line, write_record};
+use layout::Layout;
 use std::collections::HashMap;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
-use worker::{Ctl, Deps, Link, Shared, Start};
+use watch::Watcher;
+use worker::phase::Phase;
+use worker::{Ctl, Deps, Handle, Link, Origin, Start};
 
 /// Settings for running jobs on this node.
 #[derive(Clone)]
@@ -39,12 +40,6 @@ pub struct JobSettings {
     pub node_id: String,
 }
 
-struct Handle {
-    ctl: mpsc::UnboundedSender<Ctl>,
-    shared: Arc<Mutex<Shared>>,
-    paths: JobPaths,
-}
-
 /// The jobs this node holds, each with its worker task.
 pub struct JobManager {
     settings: JobSettings,
@@ -54,11 +49,16 @@ pub struct JobManager {
 }
 
 impl JobManager {
+    /// Must be called within the runtime (it starts the file watcher).
     pub fn new(settings: JobSettings, launcher: Arc<dyn Launcher>) -> Self {
+        let watcher = Watcher::start()
+            .map_err(|e| warn!(error = %e, "cannot use inotify: job files will be polled"))
+            .ok();
         let deps = Deps {
             launcher,
-            default_grace: settings.default_grace,
-            ship: settings.ship,
+            settings: Arc::new(settings.clone()),
+            watcher,
+            blocking: Arc::new(Semaphore::new(worker::BLOCKING_JOBS)),
         };
         Self {
             settings,
@@ -69,49 +69,52 @@ impl JobManager {
     }
 
     /// Adopts every job directory left by a previous agent: running jobs
-    /// (supervisor alive) and finished ones (exit record present).
-    pub fn adopt_existing(&mut self) -> std::io::Result<usize> {
-        let root = &self.settings.layout.jobs_root;
-        let mut n = 0;
-        for entry in std::fs::read_dir(root)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|s| JobId::parse(s).ok()) else {
-                warn!(entry = ?name, "skipping a job directory whose name is not a job id");
-                continue;
-            };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) || self.jobs.contains_key(&id) {
-                continue;
+    /// (supervisor alive) and finished ones (exit record present). The
+    /// directory is listed off the runtime; each worker reads its own job.
+    pub async fn adopt_existing(&mut self) -> std::io::Result<usize> {
+        let root = self.settings.layout.jobs_root.clone();
+        let ids = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<JobId>> {
+            let mut ids = Vec::new();
+            for entry in std::fs::read_dir(&root)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(id) = name.to_str().and_then(|s| JobId::parse(s).ok()) else {
+                    warn!(entry = ?name, "skipping a job directory whose name is not a job id");
+                    continue;
+                };
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    ids.push(id);
+                }
             }
-            self.adopt(id);
-            n += 1;
+            Ok(ids)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let mut n = 0;
+        for id in ids {
+            if !self.jobs.contains_key(&id) {
+                self.adopt(id);
+                n += 1;
+            }
         }
         Ok(n)
     }
 
     fn adopt(&mut self, id: JobId) {
         let paths = self.settings.layout.job(&id);
-        let max_wall_clock = layout::read_record::<LaunchRecord>(&paths.launch)
-            .ok()
-            .flatten()
-            .and_then(|r| r.max_wall_clock_ms)
-            .map(Duration::from_millis);
         info!(job = %id, "adopting job");
         self.spawn(Start {
             id,
             paths,
-            shim: None,
-            preset_exit: None,
-            max_wall_clock,
+            origin: Origin::Adopted,
         });
     }
 
     fn spawn(&mut self, start: Start) {
         let id = start.id.clone();
-        let paths = start.paths.clone();
         let attach = self.link.clone().map(|l| (l, [0; 3]));
-        let (ctl, shared) = worker::spawn(start, self.deps.clone(), attach);
-        self.jobs.insert(id, Handle { ctl, shared, paths });
+        let handle = worker::spawn(start, self.deps.clone(), attach);
+        self.jobs.insert(id, handle);
     }
 
     fn prune(&mut self) {
@@ -120,20 +123,22 @@ impl JobManager {
         });
     }
 
-    /// Every held job (running, or exited and not released) for `Register`.
-    pub fn held(&mut self) -> Vec<HeldJob> {
+    /// Every held job (running, or exited and not released) for `Register`,
+    /// once each job's state is known (adopted jobs have read their records).
+    pub async fn held(&mut self) -> Vec<HeldJob> {
         self.prune();
+        for h in self.jobs.values_mut() {
+            // An error means the worker ended; it is listed as it left things.
+            let _ = h.ready.wait_for(|r| *r).await;
+        }
         let mut out: Vec<HeldJob> = self
             .jobs
             .iter()
             .map(|(id, h)| {
-                let (start_time, exit) = match h.shared.lock() {
-                    Ok(s) => (s.start_time, s.exit.clone()),
-                    Err(_) => (None, None),
+                let (start_time, exit, lengths) = match h.shared.lock() {
+                    Ok(s) => (s.start_time, s.exit.clone(), s.lengths),
+                    Err(_) => (None, None, [0; 3]),
                 };
-                let lengths = exit
-                    .as_ref()
-                    .map_or_else(|| h.paths.lengths(), |e| e.lengths);
                 HeldJob {
                     job_id: id.clone(),
                     start_time,
@@ -208,7 +213,8 @@ impl JobManager {
         self.len() == 0
     }
 
-    /// Starts an assigned job, unless this node already holds it.
+    /// Starts an assigned job, unless this node already holds it. The job's
+    /// directory and supervisor are set up by its worker, off this task.
     pub fn assign(&mut self, spec: JobSpec) {
         self.prune();
         if let Some(h) = self.jobs.get(&spec.job_id) {
@@ -216,132 +222,24 @@ impl JobManager {
             let _ = h.ctl.send(Ctl::Report);
             return;
         }
-        let paths = self.settings.layout.job(&spec.job_id);
-        if paths.dir.exists() {
-            // Left by an earlier agent and not adopted yet: never run it twice.
-            self.adopt(spec.job_id.clone());
-            return;
-        }
         info!(job = %spec.job_id, name = %spec.job_name, "starting job");
-        let max_wall_clock = spec.max_wall_clock_time;
-        let (shim, preset_exit) = match self.prepare(&spec, &paths) {
-            Ok(()) => match self.deps.launcher.launch(&paths) {
-                Ok(h) => (Some(h), None),
-                Err(e) => {
-                    let err = JobError::new("JobStartFailed", e.to_string());
-                    (None, Some(self.record_failure(&paths, err)))
-                }
-            },
-            Err(err) => (None, Some(self.record_failure(&paths, err))),
-        };
+        let paths = self.settings.layout.job(&spec.job_id);
         self.spawn(Start {
-            id: spec.job_id,
+            id: spec.job_id.clone(),
             paths,
-            shim,
-            preset_exit,
-            max_wall_clock,
+            origin: Origin::New(Box::new(spec)),
         });
     }
 
-    /// Creates the job's directories, spool files and `launch.json`.
-    fn prepare(&self, spec: &JobSpec, paths: &JobPaths) -> Result<(), JobError> {
-        let fail = |what: &str, path: &Path, e: std::io::Error| {
-            JobError::new(
-                "JobSetupFailed",
-                format!("cannot create {what} {}: {e}", path.display()),
-            )
-        };
-        let mut private = std::fs::DirBuilder::new();
-        private.recursive(true).mode(0o700);
-        let mut public = std::fs::DirBuilder::new();
-        public.recursive(true).mode(0o755);
-        private
-            .create(&paths.dir)
-            .map_err(|e| fail("the job directory", &paths.dir, e))?;
-        public
-            .create(&paths.spool)
-            .map_err(|e| fail("the output directory", &paths.spool, e))?;
-        for s in Stream::ALL {
-            let p = paths.stream(s);
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&p)
-                .map_err(|e| fail("the output file", &p, e))?;
-        }
-        for (what, dir) in [
-            ("the job temp directory", &paths.temp),
-            ("the shared job temp directory", &paths.shared_temp),
-            ("the job mount root", &paths.mount_root),
-        ] {
-            public.create(dir).map_err(|e| fail(what, dir, e))?;
-        }
-        let layout = &self.settings.layout;
-        let env = job_env(
-            &self.settings.base_env,
-            spec,
-            &NodePaths {
-                job_temp: &paths.temp,
-                job_temp_root: &layout.job_temp_root,
-                shared_job_temp: &paths.shared_temp,
-                stdouterr_dir: &paths.spool,
-                mount_root: &layout.mount_root,
-                job_mount_root: &paths.mount_root,
-                num_gpus: 0,
-            },
-        );
-        let rec = LaunchRecord {
-            job_id: spec.job_id.as_str().to_owned(),
-            shell: self.settings.shell.clone(),
-            command_line: spec.command_line.clone(),
-            work_dir: paths.temp.clone(),
-            env,
-            max_wall_clock_ms: spec
-                .max_wall_clock_time
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            assigned_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
-        };
-        write_record(&paths.launch, &rec, 0o600)
-            .map_err(|e| fail("the launch record", &paths.launch, e))?;
-        let _ = log_line(
-            &paths.stream(Stream::ExecutionLog),
-            &format!(
-                "bai-agent {} on node {}: starting job {}/{}/{} ({})",
-                env!("CARGO_PKG_VERSION"),
-                self.settings.node_id,
-                spec.workspace,
-                spec.experiment,
-                spec.job_name,
-                spec.job_id
-            ),
-        );
-        Ok(())
+    /// How often the worker of job `id` has woken up (see [`Shared::wakeups`]).
+    pub fn wakeups(&self, id: &JobId) -> Option<u64> {
+        let h = self.jobs.get(id)?;
+        h.shared.lock().ok().map(|s| s.wakeups)
     }
 
-    /// Records a job that could not be started: an `execution.log` line and
-    /// `exit.json` where the directory allows, and the exit either way.
-    fn record_failure(&self, paths: &JobPaths, err: JobError) -> JobExit {
-        warn!(code = %err.code, "{}", err.message);
-        let now = SystemTime::now();
-        let _ = log_line(
-            &paths.stream(Stream::ExecutionLog),
-            &format!("the job could not be started: {}", err.message),
-        );
-        let _ = write_record(
-            &paths.exit,
-            &layout::ExitRecord {
-                exit_code: -1,
-                end_time_ns: timefmt::to_unix_nanos(now),
-                error: Some(err.clone()),
-            },
-            0o644,
-        );
-        JobExit {
-            exit_code: -1,
-            end_time: now,
-            error: Some(err),
-            terminated: false,
-            lengths: paths.lengths(),
-        }
+    /// The phase of job `id`.
+    pub fn phase(&self, id: &JobId) -> Option<Phase> {
+        let h = self.jobs.get(id)?;
+        h.shared.lock().ok().map(|s| s.phase)
     }
 }

@@ -1,31 +1,52 @@
-//! One task per held job. It watches the job's records (`started.json`,
-//! `exit.json`) and its supervisor, enforces termination and the max wall
-//! clock time, and ships the spool files over the current session link,
-//! sending `JobExited` only after every byte up to the final lengths.
+//! One task per held job. It prepares the job (or picks up what a previous
+//! agent left), follows it through the phases of [`phase::Phase`], enforces
+//! termination and the max wall clock time, and ships the spool files over
+//! the current session link, sending `JobExited` only after every byte up to
+//! the final lengths.
+//!
+//! The task does no blocking work itself: file and process work (setup,
+//! records, signals, cleanup) runs on the blocking pool, at most
+//! [`BLOCKING_JOBS`] jobs' worth at once. It sleeps until something happens:
+//! a message from the manager, a change in the job directory or the spool
+//! (inotify, see `watch.rs`), the supervisor's exit (a pidfd), or a deadline
+//! it set (SIGKILL, wall clock, an ack stall, a short pause to let a fast
+//! writer fill a chunk). A running job that writes nothing wakes it never.
 //!
 //! The task outlives sessions: the manager attaches it to each new session
 //! (with the coordinator's resume offsets) and detaches it when the session
 //! ends; meanwhile it keeps supervising the job.
 
+use super::JobSettings;
 use super::launcher::{Launcher, ShimHandle};
-use super::layout::{JobPaths, StartedRecord, TerminateReason, TerminateRecord, log_line};
-use crate::config::ShipConfig;
-use crate::model::{JobExit, JobId, Outbound, Stream};
-use crate::output::{AdaptivePoll, Read, Shipper, read_batch};
+use super::layout::{JobPaths, StartedRecord, TerminateRecord};
+use super::watch::{Changes, JobWatch, Watcher};
+use crate::model::{JobExit, JobId, JobSpec, Outbound, Stream};
+use crate::output::{Read, Shipper, read_batch};
 use crate::timefmt;
 use futures::future::BoxFuture;
+use phase::{Action, Event, Phase};
 use std::fs::File;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
+pub mod phase;
+mod prepare;
 mod supervise;
 
 /// Chunks shipped per loop turn before the task looks at its messages again.
 const BATCH: usize = 16;
 /// Chunks read per hand-off to a blocking thread.
 const READS_PER_HANDOFF: usize = 4;
+/// After a turn that shipped output, wait this long before reading the spool
+/// again, so a fast writer yields full chunks rather than many small ones.
+const COALESCE: Duration = Duration::from_millis(5);
+/// Where inotify or a pidfd is unavailable: how often to look instead.
+const FALLBACK_POLL: Duration = Duration::from_millis(250);
+/// How many jobs' blocking work may run at once.
+pub const BLOCKING_JOBS: usize = 8;
 
 /// Where a worker sends its messages while a session is up.
 #[derive(Clone, Debug)]
@@ -51,84 +72,89 @@ pub enum Ctl {
 }
 
 /// What the manager reads for `Register`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
     pub start_time: Option<SystemTime>,
     pub exit: Option<JobExit>,
     pub released: bool,
+    /// The spool lengths the worker last saw (the final ones once exited).
+    pub lengths: [u64; 3],
+    pub phase: Phase,
+    /// How many times the task woke up (for tests and diagnostics: an idle
+    /// running job must not add to it).
+    pub wakeups: u64,
 }
 
 /// Settings every worker shares.
 #[derive(Clone)]
 pub struct Deps {
     pub launcher: Arc<dyn Launcher>,
-    pub default_grace: Duration,
-    pub ship: ShipConfig,
+    pub settings: Arc<JobSettings>,
+    /// `None` where inotify could not be set up: workers then poll.
+    pub watcher: Option<Watcher>,
+    /// Bounds the blocking work of all jobs together.
+    pub blocking: Arc<Semaphore>,
+}
+
+/// Where a worker's job comes from.
+pub enum Origin {
+    /// Assigned now: set up its directory and start its supervisor (unless
+    /// a directory for it exists: then it is adopted, never run twice).
+    New(Box<JobSpec>),
+    /// Left by a previous agent.
+    Adopted,
 }
 
 /// How a worker begins.
 pub struct Start {
     pub id: JobId,
     pub paths: JobPaths,
-    /// The supervisor this agent just started (absent for adopted jobs).
-    pub shim: Option<ShimHandle>,
-    /// An exit known without a job directory (the job could not be set up).
-    pub preset_exit: Option<JobExit>,
-    pub max_wall_clock: Option<Duration>,
+    pub origin: Origin,
 }
 
-/// Starts the worker task; returns its control channel and shared state.
-pub fn spawn(
-    start: Start,
-    deps: Deps,
-    attach: Option<(Link, [u64; 3])>,
-) -> (mpsc::UnboundedSender<Ctl>, Arc<Mutex<Shared>>) {
+/// The manager's side of a worker.
+pub struct Handle {
+    pub ctl: mpsc::UnboundedSender<Ctl>,
+    pub shared: Arc<Mutex<Shared>>,
+    /// Becomes true once the job's state is known (preparation done).
+    pub ready: watch::Receiver<bool>,
+}
+
+/// Starts the worker task.
+pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let (shim_pid, shim_exit) = match start.shim {
-        Some(h) => (Some(h.pid), Some(h.exited)),
-        None => (None, None),
-    };
-    let own_shim = shim_exit.is_some();
+    let (ready_tx, ready) = watch::channel(false);
+    let shared = Arc::new(Mutex::new(Shared {
+        start_time: None,
+        exit: None,
+        released: false,
+        lengths: [0; 3],
+        phase: Phase::Preparing,
+        wakeups: 0,
+    }));
     let span = tracing::info_span!(parent: None, "job", job = %start.id);
-    let mut w = Worker {
-        shipper: Shipper::new(deps.ship),
+    let w = Worker {
+        shipper: Shipper::new(deps.settings.ship),
         deps,
         shared: shared.clone(),
         link: None,
         files: [None, None, None],
+        phase: Phase::Preparing,
         started: None,
         exit: None,
-        exit_reported: false,
-        shim_pid,
-        own_shim,
-        shim_gone: false,
         terminate: None,
-        term_signalled: false,
-        kill_at: None,
-        kill_sent: false,
-        max_wall: start.max_wall_clock,
-        poll: AdaptivePoll::new(Duration::from_millis(5), Duration::from_millis(100)),
-        released: false,
+        max_wall: None,
+        wall_at: None,
+        shim_pid: None,
         id: start.id,
         paths: start.paths,
     };
-    if let Some(e) = start.preset_exit {
-        w.set_exit(e);
+    tokio::spawn(w.run(rx, start.origin, attach, ready_tx).instrument(span));
+    Handle {
+        ctl: tx,
+        shared,
+        ready,
     }
-    w.load_terminate();
-    if !w.own_shim && w.exit.is_none() {
-        // Adopted: know the job's state before the next Register lists it.
-        if !w.paths.started.exists() {
-            w.shim_pid = w.deps.launcher.find_shim(&w.paths.dir);
-        }
-        w.refresh();
-    }
-    if let Some((link, resume)) = attach {
-        w.handle(Ctl::Attach { link, resume });
-    }
-    tokio::spawn(w.run(rx, shim_exit).instrument(span));
-    (tx, shared)
 }
 
 struct Worker {
@@ -139,93 +165,189 @@ struct Worker {
     link: Option<Link>,
     shipper: Shipper,
     files: [Option<Arc<File>>; 3],
+    phase: Phase,
     started: Option<StartedRecord>,
     exit: Option<JobExit>,
-    exit_reported: bool,
-    shim_pid: Option<i32>,
-    own_shim: bool,
-    shim_gone: bool,
     terminate: Option<TerminateRecord>,
-    term_signalled: bool,
-    kill_at: Option<Instant>,
-    kill_sent: bool,
     max_wall: Option<Duration>,
-    poll: AdaptivePoll,
-    released: bool,
+    /// When the max wall clock time runs out (known once the job started).
+    wall_at: Option<Instant>,
+    shim_pid: Option<i32>,
+}
+
+/// What preparation found or made.
+struct Prepared {
+    watch: Option<JobWatch>,
+    shim: Option<ShimHandle>,
 }
 
 impl Worker {
     async fn run(
         mut self,
         mut ctl: mpsc::UnboundedReceiver<Ctl>,
-        mut shim_exit: Option<BoxFuture<'static, ()>>,
+        origin: Origin,
+        attach: Option<(Link, [u64; 3])>,
+        ready: watch::Sender<bool>,
     ) {
+        let Prepared { watch, shim } = self.prepare(origin).await;
+        let _ = ready.send(true);
+        if let Some((link, resume)) = attach {
+            self.handle(Ctl::Attach { link, resume }).await;
+        }
+        let changes: Option<Arc<Changes>> = watch.as_ref().map(|w| w.changes.clone());
+        let mut shim_exit = shim.map(|h| self.exit_future(h));
+        let mut look = false;
         loop {
-            self.refresh();
-            self.enforce_deadlines();
+            if look {
+                self.refresh(shim_exit.is_some()).await;
+                look = false;
+            }
+            self.enforce_deadlines().await;
             let shipped = self.ship().await;
             self.report_exit();
-            if self.released {
+            if self.phase == Phase::Released {
                 return;
             }
             if shipped.more {
                 while let Ok(c) = ctl.try_recv() {
-                    self.handle(c);
+                    self.handle(c).await;
                 }
                 tokio::task::yield_now().await;
                 continue;
             }
-            if shipped.sent {
-                // Caught up with the job: give it a moment to write more, so
-                // a fast writer yields full chunks rather than many small ones.
-                self.poll.active();
-            }
-            let wait = self.poll.idle();
+            let hold = shipped.sent.then(|| Instant::now() + COALESCE);
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;
                 c = ctl.recv() => match c {
-                    Some(c) => {
-                        self.handle(c);
-                        self.poll.active();
-                    }
+                    Some(c) => self.handle(c).await,
                     None => return,
                 },
                 () = wait_opt(&mut shim_exit) => {
                     shim_exit = None;
-                    self.shim_gone = true;
-                    self.poll.active();
+                    look = true;
+                }
+                seen = changed_opt(changes.as_deref()), if hold.is_none() => {
+                    look = seen.records && self.records_matter(shim_exit.is_some());
+                }
+                () = sleep_until_opt(hold) => {
+                    let records = changes.as_ref().is_some_and(|c| c.take().records);
+                    look = records && self.records_matter(shim_exit.is_some());
                 }
                 () = sleep_until_opt(deadline) => {}
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(FALLBACK_POLL), if changes.is_none() => look = true,
+            }
+            if let Ok(mut sh) = self.shared.lock() {
+                sh.wakeups += 1;
             }
         }
     }
 
-    fn handle(&mut self, c: Ctl) {
+    /// Whether a change in the job directory is worth reading: until the
+    /// start is known, or when the supervisor's exit is not watched. Once
+    /// it runs and is watched, the exit record needs no event: the shim
+    /// writes it just before it exits, and its exit is read anyway.
+    fn records_matter(&self, shim_watched: bool) -> bool {
+        self.phase.is_live() && (self.started.is_none() || !shim_watched)
+    }
+
+    /// Runs blocking work on the blocking pool, within the shared bound.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let _permit = self.deps.blocking.clone().acquire_owned().await.ok();
+        match tokio::task::spawn_blocking(f).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// The supervisor's exit as a future: its pidfd becoming readable (or,
+    /// without one, a slow liveness check), then reaping it if it is ours.
+    fn exit_future(&self, h: ShimHandle) -> BoxFuture<'static, ()> {
+        let launcher = self.deps.launcher.clone();
+        let dir = self.paths.dir.clone();
+        let fd = h.exit_fd.and_then(|fd| crate::sys::async_fd(fd).ok());
+        Box::pin(async move {
+            match fd {
+                Some(fd) => {
+                    let _ = fd.readable().await;
+                }
+                None => loop {
+                    tokio::time::sleep(FALLBACK_POLL).await;
+                    let (l, d) = (launcher.clone(), dir.clone());
+                    let alive = tokio::task::spawn_blocking(move || l.shim_alive(h.pid, &d))
+                        .await
+                        .unwrap_or(false);
+                    if !alive {
+                        break;
+                    }
+                },
+            }
+            if h.child {
+                launcher.reap(h.pid);
+            }
+        })
+    }
+
+    /// Moves to the next phase and carries out its actions.
+    async fn apply(&mut self, event: Event) {
+        let step = self.phase.on(event, Instant::now());
+        if step.phase != self.phase {
+            debug!(from = ?self.phase, to = ?step.phase, ?event, "job phase");
+        }
+        self.phase = step.phase;
+        if let Ok(mut sh) = self.shared.lock() {
+            sh.phase = step.phase;
+        }
+        for a in step.actions {
+            match a {
+                Action::SigTerm => self.signal(nix::sys::signal::Signal::SIGTERM).await,
+                Action::SigKill => {
+                    self.exec_log(
+                        "the grace period is over: sending SIGKILL to the job's process group"
+                            .into(),
+                    )
+                    .await;
+                    self.signal(nix::sys::signal::Signal::SIGKILL).await;
+                }
+                Action::Delete => self.delete().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, c: Ctl) {
         match c {
             Ctl::Attach { link, resume } => {
-                self.shipper.resume(resume, Instant::now());
-                self.exit_reported = false;
+                self.shipper.resume(resume, Instant::now().into_std());
                 self.link = Some(link);
                 if self.exit.is_none() {
                     self.send_started();
+                } else {
+                    self.apply(Event::Unreported).await;
                 }
             }
             Ctl::Detach => self.link = None,
-            Ctl::Ack(stream, offset) => self.shipper.ack(stream, offset, Instant::now()),
+            Ctl::Ack(stream, offset) => {
+                self.shipper.ack(stream, offset, Instant::now().into_std());
+            }
             Ctl::Report => {
                 if self.exit.is_some() {
-                    self.exit_reported = false;
+                    self.apply(Event::Unreported).await;
                 } else {
                     self.send_started();
                 }
             }
             Ctl::Terminate(grace) => {
-                let grace = grace.unwrap_or(self.deps.default_grace);
-                self.begin_terminate(TerminateReason::Coordinator, grace);
+                let grace = grace.unwrap_or(self.deps.settings.default_grace);
+                self.begin_terminate(super::layout::TerminateReason::Coordinator, grace)
+                    .await;
             }
-            Ctl::Release => self.release(),
+            Ctl::Release => {
+                if self.phase.is_live() {
+                    warn!("release of a job that is still running: ignored");
+                } else {
+                    self.apply(Event::Release).await;
+                }
+            }
         }
     }
 
@@ -250,29 +372,21 @@ impl Worker {
         }
     }
 
-    fn exec_log(&self, msg: &str) {
-        if let Err(e) = log_line(&self.paths.stream(Stream::ExecutionLog), msg) {
-            warn!(error = %e, "cannot write execution.log");
-        }
-    }
-
-    fn file(&mut self, s: Stream) -> Option<Arc<File>> {
-        let slot = &mut self.files[s.index()];
-        if slot.is_none() {
-            *slot = File::open(self.paths.stream(s)).ok().map(Arc::new);
-        }
-        slot.clone()
-    }
-
     fn lengths(&mut self) -> [u64; 3] {
-        if let Some(e) = &self.exit {
-            return e.lengths;
+        let lengths = match &self.exit {
+            Some(e) => e.lengths,
+            // fstat on descriptors held open: no path lookup, no disk IO.
+            None => std::array::from_fn(|i| {
+                self.files[i]
+                    .as_ref()
+                    .and_then(|f| f.metadata().ok())
+                    .map_or(0, |m| m.len())
+            }),
+        };
+        if let Ok(mut sh) = self.shared.lock() {
+            sh.lengths = lengths;
         }
-        Stream::ALL.map(|s| {
-            self.file(s)
-                .and_then(|f| f.metadata().ok())
-                .map_or(0, |m| m.len())
-        })
+        lengths
     }
 
     /// Ships what is available within the window.
@@ -282,7 +396,7 @@ impl Worker {
         if self.link.is_none() || (self.started.is_none() && self.exit.is_none()) {
             return out;
         }
-        if self.shipper.rewind_if_stalled(Instant::now()) {
+        if self.shipper.rewind_if_stalled(Instant::now().into_std()) {
             debug!("acknowledgements stalled: re-sending from the acknowledged offsets");
         }
         let lengths = self.lengths();
@@ -296,10 +410,10 @@ impl Worker {
                 let Some(r) = plan.next_read(&lengths) else {
                     break;
                 };
-                let Some(file) = self.file(r.stream) else {
+                let Some(file) = self.files[r.stream.index()].clone() else {
                     break;
                 };
-                plan.advance(r.stream, r.len as u64, Instant::now());
+                plan.advance(r.stream, r.len as u64, Instant::now().into_std());
                 reads.push((file, r));
             }
             if reads.is_empty() {
@@ -321,7 +435,7 @@ impl Worker {
                     break;
                 }
                 let n = data.len() as u64;
-                out.more = data.len() == self.deps.ship.chunk_bytes;
+                out.more = data.len() == self.deps.settings.ship.chunk_bytes;
                 let msg = Outbound::Output {
                     job_id: self.id.clone(),
                     stream: r.stream,
@@ -332,7 +446,7 @@ impl Worker {
                     out.more = false;
                     return out;
                 }
-                self.shipper.advance(r.stream, n, Instant::now());
+                self.shipper.advance(r.stream, n, Instant::now().into_std());
                 out.sent = true;
             }
             if !complete {
@@ -345,35 +459,59 @@ impl Worker {
     /// Rule 3: `JobExited` goes out only after every byte up to the final lengths.
     fn report_exit(&mut self) {
         let Some(exit) = &self.exit else { return };
-        if self.exit_reported || self.link.is_none() || !self.shipper.caught_up(&exit.lengths) {
+        if self.phase != Phase::Collecting
+            || self.link.is_none()
+            || !self.shipper.caught_up(&exit.lengths)
+        {
             return;
         }
         let msg = Outbound::JobExited {
             job_id: self.id.clone(),
             exit: exit.clone(),
         };
-        self.exit_reported = self.send(msg);
-    }
-
-    fn release(&mut self) {
-        if self.exit.is_none() {
-            warn!("release of a job that is still running: ignored");
-            return;
-        }
-        for dir in [&self.paths.dir, &self.paths.temp] {
-            if let Err(e) = std::fs::remove_dir_all(dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!(error = %e, dir = %dir.display(), "cannot delete");
+        if self.send(msg) {
+            // Reported is a phase change without actions: no await needed.
+            let step = self.phase.on(Event::Reported, Instant::now());
+            self.phase = step.phase;
+            if let Ok(mut sh) = self.shared.lock() {
+                sh.phase = step.phase;
             }
         }
-        // Only an empty mount directory is removed: never delete through a mount.
-        let _ = std::fs::remove_dir(&self.paths.mount_root);
+    }
+
+    /// Deletes the job's files (the job has ended and been released).
+    async fn delete(&mut self) {
+        let paths = self.paths.clone();
+        self.blocking(move || {
+            for dir in [&paths.dir, &paths.temp] {
+                if let Err(e) = std::fs::remove_dir_all(dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!(error = %e, dir = %dir.display(), "cannot delete");
+                }
+            }
+            // Only an empty mount directory is removed: never delete through a mount.
+            let _ = std::fs::remove_dir(&paths.mount_root);
+        })
+        .await;
         info!("job released");
         if let Ok(mut sh) = self.shared.lock() {
             sh.released = true;
         }
-        self.released = true;
+    }
+
+    /// The earliest time the task must wake without an event.
+    fn next_deadline(&self) -> Option<Instant> {
+        let wall = self.wall_at.filter(|_| self.phase == Phase::Running);
+        let stall = self
+            .link
+            .as_ref()
+            .and_then(|_| self.shipper.stall_deadline())
+            .map(Instant::from_std);
+        [self.phase.deadline(), wall, stall]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -393,9 +531,19 @@ async fn wait_opt(f: &mut Option<BoxFuture<'static, ()>>) {
     }
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
+async fn changed_opt(c: Option<&Changes>) -> super::watch::Seen {
+    match c {
+        Some(c) => c.changed().await,
         None => std::future::pending().await,
     }
 }
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,41 +1,206 @@
-//! The supervision half of a job's worker: reading the job's records,
-//! noticing a supervisor that died, terminating (SIGTERM, then SIGKILL after
-//! the grace period) and enforcing the max wall clock time. Every decision is
-//! written to `execution.log` and, where it must survive an agent restart, to
-//! a record in the job directory.
+//! The supervision half of a job's worker: preparing or adopting the job,
+//! reading its records, noticing a supervisor that died, terminating
+//! (SIGTERM, then SIGKILL after the grace period) and enforcing the max wall
+//! clock time. Every decision is written to `execution.log` and, where it
+//! must survive an agent restart, to a record in the job directory. All file
+//! and process work goes through [`Worker::blocking`].
 
-use super::Worker;
+use super::phase::{Event, Phase};
+use super::{Origin, Prepared, Worker, prepare};
+use crate::jobs::launcher::ShimHandle;
 use crate::jobs::layout::{
-    ExitRecord, StartedRecord, TerminateReason, TerminateRecord, read_record, write_record,
+    ExitRecord, JobPaths, LaunchRecord, StartedRecord, TerminateReason, TerminateRecord, log_line,
+    read_record, write_record,
 };
-use crate::model::{JobError, JobExit};
+use crate::jobs::watch::JobWatch;
+use crate::model::{JobError, JobExit, Stream};
 use crate::timefmt;
 use nix::sys::signal::Signal;
-use std::time::{Duration, Instant, SystemTime};
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// What the blocking half of preparation returns.
+struct Found {
+    watch: Option<JobWatch>,
+    files: [Option<Arc<File>>; 3],
+    shim: Option<ShimHandle>,
+    /// Set for a new job that could not be started.
+    failed: Option<JobExit>,
+    adopted: Option<Adopted>,
+    max_wall: Option<Duration>,
+}
+
+/// The records an adopted job's directory held.
+struct Adopted {
+    started: io::Result<Option<StartedRecord>>,
+    exit: Records,
+    terminate: Option<TerminateRecord>,
+}
+
+type Records = io::Result<Option<(ExitRecord, [u64; 3])>>;
+
+fn read_exit(paths: &JobPaths) -> Records {
+    Ok(read_record::<ExitRecord>(&paths.exit)?.map(|r| (r, paths.lengths())))
+}
+
+fn open_spool(paths: &JobPaths) -> [Option<Arc<File>>; 3] {
+    Stream::ALL.map(|s| File::open(paths.stream(s)).ok().map(Arc::new))
+}
+
 impl Worker {
-    /// Reads the job's records and checks its supervisor.
-    pub(super) fn refresh(&mut self) {
-        if self.exit.is_some() {
-            return;
+    /// Sets up a new job or reads an adopted one; the phase leaves `Preparing`.
+    pub(super) async fn prepare(&mut self, origin: Origin) -> Prepared {
+        let (paths, deps) = (self.paths.clone(), self.deps.clone());
+        let found = self
+            .blocking(move || {
+                let watch = |p: &JobPaths| match &deps.watcher {
+                    Some(w) => w
+                        .watch(&p.dir, &p.spool)
+                        .map_err(|e| warn!(error = %e, "cannot watch the job directory: polling"))
+                        .ok(),
+                    None => None,
+                };
+                let spec = match origin {
+                    // Rule 4: a directory for the job means it was started before.
+                    Origin::New(spec) if !paths.dir.exists() => spec,
+                    Origin::New(_) | Origin::Adopted => {
+                        // Watch first, so no record written after the reads is missed.
+                        let w = watch(&paths);
+                        let max_wall = read_record::<LaunchRecord>(&paths.launch)
+                            .ok()
+                            .flatten()
+                            .and_then(|r| r.max_wall_clock_ms)
+                            .map(Duration::from_millis);
+                        let started = read_record::<StartedRecord>(&paths.started);
+                        let known = started.as_ref().ok().and_then(|s| s.map(|s| s.shim_pid));
+                        // Found before exit.json is read: a shim that is gone
+                        // by then has written its exit record if it ever will.
+                        let shim = deps.launcher.find_shim(known, &paths.dir);
+                        let exit = read_exit(&paths);
+                        let terminate = read_record::<TerminateRecord>(&paths.terminate)
+                            .ok()
+                            .flatten();
+                        return Found {
+                            watch: w,
+                            files: open_spool(&paths),
+                            shim,
+                            failed: None,
+                            adopted: Some(Adopted {
+                                started,
+                                exit,
+                                terminate,
+                            }),
+                            max_wall,
+                        };
+                    }
+                };
+                let max_wall = spec.max_wall_clock_time;
+                let mut found = Found {
+                    watch: None,
+                    files: [None, None, None],
+                    shim: None,
+                    failed: None,
+                    adopted: None,
+                    max_wall,
+                };
+                if let Err(err) = prepare::prepare(&deps.settings, &spec, &paths) {
+                    found.failed = Some(prepare::record_failure(&paths, err));
+                    return found;
+                }
+                found.watch = watch(&paths);
+                found.files = open_spool(&paths);
+                match deps.launcher.launch(&paths) {
+                    Ok(h) => found.shim = Some(h),
+                    Err(e) => {
+                        let err = JobError::new("JobStartFailed", e.to_string());
+                        found.failed = Some(prepare::record_failure(&paths, err));
+                    }
+                }
+                found
+            })
+            .await;
+        self.files = found.files;
+        self.max_wall = found.max_wall;
+        self.shim_pid = found.shim.as_ref().map(|h| h.pid);
+        if let Some(exit) = found.failed {
+            self.set_exit(exit).await;
+            return Prepared {
+                watch: found.watch,
+                shim: None,
+            };
         }
-        if self.started.is_none() {
-            match read_record::<StartedRecord>(&self.paths.started) {
-                Ok(Some(s)) => self.on_started(s),
+        self.apply(Event::Prepared).await;
+        if let Some(a) = found.adopted {
+            match a.started {
+                Ok(Some(s)) => self.on_started(s).await,
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "cannot read started.json"),
             }
+            if let Some(t) = a.terminate {
+                // Adopted mid-termination: keep the SIGKILL time; SIGTERM
+                // went out then if the job had started.
+                let due =
+                    timefmt::from_unix_nanos(t.requested_at_ns) + Duration::from_millis(t.grace_ms);
+                let kill_at =
+                    Instant::now() + due.duration_since(SystemTime::now()).unwrap_or_default();
+                self.terminate = Some(t);
+                let ev = if self.started.is_some() {
+                    Event::Resume { kill_at }
+                } else {
+                    Event::Terminate { kill_at }
+                };
+                self.apply(ev).await;
+            }
+            self.on_records(Ok(None), a.exit, found.shim.is_some())
+                .await;
         }
-        if self.check_exit_record() {
+        Prepared {
+            watch: found.watch,
+            shim: found.shim,
+        }
+    }
+
+    /// Reads the job's records (after an event said they changed).
+    pub(super) async fn refresh(&mut self, shim_running: bool) {
+        if !self.phase.is_live() {
             return;
         }
-        let alive = !self.shim_gone
-            && (self.own_shim
-                || self
-                    .shim_pid
-                    .is_some_and(|p| self.deps.launcher.shim_alive(p, &self.paths.dir)));
-        if !alive && !self.check_exit_record() {
+        let paths = self.paths.clone();
+        let need_started = self.started.is_none();
+        let (started, exit) = self
+            .blocking(move || {
+                let started = if need_started {
+                    read_record::<StartedRecord>(&paths.started)
+                } else {
+                    Ok(None)
+                };
+                (started, read_exit(&paths))
+            })
+            .await;
+        self.on_records(started, exit, shim_running).await;
+    }
+
+    async fn on_records(
+        &mut self,
+        started: io::Result<Option<StartedRecord>>,
+        exit: Records,
+        shim_running: bool,
+    ) {
+        match started {
+            Ok(Some(s)) if self.started.is_none() => self.on_started(s).await,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot read started.json"),
+        }
+        match exit {
+            Ok(Some((r, lengths))) => return self.on_exit(r, lengths).await,
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read exit.json"),
+        }
+        if !shim_running && self.phase.is_live() {
             let (code, msg) = match self.started {
                 Some(s) => (
                     "ExitStatusUnknown",
@@ -46,44 +211,32 @@ impl Worker {
                     "the job's supervisor ended before the job started (the agent may have stopped while starting it)".to_owned(),
                 ),
             };
-            self.lose(code, msg);
+            self.lose(code, msg).await;
         }
     }
 
-    pub(super) fn check_exit_record(&mut self) -> bool {
-        match read_record::<ExitRecord>(&self.paths.exit) {
-            Ok(Some(r)) => {
-                self.on_exit(r);
-                true
-            }
-            Ok(None) => false,
-            Err(e) => {
-                warn!(error = %e, "cannot read exit.json");
-                false
-            }
-        }
-    }
-
-    pub(super) fn on_started(&mut self, s: StartedRecord) {
+    pub(super) async fn on_started(&mut self, s: StartedRecord) {
         info!(pid = s.pid, "job process started");
         self.started = Some(s);
         self.shim_pid.get_or_insert(s.shim_pid);
+        let start = timefmt::from_unix_nanos(s.start_time_ns);
         if let Ok(mut sh) = self.shared.lock() {
-            sh.start_time = Some(timefmt::from_unix_nanos(s.start_time_ns));
+            sh.start_time = Some(start);
         }
+        self.wall_at = self.max_wall.map(|max| {
+            Instant::now()
+                + (start + max)
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+        });
         self.send_started();
-        if self.terminate.is_some() && !self.term_signalled {
-            self.signal(Signal::SIGTERM);
-        }
-        self.poll.active();
+        self.apply(Event::Started).await;
     }
 
-    pub(super) fn on_exit(&mut self, r: ExitRecord) {
-        let wall_clock = self
-            .terminate
-            .is_some_and(|t| t.reason == TerminateReason::MaxWallClockTime);
+    async fn on_exit(&mut self, r: ExitRecord, lengths: [u64; 3]) {
+        let reason = self.terminate.map(|t| t.reason);
         let error = r.error.or_else(|| {
-            wall_clock.then(|| {
+            (reason == Some(TerminateReason::MaxWallClockTime)).then(|| {
                 JobError::new(
                     "MaxWallClockTimeExceeded",
                     "the job ran longer than its maximum wall clock time and was terminated",
@@ -94,67 +247,71 @@ impl Worker {
             exit_code: r.exit_code,
             end_time: timefmt::from_unix_nanos(r.end_time_ns),
             error,
-            terminated: self
-                .terminate
-                .is_some_and(|t| t.reason == TerminateReason::Coordinator),
-            lengths: self.paths.lengths(),
+            terminated: reason == Some(TerminateReason::Coordinator),
+            lengths,
         };
         info!(
             exit_code = exit.exit_code,
             terminated = exit.terminated,
             "job exited"
         );
-        self.set_exit(exit);
+        self.set_exit(exit).await;
     }
 
-    pub(super) fn set_exit(&mut self, exit: JobExit) {
+    pub(super) async fn set_exit(&mut self, exit: JobExit) {
         if let Ok(mut sh) = self.shared.lock() {
             sh.exit = Some(exit.clone());
+            sh.lengths = exit.lengths;
         }
         self.exit = Some(exit);
-        self.kill_at = None;
-        self.poll.active();
+        self.apply(Event::Exited).await;
     }
 
-    /// The supervisor is gone without an exit record: clean up what is left
-    /// of the job and record the exit ourselves.
-    pub(super) fn lose(&mut self, code: &str, msg: String) {
+    /// The supervisor is gone without an exit record: kill what is left of
+    /// the job (its process group, and what left the group but not the
+    /// supervisor's session) and record the exit ourselves.
+    async fn lose(&mut self, code: &str, msg: String) {
         let marker = format!("AZ_BATCHAI_STDOUTERR_DIR={}", self.paths.spool.display());
-        let killed = self.deps.launcher.kill_marked(&marker);
-        warn!(killed, "{msg}");
-        let mut line = msg.clone();
-        if killed > 0 {
-            line.push_str(&format!("; killed {killed} remaining processes of the job"));
-        }
-        self.exec_log(&line);
-        let rec = ExitRecord {
-            exit_code: -1,
-            end_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
-            error: Some(JobError::new(code, msg)),
-        };
-        if let Err(e) = write_record(&self.paths.exit, &rec, 0o644) {
-            warn!(error = %e, "cannot write exit.json");
-        }
-        self.on_exit(rec);
+        let (launcher, paths) = (self.deps.launcher.clone(), self.paths.clone());
+        let (shim, pgid) = (self.shim_pid, self.started.map(|s| s.pgid));
+        let code = code.to_owned();
+        let (rec, lengths) = self
+            .blocking(move || {
+                let killed = launcher.kill_lost(shim, pgid, &marker);
+                warn!(killed, "{msg}");
+                let mut line = msg.clone();
+                if killed > 0 {
+                    line.push_str(&format!("; killed {killed} remaining processes of the job"));
+                }
+                if let Err(e) = log_line(&paths.stream(Stream::ExecutionLog), &line) {
+                    warn!(error = %e, "cannot write execution.log");
+                }
+                let rec = ExitRecord {
+                    exit_code: -1,
+                    end_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
+                    error: Some(JobError::new(&code, msg)),
+                };
+                if let Err(e) = write_record(&paths.exit, &rec, 0o644) {
+                    warn!(error = %e, "cannot write exit.json");
+                }
+                (rec, paths.lengths())
+            })
+            .await;
+        self.on_exit(rec, lengths).await;
     }
 
-    pub(super) fn load_terminate(&mut self) {
-        if self.exit.is_some() {
-            return;
-        }
-        if let Ok(Some(t)) = read_record::<TerminateRecord>(&self.paths.terminate) {
-            // Adopted mid-termination: SIGTERM was sent; keep the SIGKILL time.
-            let due =
-                timefmt::from_unix_nanos(t.requested_at_ns) + Duration::from_millis(t.grace_ms);
-            let left = due.duration_since(SystemTime::now()).unwrap_or_default();
-            self.terminate = Some(t);
-            self.term_signalled = true;
-            self.kill_at = Some(Instant::now() + left);
-        }
+    pub(super) async fn exec_log(&self, msg: String) {
+        let path = self.paths.stream(Stream::ExecutionLog);
+        self.blocking(move || {
+            if let Err(e) = log_line(&path, &msg) {
+                warn!(error = %e, "cannot write execution.log");
+            }
+        })
+        .await;
     }
 
-    pub(super) fn begin_terminate(&mut self, reason: TerminateReason, grace: Duration) {
-        if self.exit.is_some() || self.terminate.is_some() {
+    pub(super) async fn begin_terminate(&mut self, reason: TerminateReason, grace: Duration) {
+        if !self.phase.is_live() || self.terminate.is_some() {
             return;
         }
         let rec = TerminateRecord {
@@ -162,9 +319,6 @@ impl Worker {
             requested_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
-        if let Err(e) = write_record(&self.paths.terminate, &rec, 0o644) {
-            warn!(error = %e, "cannot write terminate.json");
-        }
         let why = match reason {
             TerminateReason::Coordinator => "the coordinator asked to terminate the job".to_owned(),
             TerminateReason::MaxWallClockTime => format!(
@@ -181,64 +335,50 @@ impl Worker {
             None => "the job has not started yet; it will be stopped as it starts".to_owned(),
         };
         info!(?reason, "terminating the job");
-        self.exec_log(&format!("terminating: {why}; {how}"));
+        let paths = self.paths.clone();
+        let line = format!("terminating: {why}; {how}");
+        self.blocking(move || {
+            // Durable before any signal: a restarted agent keeps the reason
+            // and the SIGKILL time.
+            if let Err(e) = write_record(&paths.terminate, &rec, 0o644) {
+                warn!(error = %e, "cannot write terminate.json");
+            }
+            if let Err(e) = log_line(&paths.stream(Stream::ExecutionLog), &line) {
+                warn!(error = %e, "cannot write execution.log");
+            }
+        })
+        .await;
         self.terminate = Some(rec);
-        self.kill_at = Some(Instant::now() + grace);
-        if self.started.is_some() {
-            self.signal(Signal::SIGTERM);
-        }
+        self.apply(Event::Terminate {
+            kill_at: Instant::now() + grace,
+        })
+        .await;
     }
 
-    pub(super) fn signal(&mut self, sig: Signal) {
+    pub(super) async fn signal(&self, sig: Signal) {
         let Some(s) = self.started else { return };
-        // Once the supervisor has recorded the exit, the group is gone (it
-        // kills leftovers first) and its id may be reused: never signal it.
-        if !self.paths.exit.exists()
-            && let Err(e) = self.deps.launcher.signal_group(s.pgid, sig)
-        {
-            warn!(error = %e, pgid = s.pgid, %sig, "cannot signal the job");
-        }
-        match sig {
-            Signal::SIGKILL => self.kill_sent = true,
-            _ => self.term_signalled = true,
-        }
+        let (launcher, exit) = (self.deps.launcher.clone(), self.paths.exit.clone());
+        self.blocking(move || {
+            // Once the supervisor has recorded the exit, the group is gone (it
+            // kills leftovers first) and its id may be reused: never signal it.
+            if !exit.exists()
+                && let Err(e) = launcher.signal_group(s.pgid, sig)
+            {
+                warn!(error = %e, pgid = s.pgid, %sig, "cannot signal the job");
+            }
+        })
+        .await;
     }
 
-    pub(super) fn wall_deadline(&self) -> Option<SystemTime> {
-        let (max, s) = (self.max_wall?, self.started?);
-        if self.terminate.is_some() || self.exit.is_some() {
-            return None;
+    pub(super) async fn enforce_deadlines(&mut self) {
+        let now = Instant::now();
+        if self.phase == Phase::Running && self.wall_at.is_some_and(|t| now >= t) {
+            let grace = self.deps.settings.default_grace;
+            self.begin_terminate(TerminateReason::MaxWallClockTime, grace)
+                .await;
         }
-        Some(timefmt::from_unix_nanos(s.start_time_ns) + max)
-    }
-
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let kill = self
-            .kill_at
-            .filter(|_| !self.kill_sent && self.exit.is_none());
-        let wall = self
-            .wall_deadline()
-            .map(|t| Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default());
-        match (kill, wall) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    pub(super) fn enforce_deadlines(&mut self) {
-        if self.exit.is_some() {
-            return;
-        }
-        if self.wall_deadline().is_some_and(|t| SystemTime::now() >= t) {
-            self.begin_terminate(TerminateReason::MaxWallClockTime, self.deps.default_grace);
-        }
-        if let Some(at) = self.kill_at
-            && !self.kill_sent
-            && self.started.is_some()
-            && Instant::now() >= at
-        {
-            self.exec_log("the grace period is over: sending SIGKILL to the job's process group");
-            self.signal(Signal::SIGKILL);
+        if self.phase.deadline().is_some_and(|t| now >= t) {
+            self.apply(Event::GraceOver).await;
         }
     }
 }

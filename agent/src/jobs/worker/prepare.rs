@@ -1,0 +1,115 @@
+//! Setting up a new job's directory (blocking: run it off the runtime):
+//! directories, spool files, the job environment and `launch.json`; and
+//! recording a job that could not be started.
+
+use crate::jobs::JobSettings;
+use crate::jobs::env::{NodePaths, job_env};
+use crate::jobs::layout::{self, JobPaths, LaunchRecord, log_line, write_record};
+use crate::model::{JobError, JobExit, JobSpec, Stream};
+use crate::timefmt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::SystemTime;
+use tracing::warn;
+
+/// Creates the job's directories, spool files and `launch.json`.
+pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Result<(), JobError> {
+    let fail = |what: &str, path: &Path, e: std::io::Error| {
+        JobError::new(
+            "JobSetupFailed",
+            format!("cannot create {what} {}: {e}", path.display()),
+        )
+    };
+    let mut private = std::fs::DirBuilder::new();
+    private.recursive(true).mode(0o700);
+    let mut public = std::fs::DirBuilder::new();
+    public.recursive(true).mode(0o755);
+    private
+        .create(&paths.dir)
+        .map_err(|e| fail("the job directory", &paths.dir, e))?;
+    public
+        .create(&paths.spool)
+        .map_err(|e| fail("the output directory", &paths.spool, e))?;
+    for s in Stream::ALL {
+        let p = paths.stream(s);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&p)
+            .map_err(|e| fail("the output file", &p, e))?;
+    }
+    for (what, dir) in [
+        ("the job temp directory", &paths.temp),
+        ("the shared job temp directory", &paths.shared_temp),
+        ("the job mount root", &paths.mount_root),
+    ] {
+        public.create(dir).map_err(|e| fail(what, dir, e))?;
+    }
+    let layout = &settings.layout;
+    let env = job_env(
+        &settings.base_env,
+        spec,
+        &NodePaths {
+            job_temp: &paths.temp,
+            job_temp_root: &layout.job_temp_root,
+            shared_job_temp: &paths.shared_temp,
+            stdouterr_dir: &paths.spool,
+            mount_root: &layout.mount_root,
+            job_mount_root: &paths.mount_root,
+            num_gpus: 0,
+        },
+    );
+    let rec = LaunchRecord {
+        job_id: spec.job_id.as_str().to_owned(),
+        shell: settings.shell.clone(),
+        command_line: spec.command_line.clone(),
+        work_dir: paths.temp.clone(),
+        env,
+        max_wall_clock_ms: spec
+            .max_wall_clock_time
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        assigned_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
+    };
+    write_record(&paths.launch, &rec, 0o600)
+        .map_err(|e| fail("the launch record", &paths.launch, e))?;
+    let _ = log_line(
+        &paths.stream(Stream::ExecutionLog),
+        &format!(
+            "bai-agent {} on node {}: starting job {}/{}/{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            settings.node_id,
+            spec.workspace,
+            spec.experiment,
+            spec.job_name,
+            spec.job_id
+        ),
+    );
+    Ok(())
+}
+
+/// Records a job that could not be started: an `execution.log` line and
+/// `exit.json` where the directory allows, and the exit either way.
+pub fn record_failure(paths: &JobPaths, err: JobError) -> JobExit {
+    warn!(code = %err.code, "{}", err.message);
+    let now = SystemTime::now();
+    let _ = log_line(
+        &paths.stream(Stream::ExecutionLog),
+        &format!("the job could not be started: {}", err.message),
+    );
+    let _ = write_record(
+        &paths.exit,
+        &layout::ExitRecord {
+            exit_code: -1,
+            end_time_ns: timefmt::to_unix_nanos(now),
+            error: Some(err.clone()),
+        },
+        0o644,
+    );
+    JobExit {
+        exit_code: -1,
+        end_time: now,
+        error: Some(err),
+        terminated: false,
+        lengths: paths.lengths(),
+    }
+}
