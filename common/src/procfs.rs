@@ -204,6 +204,10 @@ mod tests {
         let canon = dir.path().canonicalize().expect("canonicalize");
         assert_eq!(cwd(pid), Some(canon));
         let me = stat(std::process::id() as i32).expect("own stat");
+        // The agent tells a job's processes by session: the field must be the real one.
+        let sid = nix::unistd::getsid(None).expect("getsid").as_raw();
+        assert_eq!(me.sid, sid);
+        assert_eq!(stat(pid).map(|s| s.sid), Some(sid));
         assert_eq!(pgid(pid), Some(me.pgid));
         assert!(in_group(me.pgid).contains(&pid));
         assert!(alive(pid));
