@@ -4,7 +4,6 @@
 //! then file, then defaults. Resolving is pure: the caller reads the file and
 //! the environment and passes them in.
 
-use crate::model::is_word_id;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -35,6 +34,15 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl From<LogFormat> for bai_common::telemetry::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
 }
 
 /// `bai-agent`'s command line.
@@ -275,15 +283,11 @@ impl Config {
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), ConfigError> {
-    if is_word_id(value) {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            field,
-            value: value.to_owned(),
-            reason: "must be 1 to 64 characters of letters, digits, '_' or '-'".into(),
-        })
-    }
+    bai_common::names::check_name(value).map_err(|reason| ConfigError::Invalid {
+        field,
+        value: value.to_owned(),
+        reason: reason.into(),
+    })
 }
 
 fn check_url(value: &str) -> Result<(), ConfigError> {

@@ -1,8 +1,8 @@
 //! The node's identity: `--node-id`, or the id kept in `<state-dir>/node-id`,
 //! generated once from the hostname and a short random suffix.
 
-use crate::atomic::{self, Durability};
-use crate::model::is_word_id;
+use bai_common::fs::write_atomic;
+use bai_common::names::is_name;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub fn load_or_create(
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();
-            if is_word_id(id) {
+            if is_name(id) {
                 Ok(id.to_owned())
             } else {
                 Err(IdentityError::Invalid {
@@ -48,7 +48,7 @@ pub fn load_or_create(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = generate(hostname, &uuid::Uuid::new_v4().simple().to_string()[..8]);
             let text = format!("{id}\n");
-            atomic::write(&path, text.as_bytes(), 0o644, Durability::Durable).map_err(io)?;
+            write_atomic(&path, text.as_bytes()).map_err(io)?;
             Ok(id)
         }
         Err(e) => Err(io(e)),
@@ -90,7 +90,7 @@ mod tests {
         assert_eq!(generate("", "ab12cd34"), "node-ab12cd34");
         assert_eq!(generate("weird host!", "x"), "weird-host--x");
         let long = generate(&"h".repeat(200), "ab12cd34");
-        assert!(is_word_id(&long), "{long}");
+        assert!(is_name(&long), "{long}");
     }
 
     #[test]

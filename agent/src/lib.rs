@@ -8,10 +8,10 @@
 //! and their phase machine, the supervisor `shim`, the
 //! [`jobs::launcher::Launcher`] trait, file events, on-disk layout, job
 //! environment), `output` (send/ack bookkeeping and spool reads), `convert`
-//! (the only module that knows `bai_proto`), `model` (domain types),
-//! `atomic` (file replacement), `procfs` (`/proc`), `sys` (the only `unsafe`).
+//! (the only module that knows `bai_proto`), `model` (domain types). Atomic
+//! file writes, `/proc`, pidfds, tracing setup and the name rule come from
+//! `bai_common`, shared with the coordinator.
 
-pub mod atomic;
 pub mod backoff;
 pub mod config;
 pub mod convert;
@@ -20,10 +20,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod model;
 pub mod output;
-pub mod procfs;
 pub mod session;
-pub mod sys;
-pub mod telemetry;
 pub mod timefmt;
 
 use config::Config;

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(config::EXIT_BAD_CONFIG as u8);
         }
     };
-    bai_agent::telemetry::init(config.log_format);
+    // The same setup, and JSON shape, as the coordinator's.
+    if bai_common::telemetry::init(config.log_format.into()).is_err() {
+        eprintln!("bai-agent: logging was already set up");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,15 +5,16 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-/// A validated job id: 1..=64 characters of `[-\w]` (ASCII letters, digits,
-/// `_` and `-`). It names a directory, so nothing else is allowed in it.
+/// A validated job id: a Batch AI resource name ([`bai_common::names`]: 1 to
+/// 64 ASCII letters, digits, `_` and `-`). It names a directory, so nothing
+/// else is allowed in it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
 
 impl JobId {
     /// Checks `s` and wraps it; the error says what is wrong.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if is_word_id(s) {
+        if bai_common::names::is_name(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(format!(
@@ -31,13 +32,6 @@ impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// `^[-\w]{1,64}$` over ASCII, the rule for node ids and job ids.
-pub fn is_word_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// One of a job's three output streams (Batch AI's `stdouterr` files).

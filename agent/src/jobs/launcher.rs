@@ -4,21 +4,21 @@
 //! The real [`ShimLauncher`] starts `<agent-exe> shim <job-dir>` (see
 //! `shim.rs`), which runs the job in its own session and process group with
 //! output going straight to the spool files, so the job outlives the agent.
-//! A supervisor's exit is an event: a pidfd (Linux 5.3+), which works the
-//! same for a shim this agent started and for one adopted after a restart
-//! (where the agent is not its parent). Signals go to the job's process
+//! A supervisor's exit is an event: a pidfd ([`ProcessHandle`], Linux 5.3+),
+//! which works the same for a shim this agent started and for one adopted
+//! after a restart (where the agent is not its parent). Signals go to the job's process
 //! group. Every method but [`Launcher::signal_group`] may block (it starts a
 //! process or reads `/proc`): call them off the async runtime.
 
 use super::layout::JobPaths;
-use crate::procfs;
-use crate::sys::pidfd_open;
+use bai_common::process::ProcessHandle;
+use bai_common::procfs;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,10 +27,9 @@ use std::process::Stdio;
 #[derive(Debug)]
 pub struct ShimHandle {
     pub pid: i32,
-    /// Becomes readable once the supervisor has exited (a pidfd; a fake may
-    /// use a pipe's read end). `None` where the kernel has no pidfd: the
-    /// worker then checks [`Launcher::shim_alive`] now and then.
-    pub exit_fd: Option<OwnedFd>,
+    /// Reports the supervisor's exit (a pidfd). `None` where the kernel has
+    /// no pidfd: the worker then checks [`Launcher::shim_alive`] now and then.
+    pub exit: Option<ProcessHandle>,
     /// This agent is the supervisor's parent and reaps it.
     pub child: bool,
 }
@@ -42,7 +41,8 @@ pub struct LaunchError {
     pub source: io::Error,
 }
 
-/// Process launching and signalling.
+/// Process launching and signalling. Methods returning a [`ShimHandle`]
+/// must run inside the runtime (the blocking pool is inside it).
 pub trait Launcher: Send + Sync + 'static {
     /// Starts the supervisor of the job whose `launch.json` is in `paths.dir`.
     fn launch(&self, paths: &JobPaths) -> Result<ShimHandle, LaunchError>;
@@ -97,7 +97,7 @@ impl Launcher for ShimLauncher {
         // Our unreaped child: its pid cannot be reused, so the pidfd is its.
         Ok(ShimHandle {
             pid,
-            exit_fd: pidfd_open(pid).ok(),
+            exit: ProcessHandle::open(pid).ok(),
             child: true,
         })
     }
@@ -105,20 +105,20 @@ impl Launcher for ShimLauncher {
     fn find_shim(&self, pid: Option<i32>, job_dir: &Path) -> Option<ShimHandle> {
         let pid = match pid {
             Some(p) => p,
-            None => procfs::pids().find(|&p| procfs::is_shim_of(&procfs::cmdline(p), job_dir))?,
+            None => procfs::pids().find(|&p| is_shim_of(procfs::args(p), job_dir))?,
         };
-        let fd = pidfd_open(pid).ok();
+        let exit = ProcessHandle::open(pid).ok();
         // Checked after the pidfd is open: if this is still the shim now, the
         // pidfd refers to it and not to a later process reusing the pid.
         self.shim_alive(pid, job_dir).then_some(ShimHandle {
             pid,
-            exit_fd: fd,
+            exit,
             child: false,
         })
     }
 
     fn shim_alive(&self, pid: i32, job_dir: &Path) -> bool {
-        pid > 0 && procfs::is_shim_of(&procfs::cmdline(pid), job_dir)
+        pid > 0 && is_shim_of(procfs::args(pid), job_dir)
     }
 
     fn signal_group(&self, pgid: i32, signal: Signal) -> io::Result<bool> {
@@ -144,7 +144,7 @@ impl Launcher for ShimLauncher {
         // the job's unless a process now has that pid outside the job's
         // session (the group emptied and the id was reused).
         if let Some(pgid) = pgid.filter(|&p| p > 1) {
-            let reused = procfs::ids(pgid).is_some_and(|ids| Some(ids.sid) != shim_pid);
+            let reused = procfs::stat(pgid).is_some_and(|s| Some(s.sid) != shim_pid);
             if !reused && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
                 n += 1;
             }
@@ -157,10 +157,9 @@ impl Launcher for ShimLauncher {
         let Some(sid) = shim_pid.filter(|&p| p > 1) else {
             return n;
         };
-        let me = std::process::id() as i32;
-        for pid in procfs::pids().filter(|&p| p != me) {
-            if procfs::ids(pid).is_some_and(|ids| ids.sid == sid)
-                && procfs::environ_has(pid, marker)
+        for pid in procfs::other_pids() {
+            if procfs::stat(pid).is_some_and(|s| s.sid == sid)
+                && procfs::has_env_entry(pid, marker)
                 && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
             {
                 n += 1;
@@ -168,6 +167,14 @@ impl Launcher for ShimLauncher {
         }
         n
     }
+}
+
+/// Whether an argument vector is `... shim <job_dir>` (a zombie's is empty).
+fn is_shim_of(args: Option<Vec<OsString>>, job_dir: &Path) -> bool {
+    args.is_some_and(|a| {
+        a.windows(2)
+            .any(|w| w[0] == "shim" && w[1] == job_dir.as_os_str())
+    })
 }
 
 #[cfg(test)]
@@ -190,20 +197,43 @@ mod tests {
         assert!(l.find_shim(None, Path::new("/x/no-such-job")).is_none());
     }
 
+    #[test]
+    fn recognises_shim_argument_vectors() {
+        let args = |a: &[&str]| Some(a.iter().map(OsString::from).collect());
+        let dir = Path::new("/var/lib/bai-agent/jobs/j1");
+        assert!(is_shim_of(
+            args(&["/usr/bin/bai-agent", "shim", "/var/lib/bai-agent/jobs/j1"]),
+            dir
+        ));
+        assert!(!is_shim_of(
+            args(&["/usr/bin/bai-agent", "shim", "/var/lib/bai-agent/jobs/j10"]),
+            dir
+        ));
+        assert!(!is_shim_of(args(&["sleep", "1000"]), dir));
+        assert!(!is_shim_of(args(&[]), dir));
+        assert!(!is_shim_of(None, dir));
+    }
+
     #[tokio::test]
-    async fn a_pidfd_becomes_readable_when_the_process_exits() {
-        use std::time::Duration;
-        let mut child = std::process::Command::new("sleep")
-            .arg("100")
-            .spawn()
+    async fn a_launched_shim_reports_its_exit() {
+        // `false` stands in for the agent binary: `false shim <dir>` exits
+        // at once, so the handle must resolve.
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::jobs::layout::Layout::new(dir.path(), dir.path(), dir.path())
+            .job(&crate::model::JobId::parse("j1").unwrap());
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let l = ShimLauncher {
+            exe: "false".into(),
+        };
+        let h = l.launch(&paths).unwrap();
+        assert!(h.child);
+        let exit = h.exit.expect("a pidfd");
+        tokio::time::timeout(std::time::Duration::from_secs(20), exit.exited())
+            .await
+            .expect("exit never reported")
             .unwrap();
-        let fd = crate::sys::async_fd(crate::sys::pidfd_open(child.id() as i32).unwrap()).unwrap();
-        let early = tokio::time::timeout(Duration::from_millis(50), fd.readable()).await;
-        assert!(early.is_err(), "readable while the process runs");
-        child.kill().unwrap();
-        let late = tokio::time::timeout(Duration::from_secs(10), fd.readable()).await;
-        assert!(late.is_ok(), "not readable after the exit");
-        child.wait().unwrap();
+        l.reap(h.pid);
+        assert!(!l.shim_alive(h.pid, &paths.dir));
     }
 
     #[test]
@@ -225,10 +255,10 @@ mod tests {
         let mut job = spawn("sleep 100 & wait", true);
         let mut left = spawn("exec sleep 100", true);
         let mut unmarked = spawn("exec sleep 100", false);
-        let sid = procfs::ids(job.id() as i32).unwrap().sid;
+        let sid = procfs::stat(job.id() as i32).unwrap().sid;
         let marked = || -> Vec<i32> {
             procfs::pids()
-                .filter(|&p| procfs::environ_has(p, &marker))
+                .filter(|&p| procfs::has_env_entry(p, &marker))
                 .collect()
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -13,15 +13,15 @@
 //! <state-dir>/job-mounts/<job-id>/   $AZ_BATCHAI_JOB_MOUNT_ROOT
 //! ```
 //!
-//! Every record is written with [`crate::atomic::write`], so a reader
+//! Every record is written with [`bai_common::fs::write_atomic_with`], so a reader
 //! sees either nothing or the whole record. The agent's records (`launch.json`,
 //! `terminate.json`, an `exit.json` it writes for a lost job) are also fsynced
 //! with their directory; the shim's (`started.json`, `exit.json`) are not: like
 //! the spool output, they describe a job that a power loss ends anyway.
 
-use crate::atomic::{self, Durability};
 use crate::model::{JobError, JobId, Stream};
 use crate::timefmt;
+use bai_common::fs::{WriteOptions, write_atomic_with};
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -153,7 +153,14 @@ pub struct TerminateRecord {
 /// Writes a JSON record atomically and durably.
 pub fn write_record<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    atomic::write(path, &bytes, mode, Durability::Durable)
+    write_atomic_with(
+        path,
+        &bytes,
+        WriteOptions {
+            mode,
+            durable: true,
+        },
+    )
 }
 
 /// Writes a JSON record atomically but not durably: for the shim's records,
@@ -161,7 +168,14 @@ pub fn write_record<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Res
 /// by one reads as missing or corrupt, and the job is then reported lost).
 pub fn write_record_volatile<T: Serialize>(path: &Path, record: &T, mode: u32) -> io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    atomic::write(path, &bytes, mode, Durability::Volatile)
+    write_atomic_with(
+        path,
+        &bytes,
+        WriteOptions {
+            mode,
+            durable: false,
+        },
+    )
 }
 
 /// Reads a JSON record; `Ok(None)` when the file does not exist.

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tracing::warn;
@@ -74,7 +75,8 @@ pub struct Watcher {
     inner: Arc<Inner>,
 }
 
-/// The inotify instance, as a descriptor owner the reactor accepts.
+/// The inotify instance, as a descriptor owner the reactor accepts. It owns
+/// its descriptor and never closes or replaces it while registered.
 struct Ino(Inotify);
 
 impl AsRawFd for Ino {
@@ -116,8 +118,13 @@ impl Watcher {
     /// Must be called within the runtime.
     pub fn start() -> std::io::Result<Self> {
         let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        // Deprecated because a `T` that does not own its descriptor could
+        // close it while it is registered; `Ino` owns its descriptor until the
+        // `AsyncFd` drops it (as `bai_common::process` does with a pidfd).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(Ino(ino), Interest::READABLE)?;
         let inner = Arc::new(Inner {
-            fd: crate::sys::async_fd(Ino(ino))?,
+            fd,
             routes: Mutex::new(HashMap::new()),
         });
         tokio::spawn(route(inner.clone()));

@@ -265,11 +265,10 @@ impl Worker {
     fn exit_future(&self, h: ShimHandle) -> BoxFuture<'static, ()> {
         let launcher = self.deps.launcher.clone();
         let dir = self.paths.dir.clone();
-        let fd = h.exit_fd.and_then(|fd| crate::sys::async_fd(fd).ok());
         Box::pin(async move {
-            match fd {
-                Some(fd) => {
-                    let _ = fd.readable().await;
+            match h.exit {
+                Some(exit) => {
+                    let _ = exit.exited().await;
                 }
                 None => loop {
                     tokio::time::sleep(FALLBACK_POLL).await;

@@ -1,7 +1,8 @@
 //! The worker against a fake supervisor, in paused time: the test plays the
-//! shim (writes its records, ends it by closing a pipe) and the fake
-//! launcher records every signal with the (virtual) time it was sent. Real
-//! files, real inotify; only the clock and the processes are not real.
+//! shim (writes its records, ends it by killing a stand-in process whose
+//! pidfd the worker watches) and the fake launcher records every signal with
+//! the (virtual) time it was sent. Real files, real inotify, real pidfds; only
+//! the clock and the job's processes are not real.
 
 use super::*;
 use crate::config::ShipConfig;
@@ -9,9 +10,10 @@ use crate::jobs::env::BaseEnv;
 use crate::jobs::launcher::LaunchError;
 use crate::jobs::layout::{ExitRecord, Layout, TerminateReason, write_record_volatile};
 use crate::model::JobError;
+use bai_common::process::ProcessHandle;
 use nix::sys::signal::Signal;
-use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SHIM_PID: i32 = 0x3fff_fff0;
@@ -20,8 +22,9 @@ const PGID: i32 = 0x3fff_fff1;
 #[derive(Default)]
 struct FakeShim {
     signals: Mutex<Vec<(Signal, Instant)>>,
-    /// The write end of the pipe whose read end is the shim's "exit fd".
-    alive: Mutex<Option<OwnedFd>>,
+    /// The process whose exit stands for the shim's (its pidfd is the
+    /// handle's); killed when the test plays the shim exiting.
+    alive: Mutex<Option<Child>>,
     launches: AtomicUsize,
 }
 
@@ -29,16 +32,35 @@ impl FakeShim {
     fn signals(&self) -> Vec<Signal> {
         self.signals.lock().unwrap().iter().map(|s| s.0).collect()
     }
+
+    /// Plays the shim's exit: kills and reaps the stand-in, so its pidfd is
+    /// readable when this returns.
+    fn exit(&self) {
+        if let Some(mut c) = self.alive.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for FakeShim {
+    fn drop(&mut self) {
+        self.exit();
+    }
 }
 
 impl Launcher for FakeShim {
     fn launch(&self, _paths: &JobPaths) -> Result<ShimHandle, LaunchError> {
-        let (r, w) = nix::unistd::pipe().unwrap();
-        *self.alive.lock().unwrap() = Some(w);
+        let stand_in = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let exit = ProcessHandle::open(stand_in.id() as i32).unwrap();
+        *self.alive.lock().unwrap() = Some(stand_in);
         self.launches.fetch_add(1, Ordering::SeqCst);
         Ok(ShimHandle {
             pid: SHIM_PID,
-            exit_fd: Some(r),
+            exit: Some(exit),
             child: false,
         })
     }
@@ -175,7 +197,7 @@ impl Rig {
             error: None,
         };
         write_record_volatile(&self.paths.exit, &rec, 0o644).unwrap();
-        drop(self.shim.alive.lock().unwrap().take());
+        self.shim.exit();
         self.until("exit known", |r| !r.phase().is_live()).await;
     }
 
@@ -312,7 +334,7 @@ async fn an_idle_running_job_costs_no_wakeups() {
 async fn a_shim_that_dies_without_an_exit_record_is_reported_lost() {
     let mut rig = Rig::start(None);
     rig.job_starts().await;
-    drop(rig.shim.alive.lock().unwrap().take());
+    rig.shim.exit();
     let e = rig.exited().await;
     assert_eq!(e.exit_code, -1);
     assert_eq!(e.error.unwrap().code, "ExitStatusUnknown");
