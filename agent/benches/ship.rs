@@ -67,19 +67,8 @@ async fn main() {
 
 /// User + system CPU time of a process (`/proc/<pid>/stat`, USER_HZ = 100).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the command name: state is field 0, utime 11, stime 12.
-    (ticks(11) + ticks(12)) / 100.0
+    i32::try_from(pid)
+        .ok()
+        .and_then(bai_common::procfs::stat)
+        .map_or(0.0, |s| (s.utime + s.stime) as f64 / 100.0)
 }

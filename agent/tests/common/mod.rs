@@ -421,33 +421,16 @@ pub fn wait_child(c: &mut Child, d: Duration) -> Option<ExitStatus> {
 
 /// Live (non-zombie) processes whose environment or argv contains `needle`.
 pub fn pids_mentioning(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        let hit = |f: &str| {
-            std::fs::read(format!("/proc/{pid}/{f}"))
-                .map(|b| contains(&b, needle.as_bytes()))
-                .unwrap_or(false)
-        };
-        if hit("environ") || hit("cmdline") {
-            out.push(pid);
-        }
-    }
-    out
+    use bai_common::procfs;
+    let hit = |entries: Option<Vec<std::ffi::OsString>>| {
+        entries.is_some_and(|e| {
+            e.iter()
+                .any(|a| contains(a.as_encoded_bytes(), needle.as_bytes()))
+        })
+    };
+    procfs::other_pids()
+        .filter(|&p| procfs::alive(p) && (hit(procfs::environ(p)) || hit(procfs::args(p))))
+        .collect()
 }
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
