@@ -226,4 +226,4 @@ pub fn execution_state_name(state: i32) -> String {
 #[cfg(test)]
 mod render_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

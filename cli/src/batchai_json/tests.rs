@@ -9,14 +9,24 @@ use serde_json::Value;
 
 use super::*;
 
-fn reference_dir() -> Option<PathBuf> {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        println!("skipped: {} is absent", d.display());
-        None
+/// `shared/reference`, beside the checkout (or further up, from a worktree).
+/// Outside CI a checkout without it skips the recipe tests and says so; CI
+/// has it, so there its absence fails the test rather than skip it silently.
+pub(crate) fn reference_dir() -> Option<PathBuf> {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let found = here
+        .ancestors()
+        .map(|a| a.join("shared/reference"))
+        .find(|d| d.join("batchai-recipes").is_dir());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no shared/reference above {}: CI must run the recipe tests",
+            here.display()
+        );
+        println!("skipped: no shared/reference above {}", here.display());
     }
+    found
 }
 
 fn storage() -> StorageAccount {

@@ -149,12 +149,11 @@ fn missing_pieces_are_usage_errors() {
 
 #[test]
 fn a_recipe_file_with_storage_from_the_environment() {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/batchai-recipes/recipes__Horovod__Horovod-PyTorch__job.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        println!("skipped: {} is absent", path.display());
+    let Some(reference) = crate::batchai_json::tests::reference_dir() else {
         return;
     };
+    let path = reference.join("batchai-recipes/recipes__Horovod__Horovod-PyTorch__job.json");
+    let text = std::fs::read_to_string(&path).unwrap();
     let env = |k: &str| (k == "AZURE_BATCHAI_STORAGE_KEY").then(|| "envkey".to_string());
     let a = JobCreateArgs {
         cluster: Some("nc6".into()),
