@@ -71,29 +71,44 @@ pub async fn run_with(
     launcher: Arc<dyn Launcher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped, AgentError> {
-    let layout = Layout::new(&config.state_dir, &config.job_temp_root, &config.mount_root);
-    for (dir, mode) in [
-        (&config.state_dir, 0o700),
-        (&layout.jobs_root, 0o700),
-        (&layout.job_temp_root, 0o755),
-        (&layout.job_mounts_root, 0o755),
-        (&layout.mount_root, 0o755),
-    ] {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir)
-            .map_err(|source| AgentError::Directory {
-                path: dir.clone(),
-                source,
-            })?;
-    }
-    let inventory = host.inventory();
-    let node_id = identity::load_or_create(
-        &config.state_dir,
-        config.node_id.as_deref(),
-        &inventory.hostname,
-    )?;
+    // Directories, the hostname and the node id are file and /proc work:
+    // done on the blocking pool, like everything else the agent reads.
+    let (layout, node_id) = {
+        let (host, state_dir, job_temp_root, mount_root, node_id) = (
+            host.clone(),
+            config.state_dir.clone(),
+            config.job_temp_root.clone(),
+            config.mount_root.clone(),
+            config.node_id.clone(),
+        );
+        let setup = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+            let layout = Layout::new(&state_dir, &job_temp_root, &mount_root);
+            for (dir, mode) in [
+                (&state_dir, 0o700),
+                (&layout.jobs_root, 0o700),
+                (&layout.job_temp_root, 0o755),
+                (&layout.job_mounts_root, 0o755),
+                (&layout.mount_root, 0o755),
+            ] {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(mode)
+                    .create(dir)
+                    .map_err(|source| AgentError::Directory {
+                        path: dir.clone(),
+                        source,
+                    })?;
+            }
+            let inventory = host.inventory();
+            let node_id =
+                identity::load_or_create(&state_dir, node_id.as_deref(), &inventory.hostname)?;
+            Ok((layout, node_id))
+        });
+        match setup.await {
+            Ok(r) => r?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    };
     info!(
         node = %node_id,
         workspace = %config.workspace,
