@@ -61,7 +61,7 @@ macro_rules! suite {
 pub(crate) use suite;
 
 /// A workspace `w` with experiment `e` and cluster `c` (target 1).
-async fn seeded(b: &dyn Backend) -> Arc<dyn Store> {
+pub(crate) async fn seeded(b: &dyn Backend) -> Arc<dyn Store> {
     let s = b.open();
     s.create_workspace(fixtures::workspace("w")).await.unwrap();
     s.create_experiment(fixtures::experiment("w", "e"))

@@ -65,14 +65,7 @@ fn the_active_states_sql_is_the_domain_rule() {
 #[tokio::test]
 async fn the_free_node_sql_agrees_with_the_domain_rule() {
     let b = Sqlite::new();
-    let s = b.open();
-    s.create_workspace(fixtures::workspace("w")).await.unwrap();
-    s.create_experiment(fixtures::experiment("w", "e"))
-        .await
-        .unwrap();
-    s.create_cluster(fixtures::cluster("w", "c", 1))
-        .await
-        .unwrap();
+    let s = conformance::seeded(&b).await;
     let mut combos = Vec::new();
     for node_state in NodeState::ALL {
         for job_state in std::iter::once(None).chain(ExecutionState::ALL.map(Some)) {
