@@ -412,13 +412,7 @@ async fn follow_streams_output_until_the_job_ends() {
         tokio::spawn(async move {
             let mut s = jobs
                 .clone()
-                .stream_output_file(pb::StreamOutputFileRequest {
-                    job: Some(key("j")),
-                    output_directory_id: "stdouterr".into(),
-                    path: "stdout.txt".into(),
-                    offset: 0,
-                    follow: true,
-                })
+                .stream_output_file(follow_stdout("j"))
                 .await
                 .unwrap()
                 .into_inner();
@@ -635,13 +629,7 @@ async fn following_a_deleted_job_ends_with_not_found_naming_it() {
     acks_until(&mut a, &job.id, Stdout, 3).await;
     let mut s = c
         .jobs()
-        .stream_output_file(pb::StreamOutputFileRequest {
-            job: Some(key("j")),
-            output_directory_id: "stdouterr".into(),
-            path: "stdout.txt".into(),
-            offset: 0,
-            follow: true,
-        })
+        .stream_output_file(follow_stdout("j"))
         .await
         .unwrap()
         .into_inner();
@@ -742,4 +730,15 @@ async fn a_requeued_jobs_old_session_never_writes_into_the_new_attempt() {
         .join("stdouterr/stdout.txt");
     assert_eq!(std::fs::read(path).unwrap(), b"second\n");
     c.stop().await;
+}
+
+/// A request that follows job `name`'s stdout from the start.
+fn follow_stdout(name: &str) -> pb::StreamOutputFileRequest {
+    pb::StreamOutputFileRequest {
+        job: Some(key(name)),
+        output_directory_id: "stdouterr".into(),
+        path: "stdout.txt".into(),
+        offset: 0,
+        follow: true,
+    }
 }
