@@ -238,50 +238,73 @@ mod tests {
 
     #[test]
     fn kill_lost_kills_the_group_and_marked_session_members_only() {
-        use std::os::unix::process::CommandExt;
+        use std::io::BufRead;
         let marker = format!("BAI_TEST_MARKER={}", uuid::Uuid::new_v4());
         let (name, value) = marker.split_once('=').unwrap();
-        let spawn = |cmd: &str, marked: bool| {
-            let mut c = std::process::Command::new("sh");
-            c.arg("-c").arg(cmd).process_group(0);
-            if marked {
-                c.env(name, value);
+        // A stand-in for the lost shim: a session leader (`setsid` execs
+        // in place, as this child is not a group leader), whatever session
+        // the test runner has (under CI it may have none). In it: a job's
+        // group (a leader and its child), a marked process that left the
+        // group, and an unmarked one. `perl -e setpgrp` (perl-base is
+        // essential on Debian) starts a group, as the shim does for a job.
+        let group = |cmd: &str| format!("perl -e 'setpgrp(0,0); exec @ARGV' {cmd}");
+        let script = format!(
+            "{} & echo $!; {} & echo $!; env -u {name} {} & echo $!; wait",
+            group("sh -c 'sleep 100 & wait'"),
+            group("sleep 100"),
+            group("sleep 100"),
+        );
+        let mut shim = std::process::Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .env(name, value)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let sid = shim.id() as i32;
+        let mut lines = std::io::BufReader::new(shim.stdout.take().unwrap()).lines();
+        let mut pid = || -> i32 { lines.next().unwrap().unwrap().parse().unwrap() };
+        let (job, left, unmarked) = (pid(), pid(), pid());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+            while !cond() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            c.spawn().unwrap()
         };
-        // A job's group (a leader and its child), a marked process that left
-        // the group, and an unmarked one; all in this test's session, which
-        // stands in for the lost shim's.
-        let mut job = spawn("sleep 100 & wait", true);
-        let mut left = spawn("exec sleep 100", true);
-        let mut unmarked = spawn("exec sleep 100", false);
-        let sid = procfs::stat(job.id() as i32).unwrap().sid;
         let marked = || -> Vec<i32> {
             procfs::pids()
                 .filter(|&p| procfs::has_env_entry(p, &marker))
                 .collect()
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while marked().len() < 3 {
-            assert!(std::time::Instant::now() < deadline, "{:?}", marked());
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let in_group = |p: i32| procfs::stat(p).is_some_and(|s| s.pgid == p && s.sid == sid);
+        // Three marked groups exist once each `perl` has exec'd; the job's
+        // leader has a child.
+        wait_for("the processes start", &|| {
+            [job, left, unmarked].into_iter().all(in_group)
+                && procfs::args(left).is_some_and(|a| a.first().is_some_and(|a| a == "sleep"))
+                && procfs::args(unmarked).is_some_and(|a| a.first().is_some_and(|a| a == "sleep"))
+                && procfs::in_group(job).len() == 2
+        });
+        assert_eq!(
+            sid,
+            procfs::stat(sid).unwrap().sid,
+            "the shim leads its session"
+        );
+        assert!(!procfs::has_env_entry(unmarked, &marker));
         // A group id now held outside the lost shim's session was reused.
         let l = launcher();
-        assert_eq!(
-            l.kill_lost(Some(0x3fff_fff0), Some(unmarked.id() as i32), &marker),
-            0
-        );
-        let n = l.kill_lost(Some(sid), Some(job.id() as i32), &marker);
+        assert_eq!(l.kill_lost(Some(0x3fff_fff0), Some(unmarked), &marker), 0);
+        let n = l.kill_lost(Some(sid), Some(job), &marker);
         assert!(n >= 2, "the group and the process that left it: {n}");
-        assert!(job.wait().unwrap().code().is_none());
-        assert!(left.wait().unwrap().code().is_none());
-        assert!(unmarked.try_wait().unwrap().is_none(), "unmarked survives");
-        unmarked.kill().unwrap();
-        unmarked.wait().unwrap();
-        while !marked().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "{:?}", marked());
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_for("the job's group and the leaver die", &|| {
+            !procfs::alive(job) && !procfs::alive(left)
+        });
+        assert!(procfs::alive(unmarked), "unmarked survives");
+        kill(Pid::from_raw(unmarked), Signal::SIGKILL).unwrap();
+        // The stand-in shim is marked too, and was killed by the sweep.
+        shim.wait().unwrap();
+        wait_for("nothing marked is left", &|| {
+            marked().iter().all(|&p| !procfs::alive(p))
+        });
     }
 }
