@@ -250,6 +250,9 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
             Err(e) => Inbound::Ignored(format!("release: {e}")),
         },
         CoordMsg::Shutdown(s) => Inbound::Shutdown { reason: s.reason },
+        CoordMsg::PrepareNode(_) | CoordMsg::SetupOutputAck(_) => {
+            Inbound::Ignored("node preparation is not implemented yet".into())
+        }
     }
 }
 

@@ -320,6 +320,16 @@ impl SimAgent {
                 held.insert(a.job_id, exited);
                 self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
             }
+            // A simulated node has nothing to prepare: it is ready at once
+            // for whatever setup its cluster has.
+            Some(Down::PrepareNode(p)) => {
+                tx.send(up(Up::NodeStatus(pb::NodeStatus {
+                    generation: p.generation,
+                    phase: pb::NodePhase::Ready as i32,
+                    ..Default::default()
+                })))
+                .await?;
+            }
             Some(Down::ReleaseJob(r)) => {
                 if held.remove(&r.job_id).is_some() {
                     self.stats.jobs_released.fetch_add(1, Ordering::Relaxed);
@@ -330,6 +340,7 @@ impl SimAgent {
             Some(Down::TerminateJob(_))
             | Some(Down::OutputAck(_))
             | Some(Down::Registered(_))
+            | Some(Down::SetupOutputAck(_))
             | None => {}
             Some(Down::Shutdown(_)) => return Ok(true),
         }
@@ -348,6 +359,7 @@ impl SimAgent {
             memory_bytes: 64 << 30,
             agent_version: format!("bai-bench-sim/{}", env!("CARGO_PKG_VERSION")),
             jobs: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -364,6 +364,19 @@ impl ClusterService for Fake {
     ) -> Result<Response<pb::ListClusterNodesResponse>, Status> {
         nope()
     }
+    async fn list_cluster_files(
+        &self,
+        _: Request<pb::ListClusterFilesRequest>,
+    ) -> Result<Response<pb::ListClusterFilesResponse>, Status> {
+        nope()
+    }
+    type StreamClusterFileStream = BoxStream<pb::OutputFileChunk>;
+    async fn stream_cluster_file(
+        &self,
+        _: Request<pb::StreamClusterFileRequest>,
+    ) -> Result<Response<Self::StreamClusterFileStream>, Status> {
+        nope()
+    }
 }
 
 fn send_all<T: Send + 'static>(items: Vec<(Duration, T)>) -> BoxStream<T> {

@@ -165,6 +165,8 @@ pub struct Store {
     pub started: Vec<pb::JobStarted>,
     pub exited: Vec<pb::JobExited>,
     pub heartbeats: Vec<pb::Heartbeat>,
+    pub node_status: Vec<pb::NodeStatus>,
+    pub setup_output: Vec<pb::SetupOutput>,
     pub chunks: usize,
     pub max_chunk: usize,
     pub duplicate_bytes: u64,
@@ -258,6 +260,14 @@ impl Store {
                 None
             }
             AgentMsg::Register(_) => panic!("a second Register in one session"),
+            AgentMsg::NodeStatus(st) => {
+                self.node_status.push(st);
+                None
+            }
+            AgentMsg::SetupOutput(o) => {
+                self.setup_output.push(o);
+                None
+            }
         }
     }
 }

@@ -379,6 +379,7 @@ fn creds_from_pb(c: Option<&pb::AzureStorageCredentialsInfo>) -> Option<Credenti
 impl MountVolumesJson {
     pub fn into_pb(self) -> pb::MountVolumes {
         pb::MountVolumes {
+            use_auto_storage: false,
             azure_file_shares: self
                 .azure_file_shares
                 .into_iter()

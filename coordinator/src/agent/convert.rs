@@ -149,6 +149,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
             offset: o.offset,
             data: o.data,
         },
+        Some(In::NodeStatus(_) | In::SetupOutput(_)) => Inbound::Unknown,
     }
 }
 

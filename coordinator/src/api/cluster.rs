@@ -163,4 +163,21 @@ impl ClusterService for ClusterApi {
                 .collect(),
         }))
     }
+
+    type StreamClusterFileStream =
+        futures::stream::BoxStream<'static, Result<pb::OutputFileChunk, Status>>;
+
+    async fn list_cluster_files(
+        &self,
+        _request: Request<pb::ListClusterFilesRequest>,
+    ) -> Result<Response<pb::ListClusterFilesResponse>, Status> {
+        Err(Error::Unimplemented("cluster files come with node setup (issue 7)".into()).into())
+    }
+
+    async fn stream_cluster_file(
+        &self,
+        _request: Request<pb::StreamClusterFileRequest>,
+    ) -> Result<Response<Self::StreamClusterFileStream>, Status> {
+        Err(Error::Unimplemented("cluster files come with node setup (issue 7)".into()).into())
+    }
 }

@@ -265,6 +265,7 @@ pub fn register(node_id: &str, cluster: &str, jobs: Vec<pb::HeldJob>) -> pb::Reg
         memory_bytes: 1 << 30,
         agent_version: "test".into(),
         jobs,
+        ..Default::default()
     }
 }
 

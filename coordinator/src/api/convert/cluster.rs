@@ -269,5 +269,6 @@ pub fn node_to(n: &Node) -> pb::Node {
         last_heartbeat_time: ts_opt(n.last_heartbeat_time),
         running_job_ids: n.running_job_ids.clone(),
         errors: errors_to(&n.errors),
+        ..Default::default()
     }
 }

@@ -183,6 +183,7 @@ pub fn mounts_from(field: &str, m: pb::MountVolumes) -> Result<MountVolumes, Inv
 
 pub fn mounts_to(m: &MountVolumes, mode: Secrets) -> pb::MountVolumes {
     pb::MountVolumes {
+        use_auto_storage: false,
         azure_file_shares: m
             .azure_file_shares
             .iter()
