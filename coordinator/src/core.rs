@@ -8,6 +8,7 @@ use crate::domain::{Job, JobKey, Node, now_millis};
 use crate::error::Result;
 use crate::events::JobEvents;
 use crate::output::OutputStore;
+use crate::setup_output::SetupOutputs;
 use crate::store::{Removed, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
     pub outputs: OutputStore,
+    /// Each node's setup task output.
+    pub setup_outputs: SetupOutputs,
     pub events: JobEvents,
     pub settings: Settings,
     scheduler: Notify,
@@ -64,6 +67,7 @@ impl Core {
         Self {
             store,
             sessions: Sessions::default(),
+            setup_outputs: SetupOutputs::new(outputs.root().to_path_buf()),
             outputs,
             events: JobEvents::new(),
             settings,

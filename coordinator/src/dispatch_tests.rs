@@ -51,6 +51,8 @@ impl Harness {
             workspace: "w".into(),
             cluster: "c".into(),
             info: NodeInfo::default(),
+            ready: true,
+            step: String::new(),
         };
         self.core.store.register_node(reg, now).await.unwrap();
         if connected {

@@ -14,6 +14,7 @@ pub mod events;
 pub mod local_provider;
 pub mod output;
 pub mod scheduler;
+pub mod setup_output;
 pub mod store;
 pub mod telemetry;
 

@@ -359,6 +359,11 @@ impl OutputStore {
     }
 
     /// The job's `stdouterr` directory.
+    /// The output root (`<state>/output`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn stdouterr_dir(&self, job: &Job) -> PathBuf {
         self.root.join(job.output_path_segment()).join("stdouterr")
     }

@@ -124,8 +124,8 @@ async fn cluster_reads_and_resize() {
     let c = Coordinator::start(dir.path()).await;
     c.seed(2).await;
     let mut clusters = c.clusters();
-    // An admin user is refused until bai can create one (issue 7), by field
-    // name and without echoing the password.
+    // A password without a user name is refused by field name, without
+    // echoing the password.
     let mut with_password = cluster("p", 0);
     with_password.user_account_settings = Some(pb::UserAccountSettings {
         admin_user_name: String::new(),
@@ -142,7 +142,7 @@ async fn cluster_reads_and_resize() {
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
     assert!(
         s.message()
-            .starts_with("cluster.user_account_settings.admin_user_password: is not supported yet"),
+            .starts_with("cluster.user_account_settings.admin_user_name: is required"),
         "{s:?}"
     );
     assert!(!s.message().contains("hunter2"));

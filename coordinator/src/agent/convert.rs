@@ -7,8 +7,10 @@ use crate::api::convert::{
     self as c, Secrets, container_to, env_to, error_from, mounts_to, secrets_as_env, tool_type_to,
 };
 use crate::domain::env::Assignment;
-use crate::domain::{JobExit, Millis, NodeInfo};
+use crate::domain::node_setup::{NodeSetupPlan, Preparation, PreparationReport};
+use crate::domain::{BatchAiError, JobExit, Millis, NodeInfo};
 use crate::output::StreamKind;
+use crate::setup_output::Held;
 use bai_proto::v1 as pb;
 use bai_proto::v1::agent_message::Msg as In;
 use bai_proto::v1::coordinator_message::Msg as Out;
@@ -37,12 +39,14 @@ pub struct Register {
     pub cluster: String,
     pub info: NodeInfo,
     pub held: Vec<HeldJob>,
+    /// Where the node's preparation stood when the agent registered.
+    pub status: Option<PreparationReport>,
 }
 
 /// An agent message in domain form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    Register(Register),
+    Register(Box<Register>),
     Heartbeat,
     Started {
         job_id: String,
@@ -55,6 +59,13 @@ pub enum Inbound {
         offset: u64,
         data: Vec<u8>,
     },
+    NodeStatus(PreparationReport),
+    SetupOutput {
+        run: String,
+        stream: Option<StreamKind>,
+        offset: u64,
+        data: Vec<u8>,
+    },
     /// An empty message (a newer agent's message this build does not know).
     Unknown,
 }
@@ -63,7 +74,7 @@ impl Inbound {
     /// Bytes of output carried (for batching limits).
     pub fn size(&self) -> usize {
         match self {
-            Self::Output { data, .. } => data.len(),
+            Self::Output { data, .. } | Self::SetupOutput { data, .. } => data.len(),
             _ => 64,
         }
     }
@@ -109,7 +120,7 @@ fn exited_from(e: pb::JobExited, now: Millis) -> Exited {
 pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
     match m.msg {
         None => Inbound::Unknown,
-        Some(In::Register(r)) => Inbound::Register(Register {
+        Some(In::Register(r)) => Inbound::Register(Box::new(Register {
             node_id: r.node_id,
             workspace: r.workspace,
             cluster: r.cluster,
@@ -119,7 +130,11 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                 agent_version: r.agent_version,
                 cpu_count: r.cpu_count,
                 memory_bytes: r.memory_bytes,
+                ssh_port: r.ssh_port,
+                file_share_driver: r.file_share_driver,
+                blob_driver: r.blob_driver,
             },
+            status: r.status.map(report_from),
             held: r
                 .jobs
                 .into_iter()
@@ -136,7 +151,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                     job_id: h.job_id,
                 })
                 .collect(),
-        }),
+        })),
         Some(In::Heartbeat(_)) => Inbound::Heartbeat,
         Some(In::JobStarted(s)) => Inbound::Started {
             start_time: s.start_time.as_ref().map(c::from_ts).unwrap_or(now),
@@ -149,7 +164,67 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
             offset: o.offset,
             data: o.data,
         },
-        Some(In::NodeStatus(_) | In::SetupOutput(_)) => Inbound::Unknown,
+        Some(In::NodeStatus(st)) => Inbound::NodeStatus(report_from(st)),
+        Some(In::SetupOutput(o)) => Inbound::SetupOutput {
+            stream: stream_from(o.stream),
+            run: o.run,
+            offset: o.offset,
+            data: o.data,
+        },
+    }
+}
+
+fn report_from(st: pb::NodeStatus) -> PreparationReport {
+    let error = || {
+        st.error
+            .clone()
+            .map(error_from)
+            .unwrap_or_else(|| BatchAiError::new("PreparationFailed", "the node gave no reason"))
+    };
+    let preparation = match pb::NodePhase::try_from(st.phase) {
+        Ok(pb::NodePhase::Ready) => Preparation::Ready,
+        Ok(pb::NodePhase::Unusable) => Preparation::Unusable {
+            step: st.step.clone(),
+            error: error(),
+        },
+        Ok(pb::NodePhase::Preparing) | Ok(pb::NodePhase::Unspecified) | Err(_) => {
+            Preparation::Preparing {
+                step: st.step.clone(),
+            }
+        }
+    };
+    PreparationReport {
+        generation: st.generation,
+        preparation,
+        setup_run: st.setup_run,
+    }
+}
+
+fn prepare_node(plan: NodeSetupPlan, held: Held) -> pb::PrepareNode {
+    pb::PrepareNode {
+        generation: plan.generation,
+        admin_user: plan.admin_user.map(|u| pb::AdminUser {
+            name: u.name,
+            ssh_public_key: u.ssh_public_key,
+            password: u.password.expose().to_string(),
+        }),
+        mount_volumes: (!plan.mounts.is_empty()).then(|| mounts_to(&plan.mounts, Secrets::Reveal)),
+        setup_task: plan.setup_task.map(|t| pb::NodeSetupTask {
+            command_line: t.command_line,
+            environment_variables: env_to(&t.environment_variables),
+            secrets: secrets_as_env(&t.secrets),
+            std_out_err_path_prefix: t.std_out_err_path_prefix,
+            std_out_err_path_suffix: t.std_out_err_path_suffix,
+        }),
+        setup_output_lengths: StreamKind::ALL
+            .into_iter()
+            .filter(|s| !held.run.is_empty() && held.len(*s) > 0)
+            .map(|s| pb::StreamLength {
+                stream: stream_to(s) as i32,
+                length: held.len(s),
+            })
+            .collect(),
+        setup_run: held.run,
     }
 }
 
@@ -218,6 +293,16 @@ pub fn outbound(m: Outbound) -> pb::CoordinatorMessage {
         } => Out::OutputAck(ack(job_id, stream, offset)),
         Outbound::Release { job_id } => Out::ReleaseJob(pb::ReleaseJob { job_id }),
         Outbound::Shutdown { reason } => Out::Shutdown(pb::Shutdown { reason }),
+        Outbound::Prepare { plan, held } => Out::PrepareNode(prepare_node(*plan, held)),
+        Outbound::SetupAck {
+            run,
+            stream,
+            offset,
+        } => Out::SetupOutputAck(pb::SetupOutputAck {
+            run,
+            stream: stream_to(stream) as i32,
+            offset,
+        }),
     };
     pb::CoordinatorMessage { msg: Some(msg) }
 }

@@ -11,7 +11,9 @@
 
 use crate::domain::Millis;
 use crate::domain::env::Assignment;
+use crate::domain::node_setup::NodeSetupPlan;
 use crate::output::StreamKind;
+use crate::setup_output::Held;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,18 @@ pub enum Outbound {
     },
     Shutdown {
         reason: String,
+    },
+    /// The cluster's node setup, and what the coordinator holds of the
+    /// node's setup output (agent.proto rule 6).
+    Prepare {
+        plan: Box<NodeSetupPlan>,
+        held: Held,
+    },
+    /// Setup output of `run` is durable up to `offset`.
+    SetupAck {
+        run: String,
+        stream: StreamKind,
+        offset: u64,
     },
 }
 

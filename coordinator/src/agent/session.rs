@@ -19,6 +19,7 @@ use super::convert::{Exited, Inbound, Register};
 use super::reconcile;
 use super::registry::{Outbound, Sender};
 use crate::core::Core;
+use crate::domain::node_setup::{self, NodeSetupPlan, Preparation, PreparationReport};
 use crate::domain::{Job, names::check_name, now_millis};
 use crate::error::{Error, to_status};
 use crate::output::Chunk;
@@ -60,6 +61,10 @@ struct Session {
     generation: u64,
     /// The last heartbeat (also in the registry); stored when the session ends.
     last_heartbeat: Option<crate::domain::Millis>,
+    /// The node's cluster, and its node setup (sent after Registered).
+    workspace: String,
+    cluster: String,
+    plan: NodeSetupPlan,
 }
 
 /// Runs a session until the agent goes away, a newer session replaces it, or
@@ -115,18 +120,30 @@ async fn first_register(inbound: &mut Inbox) -> Result<Register, Error> {
     ] {
         check_name(v).map_err(|rule| Error::invalid(field, rule))?;
     }
-    Ok(reg)
+    Ok(*reg)
 }
 
 async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Register) {
-    let registration = NodeRegistration {
-        node_id: reg.node_id.clone(),
-        workspace: reg.workspace.clone(),
-        cluster: reg.cluster.clone(),
-        info: reg.info.clone(),
+    let registered = async {
+        let cluster = core.store.get_cluster(&reg.workspace, &reg.cluster).await?;
+        let plan = node_setup::plan(&cluster);
+        let status = reg.status.as_ref();
+        let registration = NodeRegistration {
+            node_id: reg.node_id.clone(),
+            workspace: reg.workspace.clone(),
+            cluster: reg.cluster.clone(),
+            info: reg.info.clone(),
+            ready: node_setup::ready_on_register(&plan, status),
+            step: match status.map(|s| &s.preparation) {
+                Some(Preparation::Preparing { step }) => step.clone(),
+                _ => String::new(),
+            },
+        };
+        let (node, _) = core.store.register_node(registration, now_millis()).await?;
+        Ok::<_, StoreError>((node, plan))
     };
-    let node = match core.store.register_node(registration, now_millis()).await {
-        Ok((node, _)) => node,
+    let (node, plan) = match registered.await {
+        Ok(r) => r,
         Err(e) => {
             let status = to_status(&Error::from(e));
             tracing::warn!(error = %status.message(), "agent registration refused");
@@ -147,6 +164,9 @@ async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Re
         exits: HashMap::new(),
         generation: attached.generation,
         last_heartbeat: None,
+        workspace: reg.workspace.clone(),
+        cluster: reg.cluster.clone(),
+        plan,
     };
     let result = match core.store.jobs_on_node(&reg.node_id).await {
         Err(e) => Err(Error::from(e)),
@@ -209,6 +229,11 @@ impl Session {
             node_id: self.node_id.clone(),
             heartbeat_interval: self.core.settings.heartbeat_interval,
             resume,
+        });
+        let held = self.setup_files().await?.held();
+        self.send(Outbound::Prepare {
+            plan: Box::new(self.plan.clone()),
+            held,
         });
         for job in &plan.reassign {
             tracing::info!(job = %job.id, "re-sending an assignment the agent does not hold");
@@ -465,8 +490,70 @@ impl Session {
                     .insert(id.clone(), PendingExit { exit, acked: false });
                 self.try_exit(&id).await
             }
+            Inbound::NodeStatus(report) => self.prepared(report).await,
+            Inbound::SetupOutput {
+                run,
+                stream,
+                offset,
+                data,
+            } => {
+                let Some(stream) = stream else {
+                    tracing::warn!("setup output without a stream; dropped");
+                    return Ok(());
+                };
+                let files = self.setup_files().await?;
+                let len = self
+                    .core
+                    .setup_outputs
+                    .write(files, run.clone(), stream, offset, data)
+                    .await?;
+                self.send(Outbound::SetupAck {
+                    run,
+                    stream,
+                    offset: len,
+                });
+                Ok(())
+            }
             Inbound::Output { .. } | Inbound::Unknown => Ok(()),
         }
+    }
+
+    async fn setup_files(&self) -> Result<Arc<crate::setup_output::NodeFiles>, Error> {
+        Ok(self
+            .core
+            .setup_outputs
+            .node(&self.workspace, &self.cluster, &self.node_id)
+            .await?)
+    }
+
+    /// Records the agent's report on its preparation, if it is about the
+    /// cluster's current setup.
+    async fn prepared(&mut self, report: PreparationReport) -> Result<(), Error> {
+        if report.generation != self.plan.generation {
+            tracing::debug!(
+                generation = %report.generation,
+                "preparation report for another setup; ignored"
+            );
+            return Ok(());
+        }
+        let node = self
+            .core
+            .store
+            .report_preparation(&self.node_id, report.preparation.clone(), now_millis())
+            .await?;
+        match &report.preparation {
+            Preparation::Preparing { step } => tracing::info!(step = %step, "node preparing"),
+            Preparation::Ready => tracing::info!(state = node.state.as_str(), "node prepared"),
+            Preparation::Unusable { step, error } => tracing::warn!(
+                step = %step,
+                code = %error.code,
+                reason = %error.message,
+                "node unusable"
+            ),
+        }
+        self.core.kick_scheduler();
+        self.core.kick_provider();
+        Ok(())
     }
 
     /// Records a pending exit once all of the job's output is durable.

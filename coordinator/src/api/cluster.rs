@@ -1,5 +1,7 @@
 //! ClusterService.
 
+use super::cluster_files;
+use super::convert::output::{chunk_to, cluster_files_to, cluster_stream_request_from};
 use super::convert::{cluster_from, cluster_to, node_to, scale_from};
 use super::{name, required};
 use crate::core::Core;
@@ -8,8 +10,10 @@ use crate::domain::{Cluster, ClusterView, Node, now_millis, validate};
 use crate::error::Error;
 use bai_proto::v1 as pb;
 use bai_proto::v1::cluster_service_server::ClusterService;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Clone)]
@@ -169,15 +173,23 @@ impl ClusterService for ClusterApi {
 
     async fn list_cluster_files(
         &self,
-        _request: Request<pb::ListClusterFilesRequest>,
+        request: Request<pb::ListClusterFilesRequest>,
     ) -> Result<Response<pb::ListClusterFilesResponse>, Status> {
-        Err(Error::Unimplemented("cluster files come with node setup (issue 7)".into()).into())
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
+        let files = cluster_files::list(&self.core, &r.workspace, &r.cluster, node).await?;
+        Ok(Response::new(cluster_files_to(&files)))
     }
 
     async fn stream_cluster_file(
         &self,
-        _request: Request<pb::StreamClusterFileRequest>,
+        request: Request<pb::StreamClusterFileRequest>,
     ) -> Result<Response<Self::StreamClusterFileStream>, Status> {
-        Err(Error::Unimplemented("cluster files come with node setup (issue 7)".into()).into())
+        let r = cluster_stream_request_from(request.into_inner()).map_err(Error::from)?;
+        let rx = cluster_files::stream(self.core.clone(), r).await?;
+        let chunks = ReceiverStream::new(rx).map(|c| c.map(chunk_to));
+        Ok(Response::new(Box::pin(chunks)))
     }
 }

@@ -3,6 +3,7 @@
 //! action, and convert the answer back. Errors go through `error::to_status`.
 
 pub mod cluster;
+mod cluster_files;
 pub mod convert;
 pub mod experiment;
 pub mod job;

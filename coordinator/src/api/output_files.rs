@@ -306,7 +306,7 @@ impl Follower {
     }
 }
 
-fn read_at(f: &File, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_at(f: &File, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; want];
     let mut got = 0;
     while got < want {

@@ -107,6 +107,7 @@ pub fn node(id: &str, ws: &str, cluster: &str, state: NodeState) -> Node {
         connected: true,
         last_heartbeat_time: None,
         errors: vec![],
+        preparation_step: String::new(),
         running_job_ids: vec![],
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod names;
+pub mod node_setup;
 pub mod paging;
 pub mod secret;
 pub mod spec;

@@ -86,11 +86,17 @@ pub struct MountVolumes {
     pub azure_blob_file_systems: Vec<AzureBlobFileSystem>,
     pub file_servers: Vec<FileServerMount>,
     pub unmanaged_file_systems: Vec<UnmanagedFileSystem>,
+    /// az's `--use-auto-storage`: on create, the coordinator replaces it with
+    /// its auto-storage share and container (`api::auto_storage`); a stored
+    /// spec never has it set.
+    #[serde(default)]
+    pub use_auto_storage: bool,
 }
 
 impl MountVolumes {
     pub fn is_empty(&self) -> bool {
-        self.azure_file_shares.is_empty()
+        !self.use_auto_storage
+            && self.azure_file_shares.is_empty()
             && self.azure_blob_file_systems.is_empty()
             && self.file_servers.is_empty()
             && self.unmanaged_file_systems.is_empty()

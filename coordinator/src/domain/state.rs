@@ -89,10 +89,12 @@ impl NodeState {
     ];
 
     /// Allowed transitions: preparing → idle | running | unusable; idle ⇄
-    /// running; idle | running → unusable (lost); unusable → preparing | idle
-    /// | running (its agent registered again; with no setup task yet,
-    /// preparing ends at once); any → leaving; leaving is final (the node is
-    /// then removed). Staying is always allowed.
+    /// running; idle | running → preparing (its setup must be redone: a
+    /// reboot);
+    /// idle | running → unusable (lost, or a mount died); unusable →
+    /// preparing | idle | running (its agent registered again); any →
+    /// leaving; leaving is final (the node is then removed). Staying is
+    /// always allowed.
     pub fn can_become(self, to: Self) -> bool {
         use NodeState::*;
         if self == to {
@@ -102,21 +104,24 @@ impl NodeState {
             && matches!(
                 (self, to),
                 (Preparing, Idle | Running | Unusable)
-                    | (Idle, Running | Unusable)
-                    | (Running, Idle | Unusable)
+                    | (Idle, Running | Unusable | Preparing)
+                    | (Running, Idle | Unusable | Preparing)
                     | (Unusable, Preparing | Idle | Running)
                     | (_, Leaving)
             )
     }
 
     /// The state of a node that (re)registers, given its state in the store
-    /// (`None` for a new node) and whether jobs are assigned to it. Nodes have
-    /// no setup task yet, so preparing ends at once.
-    pub fn on_register(previous: Option<Self>, has_jobs: bool) -> Self {
+    /// (`None` for a new node), whether jobs are assigned to it, and whether
+    /// it is ready for its cluster's setup (nothing to prepare, or its agent
+    /// reports this setup done): a node with jobs runs them, a ready one is
+    /// idle, any other prepares.
+    pub fn on_register(previous: Option<Self>, has_jobs: bool, ready: bool) -> Self {
         match previous {
             Some(Self::Leaving) => Self::Leaving,
             _ if has_jobs => Self::Running,
-            _ => Self::Idle,
+            _ if ready => Self::Idle,
+            _ => Self::Preparing,
         }
     }
 
@@ -238,11 +243,14 @@ mod tests {
         assert!(Unusable.can_become(Leaving));
         assert!(!Leaving.can_become(Idle));
         assert!(Unusable.can_become(Idle));
-        assert!(!Idle.can_become(Preparing));
+        assert!(Idle.can_become(Preparing));
         // Every state the register and job rules produce is reachable.
         for from in NodeState::ALL {
             for has_jobs in [false, true] {
-                assert!(from.can_become(NodeState::on_register(Some(from), has_jobs)));
+                for ready in [false, true] {
+                    let to = NodeState::on_register(Some(from), has_jobs, ready);
+                    assert!(from.can_become(to), "{from:?} -> {to:?}");
+                }
                 assert!(from.can_become(from.with_jobs(has_jobs)));
             }
             assert!(from.can_become(Leaving));
@@ -252,10 +260,16 @@ mod tests {
                 "leaving is final"
             );
         }
-        assert_eq!(NodeState::on_register(None, false), Idle);
-        assert_eq!(NodeState::on_register(Some(Idle), true), Running);
-        assert_eq!(NodeState::on_register(Some(Leaving), false), Leaving);
-        assert_eq!(NodeState::on_register(Some(Unusable), false), Idle);
+        assert_eq!(NodeState::on_register(None, false, true), Idle);
+        assert_eq!(NodeState::on_register(None, false, false), Preparing);
+        assert_eq!(NodeState::on_register(Some(Idle), true, false), Running);
+        assert_eq!(NodeState::on_register(Some(Leaving), false, true), Leaving);
+        assert_eq!(NodeState::on_register(Some(Unusable), false, true), Idle);
+        assert_eq!(
+            NodeState::on_register(Some(Unusable), false, false),
+            Preparing
+        );
+        assert_eq!(NodeState::on_register(Some(Idle), false, false), Preparing);
         assert_eq!(Running.with_jobs(false), Idle);
         assert_eq!(Idle.with_jobs(true), Running);
         assert_eq!(Leaving.with_jobs(false), Leaving);

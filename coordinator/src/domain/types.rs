@@ -83,6 +83,8 @@ pub struct ClusterView {
     pub current_node_count: u32,
     pub counts: NodeStateCounts,
     pub allocation_state: AllocationState,
+    /// Why its unusable nodes are unusable, one error per node, naming it.
+    pub node_errors: Vec<BatchAiError>,
 }
 
 impl ClusterView {
@@ -97,11 +99,27 @@ impl ClusterView {
         } else {
             AllocationState::Steady
         };
+        let node_errors = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Unusable)
+            .flat_map(|n| {
+                n.errors.iter().map(|e| {
+                    let mut e = e.clone();
+                    e.message = match n.preparation_step.as_str() {
+                        "" => format!("node {}: {}", n.node_id, e.message),
+                        step => format!("node {} ({step}): {}", n.node_id, e.message),
+                    };
+                    e.details.insert(0, ("node_id".into(), n.node_id.clone()));
+                    e
+                })
+            })
+            .collect();
         Self {
             cluster,
             current_node_count: current,
             counts,
             allocation_state,
+            node_errors,
         }
     }
 }
@@ -114,6 +132,11 @@ pub struct NodeInfo {
     pub agent_version: String,
     pub cpu_count: u32,
     pub memory_bytes: u64,
+    /// The port its sshd listens on (0: none).
+    pub ssh_port: u32,
+    /// How it mounts Azure Files shares and Blob containers (empty: it cannot).
+    pub file_share_driver: String,
+    pub blob_driver: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +150,8 @@ pub struct Node {
     pub connected: bool,
     pub last_heartbeat_time: Option<Millis>,
     pub errors: Vec<BatchAiError>,
+    /// While preparing, the current step; when unusable, the step that failed.
+    pub preparation_step: String,
     /// Ids of the jobs running (or terminating) on the node.
     pub running_job_ids: Vec<String>,
 }
@@ -222,6 +247,7 @@ mod tests {
             connected: true,
             last_heartbeat_time: None,
             errors: vec![],
+            preparation_step: String::new(),
             running_job_ids: vec![],
         }
     }

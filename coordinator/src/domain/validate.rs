@@ -89,47 +89,193 @@ fn cluster_spec(s: &ClusterSpec) -> Result {
         if let Some(task) = &setup.setup_task {
             let f = "cluster.node_setup.setup_task";
             required(&format!("{f}.command_line"), &task.command_line)?;
+            required(
+                &format!("{f}.std_out_err_path_prefix"),
+                &task.std_out_err_path_prefix,
+            )?;
+            output_prefix(
+                &format!("{f}.std_out_err_path_prefix"),
+                &task.std_out_err_path_prefix,
+            )?;
             env_vars(f, &task.environment_variables, &task.secrets)?;
         }
         if let Some(m) = &setup.mount_volumes {
             mount_volumes("cluster.node_setup.mount_volumes", m)?;
         }
-    }
-    if let Some(setup) = &s.node_setup {
-        let f = "cluster.node_setup";
-        if setup.setup_task.is_some() {
-            return Err(unsupported(
-                &format!("{f}.setup_task"),
-                "setup tasks come with issue 7",
-            ));
-        }
-        if setup.mount_volumes.as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err(unsupported(
-                &format!("{f}.mount_volumes"),
-                "mounts come with issue 7",
-            ));
-        }
         if setup.app_insights.is_some() {
             return Err(unsupported(
-                &format!("{f}.performance_counters_settings"),
+                "cluster.node_setup.performance_counters_settings",
                 "node metrics come with issue 8, without application insights",
             ));
         }
     }
-    // Batch AI required an admin user; bai runs jobs as the agent's user and
-    // creates no account, so the settings are optional and refused when set.
-    if let Some(user) = &s.user_account {
-        let f = "cluster.user_account_settings";
-        let why = "the admin user and ssh access come with issue 7";
-        if !user.admin_user_name.is_empty() {
-            return Err(unsupported(&format!("{f}.admin_user_name"), why));
+    // Batch AI required an admin user; bai makes it optional (jobs then run
+    // as the agent's user), so all-empty settings are no request for one.
+    if let Some(user) = s.user_account.as_ref().filter(|u| {
+        !(u.admin_user_name.is_empty()
+            && u.admin_user_ssh_public_key.is_empty()
+            && u.admin_user_password.is_empty())
+    }) {
+        user_account("cluster.user_account_settings", user)?;
+    }
+    Ok(())
+}
+
+/// Linux user names bai will not take over as the admin user.
+const RESERVED_USERS: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "nobody",
+    "sshd",
+    "messagebus",
+    "systemd-network",
+];
+
+/// SSH public key types an admin user's key may have.
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-rsa",
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+fn user_account(field: &str, u: &super::spec::UserAccountSettings) -> Result {
+    let f = format!("{field}.admin_user_name");
+    required(&f, &u.admin_user_name)?;
+    let n = &u.admin_user_name;
+    let first_ok = n
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+    if n.len() > 32
+        || !first_ok
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(Invalid::new(
+            f,
+            "must be a Linux user name: 1-32 of a-z, 0-9, '_' or '-', starting with a letter or '_'",
+        ));
+    }
+    if RESERVED_USERS.contains(&n.as_str()) {
+        return Err(Invalid::new(f, format!("{n} is a system account")));
+    }
+    if !u.admin_user_ssh_public_key.is_empty() {
+        ssh_public_key(
+            &format!("{field}.admin_user_ssh_public_key"),
+            &u.admin_user_ssh_public_key,
+        )?;
+    } else if u.admin_user_password.is_empty() {
+        return Err(Invalid::new(
+            format!("{field}.admin_user_ssh_public_key"),
+            "an ssh public key or admin_user_password is required",
+        ));
+    }
+    if u.admin_user_password.expose().contains(['\n', '\r', '\0']) {
+        return Err(Invalid::new(
+            format!("{field}.admin_user_password"),
+            "must be one line",
+        ));
+    }
+    Ok(())
+}
+
+/// An OpenSSH public key line: `<type> <base64 blob> [comment]`, the blob
+/// naming the same type.
+fn ssh_public_key(field: &str, key: &str) -> Result {
+    let bad = |why: &str| Invalid::new(field, format!("must be an OpenSSH public key ({why})"));
+    let key = key.trim();
+    if key.contains(['\n', '\r']) {
+        return Err(bad("one line"));
+    }
+    let mut parts = key.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err(bad(
+            "'<type> <base64>', e.g. the contents of ~/.ssh/id_rsa.pub",
+        ));
+    };
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(bad(&format!("unknown key type {kind}")));
+    }
+    let bytes = base64_decode(blob).ok_or_else(|| bad("the key is not base64"))?;
+    // The blob starts with the type as an SSH string: a 4-byte length, the name.
+    let named = bytes
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .and_then(|len| bytes.get(4..4 + len));
+    if named != Some(kind.as_bytes()) {
+        return Err(bad("the key's data does not match its type"));
+    }
+    Ok(())
+}
+
+/// Standard base64 with padding; `None` if `s` is not that.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let b = s.as_bytes();
+    if b.is_empty() || !b.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len() / 4 * 3);
+    for (i, q) in b.chunks(4).enumerate() {
+        let last = i == b.len() / 4 - 1;
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
         }
-        if !user.admin_user_ssh_public_key.is_empty() {
-            return Err(unsupported(&format!("{f}.admin_user_ssh_public_key"), why));
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | val(c)?;
         }
-        if !user.admin_user_password.is_empty() {
-            return Err(unsupported(&format!("{f}.admin_user_password"), why));
-        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// Where setup output also goes: an absolute path, or one under
+/// `$AZ_BATCHAI_MOUNT_ROOT` (the only variable a node expands there).
+fn output_prefix(field: &str, p: &str) -> Result {
+    let rest = p
+        .strip_prefix("$AZ_BATCHAI_MOUNT_ROOT")
+        .or_else(|| p.strip_prefix("${AZ_BATCHAI_MOUNT_ROOT}"));
+    let ok = match rest {
+        Some(r) => r.is_empty() || r.starts_with('/'),
+        None => p.starts_with('/'),
+    };
+    if !ok || p.split('/').any(|s| s == "..") || p.contains('\0') {
+        return Err(Invalid::new(
+            field,
+            "must be an absolute path or start with $AZ_BATCHAI_MOUNT_ROOT/, without '..'",
+        ));
     }
     Ok(())
 }
@@ -228,7 +374,7 @@ pub fn mount_volumes(field: &str, m: &MountVolumes) -> Result {
     let mut paths = HashSet::new();
     let mut path = |f: String, p: &str| -> Result {
         required(&f, p)?;
-        if p.starts_with('/') || p.split('/').any(|s| s == "..") {
+        if p.starts_with('/') || p.split('/').any(|s| s == ".." || s == ".") || p.contains('\0') {
             return Err(Invalid::new(f, "must be a relative path without '..'"));
         }
         if !paths.insert(p.to_string()) {
@@ -236,39 +382,167 @@ pub fn mount_volumes(field: &str, m: &MountVolumes) -> Result {
         }
         Ok(())
     };
+    if m.use_auto_storage {
+        return Err(Invalid::new(
+            format!("{field}.use_auto_storage"),
+            "this coordinator has no auto-storage account configured ([storage] auto_storage_account)",
+        ));
+    }
     for (i, a) in m.azure_file_shares.iter().enumerate() {
         let f = format!("{field}.azure_file_shares[{i}]");
-        required(&format!("{f}.account_name"), &a.account_name)?;
-        required(&format!("{f}.azure_file_url"), &a.azure_file_url)?;
-        if a.credentials.account_key.is_empty() {
-            return Err(Invalid::new(
-                format!("{f}.credentials.account_key"),
-                "is required",
-            ));
-        }
+        storage_account(&format!("{f}.account_name"), &a.account_name)?;
+        file_url(&format!("{f}.azure_file_url"), &a.azure_file_url)?;
+        key(&format!("{f}.credentials.account_key"), &a.credentials)?;
         path(format!("{f}.relative_mount_path"), &a.relative_mount_path)?;
+        mode(&format!("{f}.file_mode"), &a.file_mode)?;
+        mode(&format!("{f}.directory_mode"), &a.directory_mode)?;
     }
     for (i, b) in m.azure_blob_file_systems.iter().enumerate() {
         let f = format!("{field}.azure_blob_file_systems[{i}]");
-        required(&format!("{f}.account_name"), &b.account_name)?;
-        required(&format!("{f}.container_name"), &b.container_name)?;
-        if b.credentials.account_key.is_empty() {
-            return Err(Invalid::new(
-                format!("{f}.credentials.account_key"),
-                "is required",
-            ));
-        }
+        storage_account(&format!("{f}.account_name"), &b.account_name)?;
+        container(&format!("{f}.container_name"), &b.container_name)?;
+        key(&format!("{f}.credentials.account_key"), &b.credentials)?;
         path(format!("{f}.relative_mount_path"), &b.relative_mount_path)?;
+        one_line(&format!("{f}.mount_options"), &b.mount_options)?;
     }
     for (i, s) in m.file_servers.iter().enumerate() {
         let f = format!("{field}.file_servers[{i}]");
-        required(&format!("{f}.file_server.id"), &s.file_server_id)?;
+        nfs_server(&format!("{f}.file_server.id"), &s.file_server_id)?;
+        if !s.source_directory.is_empty() && !s.source_directory.starts_with('/') {
+            return Err(Invalid::new(
+                format!("{f}.source_directory"),
+                "must be an absolute path on the server",
+            ));
+        }
         path(format!("{f}.relative_mount_path"), &s.relative_mount_path)?;
+        mount_options(&format!("{f}.mount_options"), &s.mount_options)?;
     }
     for (i, u) in m.unmanaged_file_systems.iter().enumerate() {
         let f = format!("{field}.unmanaged_file_systems[{i}]");
         required(&format!("{f}.mount_command"), &u.mount_command)?;
+        one_line(&format!("{f}.mount_command"), &u.mount_command)?;
         path(format!("{f}.relative_mount_path"), &u.relative_mount_path)?;
+    }
+    Ok(())
+}
+
+fn one_line(field: &str, v: &str) -> Result {
+    if v.contains(['\n', '\r', '\0']) {
+        return Err(Invalid::new(field, "must be one line"));
+    }
+    Ok(())
+}
+
+/// Azure's storage account name rule.
+fn storage_account(field: &str, v: &str) -> Result {
+    required(field, v)?;
+    if !(3..=24).contains(&v.len())
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(Invalid::new(
+            field,
+            "must be a storage account name: 3-24 lowercase letters or digits",
+        ));
+    }
+    Ok(())
+}
+
+/// Azure's blob container name rule.
+fn container(field: &str, v: &str) -> Result {
+    required(field, v)?;
+    let ok = (3..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+        && !v.contains("--");
+    if !ok {
+        return Err(Invalid::new(
+            field,
+            "must be a container name: 3-63 lowercase letters, digits or single '-', starting and ending with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+/// `https://<host>/<share>` as Azure gives it (or `smb://<host>[:port]/<share>`).
+fn file_url(field: &str, v: &str) -> Result {
+    required(field, v)?;
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("smb://"));
+    let ok = rest.is_some_and(|r| {
+        let mut it = r.trim_end_matches('/').splitn(2, '/');
+        let host = it.next().unwrap_or_default();
+        let share = it.next().unwrap_or_default();
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            && !share.is_empty()
+            && !share.contains('/')
+            && share
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !ok {
+        return Err(Invalid::new(
+            field,
+            "must be https://<account>.file.core.windows.net/<share> (or smb://<host>[:port]/<share>)",
+        ));
+    }
+    Ok(())
+}
+
+fn key(field: &str, c: &super::spec::StorageCredentials) -> Result {
+    if c.account_key.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    if c.account_key.expose().contains(['\n', '\r', '\0']) {
+        return Err(Invalid::new(field, "must be one line"));
+    }
+    Ok(())
+}
+
+/// A file or directory mode: up to four octal digits.
+fn mode(field: &str, v: &str) -> Result {
+    if v.is_empty() || v.len() > 4 || !v.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(Invalid::new(field, "must be an octal mode such as 0777"));
+    }
+    Ok(())
+}
+
+/// bai has no Batch AI file-server resource: the id is the NFS server's
+/// host name or IP address.
+fn nfs_server(field: &str, v: &str) -> Result {
+    required(field, v)?;
+    if v.starts_with("/subscriptions/") {
+        return Err(Invalid::new(
+            field,
+            "bai has no Batch AI file servers: give the NFS server's host name or address",
+        ));
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    {
+        return Err(Invalid::new(
+            field,
+            "must be the NFS server's host name or IP address",
+        ));
+    }
+    Ok(())
+}
+
+/// Mount options for `-o`: comma-separated, no spaces.
+fn mount_options(field: &str, v: &str) -> Result {
+    if v.contains(char::is_whitespace) || v.contains('\0') {
+        return Err(Invalid::new(
+            field,
+            "must be comma-separated mount options without spaces",
+        ));
     }
     Ok(())
 }

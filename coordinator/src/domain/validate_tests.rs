@@ -211,12 +211,12 @@ fn other_job_rules() {
     );
     j.spec.mount_volumes = Some(MountVolumes {
         azure_file_shares: vec![AzureFileShare {
-            account_name: "a".into(),
-            azure_file_url: "https://a/s".into(),
+            account_name: "acct".into(),
+            azure_file_url: "https://acct.file.core.windows.net/s".into(),
             credentials: StorageCredentials::default(),
             relative_mount_path: "afs".into(),
-            file_mode: String::new(),
-            directory_mode: String::new(),
+            file_mode: "0777".into(),
+            directory_mode: "0777".into(),
         }],
         ..MountVolumes::default()
     });
@@ -286,6 +286,21 @@ fn cluster_rules() {
     assert_eq!(
         cluster(&c).unwrap_err().to_string(),
         "cluster.node_setup.setup_task.command_line: is required"
+    );
+    let mut c = valid_cluster("c", 1);
+    c.spec.node_setup = Some(NodeSetup {
+        setup_task: Some(SetupTask {
+            command_line: "true".into(),
+            environment_variables: vec![],
+            secrets: vec![],
+            std_out_err_path_prefix: String::new(),
+        }),
+        mount_volumes: None,
+        app_insights: None,
+    });
+    assert_eq!(
+        cluster(&c).unwrap_err().to_string(),
+        "cluster.node_setup.setup_task.std_out_err_path_prefix: is required"
     );
     let mut c = valid_cluster("c", 1);
     c.spec.user_account = Some(UserAccountSettings::default());
@@ -359,17 +374,6 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
 
     let mut c = valid_cluster("c", 1);
     c.spec.node_setup = Some(NodeSetup {
-        setup_task: Some(SetupTask {
-            command_line: "apt install -y unzip".into(),
-            environment_variables: vec![],
-            secrets: vec![],
-            std_out_err_path_prefix: String::new(),
-        }),
-        mount_volumes: None,
-        app_insights: None,
-    });
-    assert_eq!(unsupported(cluster(&c)), "cluster.node_setup.setup_task");
-    c.spec.node_setup = Some(NodeSetup {
         setup_task: None,
         mount_volumes: None,
         app_insights: Some(AppInsightsReference {
@@ -381,17 +385,228 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
         unsupported(cluster(&c)),
         "cluster.node_setup.performance_counters_settings"
     );
-    let c = fixtures::cluster("w", "c", 1);
+}
+
+fn key_line(kind: &str) -> String {
+    // An SSH string of the type name, then some key bytes, in base64.
+    let mut blob = (kind.len() as u32).to_be_bytes().to_vec();
+    blob.extend_from_slice(kind.as_bytes());
+    blob.extend_from_slice(&[0, 0, 0, 1, 35, 0, 0, 0, 2, 1, 1]);
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in blob.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("{kind} {out} me@laptop")
+}
+
+#[test]
+fn node_setup_rules() {
+    let err = |c: &Cluster| cluster(c).unwrap_err().to_string();
+    let user = |name: &str, key: &str, pw: &str| {
+        let mut c = valid_cluster("c", 1);
+        c.spec.user_account = Some(UserAccountSettings {
+            admin_user_name: name.into(),
+            admin_user_ssh_public_key: key.into(),
+            admin_user_password: Secret::new(pw),
+        });
+        c
+    };
+    cluster(&fixtures::cluster("w", "c", 1)).expect("a user with a password");
+    cluster(&user("admin", &key_line("ssh-rsa"), "")).expect("a user with a key");
+    cluster(&user("_svc-1", &key_line("ssh-ed25519"), "pw")).expect("both");
     assert_eq!(
-        unsupported(cluster(&c)),
-        "cluster.user_account_settings.admin_user_name"
+        err(&user("Admin", "", "pw")),
+        "cluster.user_account_settings.admin_user_name: must be a Linux user name: 1-32 of a-z, \
+         0-9, '_' or '-', starting with a letter or '_'"
     );
-    let mut c = valid_cluster("c", 1);
-    c.spec.user_account = Some(UserAccountSettings {
-        admin_user_password: Secret::new("hunter2"),
-        ..UserAccountSettings::default()
-    });
-    let e = cluster(&c).unwrap_err();
+    assert_eq!(
+        err(&user("root", "", "pw")),
+        "cluster.user_account_settings.admin_user_name: root is a system account"
+    );
+    assert_eq!(
+        err(&user("", "", "pw")),
+        "cluster.user_account_settings.admin_user_name: is required"
+    );
+    assert_eq!(
+        err(&user("admin", "", "")),
+        "cluster.user_account_settings.admin_user_ssh_public_key: an ssh public key or \
+         admin_user_password is required"
+    );
+    for bad in [
+        "ssh-rsa".to_string(),
+        "ssh-dss AAAAB3NzaC1kc3MAAAA=".to_string(),
+        "ssh-rsa not*base64".to_string(),
+        key_line("ssh-ed25519").replace("ssh-ed25519 ", "ssh-rsa "),
+        format!("{}\n{}", key_line("ssh-rsa"), key_line("ssh-rsa")),
+    ] {
+        let e = cluster(&user("admin", &bad, "")).unwrap_err();
+        assert_eq!(
+            e.field, "cluster.user_account_settings.admin_user_ssh_public_key",
+            "{bad}"
+        );
+        assert!(e.rule.starts_with("must be an OpenSSH public key"), "{e}");
+    }
+    let e = cluster(&user("admin", "", "hunter2\nroot:x")).unwrap_err();
     assert_eq!(e.field, "cluster.user_account_settings.admin_user_password");
     assert!(!e.to_string().contains("hunter2"));
+
+    let task = |prefix: &str| {
+        let mut c = valid_cluster("c", 1);
+        c.spec.node_setup = Some(NodeSetup {
+            setup_task: Some(SetupTask {
+                command_line: "apt install -y unzip".into(),
+                environment_variables: vec![],
+                secrets: vec![],
+                std_out_err_path_prefix: prefix.into(),
+            }),
+            mount_volumes: None,
+            app_insights: None,
+        });
+        c
+    };
+    cluster(&task("$AZ_BATCHAI_MOUNT_ROOT/afs")).expect("on a mount");
+    cluster(&task("/var/log/setup")).expect("absolute");
+    assert_eq!(
+        err(&task("")),
+        "cluster.node_setup.setup_task.std_out_err_path_prefix: is required"
+    );
+    for bad in ["logs", "$HOME/x", "$AZ_BATCHAI_MOUNT_ROOT/../etc"] {
+        assert_eq!(
+            cluster(&task(bad)).unwrap_err().field,
+            "cluster.node_setup.setup_task.std_out_err_path_prefix",
+            "{bad}"
+        );
+    }
+
+    let mounts = |m: MountVolumes| {
+        let mut c = valid_cluster("c", 1);
+        c.spec.node_setup = Some(NodeSetup {
+            setup_task: None,
+            mount_volumes: Some(m),
+            app_insights: None,
+        });
+        cluster(&c).map_err(|e| e.to_string())
+    };
+    let key = StorageCredentials {
+        account_key: Secret::new("k=="),
+    };
+    let share = |account: &str, url: &str, path: &str, mode: &str| AzureFileShare {
+        account_name: account.into(),
+        azure_file_url: url.into(),
+        credentials: key.clone(),
+        relative_mount_path: path.into(),
+        file_mode: mode.into(),
+        directory_mode: "0777".into(),
+    };
+    let url = "https://acct.file.core.windows.net/data";
+    let blob = |account: &str, container: &str, path: &str| AzureBlobFileSystem {
+        account_name: account.into(),
+        container_name: container.into(),
+        credentials: key.clone(),
+        relative_mount_path: path.into(),
+        mount_options: String::new(),
+    };
+    let ok = MountVolumes {
+        azure_file_shares: vec![share("acct", url, "afs", "0777")],
+        azure_blob_file_systems: vec![blob("acct", "my-container", "bfs")],
+        file_servers: vec![FileServerMount {
+            file_server_id: "10.0.0.4".into(),
+            source_directory: "/export".into(),
+            relative_mount_path: "nfs".into(),
+            mount_options: "rw,hard".into(),
+        }],
+        unmanaged_file_systems: vec![UnmanagedFileSystem {
+            mount_command: "mount --bind /srv/data".into(),
+            relative_mount_path: "data".into(),
+        }],
+        use_auto_storage: false,
+    };
+    mounts(ok.clone()).expect("the seed's mounts");
+    let f = "cluster.node_setup.mount_volumes";
+    let cases: Vec<(MountVolumes, String)> = vec![
+        (
+            MountVolumes {
+                azure_file_shares: vec![share("Bad_Name", url, "afs", "0777")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_file_shares[0].account_name"),
+        ),
+        (
+            MountVolumes {
+                azure_file_shares: vec![share("acct", "ftp://x/y", "afs", "0777")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_file_shares[0].azure_file_url"),
+        ),
+        (
+            MountVolumes {
+                azure_file_shares: vec![share("acct", url, "/abs", "0777")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_file_shares[0].relative_mount_path"),
+        ),
+        (
+            MountVolumes {
+                azure_file_shares: vec![share("acct", url, "afs", "rwx")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_file_shares[0].file_mode"),
+        ),
+        (
+            MountVolumes {
+                azure_blob_file_systems: vec![blob("acct", "Bad--name", "bfs")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_blob_file_systems[0].container_name"),
+        ),
+        (
+            MountVolumes {
+                azure_blob_file_systems: vec![blob("acct", "box", "a/../b")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_blob_file_systems[0].relative_mount_path"),
+        ),
+        (
+            MountVolumes {
+                file_servers: vec![FileServerMount {
+                    file_server_id: "/subscriptions/x/fileservers/y".into(),
+                    source_directory: String::new(),
+                    relative_mount_path: "nfs".into(),
+                    mount_options: String::new(),
+                }],
+                ..MountVolumes::default()
+            },
+            format!("{f}.file_servers[0].file_server.id"),
+        ),
+        (
+            MountVolumes {
+                azure_file_shares: vec![share("acct", url, "x", "0777")],
+                azure_blob_file_systems: vec![blob("acct", "box", "x")],
+                ..MountVolumes::default()
+            },
+            format!("{f}.azure_blob_file_systems[0].relative_mount_path"),
+        ),
+        (
+            MountVolumes {
+                use_auto_storage: true,
+                ..MountVolumes::default()
+            },
+            format!("{f}.use_auto_storage"),
+        ),
+    ];
+    for (m, field) in cases {
+        let e = mounts(m).unwrap_err();
+        assert!(e.starts_with(&format!("{field}: ")), "{field}: {e}");
+        assert!(!e.contains("k=="), "{e}");
+    }
 }

@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use crate::domain::node_setup::Preparation;
 use crate::domain::paging::{Page, PageRequest};
 use crate::domain::{
     BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
@@ -74,6 +75,11 @@ pub struct NodeRegistration {
     pub workspace: String,
     pub cluster: String,
     pub info: NodeInfo,
+    /// Whether the node is ready for its cluster's setup
+    /// (`domain::node_setup::ready_on_register`); if not, it is `preparing`.
+    pub ready: bool,
+    /// The step its agent reports working on, if it is preparing.
+    pub step: String,
 }
 
 /// The start of a node's removal.
@@ -148,6 +154,16 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the node. Jobs still on it go back to the queue if they were to
     /// be requeued, else fail with `NodeRemoved`; returns them as they are now.
     async fn remove_node(&self, node_id: &str, now: Millis) -> Result<Vec<Job>>;
+    /// Records what the node's agent reports about its preparation (for the
+    /// cluster's current setup): preparing moves an idle or unusable node to
+    /// preparing, ready to idle (running with jobs), unusable to unusable with
+    /// the error. A leaving node stays leaving. Returns the node as it is now.
+    async fn report_preparation(
+        &self,
+        node_id: &str,
+        preparation: Preparation,
+        now: Millis,
+    ) -> Result<Node>;
     /// Idle again if the node no longer has jobs (after an unknown job's exit).
     async fn refresh_node_state(&self, node_id: &str, now: Millis) -> Result<()>;
     /// The node's agent stayed away too long: the node becomes unusable with

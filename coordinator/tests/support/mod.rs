@@ -252,6 +252,8 @@ pub struct FakeAgent {
     pub node_id: String,
     tx: mpsc::Sender<pb::AgentMessage>,
     rx: tonic::Streaming<pb::CoordinatorMessage>,
+    /// The node setup sent right after Registered (by `connect`).
+    pub prepare: Option<pb::PrepareNode>,
 }
 
 pub fn register(node_id: &str, cluster: &str, jobs: Vec<pb::HeldJob>) -> pb::Register {
@@ -287,16 +289,23 @@ impl FakeAgent {
             node_id,
             tx,
             rx: resp.into_inner(),
+            prepare: None,
         })
     }
 
-    /// Opens a session and expects Registered.
+    /// Opens a session and expects Registered, then PrepareNode (kept in
+    /// `prepare`).
     pub async fn connect(c: &Coordinator, reg: pb::Register) -> (Self, pb::Registered) {
         let mut a = Self::open(c, reg).await.unwrap();
-        match a.recv().await {
-            Out::Registered(r) => (a, r),
+        let registered = match a.recv().await {
+            Out::Registered(r) => r,
             other => panic!("expected registered, got {other:?}"),
+        };
+        match a.recv().await {
+            Out::PrepareNode(p) => a.prepare = Some(p),
+            other => panic!("expected the node setup after registered, got {other:?}"),
         }
+        (a, registered)
     }
 
     pub async fn send(&self, msg: In) {

@@ -199,7 +199,7 @@ pub fn cluster_to(v: &ClusterView) -> pb::Cluster {
                 environment_variables: env_to(&t.environment_variables),
                 secrets: secrets_to(&t.secrets, mode),
                 std_out_err_path_prefix: t.std_out_err_path_prefix.clone(),
-                std_out_err_path_suffix: format!("workspaces/{}/clusters/{}", c.workspace, c.name),
+                std_out_err_path_suffix: crate::domain::node_setup::setup_output_suffix(c),
             }),
             mount_volumes: ns.mount_volumes.as_ref().map(|m| mounts_to(m, mode)),
             performance_counters_settings: ns.app_insights.as_ref().map(|a| {
@@ -231,7 +231,7 @@ pub fn cluster_to(v: &ClusterView) -> pb::Cluster {
             AllocationState::Resizing => pb::AllocationState::Resizing,
         } as i32,
         allocation_state_transition_time: Some(ts(c.allocation_state_transition_time)),
-        errors: errors_to(&c.errors),
+        errors: errors_to(&[c.errors.as_slice(), v.node_errors.as_slice()].concat()),
         current_node_count: v.current_node_count as i32,
         node_state_counts: Some(pb::NodeStateCounts {
             idle_node_count: v.counts.idle as i32,
@@ -269,6 +269,9 @@ pub fn node_to(n: &Node) -> pb::Node {
         last_heartbeat_time: ts_opt(n.last_heartbeat_time),
         running_job_ids: n.running_job_ids.clone(),
         errors: errors_to(&n.errors),
-        ..Default::default()
+        port: n.info.ssh_port,
+        preparation_step: n.preparation_step.clone(),
+        file_share_driver: n.info.file_share_driver.clone(),
+        blob_driver: n.info.blob_driver.clone(),
     }
 }

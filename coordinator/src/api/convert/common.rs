@@ -138,7 +138,10 @@ fn or_default(v: String, d: &str) -> String {
 }
 
 pub fn mounts_from(field: &str, m: pb::MountVolumes) -> Result<MountVolumes, Invalid> {
-    let mut out = MountVolumes::default();
+    let mut out = MountVolumes {
+        use_auto_storage: m.use_auto_storage,
+        ..MountVolumes::default()
+    };
     for (i, a) in m.azure_file_shares.into_iter().enumerate() {
         out.azure_file_shares.push(AzureFileShare {
             credentials: credentials_from(

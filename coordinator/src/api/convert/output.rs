@@ -2,6 +2,7 @@
 //! domain form, files and chunks back to the wire.
 
 use super::{file_to, job_key_from};
+use crate::api::cluster_files::{ClusterFile, StreamRequest as ClusterStreamRequest};
 use crate::api::output_files::{FileEntry, ListRequest, OutputChunk, StreamRequest};
 use crate::domain::validate::Invalid;
 use bai_proto::v1 as pb;
@@ -28,6 +29,41 @@ pub fn stream_request_from(r: pb::StreamOutputFileRequest) -> Result<StreamReque
     Ok(StreamRequest {
         job: job_key_from(r.job)?,
         output_directory_id: r.output_directory_id,
+        path: r.path,
+        offset: r.offset,
+        follow: r.follow,
+    })
+}
+
+pub fn cluster_files_to(files: &[ClusterFile]) -> pb::ListClusterFilesResponse {
+    pb::ListClusterFilesResponse {
+        files: files
+            .iter()
+            .map(|f| file_to(&f.name, f.length, Some(f.modified)))
+            .collect(),
+    }
+}
+
+pub fn cluster_stream_request_from(
+    r: pb::StreamClusterFileRequest,
+) -> Result<ClusterStreamRequest, Invalid> {
+    for (field, v) in [
+        ("workspace", &r.workspace),
+        ("cluster", &r.cluster),
+        ("node_id", &r.node_id),
+    ] {
+        crate::domain::validate::name(field, v)?;
+    }
+    if r.path.is_empty() {
+        return Err(Invalid::new(
+            "path",
+            "is required (stdout.txt, stderr.txt or execution.log)",
+        ));
+    }
+    Ok(ClusterStreamRequest {
+        workspace: r.workspace,
+        cluster: r.cluster,
+        node_id: r.node_id,
         path: r.path,
         offset: r.offset,
         follow: r.follow,

@@ -201,3 +201,66 @@ pub async fn lost_nodes_become_unusable_until_they_register(b: &dyn Backend) {
     assert_eq!(n.state, NodeState::Idle);
     assert!(n.errors.is_empty());
 }
+
+pub async fn nodes_prepare_before_they_take_jobs(b: &dyn Backend) {
+    use crate::domain::node_setup::Preparation;
+    use crate::domain::transition;
+    let s = seeded(b).await;
+    let mut r = reg("n1", "c");
+    r.ready = false;
+    r.step = "admin-user".into();
+    let (node, _) = s.register_node(r.clone(), 10).await.unwrap();
+    assert_eq!(node.state, NodeState::Preparing);
+    assert_eq!(node.preparation_step, "admin-user");
+    assert_eq!(node.info.ssh_port, 2222);
+    assert_eq!(node.info.blob_driver, "rclone");
+    assert!(!transition::is_free(&node), "a preparing node takes no job");
+
+    let step = Preparation::Preparing {
+        step: "mount afs".into(),
+    };
+    let node = s.report_preparation("n1", step, 20).await.unwrap();
+    assert_eq!(
+        (node.state, node.preparation_step.as_str()),
+        (NodeState::Preparing, "mount afs")
+    );
+    let error = BatchAiError::new("SetupTaskFailed", "exit code 3");
+    let failed = Preparation::Unusable {
+        step: "setup-task".into(),
+        error: error.clone(),
+    };
+    let node = s.report_preparation("n1", failed, 30).await.unwrap();
+    assert_eq!(node.state, NodeState::Unusable);
+    assert_eq!(node.errors, vec![error]);
+    assert_eq!(node.preparation_step, "setup-task");
+    assert_eq!(node.state_transition_time, 30);
+
+    // Registering again prepares again, and ready makes it idle and free.
+    let (node, _) = s.register_node(r, 40).await.unwrap();
+    assert_eq!(node.state, NodeState::Preparing);
+    assert!(node.errors.is_empty());
+    let node = s
+        .report_preparation("n1", Preparation::Ready, 50)
+        .await
+        .unwrap();
+    assert_eq!(node.state, NodeState::Idle);
+    assert!(node.preparation_step.is_empty());
+    assert!(transition::is_free(&node));
+
+    // A ready agent's registration is idle at once; a leaving node stays leaving.
+    let (node, _) = s.register_node(reg("n1", "c"), 60).await.unwrap();
+    assert_eq!(node.state, NodeState::Idle);
+    s.begin_node_removal("n1", DeallocationOption::Requeue, 70)
+        .await
+        .unwrap();
+    let node = s
+        .report_preparation("n1", Preparation::Ready, 80)
+        .await
+        .unwrap();
+    assert_eq!(node.state, NodeState::Leaving);
+    assert!(
+        s.report_preparation("nope", Preparation::Ready, 90)
+            .await
+            .is_err()
+    );
+}

@@ -42,6 +42,7 @@ macro_rules! suite {
             lifecycle::node_removal_requeues_or_fails,
             lifecycle::queued_jobs_in_creation_order,
             lifecycle::lost_nodes_become_unusable_until_they_register,
+            lifecycle::nodes_prepare_before_they_take_jobs,
             scheduling::concurrent_writes_commit_together_and_a_failure_poisons_none,
             scheduling::schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order,
             scheduling::idle_nodes_and_assigning_a_pass_at_once,
@@ -84,7 +85,12 @@ fn reg(node: &str, cluster: &str) -> NodeRegistration {
             agent_version: "0.1.0".into(),
             cpu_count: 4,
             memory_bytes: 1 << 33,
+            ssh_port: 2222,
+            file_share_driver: "rclone".into(),
+            blob_driver: "rclone".into(),
         },
+        ready: true,
+        step: String::new(),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod schema;
 mod tests;
 
 use super::{NodeRegistration, NodeRemoval, Removed, Result, Store, StoreError};
+use crate::domain::node_setup::Preparation;
 use crate::domain::paging::{Page, PageRequest};
 use crate::domain::{
     BatchAiError, Cluster, DeallocationOption, Experiment, Job, JobExit, JobKey, Millis, Node,
@@ -204,6 +205,17 @@ impl Store for SqliteStore {
         let node_id = node_id.to_string();
         self.tx(move |tx| nodes::remove(tx, &node_id, now)).await
     }
+    async fn report_preparation(
+        &self,
+        node_id: &str,
+        preparation: Preparation,
+        now: Millis,
+    ) -> Result<Node> {
+        let node_id = node_id.to_string();
+        self.tx(move |tx| nodes::report_preparation(tx, &node_id, preparation, now))
+            .await
+    }
+
     async fn refresh_node_state(&self, node_id: &str, now: Millis) -> Result<()> {
         let node_id = node_id.to_string();
         self.tx(move |tx| nodes::refresh_state(tx, &node_id, now))

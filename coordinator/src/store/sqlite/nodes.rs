@@ -4,6 +4,7 @@
 use super::jobs;
 use super::resources::get_cluster;
 use super::rows::{self, query, query_opt, to_json};
+use crate::domain::node_setup::Preparation;
 use crate::domain::transition;
 use crate::domain::{BatchAiError, DeallocationOption, Job, Millis, Node, NodeState};
 use crate::store::{NodeRegistration, NodeRemoval, Result, StoreError};
@@ -106,16 +107,30 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
         )));
     }
     let jobs = jobs::active_on_node(tx, &reg.node_id)?;
-    let state = NodeState::on_register(existing.as_ref().map(|n| n.state), !jobs.is_empty());
+    let state = NodeState::on_register(
+        existing.as_ref().map(|n| n.state),
+        !jobs.is_empty(),
+        reg.ready,
+    );
     let i = &reg.info;
+    let details = rows::NodeDetails {
+        preparation_step: if state == NodeState::Preparing {
+            reg.step.clone()
+        } else {
+            String::new()
+        },
+        ssh_port: i.ssh_port,
+        file_share_driver: i.file_share_driver.clone(),
+        blob_driver: i.blob_driver.clone(),
+    };
     match &existing {
         None => {
             rows::exec(
                 tx,
                 "INSERT INTO nodes (node_id, workspace, cluster, state, state_transition_time, \
                  hostname, ip_address, agent_version, cpu_count, memory_bytes, connected, \
-                 last_heartbeat_time, errors) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?5, ?11)",
+                 last_heartbeat_time, errors, details) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?5, ?11, ?12)",
                 params![
                     reg.node_id,
                     reg.workspace,
@@ -128,6 +143,7 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
                     i.cpu_count,
                     i.memory_bytes as i64,
                     to_json(&Vec::<BatchAiError>::new())?,
+                    to_json(&details)?,
                 ],
             )?;
         }
@@ -136,7 +152,7 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
                 tx,
                 "UPDATE nodes SET hostname = ?2, ip_address = ?3, agent_version = ?4, \
                  cpu_count = ?5, memory_bytes = ?6, connected = 1, last_heartbeat_time = ?7, \
-                 errors = '[]' WHERE node_id = ?1",
+                 errors = '[]', details = ?8 WHERE node_id = ?1",
                 params![
                     reg.node_id,
                     i.hostname,
@@ -144,13 +160,56 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
                     i.agent_version,
                     i.cpu_count,
                     i.memory_bytes as i64,
-                    now
+                    now,
+                    to_json(&details)?,
                 ],
             )?;
             set_state(tx, n, state, now)?;
         }
     }
     Ok((get(tx, &reg.node_id)?, jobs))
+}
+
+/// Applies an agent's preparation report (see `Store::report_preparation`).
+pub fn report_preparation(
+    tx: &Transaction,
+    node_id: &str,
+    preparation: Preparation,
+    now: Millis,
+) -> Result<Node> {
+    let node = get(tx, node_id)?;
+    if node.state == NodeState::Leaving {
+        return Ok(node);
+    }
+    let has_jobs = !node.running_job_ids.is_empty();
+    let (state, step, errors) = match preparation {
+        Preparation::Preparing { step } => {
+            let state = if has_jobs {
+                node.state
+            } else {
+                NodeState::Preparing
+            };
+            (state, step, Vec::new())
+        }
+        Preparation::Ready => {
+            let state = if has_jobs {
+                NodeState::Running
+            } else {
+                NodeState::Idle
+            };
+            (state, String::new(), Vec::new())
+        }
+        Preparation::Unusable { step, error } => (NodeState::Unusable, step, vec![error]),
+    };
+    let mut details = rows::NodeDetails::of(&node);
+    details.preparation_step = step;
+    rows::exec(
+        tx,
+        "UPDATE nodes SET errors = ?2, details = ?3 WHERE node_id = ?1",
+        params![node_id, to_json(&errors)?, to_json(&details)?],
+    )?;
+    set_state(tx, &node, state, now)?;
+    get(tx, node_id)
 }
 
 pub fn set_connected(

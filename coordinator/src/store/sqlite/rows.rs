@@ -73,11 +73,34 @@ pub fn cluster(r: &Row) -> Result<Cluster> {
 }
 
 pub const NODE_COLS: &str = "node_id, workspace, cluster, state, state_transition_time, hostname, \
-     ip_address, agent_version, cpu_count, memory_bytes, connected, last_heartbeat_time, errors";
+     ip_address, agent_version, cpu_count, memory_bytes, connected, last_heartbeat_time, errors, \
+     details";
+
+/// The `details` column of a node: what node preparation added.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct NodeDetails {
+    pub preparation_step: String,
+    pub ssh_port: u32,
+    pub file_share_driver: String,
+    pub blob_driver: String,
+}
+
+impl NodeDetails {
+    pub fn of(n: &Node) -> Self {
+        Self {
+            preparation_step: n.preparation_step.clone(),
+            ssh_port: n.info.ssh_port,
+            file_share_driver: n.info.file_share_driver.clone(),
+            blob_driver: n.info.blob_driver.clone(),
+        }
+    }
+}
 
 /// A node row; `running_job_ids` is filled by [`node_jobs`].
 pub fn node(r: &Row) -> Result<Node> {
     let state: String = r.get(3)?;
+    let details: NodeDetails = json(&r.get::<_, String>(13)?)?;
     Ok(Node {
         node_id: r.get(0)?,
         workspace: r.get(1)?,
@@ -91,10 +114,14 @@ pub fn node(r: &Row) -> Result<Node> {
             agent_version: r.get(7)?,
             cpu_count: r.get(8)?,
             memory_bytes: r.get::<_, i64>(9)? as u64,
+            ssh_port: details.ssh_port,
+            file_share_driver: details.file_share_driver,
+            blob_driver: details.blob_driver,
         },
         connected: r.get(10)?,
         last_heartbeat_time: r.get(11)?,
         errors: json(&r.get::<_, String>(12)?)?,
+        preparation_step: details.preparation_step,
         running_job_ids: Vec::new(),
     })
 }

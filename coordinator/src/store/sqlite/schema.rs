@@ -86,6 +86,11 @@ CREATE INDEX jobs_queue ON jobs (cluster_workspace, cluster, execution_state, pr
 DROP INDEX jobs_node;
 CREATE INDEX jobs_node_state ON jobs (node_id, execution_state);
 "#,
+    r#"
+-- What node preparation adds to a node, as JSON: the preparation step, the
+-- SSH port and the mount drivers its agent reports.
+ALTER TABLE nodes ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// The schema version this build writes.

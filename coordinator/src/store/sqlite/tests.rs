@@ -134,5 +134,7 @@ fn reg(node: &str) -> NodeRegistration {
         workspace: "w".into(),
         cluster: "c".into(),
         info: Default::default(),
+        ready: true,
+        step: String::new(),
     }
 }
