@@ -72,6 +72,15 @@ pub struct Cli {
     /// Log format on stderr
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The SSH port to report for this node [default: sshd's own, else 22]
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// Blob service URL, `{account}` for the account [default: https://{account}.blob.core.windows.net]
+    #[arg(long, value_name = "URL")]
+    pub blob_endpoint: Option<String>,
+    /// host:port that replaces the host of every Azure Files URL (a private endpoint, a test server)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub file_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +109,34 @@ pub struct FileConfig {
     /// Grace period between SIGTERM and SIGKILL when the coordinator gives none
     /// and for the max wall clock time [default: 10].
     pub terminate_grace_secs: Option<u64>,
+    /// The SSH port reported for this node [default: sshd's, else 22].
+    pub ssh_port: Option<u16>,
+    /// How the node reaches and mounts storage.
+    #[serde(default)]
+    pub storage: StorageFile,
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// Blob service URL with `{account}` [default: https://{account}.blob.core.windows.net].
+    pub blob_endpoint: Option<String>,
+    /// `host:port` replacing the host of every Azure Files URL.
+    pub file_endpoint: Option<String>,
+    /// "cifs" or "rclone" [default: cifs where the kernel has it, else rclone].
+    pub file_share_driver: Option<String>,
+    /// "blobfuse2" or "rclone" [default: blobfuse2 where installed, else rclone].
+    pub blob_driver: Option<String>,
+}
+
+/// How the node reaches and mounts storage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub blob_endpoint: Option<String>,
+    pub file_endpoint: Option<String>,
+    pub file_share_driver: Option<String>,
+    pub blob_driver: Option<String>,
 }
 
 /// What the process environment contributes (read by `main`).
@@ -146,6 +183,9 @@ pub struct Config {
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub ship: ShipConfig,
+    /// The SSH port to report (else detected).
+    pub ssh_port: Option<u16>,
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +296,13 @@ impl Config {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             ship: ShipConfig::default(),
+            ssh_port: cli.ssh_port.or(f.ssh_port),
+            storage: StorageConfig {
+                blob_endpoint: cli.blob_endpoint.clone().or(f.storage.blob_endpoint),
+                file_endpoint: cli.file_endpoint.clone().or(f.storage.file_endpoint),
+                file_share_driver: f.storage.file_share_driver,
+                blob_driver: f.storage.blob_driver,
+            },
         })
     }
 
@@ -277,6 +324,9 @@ impl Config {
             node_id: None,
             state_dir: Some(state_dir.to_owned()),
             log_format: None,
+            ssh_port: None,
+            blob_endpoint: None,
+            file_endpoint: None,
         };
         Self::resolve(&cli, None, &EnvSource::default(), shim_exe.to_owned())
     }

@@ -8,6 +8,8 @@
 use crate::model::{
     Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, Outbound, Stream,
 };
+use crate::node::mounts::{Secret, Volume};
+use crate::node::{AdminUser, NodeSetup, NodeStatus, Phase, SetupTask};
 use bai_proto::v1 as pb;
 use pb::agent_message::Msg as AgentMsg;
 use pb::coordinator_message::Msg as CoordMsg;
@@ -26,6 +28,19 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             memory_bytes: r.memory_bytes,
             agent_version: r.agent_version,
             jobs: r.jobs.into_iter().map(held_job).collect(),
+            boot_id: r.boot_id,
+            ssh_port: r.ssh_port,
+            file_share_driver: r.file_share_driver,
+            blob_driver: r.blob_driver,
+            status: r.status.map(node_status),
+            ..Default::default()
+        }),
+        Outbound::NodeStatus(st) => AgentMsg::NodeStatus(node_status(st)),
+        Outbound::SetupOutput(c) => AgentMsg::SetupOutput(pb::SetupOutput {
+            run: c.run,
+            stream: stream_to_pb(c.stream) as i32,
+            offset: c.offset,
+            data: c.data,
             ..Default::default()
         }),
         Outbound::Heartbeat { time, metrics } => AgentMsg::Heartbeat(pb::Heartbeat {
@@ -69,6 +84,102 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
         }),
     };
     pb::AgentMessage { msg: Some(msg) }
+}
+
+fn node_status(st: NodeStatus) -> pb::NodeStatus {
+    pb::NodeStatus {
+        generation: st.generation,
+        phase: match st.phase {
+            Phase::Preparing => pb::NodePhase::Preparing,
+            Phase::Ready => pb::NodePhase::Ready,
+            Phase::Unusable => pb::NodePhase::Unusable,
+        } as i32,
+        step: st.step,
+        error: st.error.map(|e| pb::BatchAiError {
+            code: e.code,
+            message: e.message,
+            details: e
+                .details
+                .into_iter()
+                .map(|(name, value)| pb::NameValuePair { name, value })
+                .collect(),
+        }),
+        setup_run: st.setup_run,
+        ..Default::default()
+    }
+}
+
+/// The volumes of a `MountVolumes`, in Batch AI's order (shares, containers,
+/// file servers, unmanaged); `use_auto_storage` is the coordinator's to expand.
+fn volumes(m: pb::MountVolumes) -> Result<Vec<Volume>, String> {
+    if m.use_auto_storage {
+        return Err("mount_volumes.use_auto_storage: the coordinator did not expand it".into());
+    }
+    let key = |c: Option<pb::AzureStorageCredentialsInfo>| {
+        Secret::new(c.map(|c| c.account_key).unwrap_or_default())
+    };
+    let mut out = Vec::new();
+    for a in m.azure_file_shares {
+        out.push(Volume::AzureFileShare {
+            account_name: a.account_name,
+            azure_file_url: a.azure_file_url,
+            account_key: key(a.credentials),
+            relative_mount_path: a.relative_mount_path,
+            file_mode: a.file_mode,
+            directory_mode: a.directory_mode,
+        });
+    }
+    for b in m.azure_blob_file_systems {
+        out.push(Volume::AzureBlob {
+            account_name: b.account_name,
+            container_name: b.container_name,
+            account_key: key(b.credentials),
+            relative_mount_path: b.relative_mount_path,
+            mount_options: b.mount_options,
+        });
+    }
+    for f in m.file_servers {
+        out.push(Volume::Nfs {
+            server: f.file_server.map(|r| r.id).unwrap_or_default(),
+            source_directory: f.source_directory,
+            relative_mount_path: f.relative_mount_path,
+            mount_options: f.mount_options,
+        });
+    }
+    for u in m.unmanaged_file_systems {
+        out.push(Volume::Unmanaged {
+            mount_command: u.mount_command,
+            relative_mount_path: u.relative_mount_path,
+        });
+    }
+    Ok(out)
+}
+
+fn node_setup(p: pb::PrepareNode) -> Result<NodeSetup, String> {
+    let mut held_lengths = [0; 3];
+    for l in p.setup_output_lengths {
+        if let Some(s) = stream_from_pb(l.stream) {
+            held_lengths[s.index()] = l.length;
+        }
+    }
+    Ok(NodeSetup {
+        generation: p.generation,
+        admin_user: p.admin_user.map(|u| AdminUser {
+            name: u.name,
+            ssh_public_key: u.ssh_public_key,
+            password: Secret::new(u.password),
+        }),
+        volumes: p.mount_volumes.map(volumes).transpose()?.unwrap_or_default(),
+        setup_task: p.setup_task.map(|t| SetupTask {
+            command_line: t.command_line,
+            environment_variables: env(t.environment_variables),
+            secrets: env(t.secrets),
+            std_out_err_path_prefix: t.std_out_err_path_prefix,
+            std_out_err_path_suffix: t.std_out_err_path_suffix,
+        }),
+        held_run: p.setup_run,
+        held_lengths,
+    })
 }
 
 fn held_job(j: HeldJob) -> pb::HeldJob {
@@ -250,9 +361,18 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
             Err(e) => Inbound::Ignored(format!("release: {e}")),
         },
         CoordMsg::Shutdown(s) => Inbound::Shutdown { reason: s.reason },
-        CoordMsg::PrepareNode(_) | CoordMsg::SetupOutputAck(_) => {
-            Inbound::Ignored("node preparation is not implemented yet".into())
-        }
+        CoordMsg::PrepareNode(p) => match node_setup(p) {
+            Ok(setup) => Inbound::PrepareNode(Box::new(setup)),
+            Err(e) => Inbound::Ignored(format!("prepare node: {e}")),
+        },
+        CoordMsg::SetupOutputAck(a) => match stream_from_pb(a.stream) {
+            Some(stream) => Inbound::SetupAck {
+                run: a.run,
+                stream,
+                offset: a.offset,
+            },
+            None => Inbound::Ignored("setup output ack names no stream".into()),
+        },
     }
 }
 

@@ -171,6 +171,12 @@ pub struct Registration {
     pub memory_bytes: u64,
     pub agent_version: String,
     pub jobs: Vec<HeldJob>,
+    pub boot_id: String,
+    pub ssh_port: u32,
+    pub file_share_driver: String,
+    pub blob_driver: String,
+    /// Where preparation stood (none before the first PrepareNode).
+    pub status: Option<crate::node::NodeStatus>,
 }
 
 /// Host metrics sent with each heartbeat.
@@ -203,6 +209,8 @@ pub enum Outbound {
         offset: u64,
         data: Vec<u8>,
     },
+    NodeStatus(crate::node::NodeStatus),
+    SetupOutput(crate::node::SetupChunk),
     /// An assignment refused before it became a job (its id is not valid):
     /// sent as `JobExited` with exit code -1 and the reason.
     Refused {
@@ -243,6 +251,13 @@ pub enum Inbound {
     ReleaseJob(JobId),
     Shutdown {
         reason: String,
+    },
+    /// The cluster's node setup (agent.proto rule 6).
+    PrepareNode(Box<crate::node::NodeSetup>),
+    SetupAck {
+        run: String,
+        stream: Stream,
+        offset: u64,
     },
     /// A message with no body or an id that is not valid; logged and skipped.
     Ignored(String),

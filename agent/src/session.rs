@@ -11,6 +11,7 @@ use crate::inventory::{HostInfo, primary_ip};
 use crate::jobs::JobManager;
 use crate::jobs::worker::Link;
 use crate::model::{Inbound, Outbound, Registration};
+use crate::node::prepare::NodeHandle;
 use bai_proto::v1::agent_service_client::AgentServiceClient;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -64,6 +65,19 @@ pub struct SessionCtx {
     pub node_id: String,
     pub host: Arc<dyn HostInfo>,
     pub shutdown: watch::Receiver<bool>,
+    /// The node's preparation.
+    pub node: NodeHandle,
+    /// What Register says about the node besides its inventory.
+    pub facts: NodeFacts,
+}
+
+/// Facts found once at startup.
+#[derive(Clone, Debug, Default)]
+pub struct NodeFacts {
+    pub boot_id: String,
+    pub ssh_port: u32,
+    pub file_share_driver: String,
+    pub blob_driver: String,
 }
 
 /// Runs sessions until shutdown. Never returns an error: every failure is
@@ -82,6 +96,7 @@ pub async fn run(ctx: &mut SessionCtx, jobs: &mut JobManager) -> Stopped {
             .instrument(span.clone())
             .await;
         jobs.detach();
+        ctx.node.detach();
         if registered && began.elapsed() >= STABLE_SESSION {
             backoff.reset();
         }
@@ -126,6 +141,11 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         memory_bytes: inv.memory_bytes,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         jobs: jobs.held().await,
+        boot_id: ctx.facts.boot_id.clone(),
+        ssh_port: ctx.facts.ssh_port,
+        file_share_driver: ctx.facts.file_share_driver.clone(),
+        blob_driver: ctx.facts.blob_driver.clone(),
+        status: ctx.node.status(),
     }
 }
 
@@ -181,6 +201,7 @@ async fn one(
                 warn!(coordinator_node_id = %node_id, "the coordinator registered this node under another id");
             }
             jobs.attach(Link { out: tx.clone() }, &resume);
+            ctx.node.attach(tx.clone());
             heartbeat_interval
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_HEARTBEAT)
@@ -220,7 +241,7 @@ async fn one(
             msg = inbound.message() => match msg? {
                 None => return Ok(End::Closed),
                 Some(m) => {
-                    if let Some(stop) = handle(convert::from_pb(m), jobs, &tx) {
+                    if let Some(stop) = handle(convert::from_pb(m), jobs, &ctx.node, &tx) {
                         return Ok(End::Stop(stop));
                     }
                 }
@@ -248,9 +269,16 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn handle(
     msg: Inbound,
     jobs: &mut JobManager,
+    node: &NodeHandle,
     tx: &mpsc::UnboundedSender<Outbound>,
 ) -> Option<Stopped> {
     match msg {
+        Inbound::PrepareNode(setup) => node.prepare(*setup),
+        Inbound::SetupAck {
+            run,
+            stream,
+            offset,
+        } => node.ack(run, stream, offset),
         Inbound::AssignJob(spec) => jobs.assign(*spec),
         Inbound::BadAssignment { raw_job_id, reason } => {
             warn!(job = %raw_job_id, %reason, "refusing an assignment");
