@@ -19,6 +19,7 @@ pub mod identity;
 pub mod inventory;
 pub mod jobs;
 pub mod model;
+pub mod node;
 pub mod output;
 pub mod session;
 pub mod timefmt;

@@ -1,0 +1,3 @@
+//! Node preparation: what a node does after registering and before it becomes idle.
+
+pub mod mounts;
