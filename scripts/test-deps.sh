@@ -3,7 +3,8 @@
 # rclone + fuse3 (FUSE mounts), samba (an SMB server for File shares), openssh-server +
 # sshpass (node SSH), cifs-utils (the `mount -t cifs` path, used where the kernel has cifs),
 # Node.js + npm and Azurite (a Blob service). Idempotent: it installs only what is missing,
-# runs `apt-get update` at most once, and starts no service (each test starts its own on
+# runs `apt-get update` at most once (and goes on if it fails: the install then says what
+# it could not find), and starts no service (each test starts its own on
 # loopback and stops it).
 set -euo pipefail
 
@@ -32,6 +33,11 @@ missing=()
 for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm; do
   have "${provides[$pkg]}" || missing+=("$pkg")
 done
+# The tests also run jobs through bash and use coreutils (seq, head, od) and util-linux
+# (rev, setsid); all are essential packages on Debian, but a slimmed image may lack one.
+have bash || missing+=(bash)
+for tool in seq sleep head od; do have "$tool" || { missing+=(coreutils); break; }; done
+for tool in rev setsid; do have "$tool" || { missing+=(util-linux); break; }; done
 
 updated=0
 apt_update_once() {
@@ -74,7 +80,7 @@ fi
 # nothing creates it.
 install -d -m 0755 /run/sshd
 
-for tool in rclone fusermount3 smbd smbpasswd sshd sshpass mount.cifs azurite-blob; do
+for tool in rclone fusermount3 smbd smbpasswd sshd sshpass mount.cifs node npm azurite-blob setsid; do
   have "$tool" || { echo "test-deps: $tool is still missing" >&2; exit 1; }
 done
 echo "test-deps: all present"
