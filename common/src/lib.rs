@@ -20,9 +20,14 @@
 //!   under journald, text lines carry no timestamp or colour (the journal stamps them).
 //! - [`names`]: the Batch AI resource-name rule ([`names::check_name`], [`names::is_name`]):
 //!   1–64 ASCII letters, digits, `-` and `_`.
+//! - `standins` (feature `standins`, for tests only): real servers started on loopback for a
+//!   test (Samba, Azurite, sshd), each in its own temporary directory and stopped on drop, and
+//!   `standins::require`, the "skip outside CI, fail in CI" gate.
 
 pub mod fs;
 pub mod names;
 pub mod process;
 pub mod procfs;
+#[cfg(feature = "standins")]
+pub mod standins;
 pub mod telemetry;
