@@ -5,7 +5,7 @@
 use super::command::fake::RecordingRunner;
 use super::*;
 use bai_common::standins::{self, free_port, require, require_root, samba::Samba, wait_until};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -19,6 +19,22 @@ struct Dirs {
     root: PathBuf,
     private: PathBuf,
     records: PathBuf,
+}
+
+impl Drop for Dirs {
+    /// A failed test leaves no mount behind: whatever is still mounted under its
+    /// directory is unmounted lazily (a FUSE daemon then exits by itself).
+    fn drop(&mut self) {
+        let left: Vec<PathBuf> = mountinfo::mounts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|mp| mp.starts_with(self._tmp.path()))
+            .collect();
+        for mp in left.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(mp).status();
+        }
+    }
 }
 
 fn dirs() -> Dirs {
@@ -419,7 +435,11 @@ fn rclone_smb_share_round_trip_health_and_adoption() {
         file: Some(format!("127.0.0.1:{}", samba.port)),
         ..Endpoints::default()
     };
-    let ctx = MountContext::new(drivers, endpoints, None, d.private.clone());
+    // Owned by a non-root user (as by the admin user), who can use it (`--allow-other`).
+    let share_owner = std::fs::metadata(&samba.share_dir).unwrap();
+    let owner = (share_owner.uid(), share_owner.gid());
+    let mut ctx = MountContext::new(drivers, endpoints, None, d.private.clone());
+    ctx.owner = Some(owner);
     let volume = share_volume(&samba.user, password, "afs");
     let m = mount(&volume, &d.root, &ctx).expect("rclone smb mount");
     let pid = m.pid.expect("rclone pid");
@@ -465,7 +485,25 @@ fn rclone_smb_share_round_trip_health_and_adoption() {
         .is_ok_and(|t| t == "written through the mount")),
         "the file reached the share's directory"
     );
-    assert_eq!(mode(&m.mount_point.join("through.txt")), 0o640);
+    let through = std::fs::metadata(m.mount_point.join("through.txt")).unwrap();
+    assert_eq!(
+        (through.mode() & 0o7777, through.uid(), through.gid()),
+        (0o640, owner.0, owner.1)
+    );
+    let as_owner = Command::new("setpriv")
+        .args([
+            format!("--reuid={}", owner.0),
+            format!("--regid={}", owner.1),
+        ])
+        .args(["--clear-groups", "cat"])
+        .arg(m.mount_point.join("before.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&as_owner.stdout),
+        "put there beforehand",
+        "{as_owner:?}"
+    );
     assert_eq!(check(&m), Health::Ok);
 
     // An agent restart adopts the healthy mount as it is.
@@ -481,8 +519,20 @@ fn rclone_smb_share_round_trip_health_and_adoption() {
     )
     .unwrap();
     assert!(wait_until(Duration::from_secs(10), || check(&m) != Health::Ok));
+    assert!(matches!(check(&m), Health::Lost(r) if r.contains("rclone daemon (pid")));
+    // Without the daemon's pid, the dead mount itself tells: ENOTCONN.
+    let no_pid = Mounted {
+        pid: None,
+        ..m.clone()
+    };
+    // (The kernel closes a dying process's /dev/fuse after its argv is gone, so wait.)
     assert!(
-        matches!(check(&m), Health::Lost(r) if r.contains("exited") || r.contains("not connected"))
+        wait_until(Duration::from_secs(5), || matches!(
+            check(&no_pid),
+            Health::Lost(r) if r.contains("not connected")
+        )),
+        "{:?}",
+        check(&no_pid)
     );
     let adopted = adopt(&d.records).unwrap();
     assert!(
@@ -622,9 +672,18 @@ fn rclone_blob_container_round_trip_through_azurite() {
     });
     assert!(uploaded, "the blob is in Azurite");
     assert_eq!(check(&m), Health::Ok);
+    // A job's last write, unmounted right away (as a job mount is after its job), is not
+    // lost: unmount waits for rclone to finish its uploads and exit.
+    let big = vec![b'x'; 8 << 20];
+    std::fs::write(m.mount_point.join("last.bin"), &big).unwrap();
     unmount(&m).unwrap();
     assert!(mountinfo::find(&m.mount_point).unwrap().is_none());
     assert!(m.files.iter().all(|f| !f.exists()), "private files removed");
+    let out = azurite.rclone(&["cat", ":azureblob:cont/last.bin"]);
+    assert!(
+        out.status.success() && out.stdout == big,
+        "the last write reached Azurite"
+    );
     unmount(&m).unwrap();
 }
 
