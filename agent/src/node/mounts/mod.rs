@@ -113,7 +113,7 @@ impl MountContext {
 pub enum MountError {
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("cannot mount an {kind} on this node: {hint}")]
+    #[error("cannot mount {kind} on this node: {hint}")]
     NoDriver {
         kind: &'static str,
         hint: &'static str,
@@ -313,7 +313,7 @@ fn mount_with(
                     ctx.ready_timeout,
                 ),
                 None => Err(MountError::NoDriver {
-                    kind: "azure file share",
+                    kind: "an azure file share",
                     hint: "install cifs-utils (with a kernel that has cifs) or rclone",
                 }),
             }
@@ -355,7 +355,7 @@ fn mount_with(
                     ctx.ready_timeout,
                 ),
                 None => Err(MountError::NoDriver {
-                    kind: "azure blob container",
+                    kind: "an azure blob container",
                     hint: "install blobfuse2 or rclone (with fuse3)",
                 }),
             }

@@ -165,7 +165,7 @@ pub(crate) fn mount(
     ready_timeout: Duration,
 ) -> Result<Started, MountError> {
     let rclone = find_program("rclone").ok_or(MountError::NoDriver {
-        kind: "rclone mount",
+        kind: "with rclone",
         hint: "rclone is not installed",
     })?;
     let (text, path, key) = match remote {
@@ -223,7 +223,7 @@ fn spawn_and_wait(
     timeout: Duration,
 ) -> Result<i32, MountError> {
     let setsid = find_program("setsid").ok_or(MountError::NoDriver {
-        kind: "rclone mount",
+        kind: "with rclone",
         hint: "setsid (util-linux) is not installed",
     })?;
     let io_err = |action, source| MountError::Io {
