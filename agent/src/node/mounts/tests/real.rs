@@ -41,6 +41,13 @@ fn unmanaged_mount_bind_for_real() {
     assert!(!m.mount_point.join("hello.txt").exists());
     assert!(matches!(check(&m), Health::Lost(r) if r.contains("no longer mounted")));
     unmount(&m).unwrap();
+    // A command that exits 0 but mounts nothing is a failure, not a silent empty directory.
+    let volume = Volume::Unmanaged {
+        mount_command: "true".into(),
+        relative_mount_path: "unmanaged/nothing".into(),
+    };
+    let err = mount(&volume, &d.root, &ctx).unwrap_err().to_string();
+    assert!(err.contains("nothing is mounted there"), "{err}");
     // A failing command reports its exit and output.
     let volume = Volume::Unmanaged {
         mount_command: "echo nothing to mount >&2; exit 3;".into(),
@@ -169,6 +176,9 @@ fn rclone_smb_share_round_trip_health_and_adoption() {
         "{:?}",
         check(&no_pid)
     );
+    // Mounting over the dead mount is refused plainly, not with ENOTCONN.
+    let over = mount(&volume, &d.root, &ctx).unwrap_err();
+    assert!(matches!(over, MountError::AlreadyMounted { .. }), "{over}");
     let adopted = adopt(&d.records).unwrap();
     assert!(
         matches!(&adopted[..], [(_, Health::Lost(_))]),
