@@ -35,10 +35,18 @@ pub fn check(mounted: &Mounted) -> Health {
     if let Some(pid) = mounted.pid
         && !daemon_alive(pid, mp)
     {
-        return Health::Lost(format!(
-            "its {} daemon (pid {pid}) has exited",
-            mounted.driver
-        ));
+        let mut reason = format!("its {} daemon (pid {pid}) has exited", mounted.driver);
+        if let Some(log) = mounted
+            .files
+            .iter()
+            .find(|f| f.to_string_lossy().ends_with(".log"))
+        {
+            let last = tail(&std::fs::read_to_string(log).unwrap_or_default(), 3);
+            if !last.is_empty() {
+                reason.push_str(&format!("; its log ends: {last}"));
+            }
+        }
+        return Health::Lost(reason);
     }
     // On a thread: a hung network file system can block a stat for minutes.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -148,6 +148,17 @@ fn rclone_smb_share_round_trip_health_and_adoption() {
     );
     assert_eq!(check(&m), Health::Ok);
 
+    let log = m
+        .files
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with(".log"))
+        .unwrap();
+    let log_text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        !log_text.is_empty() && !log_text.contains(password),
+        "{log_text}"
+    );
+
     // An agent restart adopts the healthy mount as it is.
     save(&d.records, &m).unwrap();
     let adopted = adopt(&d.records).unwrap();
