@@ -193,6 +193,7 @@ fn blobfuse2_gets_a_0600_config_with_batch_ai_defaults() {
         "account-name: acct",
         "account-key: \"BLOBKEY==\"",
         "endpoint: \"https://acct.blob.core.windows.net\"",
+        "use-http: false",
         "mode: key",
         "container: batchaicontainer",
     ] {
