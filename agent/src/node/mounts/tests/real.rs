@@ -211,9 +211,15 @@ fn rclone_smb_share_round_trip_health_and_adoption() {
         !bai_common::procfs::alive(again.pid.unwrap())
     }));
     unmount(&again).unwrap();
+    // The stand-in cleans up after a real SMB session too: its user is gone.
+    let user = samba.user.clone();
+    drop(samba);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert!(
+        !passwd.lines().any(|l| l.starts_with(&format!("{user}:"))),
+        "{user} removed"
+    );
 }
-
-/// Azurite's Blob service on a free loopback port, in memory; killed on drop.
 
 #[test]
 fn rclone_blob_container_round_trip_through_azurite() {
