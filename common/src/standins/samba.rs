@@ -41,7 +41,13 @@ impl UserGuard {
 
 impl Drop for UserGuard {
     fn drop(&mut self) {
+        // smbd's per-connection children run as the user and leave a moment after the main
+        // smbd; userdel refuses a user that still has processes, so wait for them first.
+        if let Some(uid) = uid_of(&self.0) {
+            super::wait_until(Duration::from_secs(5), || !has_processes(uid));
+        }
         let _ = Command::new("userdel")
+            .arg("--force")
             .arg(&self.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,6 +128,24 @@ impl Drop for Samba {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
     }
+}
+
+/// The uid of `user`, from /etc/passwd.
+fn uid_of(user: &str) -> Option<u32> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next() == Some(user)).then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+/// Whether a live process runs as `uid` (owns its /proc entry).
+fn has_processes(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    crate::procfs::pids().any(|pid| {
+        fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
+            && crate::procfs::alive(pid)
+    })
 }
 
 fn config(dir: &Path, share: &Path, port: u16, user: &str) -> String {

@@ -8,7 +8,8 @@ use super::{MountError, Private, Started};
 use std::path::Path;
 
 /// The config: Batch AI's blobfuse defaults (a local file cache, attributes and entries
-/// cached 240 s, negative lookups 120 s) for one container with a shared key.
+/// cached 240 s, negative lookups 120 s) for one container with a shared key; plain HTTP
+/// only for an `http://` endpoint (an emulator).
 pub(crate) fn config(
     account: &str,
     key: &Secret,
@@ -42,11 +43,13 @@ azstorage:
   account-name: {account}
   account-key: {key}
   endpoint: {endpoint}
+  use-http: {use_http}
   mode: key
   container: {container}
 ",
         cache = yaml_quote(&cache_dir.to_string_lossy()),
         key = yaml_quote(key.expose()),
+        use_http = endpoint.starts_with("http://"),
         endpoint = yaml_quote(endpoint),
     )
 }

@@ -48,6 +48,13 @@ pub struct RunOutput {
 pub trait Runner: Send + Sync {
     /// Runs `cmd` with stdin from /dev/null; an `Err` only when it could not be started.
     fn run(&self, cmd: &CommandLine) -> io::Result<RunOutput>;
+
+    /// Whether a command that reports success has really mounted, so [`super::mount`]
+    /// confirms it in `/proc/self/mountinfo`. True for real runners; a recording one, whose
+    /// commands mount nothing, says false.
+    fn mounts_for_real(&self) -> bool {
+        true
+    }
 }
 
 /// Runs programs for real.
@@ -112,6 +119,10 @@ pub(crate) mod fake {
                 calls.push(cmd.clone());
             }
             Ok(self.answer.clone())
+        }
+
+        fn mounts_for_real(&self) -> bool {
+            false
         }
     }
 }

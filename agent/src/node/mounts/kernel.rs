@@ -160,7 +160,19 @@ pub(crate) fn run(
         source,
     })?;
     if out.success {
-        return Ok(());
+        // A command that exits 0 without mounting (an unmanaged `true`, a helper that
+        // forked and failed) would otherwise fail silently, later, in the job.
+        let mounted = !runner.mounts_for_real()
+            || super::mountinfo::find(mount_point).is_ok_and(|m| m.is_some());
+        if mounted {
+            return Ok(());
+        }
+        return Err(MountError::Command {
+            program: cmd.program.clone(),
+            mount_point: mount_point.to_path_buf(),
+            status: "exit 0, but nothing is mounted there".into(),
+            output: redact(&tail(&format!("{}{}", out.stdout, out.stderr), 10), secrets),
+        });
     }
     let output = tail(&format!("{}{}", out.stdout, out.stderr), 10);
     Err(MountError::Command {

@@ -19,11 +19,11 @@ pub enum Health {
     Lost(String),
 }
 
-/// How long [`check`] waits for the mount point to answer a `stat`.
+/// How long [`check`] waits for the mount point to answer.
 const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Checks `mounted`: its mount point is still in `/proc/self/mountinfo`, its FUSE daemon
-/// (if any) still runs, and a `stat` of it answers (a dead FUSE daemon's mount answers
+/// (if any) still runs, and listing it answers (a dead FUSE daemon's mount answers
 /// ENOTCONN, "Transport endpoint is not connected").
 pub fn check(mounted: &Mounted) -> Health {
     let mp = &mounted.mount_point;
@@ -35,10 +35,18 @@ pub fn check(mounted: &Mounted) -> Health {
     if let Some(pid) = mounted.pid
         && !daemon_alive(pid, mp)
     {
-        return Health::Lost(format!(
-            "its {} daemon (pid {pid}) has exited",
-            mounted.driver
-        ));
+        let mut reason = format!("its {} daemon (pid {pid}) has exited", mounted.driver);
+        if let Some(log) = mounted
+            .files
+            .iter()
+            .find(|f| f.to_string_lossy().ends_with(".log"))
+        {
+            let last = tail(&std::fs::read_to_string(log).unwrap_or_default(), 3);
+            if !last.is_empty() {
+                reason.push_str(&format!("; its log ends: {last}"));
+            }
+        }
+        return Health::Lost(reason);
     }
     // On a thread: a hung network file system can block a stat for minutes.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -46,7 +54,11 @@ pub fn check(mounted: &Mounted) -> Health {
     let spawned = std::thread::Builder::new()
         .name("mount-check".into())
         .spawn(move || {
-            let _ = tx.send(std::fs::metadata(&path).map(|_| ()));
+            // Opening the directory asks the file system itself: a stat of the mount root
+            // can be answered from cached attributes even after its FUSE daemon died.
+            let answer =
+                std::fs::read_dir(&path).and_then(|mut d| d.next().transpose().map(|_| ()));
+            let _ = tx.send(answer);
         });
     if spawned.is_err() {
         return Health::Ok;

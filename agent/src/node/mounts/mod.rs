@@ -113,7 +113,7 @@ impl MountContext {
 pub enum MountError {
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("cannot mount an {kind} on this node: {hint}")]
+    #[error("cannot mount {kind} on this node: {hint}")]
     NoDriver {
         kind: &'static str,
         hint: &'static str,
@@ -229,15 +229,23 @@ impl Private {
 /// Mounts `volume` at `root/<relative_mount_path>` (directories created; a path escaping
 /// `root`, lexically or through a symlink, is refused).
 pub fn mount(volume: &Volume, root: &Path, ctx: &MountContext) -> Result<Mounted, MountError> {
+    let already = |path: &Path| {
+        let found = mountinfo::find(path).map_err(|source| MountError::Io {
+            action: "read /proc/self/mountinfo for",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match found {
+            Some(_) => Err(MountError::AlreadyMounted {
+                path: path.to_path_buf(),
+            }),
+            None => Ok(()),
+        }
+    };
+    // Before touching the path: a dead FUSE mount there answers every access with ENOTCONN.
+    already(&volume::mount_point(root, volume.relative_mount_path())?)?;
     let mount_point = prepare_mount_point(root, volume.relative_mount_path())?;
-    let existing = mountinfo::find(&mount_point).map_err(|source| MountError::Io {
-        action: "read /proc/self/mountinfo for",
-        path: mount_point.clone(),
-        source,
-    })?;
-    if existing.is_some() {
-        return Err(MountError::AlreadyMounted { path: mount_point });
-    }
+    already(&mount_point)?;
     let private = Private::create(&ctx.private_dir, &mount_point)?;
     let result = mount_with(volume, &mount_point, &private, ctx);
     match result {
@@ -313,7 +321,7 @@ fn mount_with(
                     ctx.ready_timeout,
                 ),
                 None => Err(MountError::NoDriver {
-                    kind: "azure file share",
+                    kind: "an azure file share",
                     hint: "install cifs-utils (with a kernel that has cifs) or rclone",
                 }),
             }
@@ -355,7 +363,7 @@ fn mount_with(
                     ctx.ready_timeout,
                 ),
                 None => Err(MountError::NoDriver {
-                    kind: "azure blob container",
+                    kind: "an azure blob container",
                     hint: "install blobfuse2 or rclone (with fuse3)",
                 }),
             }

@@ -165,7 +165,7 @@ pub(crate) fn mount(
     ready_timeout: Duration,
 ) -> Result<Started, MountError> {
     let rclone = find_program("rclone").ok_or(MountError::NoDriver {
-        kind: "rclone mount",
+        kind: "with rclone",
         hint: "rclone is not installed",
     })?;
     let (text, path, key) = match remote {
@@ -223,7 +223,7 @@ fn spawn_and_wait(
     timeout: Duration,
 ) -> Result<i32, MountError> {
     let setsid = find_program("setsid").ok_or(MountError::NoDriver {
-        kind: "rclone mount",
+        kind: "with rclone",
         hint: "setsid (util-linux) is not installed",
     })?;
     let io_err = |action, source| MountError::Io {
@@ -237,9 +237,14 @@ fn spawn_and_wait(
         .open(log)
         .map_err(|e| io_err("open the log", e))?;
     let err = out.try_clone().map_err(|e| io_err("open the log", e))?;
+    // A clean environment: the daemon outlives the agent and must not inherit its
+    // variables (an RCLONE_* one would change the mount).
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut child = Command::new(setsid)
         .arg(rclone)
         .args(args)
+        .env_clear()
+        .env("PATH", path)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
