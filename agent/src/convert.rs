@@ -18,23 +18,26 @@ use std::time::{Duration, SystemTime};
 /// Encodes an outbound message. Output data is moved, not copied.
 pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
     let msg = match msg {
-        Outbound::Register(r) => AgentMsg::Register(pb::Register {
-            node_id: r.node_id,
-            workspace: r.workspace,
-            cluster: r.cluster,
-            hostname: r.hostname,
-            ip_address: r.ip_address,
-            cpu_count: r.cpu_count,
-            memory_bytes: r.memory_bytes,
-            agent_version: r.agent_version,
-            jobs: r.jobs.into_iter().map(held_job).collect(),
-            boot_id: r.boot_id,
-            ssh_port: r.ssh_port,
-            file_share_driver: r.file_share_driver,
-            blob_driver: r.blob_driver,
-            status: r.status.map(node_status),
-            ..Default::default()
-        }),
+        Outbound::Register(r) => {
+            let r = *r;
+            AgentMsg::Register(pb::Register {
+                node_id: r.node_id,
+                workspace: r.workspace,
+                cluster: r.cluster,
+                hostname: r.hostname,
+                ip_address: r.ip_address,
+                cpu_count: r.cpu_count,
+                memory_bytes: r.memory_bytes,
+                agent_version: r.agent_version,
+                jobs: r.jobs.into_iter().map(held_job).collect(),
+                boot_id: r.boot_id,
+                ssh_port: r.ssh_port,
+                file_share_driver: r.file_share_driver,
+                blob_driver: r.blob_driver,
+                status: r.status.map(node_status),
+                ..Default::default()
+            })
+        }
         Outbound::NodeStatus(st) => AgentMsg::NodeStatus(node_status(st)),
         Outbound::SetupOutput(c) => AgentMsg::SetupOutput(pb::SetupOutput {
             run: c.run,
@@ -169,7 +172,11 @@ fn node_setup(p: pb::PrepareNode) -> Result<NodeSetup, String> {
             ssh_public_key: u.ssh_public_key,
             password: Secret::new(u.password),
         }),
-        volumes: p.mount_volumes.map(volumes).transpose()?.unwrap_or_default(),
+        volumes: p
+            .mount_volumes
+            .map(volumes)
+            .transpose()?
+            .unwrap_or_default(),
         setup_task: p.setup_task.map(|t| SetupTask {
             command_line: t.command_line,
             environment_variables: env(t.environment_variables),

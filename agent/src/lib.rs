@@ -46,11 +46,86 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error("bad configuration: {0}")]
+    Config(String),
     #[error("cannot scan the held jobs in {path}: {source}")]
     Adopt {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Starts node preparation: finds the mount drivers and the SSH port (once,
+/// on the blocking pool) and starts the [`node::prepare::Preparer`].
+async fn start_preparer(
+    config: &Config,
+    node_id: &str,
+) -> Result<(node::prepare::NodeHandle, session::NodeFacts), AgentError> {
+    let storage = config.storage.clone();
+    let ssh_override = config.ssh_port;
+    let (drivers, ssh_port, boot_id) = tokio::task::spawn_blocking(move || {
+        let drivers = node::mounts::Drivers::detect().with_overrides(
+            storage.file_share_driver.as_deref(),
+            storage.blob_driver.as_deref(),
+        );
+        (
+            drivers,
+            node::sshd::detect_ssh_port(ssh_override),
+            node::boot_id(),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let drivers = drivers.map_err(|e| AgentError::Config(e.to_string()))?;
+    let (file_share_driver, blob_driver) = drivers.names();
+    let mut endpoints = node::mounts::Endpoints::default();
+    if let Some(b) = &config.storage.blob_endpoint {
+        endpoints.blob = b.clone();
+    }
+    endpoints.file = config.storage.file_endpoint.clone();
+    let node_dir = config.state_dir.join("node");
+    let ops = node::system::SystemOps {
+        mount_root: config.mount_root.clone(),
+        mounts: node::mounts::MountContext::new(
+            drivers,
+            endpoints,
+            None,
+            node_dir.join("mount-secrets"),
+        ),
+    };
+    let base = jobs::env::BaseEnv::from_process();
+    let mut base_env = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
+        ),
+        ("HOME".to_string(), base.home.clone()),
+        ("USER".to_string(), base.user.clone()),
+        ("LOGNAME".to_string(), base.user.clone()),
+    ];
+    for (k, v) in [("LANG", &base.lang), ("TZ", &base.tz)] {
+        if let Some(v) = v {
+            base_env.push((k.to_string(), v.clone()));
+        }
+    }
+    let settings = node::prepare::PrepareSettings {
+        dir: node_dir,
+        mount_root: config.mount_root.clone(),
+        node_id: node_id.to_string(),
+        base_env,
+        check_every: node::prepare::CHECK_EVERY,
+    };
+    let handle = node::prepare::Preparer::start(Arc::new(ops), settings).await;
+    let facts = session::NodeFacts {
+        boot_id,
+        ssh_port: u32::from(ssh_port),
+        file_share_driver: file_share_driver.replace("none", ""),
+        blob_driver: blob_driver.replace("none", ""),
+    };
+    info!(ssh_port, file_share_driver, blob_driver, "node facts");
+    Ok((handle, facts))
 }
 
 /// Runs the agent until `shutdown` resolves or the coordinator sends
@@ -144,13 +219,21 @@ pub async fn run_with(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let (node, facts) = start_preparer(&config, &node_id).await?;
     let mut ctx = session::SessionCtx {
         config,
         node_id,
         host,
         shutdown: stop_rx,
+        node,
+        facts,
     };
     let stopped = session::run(&mut ctx, &mut jobs).await;
+    if let Stopped::Coordinator(_) = &stopped {
+        // The node left its cluster: its mounts go with it. (On a signal they
+        // stay, and the next agent adopts them.)
+        ctx.node.leave().await;
+    }
     info!(
         ?stopped,
         running_jobs = jobs.len(),

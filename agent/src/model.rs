@@ -189,7 +189,7 @@ pub struct HostMetrics {
 /// A message from the agent to the coordinator.
 #[derive(Debug)]
 pub enum Outbound {
-    Register(Registration),
+    Register(Box<Registration>),
     Heartbeat {
         time: SystemTime,
         metrics: HostMetrics,

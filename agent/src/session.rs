@@ -174,7 +174,7 @@ async fn one(
     let (tx, rx) = mpsc::unbounded_channel::<Outbound>();
     let reg = registration(ctx, jobs).await;
     info!(jobs = reg.jobs.len(), ip = %reg.ip_address, "registering");
-    let _ = tx.send(Outbound::Register(reg));
+    let _ = tx.send(Outbound::Register(Box::new(reg)));
     let outbound = UnboundedReceiverStream::new(rx).map(convert::to_pb);
 
     let first = async {

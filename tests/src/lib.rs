@@ -160,8 +160,35 @@ impl Drop for Coordinator {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Whatever is left (agents, shims, job processes) lives under the state dir.
+        // Whatever is left (agents, shims, job processes, FUSE daemons)
+        // lives under the state dir.
         procs::kill_under(self.state.path());
+        // Mounts the agents kept (they survive an agent's stop) are undone
+        // before the directory is removed: removing it through a bind mount
+        // would delete the mounted files.
+        unmount_under(self.state.path());
+    }
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

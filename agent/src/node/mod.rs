@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod prepare;
 pub mod setup_task;
 pub mod sshd;
+pub mod system;
 
 use crate::model::{EnvVar, Stream};
 use mounts::Volume;

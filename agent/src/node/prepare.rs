@@ -112,6 +112,7 @@ enum Cmd {
     Attach(mpsc::UnboundedSender<Outbound>),
     Detach,
     Check,
+    Leave(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the steps tell the preparer as they go.
@@ -162,6 +163,15 @@ impl NodeHandle {
 
     pub fn detach(&self) {
         let _ = self.tx.send(Cmd::Detach);
+    }
+
+    /// The node leaves its cluster (the coordinator sent Shutdown): undoes
+    /// every mount and forgets the preparation; returns when done.
+    pub async fn leave(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::Leave(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -293,6 +303,26 @@ impl Preparer {
             }
             Cmd::Check => {
                 self.check_mounts().await;
+                None
+            }
+            Cmd::Leave(done) => {
+                let ops = self.ops.clone();
+                let mounts = std::mem::take(&mut self.record.mounts);
+                let _ = tokio::task::spawn_blocking(move || {
+                    for (rel, m) in mounts.iter().rev() {
+                        if let Err(why) = ops.unmount(m) {
+                            warn!(path = %rel, reason = %why, "cannot undo a mount");
+                        }
+                    }
+                })
+                .await;
+                self.record = Record {
+                    boot_id: self.record.boot_id.clone(),
+                    ..Record::default()
+                };
+                self.persist().await;
+                info!("left the cluster: mounts undone");
+                let _ = done.send(());
                 None
             }
             Cmd::Prepare(setup) => self.on_prepare(*setup, ev).await,
@@ -503,7 +533,13 @@ impl Preparer {
     }
 }
 
-fn status(setup: &NodeSetup, phase: Phase, step: &str, error: Option<NodeError>, run: &str) -> Event {
+fn status(
+    setup: &NodeSetup,
+    phase: Phase,
+    step: &str,
+    error: Option<NodeError>,
+    run: &str,
+) -> Event {
     Event::Status(NodeStatus {
         generation: setup.generation.clone(),
         phase,
@@ -539,7 +575,13 @@ async fn steps(
     let mut run_as = record.run_as.clone();
     match &setup.admin_user {
         Some(u) if !(record.admin_done && run_as.as_ref().is_some_and(|r| r.name == u.name)) => {
-            let _ = ev.send(status(&setup, Phase::Preparing, STEP_ADMIN_USER, None, &run));
+            let _ = ev.send(status(
+                &setup,
+                Phase::Preparing,
+                STEP_ADMIN_USER,
+                None,
+                &run,
+            ));
             let (o, user) = (ops.clone(), u.clone());
             match blocking(move || o.admin_user(&user)).await {
                 Ok(r) => {
@@ -621,7 +663,13 @@ async fn steps(
     let mut run = run;
     if let Some(task) = setup.setup_task.as_ref().filter(|_| !record.setup_done) {
         run = uuid::Uuid::new_v4().to_string();
-        let _ = ev.send(status(&setup, Phase::Preparing, STEP_SETUP_TASK, None, &run));
+        let _ = ev.send(status(
+            &setup,
+            Phase::Preparing,
+            STEP_SETUP_TASK,
+            None,
+            &run,
+        ));
         let files = RunFiles::new(&settings.dir.join("setup"), &run);
         let (grew, rx) = watch::channel([0; 3]);
         let _ = ev.send(Event::SetupStarted(files.clone(), rx));
@@ -642,8 +690,7 @@ async fn steps(
         if let Some(dir) = setup_task::mirror_dir(task, &settings.mount_root) {
             let (f, d, node) = (files.clone(), dir.clone(), settings.node_id.clone());
             if let Err(why) =
-                blocking(move || setup_task::mirror(&f, &d, &node).map_err(|e| e.to_string()))
-                    .await
+                blocking(move || setup_task::mirror(&f, &d, &node).map_err(|e| e.to_string())).await
             {
                 warn!(dir = %dir.display(), reason = %why, "cannot copy the setup output to its mount");
             }

@@ -281,7 +281,9 @@ impl Shipper {
 
     /// Whether every byte up to `lengths` is acknowledged.
     pub fn done(&self, lengths: &[u64; 3]) -> bool {
-        Stream::ALL.iter().all(|s| self.acked[s.index()] >= lengths[s.index()])
+        Stream::ALL
+            .iter()
+            .all(|s| self.acked[s.index()] >= lengths[s.index()])
     }
 
     /// The chunks to send now, given the files' `lengths` (blocking: reads
@@ -362,11 +364,17 @@ mod tests {
         assert_eq!(stdout, b"out hi\n");
         assert!(chunks.iter().all(|c| c.run == "r1"));
         assert!(!ship.done(&lengths));
-        assert!(ship.next_chunks(&lengths).unwrap().is_empty(), "all in flight");
+        assert!(
+            ship.next_chunks(&lengths).unwrap().is_empty(),
+            "all in flight"
+        );
         ship.ack("r1", Stream::Stdout, 3);
         let again = ship.next_chunks(&lengths).unwrap();
         assert_eq!(again.len(), 1);
-        assert_eq!((again[0].offset, again[0].data.as_slice()), (3, &b" hi\n"[..]));
+        assert_eq!(
+            (again[0].offset, again[0].data.as_slice()),
+            (3, &b" hi\n"[..])
+        );
         for s in Stream::ALL {
             ship.ack("r1", s, lengths[s.index()]);
         }
