@@ -21,7 +21,10 @@ Exit codes:
 Environment:
   BAI_COORDINATOR  coordinator address (default http://127.0.0.1:7150; host:port works too)
   BAI_WORKSPACE    default for -w/--workspace
-  BAI_EXPERIMENT   default for -e/--experiment";
+  BAI_EXPERIMENT   default for -e/--experiment
+  AZURE_BATCHAI_STORAGE_ACCOUNT, AZURE_BATCHAI_STORAGE_KEY
+                   defaults for --storage-account-name / --storage-account-key
+  BAI_ADMIN_PASSWORD  the admin password of `bai cluster create` (instead of -p)";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +46,13 @@ pub struct Cli {
     /// Log what the CLI does (connections, calls, retries) to stderr.
     #[arg(long, global = true)]
     pub verbose: bool,
+
+    /// JMESPath query applied to the JSON answer before it is printed in the
+    /// chosen output format (az's --query), e.g.
+    /// "nodeSetup.mountVolumes.azureFileShares[0].{storageAccountName:accountName}".
+    /// Commands that write raw bytes (file stream, node exec, demo) refuse it.
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -101,6 +111,76 @@ pub struct Confirm {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
+}
+
+/// A value that must never be printed: Debug shows only that it is set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the request that carries it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// az's storage flags, shared by `cluster create` (they go into
+/// `nodeSetup.mountVolumes`) and `job create` (`mountVolumes`); each adds a
+/// volume to the lists of the config file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StorageArgs {
+    /// Storage account for --afs-name / --bfs-name and for
+    /// <AZURE_BATCHAI_STORAGE_ACCOUNT> in the config file.
+    #[arg(long = "storage-account-name", env = "AZURE_BATCHAI_STORAGE_ACCOUNT")]
+    pub storage_account_name: Option<String>,
+    /// The storage account's key (for --afs-name / --bfs-name and
+    /// <AZURE_BATCHAI_STORAGE_KEY>). Visible to other users on the command
+    /// line: prefer the AZURE_BATCHAI_STORAGE_KEY environment variable.
+    #[arg(
+        long = "storage-account-key",
+        env = "AZURE_BATCHAI_STORAGE_KEY",
+        hide_env_values = true
+    )]
+    pub storage_account_key: Option<Secret>,
+    /// Azure File share to mount (https://<account>.file.core.windows.net/<share>).
+    #[arg(long = "afs-name")]
+    pub afs_name: Option<String>,
+    /// Where the File share is mounted, relative to the mount root [default: afs].
+    #[arg(long = "afs-mount-path", requires = "afs_name")]
+    pub afs_mount_path: Option<String>,
+    /// Azure Blob container to mount.
+    #[arg(long = "bfs-name")]
+    pub bfs_name: Option<String>,
+    /// Where the Blob container is mounted, relative to the mount root [default: bfs].
+    #[arg(long = "bfs-mount-path", requires = "bfs_name")]
+    pub bfs_mount_path: Option<String>,
+    /// NFS server to mount: its host name or IP address (bai has no Batch AI
+    /// file-server resource; its export "/" is mounted).
+    #[arg(long = "nfs", alias = "nfs-name", value_name = "ADDRESS")]
+    pub nfs: Option<String>,
+    /// Where the NFS export is mounted, relative to the mount root [default: nfs].
+    #[arg(long = "nfs-mount-path", requires = "nfs")]
+    pub nfs_mount_path: Option<String>,
+    /// Mount the coordinator's auto-storage account: share "batchaishare" at
+    /// "autoafs" and container "batchaicontainer" at "autobfs".
+    #[arg(long = "use-auto-storage")]
+    pub use_auto_storage: bool,
 }
 
 // ---------------------------------------------------------------- workspace
@@ -213,11 +293,15 @@ pub enum ClusterCmd {
     /// Cluster nodes.
     #[command(subcommand)]
     Node(ClusterNodeCmd),
+    /// The setup task's output files of the cluster's nodes.
+    #[command(subcommand)]
+    File(ClusterFileCmd),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterNodeCmd {
-    /// List the nodes of a cluster.
+    /// List the nodes of a cluster: nodeId, ipAddress and port (for
+    /// `ssh <admin>@<ip> -p <port>`), state, preparation step, errors, drivers.
     List {
         #[command(flatten)]
         workspace: WorkspaceArg,
@@ -225,6 +309,72 @@ pub enum ClusterNodeCmd {
         #[arg(short = 'c', long = "cluster", short_alias = 'n', alias = "name")]
         cluster: String,
     },
+    /// Run a command on a node, or forward ports to it, with the system `ssh`
+    /// as the cluster's admin user (as `az batchai cluster node exec`).
+    Exec {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id (default: the cluster's first node).
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterFileCmd {
+    /// List the setup task's output files (stdout-<node>.txt, stderr-<node>.txt,
+    /// execution-<node>.log) of every node, or of one.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Only this node's files.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+    },
+    /// Stream one node's setup output file to stdout (raw bytes), following
+    /// it until the node's setup task has ended.
+    Stream {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: String,
+        /// File name: stdout.txt, stderr.txt, execution.log (or a listed name).
+        #[arg(short = 'f', long = "file-name", default_value = "stdout.txt")]
+        file_name: String,
+        /// Print what there is now and stop, instead of following the file.
+        #[arg(long = "no-follow")]
+        no_follow: bool,
+    },
+}
+
+/// A workspace and a cluster given with -c (for commands whose -n is a node).
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArg {
+    #[command(flatten)]
+    pub workspace: WorkspaceArg,
+    /// Cluster name.
+    #[arg(short = 'c', long = "cluster")]
+    pub cluster: String,
+}
+
+/// How `node exec` uses ssh. The user is the cluster's admin user; ssh asks
+/// for a password itself when one is needed (never on a command line).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SshArgs {
+    /// Command line to run on the node (in `bash -ilc`); without it, an
+    /// interactive shell, or with -L only the port forwarding.
+    #[arg(long = "exec", value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Forward a local port to host:port as seen from the node:
+    /// LOCAL_PORT:HOST:PORT (repeatable).
+    #[arg(short = 'L', long = "address", value_name = "LOCAL:HOST:PORT")]
+    pub forwards: Vec<String>,
+    /// Private key file for ssh (-i); default: ssh's own choice.
+    #[arg(short = 'k', long = "ssh-private-key")]
+    pub ssh_private_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -268,32 +418,35 @@ pub struct ClusterCreateArgs {
     /// Custom image ARM id (needs -i for the base image).
     #[arg(long = "custom-image", requires = "image")]
     pub custom_image: Option<String>,
-    /// Admin user name. Refused by the coordinator until issue 7 (admin users).
+    /// Admin user created on every node (default: the current user).
     #[arg(short = 'u', long = "user-name")]
     pub user_name: Option<String>,
-    /// Admin SSH public key, or a path to one. Refused until issue 7.
+    /// Admin SSH public key, or a path to a .pub file (default:
+    /// ~/.ssh/id_rsa.pub if it exists and no password is given).
     #[arg(short = 'k', long = "ssh-key")]
     pub ssh_key: Option<String>,
     /// Admin password. Visible to other users on the command line: prefer
     /// --password-stdin or the BAI_ADMIN_PASSWORD environment variable.
     #[arg(short = 'p', long = "password", conflicts_with = "password_stdin")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Read the admin password from the first line of stdin.
     #[arg(long = "password-stdin")]
     pub password_stdin: bool,
-    /// Setup task command line, run on every node as it joins.
+    /// Use ~/.ssh/id_rsa.pub, first creating ~/.ssh/id_rsa and id_rsa.pub with
+    /// ssh-keygen if they do not exist.
+    #[arg(long = "generate-ssh-keys", conflicts_with = "ssh_key")]
+    pub generate_ssh_keys: bool,
+    /// Setup task command line, run as root on every node before it takes jobs.
     #[arg(long = "setup-task", requires = "setup_task_output")]
     pub setup_task: Option<String>,
-    /// Where the setup task's output goes (stdOutErrPathPrefix).
+    /// Where the setup task's output goes (stdOutErrPathPrefix); required with --setup-task.
     #[arg(long = "setup-task-output", requires = "setup_task")]
     pub setup_task_output: Option<String>,
     /// Subnet ARM id.
     #[arg(long = "subnet")]
     pub subnet: Option<String>,
-    /// Storage account for <AZURE_BATCHAI_STORAGE_ACCOUNT> in the config file
-    /// (key from AZURE_BATCHAI_STORAGE_KEY).
-    #[arg(long = "storage-account-name", env = "AZURE_BATCHAI_STORAGE_ACCOUNT")]
-    pub storage_account_name: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 // ---------------------------------------------------------------- job
@@ -331,6 +484,29 @@ pub enum JobCmd {
     /// Job output files.
     #[command(subcommand)]
     File(JobFileCmd),
+    /// The nodes a job runs or ran on.
+    #[command(subcommand)]
+    Node(JobNodeCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobNodeCmd {
+    /// List the job's nodes (as `bai cluster node list` shows them).
+    List {
+        #[command(flatten)]
+        job: JobRef,
+    },
+    /// Run a command on one of the job's nodes, or forward ports to it, with
+    /// the system `ssh` as the cluster's admin user.
+    Exec {
+        #[command(flatten)]
+        job: JobRef,
+        /// Node id (default: the job's first node).
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -378,10 +554,8 @@ pub struct JobCreateArgs {
     /// Scheduling priority.
     #[arg(long = "priority", value_parser = ["low", "normal", "high"])]
     pub priority: Option<String>,
-    /// Storage account for <AZURE_BATCHAI_STORAGE_ACCOUNT> in the config file
-    /// (key from AZURE_BATCHAI_STORAGE_KEY).
-    #[arg(long = "storage-account-name", env = "AZURE_BATCHAI_STORAGE_ACCOUNT")]
-    pub storage_account_name: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Subcommand, Debug)]

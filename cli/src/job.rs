@@ -96,7 +96,7 @@ pub async fn run(ctx: &Ctx, cmd: JobCmd) -> Result<u8, CliError> {
             let job = follow(api, key(&name), log_state).await?;
             return Ok(exit_code(&job));
         }
-        JobCmd::File(_) => {}
+        JobCmd::File(_) | JobCmd::Node(_) => {}
     }
     Ok(0)
 }
