@@ -178,6 +178,9 @@ fn request(args: &ClusterCreateArgs) -> Result<pb::Cluster, CliError> {
         None
     };
     let env = |name: &str| std::env::var(name).ok();
+    if let Some(w) = crate::storage_flags::key_on_command_line_warning(&args.storage, &env) {
+        eprintln!("{w}");
+    }
     if args.generate_ssh_keys {
         let home = env("HOME")
             .filter(|h| !h.is_empty())

@@ -113,6 +113,9 @@ pub fn prepare(args: &JobCreateArgs) -> Result<pb::Job, CliError> {
         None => None,
     };
     let env = |name: &str| std::env::var(name).ok();
+    if let Some(w) = crate::storage_flags::key_on_command_line_warning(&args.storage, &env) {
+        eprintln!("{w}");
+    }
     build_job(args, text.as_deref(), &env)
 }
 

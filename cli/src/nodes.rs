@@ -138,12 +138,10 @@ async fn exec(
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    tokio::task::spawn_blocking(move || ssh::run_ssh(&argv))
-        .await
-        .map_err(|e| CliError::Io(format!("ssh did not finish: {e}")))?
+    Err(ssh::exec_ssh(&argv))
 }
 
-/// `bai cluster node exec`; the result is ssh's exit code.
+/// `bai cluster node exec`: becomes ssh (returns only on an error).
 pub async fn cluster_exec(
     ctx: &Ctx,
     workspace: &str,
@@ -204,7 +202,7 @@ pub fn job_nodes(job: &pb::Job, cluster_nodes: &[pb::Node]) -> Vec<pb::Node> {
         .collect()
 }
 
-/// `bai job node list|exec`; the result is the exit code (exec: ssh's).
+/// `bai job node list|exec`; the result is the exit code (exec becomes ssh).
 pub async fn job_run(ctx: &Ctx, cmd: JobNodeCmd) -> Result<u8, CliError> {
     match cmd {
         JobNodeCmd::List { job } => {

@@ -1,6 +1,6 @@
 //! The system `ssh` client, as `az batchai cluster node exec` used SSH: the
-//! command line built by a pure function (`ssh_argv`), run with the
-//! terminal handed over; and `--generate-ssh-keys`' key pair (`ssh-keygen`).
+//! command line built by a pure function (`ssh_argv`), then bai becomes ssh
+//! (`exec_ssh`); and `--generate-ssh-keys`' key pair (`ssh-keygen`).
 //! No password ever goes on a command line: ssh asks for one itself.
 
 use std::ffi::OsString;
@@ -97,17 +97,15 @@ pub fn ssh_argv(target: &SshTarget, req: &SshRequest) -> Result<Vec<OsString>, C
     Ok(argv)
 }
 
-/// Runs `ssh` from PATH with this terminal; returns its exit code (255 for
-/// ssh's own failures, as ssh reports them; 1 when killed by a signal).
-pub fn run_ssh(argv: &[OsString]) -> Result<u8, CliError> {
-    let status = Command::new("ssh").args(argv).status().map_err(|e| {
-        CliError::Io(format!(
-            "cannot run ssh (is the OpenSSH client installed and on PATH?): {e}"
-        ))
-    })?;
-    Ok(status
-        .code()
-        .map_or(1, |c| u8::try_from(c & 0xff).unwrap_or(1)))
+/// Replaces this process with `ssh` from PATH (as `exec ssh ...` in a
+/// shell): the terminal, signals (Ctrl-C) and the exit code are ssh's own, and
+/// no bai process is left to orphan it. Returns only when ssh cannot be run.
+pub fn exec_ssh(argv: &[OsString]) -> CliError {
+    use std::os::unix::process::CommandExt;
+    let e = Command::new("ssh").args(argv).exec();
+    CliError::Io(format!(
+        "cannot run ssh (is the OpenSSH client installed and on PATH?): {e}"
+    ))
 }
 
 /// `--generate-ssh-keys`: makes sure `<home>/.ssh/id_rsa` and `id_rsa.pub`

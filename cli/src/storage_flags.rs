@@ -47,6 +47,19 @@ fn non_empty(flag: &str, value: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A warning when the account key came on the command line (where other
+/// users can read it) rather than from AZURE_BATCHAI_STORAGE_KEY.
+pub fn key_on_command_line_warning(
+    flags: &StorageArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<&'static str> {
+    let key = flags.storage_account_key.as_ref()?;
+    (env("AZURE_BATCHAI_STORAGE_KEY").as_deref() != Some(key.expose())).then_some(
+        "warning: --storage-account-key on the command line is visible to other users; \
+         prefer the AZURE_BATCHAI_STORAGE_KEY environment variable",
+    )
+}
+
 /// Adds the volumes the flags ask for to `mounts` (the config file's, if
 /// any). `key` is the storage account's key. Returns `None` when there were
 /// neither mounts nor flags, so that no empty `mountVolumes` is sent.
@@ -126,6 +139,18 @@ mod tests {
             storage_account_name: Some("store".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_key_from_the_command_line_is_warned_about() {
+        let f = StorageArgs {
+            storage_account_key: Some(crate::args::Secret::new("k")),
+            ..flags()
+        };
+        let from_env = |k: &str| (k == "AZURE_BATCHAI_STORAGE_KEY").then(|| "k".to_string());
+        assert_eq!(key_on_command_line_warning(&f, &from_env), None);
+        assert!(key_on_command_line_warning(&f, &|_| None).is_some());
+        assert_eq!(key_on_command_line_warning(&flags(), &|_| None), None);
     }
 
     #[test]

@@ -513,6 +513,39 @@ async fn cluster_files_list_and_stream() {
     );
 }
 
+#[tokio::test]
+async fn a_setup_file_is_waited_for_while_its_node_prepares() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.nodes = nodes();
+        s.nodes[0].state = pb::NodeState::Preparing as i32;
+        s.nodes[0].preparation_step = "setup-task".into();
+        s.cluster_file = b"installing unzip\n".to_vec();
+        s.cluster_file_missing_for = 1;
+    });
+    let addr = fake.serve().await;
+    let home = tempfile::tempdir().unwrap();
+    let stream = [
+        "cluster", "file", "stream", "-w", "ws", "-c", "c", "-n", "n1",
+    ];
+    let out = run(bai(addr, home.path(), &stream)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "installing unzip\n");
+    let reqs = fake.with(|s| s.stream_cluster_file_requests.clone());
+    assert_eq!(reqs.len(), 2, "asked again after the node said it prepares");
+    assert!(reqs.iter().all(|r| r.follow && r.path == "stdout.txt"));
+
+    // A node that is done preparing: a missing file is an error at once.
+    fake.with(|s| {
+        s.nodes[0].state = pb::NodeState::Idle as i32;
+        s.stream_cluster_file_requests.clear();
+        s.cluster_file_missing_for = 1;
+    });
+    let out = run(bai(addr, home.path(), &stream)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: stdout.txt not found\n");
+}
+
 /// A fake `ssh` first on PATH: writes its argv, one per line, to
 /// `$FAKE_SSH_LOG` and exits 7.
 fn fake_ssh(dir: &Path) -> std::path::PathBuf {
@@ -602,6 +635,17 @@ async fn node_exec_runs_ssh_as_the_admin_user_on_the_nodes_port() {
         "-p\n22\n--\nadminuser@127.0.0.2\n"
     );
 
+    // Without ssh on PATH: an error that says so.
+    let mut c = bai(
+        addr,
+        home.path(),
+        &["cluster", "node", "exec", "-w", "ws", "-c", "c"],
+    );
+    c.env("PATH", home.path().join("empty"));
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot run ssh"), "{}", stderr(&out));
+
     // A bad -L is refused before ssh runs.
     let c = bai(
         addr,
@@ -688,4 +732,293 @@ async fn job_nodes_are_the_jobs_ids_joined_with_the_clusters_nodes() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A real OpenSSH server on a loopback port for the current user (root in
+/// CI), with its own host key and authorized key in a temp dir; killed on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-f"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen {}", path.display());
+}
+
+fn start_sshd(dir: &Path, client_pub: &Path) -> Sshd {
+    keygen(&dir.join("host_key"));
+    std::fs::copy(client_pub, dir.join("authorized_keys")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPubkeyAuthentication yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM yes\n\
+             PermitRootLogin prohibit-password\nStrictModes no\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    // sshd's compiled-in privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+    let child = std::process::Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sshd did not listen: {}",
+            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Sshd { child, port }
+}
+
+/// Whether a real sshd can run here (the binaries, and root for its
+/// privilege separation); in CI it must.
+fn sshd_available() -> bool {
+    let have = Path::new("/usr/sbin/sshd").is_file()
+        && std::process::Command::new("ssh").arg("-V").output().is_ok()
+        && std::process::Command::new("ssh-keygen")
+            .arg("-?")
+            .output()
+            .is_ok()
+        && nix::unistd::geteuid().is_root();
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have sshd, ssh, ssh-keygen and root"
+        );
+        eprintln!("skipped: needs /usr/sbin/sshd, ssh, ssh-keygen and root");
+    }
+    have
+}
+
+/// The real client first on PATH with a config of its own, so this machine's
+/// known_hosts and ~/.ssh are left alone (ssh reads the passwd home, not
+/// $HOME); bai's argv reaches /usr/bin/ssh unchanged after `-F config`.
+fn real_ssh_with_own_config(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let client_config = dir.join("ssh_config");
+    std::fs::write(
+        &client_config,
+        "StrictHostKeyChecking no\nUserKnownHostsFile /dev/null\nBatchMode yes\nLogLevel ERROR\n",
+    )
+    .unwrap();
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            client_config.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// A fake coordinator whose cluster `c` has one node, n1, at the sshd.
+async fn coordinator_for(sshd: &Sshd, admin: &str) -> (Fake, std::net::SocketAddr) {
+    let fake = Fake::default();
+    let mut cluster = cluster_with_share();
+    cluster
+        .user_account_settings
+        .as_mut()
+        .unwrap()
+        .admin_user_name = admin.to_string();
+    fake.with(|s| {
+        s.cluster = Some(cluster);
+        s.nodes = vec![pb::Node {
+            node_id: "n1".into(),
+            ip_address: "127.0.0.1".into(),
+            port: u32::from(sshd.port),
+            state: pb::NodeState::Idle as i32,
+            ..Default::default()
+        }];
+    });
+    let addr = fake.serve().await;
+    (fake, addr)
+}
+
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name
+}
+
+#[tokio::test]
+async fn node_exec_forwards_a_port_through_a_real_sshd() {
+    if !sshd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let client_key = dir.path().join("client_key");
+    keygen(&client_key);
+    let sshd = start_sshd(dir.path(), &dir.path().join("client_key.pub"));
+    let (_fake, addr) = coordinator_for(&sshd, &current_user()).await;
+    let bin = real_ssh_with_own_config(dir.path());
+
+    // A service "on the node" (loopback), reached through the forward.
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = service.accept().await {
+            let _ = s.write_all(b"pong from the node\n").await;
+        }
+    });
+    let local_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let forward = format!("{local_port}:127.0.0.1:{service_port}");
+    let mut c = bai(
+        addr,
+        dir.path(),
+        &[
+            "cluster", "node", "exec", "-w", "ws", "-c", "c", "-L", &forward, "-k",
+        ],
+    );
+    c.arg(&client_key).env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    // Its own process group, as a shell's foreground job.
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = c.spawn().unwrap();
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    // Forward-only (-N) runs until stopped: wait until the forward answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", local_port)).await {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            if s.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
+                break buf;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().await.unwrap();
+            panic!("bai ended ({status}) before forwarding: {}", stderr(&out));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forward never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(got, b"pong from the node\n");
+    // As Ctrl-C would: the group (bai, which became ssh) gets SIGINT.
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("bai did not stop on SIGINT")
+        .unwrap();
+    assert!(!status.success());
+}
+
+#[tokio::test]
+async fn node_exec_logs_in_to_a_real_sshd_and_runs_the_command() {
+    if !sshd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let client_key = dir.path().join("client_key");
+    keygen(&client_key);
+    let sshd = start_sshd(dir.path(), &dir.path().join("client_key.pub"));
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name;
+
+    let fake = Fake::default();
+    let mut cluster = cluster_with_share();
+    cluster
+        .user_account_settings
+        .as_mut()
+        .unwrap()
+        .admin_user_name = me.clone();
+    fake.with(|s| {
+        s.cluster = Some(cluster);
+        s.nodes = vec![pb::Node {
+            node_id: "n1".into(),
+            ip_address: "127.0.0.1".into(),
+            port: u32::from(sshd.port),
+            state: pb::NodeState::Idle as i32,
+            ..Default::default()
+        }];
+    });
+    let addr = fake.serve().await;
+
+    let bin = real_ssh_with_own_config(dir.path());
+
+    let mut c = bai(
+        addr,
+        dir.path(),
+        &[
+            "cluster",
+            "node",
+            "exec",
+            "-w",
+            "ws",
+            "-c",
+            "c",
+            "--exec",
+            "echo \"hello from $(whoami)\" 'and quotes'; exit 3",
+            "--ssh-private-key",
+        ],
+    );
+    c.arg(&client_key);
+    c.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let out = run(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the remote command's exit code: {}\nsshd: {}",
+        stderr(&out),
+        std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
+    );
+    assert_eq!(stdout(&out), format!("hello from {me} and quotes\n"));
 }

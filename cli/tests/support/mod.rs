@@ -55,6 +55,8 @@ pub struct State {
     /// The bytes StreamClusterFile serves, and the requests it got.
     pub cluster_file: Vec<u8>,
     pub stream_cluster_file_requests: Vec<pb::StreamClusterFileRequest>,
+    /// StreamClusterFile answers NotFound this many times first.
+    pub cluster_file_missing_for: usize,
 }
 
 #[derive(Clone, Default)]
@@ -299,8 +301,11 @@ impl ClusterService for Fake {
         let r = req.into_inner();
         let data = self.with(|s| {
             s.stream_cluster_file_requests.push(r.clone());
-            s.cluster_file.clone()
-        });
+            if s.stream_cluster_file_requests.len() <= s.cluster_file_missing_for {
+                return Err(Status::not_found(format!("{} not found", r.path)));
+            }
+            Ok(s.cluster_file.clone())
+        })?;
         let start = usize::try_from(r.offset).unwrap().min(data.len());
         let chunks: Vec<Result<pb::OutputFileChunk, Status>> = (start..data.len())
             .step_by(1000)
