@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod setup;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
