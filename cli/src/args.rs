@@ -21,7 +21,10 @@ Exit codes:
 Environment:
   BAI_COORDINATOR  coordinator address (default http://127.0.0.1:7150; host:port works too)
   BAI_WORKSPACE    default for -w/--workspace
-  BAI_EXPERIMENT   default for -e/--experiment";
+  BAI_EXPERIMENT   default for -e/--experiment
+  AZURE_BATCHAI_STORAGE_ACCOUNT, AZURE_BATCHAI_STORAGE_KEY
+                   defaults for --storage-account-name / --storage-account-key
+  BAI_ADMIN_PASSWORD  the admin password of `bai cluster create` (instead of -p)";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +46,13 @@ pub struct Cli {
     /// Log what the CLI does (connections, calls, retries) to stderr.
     #[arg(long, global = true)]
     pub verbose: bool,
+
+    /// JMESPath query applied to the JSON answer before it is printed in the
+    /// chosen output format (az's --query), e.g.
+    /// "nodeSetup.mountVolumes.azureFileShares[0].{storageAccountName:accountName}".
+    /// Commands that write raw bytes (file stream, node exec, demo) refuse it.
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -213,11 +223,15 @@ pub enum ClusterCmd {
     /// Cluster nodes.
     #[command(subcommand)]
     Node(ClusterNodeCmd),
+    /// The setup task's output files of the cluster's nodes.
+    #[command(subcommand)]
+    File(ClusterFileCmd),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterNodeCmd {
-    /// List the nodes of a cluster.
+    /// List the nodes of a cluster: nodeId, ipAddress and port (for
+    /// `ssh <admin>@<ip> -p <port>`), state, preparation step, errors, drivers.
     List {
         #[command(flatten)]
         workspace: WorkspaceArg,
@@ -225,6 +239,55 @@ pub enum ClusterNodeCmd {
         #[arg(short = 'c', long = "cluster", short_alias = 'n', alias = "name")]
         cluster: String,
     },
+    /// Run a command on a node, or forward ports to it, with the system `ssh`
+    /// as the cluster's admin user (as `az batchai cluster node exec`).
+    Exec {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id (default: the cluster's first node).
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterFileCmd {
+    /// List the setup task's output files (stdout-<node>.txt, stderr-<node>.txt,
+    /// execution-<node>.log) of every node, or of one.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Only this node's files.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+    },
+    /// Stream one node's setup output file to stdout (raw bytes), following
+    /// it until the node's setup task has ended.
+    Stream {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: String,
+        /// File name: stdout.txt, stderr.txt, execution.log (or a listed name).
+        #[arg(short = 'f', long = "file-name", default_value = "stdout.txt")]
+        file_name: String,
+        /// Print what there is now and stop, instead of following the file.
+        #[arg(long = "no-follow")]
+        no_follow: bool,
+    },
+}
+
+/// A workspace and a cluster given with -c (for commands whose -n is a node).
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArg {
+    #[command(flatten)]
+    pub workspace: WorkspaceArg,
+    /// Cluster name.
+    #[arg(short = 'c', long = "cluster")]
+    pub cluster: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -268,32 +331,35 @@ pub struct ClusterCreateArgs {
     /// Custom image ARM id (needs -i for the base image).
     #[arg(long = "custom-image", requires = "image")]
     pub custom_image: Option<String>,
-    /// Admin user name. Refused by the coordinator until issue 7 (admin users).
+    /// Admin user created on every node (default: the current user).
     #[arg(short = 'u', long = "user-name")]
     pub user_name: Option<String>,
-    /// Admin SSH public key, or a path to one. Refused until issue 7.
+    /// Admin SSH public key, or a path to a .pub file (default:
+    /// ~/.ssh/id_rsa.pub if it exists and no password is given).
     #[arg(short = 'k', long = "ssh-key")]
     pub ssh_key: Option<String>,
     /// Admin password. Visible to other users on the command line: prefer
     /// --password-stdin or the BAI_ADMIN_PASSWORD environment variable.
     #[arg(short = 'p', long = "password", conflicts_with = "password_stdin")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Read the admin password from the first line of stdin.
     #[arg(long = "password-stdin")]
     pub password_stdin: bool,
-    /// Setup task command line, run on every node as it joins.
+    /// Use ~/.ssh/id_rsa.pub, first creating ~/.ssh/id_rsa and id_rsa.pub with
+    /// ssh-keygen if they do not exist.
+    #[arg(long = "generate-ssh-keys", conflicts_with = "ssh_key")]
+    pub generate_ssh_keys: bool,
+    /// Setup task command line, run as root on every node before it takes jobs.
     #[arg(long = "setup-task", requires = "setup_task_output")]
     pub setup_task: Option<String>,
-    /// Where the setup task's output goes (stdOutErrPathPrefix).
+    /// Where the setup task's output goes (stdOutErrPathPrefix); required with --setup-task.
     #[arg(long = "setup-task-output", requires = "setup_task")]
     pub setup_task_output: Option<String>,
     /// Subnet ARM id.
     #[arg(long = "subnet")]
     pub subnet: Option<String>,
-    /// Storage account for <AZURE_BATCHAI_STORAGE_ACCOUNT> in the config file
-    /// (key from AZURE_BATCHAI_STORAGE_KEY).
-    #[arg(long = "storage-account-name", env = "AZURE_BATCHAI_STORAGE_ACCOUNT")]
-    pub storage_account_name: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 // ---------------------------------------------------------------- job
@@ -331,6 +397,29 @@ pub enum JobCmd {
     /// Job output files.
     #[command(subcommand)]
     File(JobFileCmd),
+    /// The nodes a job runs or ran on.
+    #[command(subcommand)]
+    Node(JobNodeCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobNodeCmd {
+    /// List the job's nodes (as `bai cluster node list` shows them).
+    List {
+        #[command(flatten)]
+        job: JobRef,
+    },
+    /// Run a command on one of the job's nodes, or forward ports to it, with
+    /// the system `ssh` as the cluster's admin user.
+    Exec {
+        #[command(flatten)]
+        job: JobRef,
+        /// Node id (default: the job's first node).
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -378,10 +467,8 @@ pub struct JobCreateArgs {
     /// Scheduling priority.
     #[arg(long = "priority", value_parser = ["low", "normal", "high"])]
     pub priority: Option<String>,
-    /// Storage account for <AZURE_BATCHAI_STORAGE_ACCOUNT> in the config file
-    /// (key from AZURE_BATCHAI_STORAGE_KEY).
-    #[arg(long = "storage-account-name", env = "AZURE_BATCHAI_STORAGE_ACCOUNT")]
-    pub storage_account_name: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -453,6 +540,9 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected NAME=VALUE, got {s:?}")),
     }
 }
+
+mod shared;
+pub use shared::{Secret, SshArgs, StorageArgs};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! `bai cluster create|show|list|delete|resize|auto-scale|node list`.
+//! `bai cluster create|show|list|delete|resize|auto-scale|node list`
+//! (`node exec` is in `nodes`, `file` in `cluster_files`).
 
 use std::io::BufRead;
 
@@ -15,7 +16,14 @@ use crate::render::Kind;
 pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
     // Local checks first: bad flags, files or a refused confirmation need no coordinator.
     let prepared = match &cmd {
-        ClusterCmd::Create(args) => Some(request(args)?),
+        ClusterCmd::Create(args) => {
+            let args = args.clone();
+            Some(
+                tokio::task::spawn_blocking(move || request(&args))
+                    .await
+                    .map_err(|e| CliError::Io(format!("preparing the request failed: {e}")))??,
+            )
+        }
         ClusterCmd::Delete { name, confirm: c } => {
             confirm(c.yes, &format!("delete cluster '{}'", name.name))?;
             None
@@ -99,6 +107,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
             let scale = scale.unwrap_or_default();
             update(ctx, api, name.workspace.workspace, name.name, scale).await
         }
+        ClusterCmd::Node(ClusterNodeCmd::Exec { .. }) | ClusterCmd::File(_) => Ok(()),
         ClusterCmd::Node(ClusterNodeCmd::List { workspace, cluster }) => {
             let r = client
                 .list_cluster_nodes(pb::ListClusterNodesRequest {
@@ -136,7 +145,9 @@ async fn update(
     ctx.print_one(Kind::Cluster, &batchai_json::cluster(&c))
 }
 
-/// Reads the config file and the password, then merges them with the flags.
+/// Reads the config file and the password, makes the key pair that
+/// --generate-ssh-keys asks for, then merges them with the flags. Blocking
+/// (files, stdin, ssh-keygen): run it on the blocking pool.
 fn request(args: &ClusterCreateArgs) -> Result<pb::Cluster, CliError> {
     let text = match &args.config_file {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
@@ -162,10 +173,19 @@ fn request(args: &ClusterCreateArgs) -> Result<pb::Cluster, CliError> {
             "warning: a password on the command line is visible to other users; \
              prefer --password-stdin or BAI_ADMIN_PASSWORD"
         );
-        Some(p.clone())
+        Some(p.expose().to_string())
     } else {
         None
     };
     let env = |name: &str| std::env::var(name).ok();
+    if let Some(w) = crate::storage_flags::key_on_command_line_warning(&args.storage, &env) {
+        eprintln!("{w}");
+    }
+    if args.generate_ssh_keys {
+        let home = env("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| CliError::usage("--generate-ssh-keys: HOME is not set"))?;
+        crate::ssh::ensure_key_pair(std::path::Path::new(&home))?;
+    }
     build_cluster(args, text.as_deref(), password, &env)
 }

@@ -1,14 +1,16 @@
 //! Builds `cluster create`'s request from a ClusterCreateParameters file and
-//! the flags, which override it (az's rules, including the --min/--max ones).
-//! Pure apart from reading an SSH key file; the environment is passed in.
+//! the flags, which override it (az's rules, including the --min/--max ones,
+//! the admin user's defaults and the storage flags). Pure apart from reading
+//! SSH public key files and the current user; the environment is passed in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bai_proto::v1 as pb;
 
 use crate::args::ClusterCreateArgs;
 use crate::batchai_json::{self, StorageAccount};
 use crate::error::CliError;
+use crate::storage_flags;
 
 /// VM size when neither the flags nor the file name one.
 pub const DEFAULT_VM_SIZE: &str = "local";
@@ -97,15 +99,119 @@ pub fn image_reference(
     })
 }
 
-/// `-k`: a key, or a path to a file holding one.
-fn ssh_key(value: &str) -> Result<String, CliError> {
-    let p = Path::new(value);
-    if !value.starts_with("ssh-") && !value.starts_with("ecdsa-") && p.is_file() {
-        let key = std::fs::read_to_string(p)
-            .map_err(|e| CliError::usage(format!("-k/--ssh-key: cannot read {value}: {e}")))?;
-        return Ok(key.trim().to_string());
+/// Whether `text` looks like an OpenSSH public key line.
+fn is_public_key(text: &str) -> bool {
+    ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"]
+        .iter()
+        .any(|p| text.starts_with(p))
+        && text.split_whitespace().count() >= 2
+}
+
+/// `~/x` → `$HOME/x`.
+fn expand_home(value: &str, env: EnvLookup<'_>) -> PathBuf {
+    match (value.strip_prefix("~/"), env("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(value),
     }
-    Ok(value.trim().to_string())
+}
+
+/// Reads a public key file; `flag` names where the path came from.
+fn read_public_key(flag: &str, path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("{flag}: cannot read {}: {e}", path.display())))?;
+    let key = text.trim();
+    if key.starts_with("-----BEGIN") {
+        return Err(CliError::usage(format!(
+            "{flag}: {} is a private key; give the public key (the .pub file)",
+            path.display()
+        )));
+    }
+    if !is_public_key(key) {
+        return Err(CliError::usage(format!(
+            "{flag}: {} does not hold an SSH public key",
+            path.display()
+        )));
+    }
+    Ok(key.to_string())
+}
+
+/// `-k`: a key, or a path to a file holding one (`~/` allowed).
+fn ssh_key(value: &str, env: EnvLookup<'_>) -> Result<String, CliError> {
+    let value = value.trim();
+    if is_public_key(value) {
+        return Ok(value.to_string());
+    }
+    let p = expand_home(value, env);
+    if p.is_file() {
+        return read_public_key("-k/--ssh-key", &p);
+    }
+    Err(CliError::usage(format!(
+        "-k/--ssh-key: {value:?} is neither an SSH public key nor a readable file"
+    )))
+}
+
+/// `~/.ssh/id_rsa.pub`, az's default key (None without a home directory).
+pub fn default_public_key_path(env: EnvLookup<'_>) -> Option<PathBuf> {
+    env("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| Path::new(&h).join(".ssh").join("id_rsa.pub"))
+}
+
+/// The user running the CLI: `$USER`, `$LOGNAME`, or the password database.
+fn current_user(env: EnvLookup<'_>) -> Option<String> {
+    env("USER")
+        .or_else(|| env("LOGNAME"))
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+}
+
+/// The admin user: the file's settings, then the flags; az's defaults for
+/// what neither gives (the current user; `~/.ssh/id_rsa.pub` when there is
+/// no password). `--generate-ssh-keys` has made the default key exist.
+fn admin_user(
+    args: &ClusterCreateArgs,
+    from_file: Option<pb::UserAccountSettings>,
+    password: Option<String>,
+    env: EnvLookup<'_>,
+) -> Result<pb::UserAccountSettings, CliError> {
+    let mut user = from_file.unwrap_or_default();
+    if let Some(u) = &args.user_name {
+        user.admin_user_name = u.clone();
+    }
+    if user.admin_user_name.is_empty() {
+        user.admin_user_name = current_user(env).ok_or_else(|| {
+            CliError::usage(
+                "-u/--user-name: cannot tell the current user; give the admin user's name",
+            )
+        })?;
+    }
+    if let Some(p) = password.or_else(|| env("BAI_ADMIN_PASSWORD")) {
+        user.admin_user_password = p;
+    }
+    if let Some(k) = &args.ssh_key {
+        user.admin_user_ssh_public_key = ssh_key(k, env)?;
+    } else if args.generate_ssh_keys {
+        let path = default_public_key_path(env)
+            .ok_or_else(|| CliError::usage("--generate-ssh-keys: HOME is not set"))?;
+        user.admin_user_ssh_public_key = read_public_key("--generate-ssh-keys", &path)?;
+    } else if user.admin_user_ssh_public_key.is_empty()
+        && user.admin_user_password.is_empty()
+        && let Some(path) = default_public_key_path(env).filter(|p| p.is_file())
+    {
+        user.admin_user_ssh_public_key = read_public_key("-k/--ssh-key (default)", &path)?;
+    }
+    if user.admin_user_ssh_public_key.is_empty() && user.admin_user_password.is_empty() {
+        return Err(CliError::usage(
+            "no admin credentials: give -k/--ssh-key, -p/--password, --password-stdin or \
+             --generate-ssh-keys (there is no ~/.ssh/id_rsa.pub to use by default)",
+        ));
+    }
+    Ok(user)
 }
 
 /// The full create request: the file (if any), then the flags on top.
@@ -116,9 +222,15 @@ pub fn build_cluster(
     password: Option<String>,
     env: EnvLookup<'_>,
 ) -> Result<pb::Cluster, CliError> {
+    let key = args
+        .storage
+        .storage_account_key
+        .as_ref()
+        .map(|k| k.expose().to_string())
+        .or_else(|| env("AZURE_BATCHAI_STORAGE_KEY"));
     let storage = StorageAccount {
-        name: args.storage_account_name.clone(),
-        key: env("AZURE_BATCHAI_STORAGE_KEY"),
+        name: args.storage.storage_account_name.clone(),
+        key: key.clone(),
     };
     let mut c = match file_text {
         Some(t) => batchai_json::parse_cluster(t, &storage)?,
@@ -151,30 +263,35 @@ pub fn build_cluster(
         });
     }
 
-    // No admin user by default (az took $USER and ~/.ssh/id_rsa.pub): bai does
-    // not create one yet and the coordinator refuses the settings when set, so
-    // only what the user asked for is sent (and refused by name).
-    let mut user = c.user_account_settings.take().unwrap_or_default();
-    if let Some(u) = &args.user_name {
-        user.admin_user_name = u.clone();
-    }
-    if let Some(p) = password.or_else(|| env("BAI_ADMIN_PASSWORD")) {
-        user.admin_user_password = p;
-    }
-    if let Some(k) = &args.ssh_key {
-        user.admin_user_ssh_public_key = ssh_key(k)?;
-    }
-    c.user_account_settings = (user != pb::UserAccountSettings::default()).then_some(user);
-
     if let (Some(cmd), Some(out)) = (&args.setup_task, &args.setup_task_output) {
         let node_setup = c.node_setup.get_or_insert_with(Default::default);
         let task = node_setup.setup_task.get_or_insert_with(Default::default);
         task.command_line = cmd.clone();
         task.std_out_err_path_prefix = out.clone();
     }
+    if let Some(task) = c.node_setup.as_ref().and_then(|n| n.setup_task.as_ref())
+        && task.std_out_err_path_prefix.trim().is_empty()
+    {
+        return Err(CliError::usage(
+            "nodeSetup.setupTask.stdOutErrPathPrefix: required with a setup task \
+             (--setup-task-output)",
+        ));
+    }
+    let file_mounts = c.node_setup.as_mut().and_then(|n| n.mount_volumes.take());
+    if let Some(m) = storage_flags::add_volumes(&args.storage, key.as_deref(), file_mounts)? {
+        c.node_setup
+            .get_or_insert_with(Default::default)
+            .mount_volumes = Some(m);
+    }
     if let Some(s) = &args.subnet {
         c.subnet = Some(pb::ResourceId { id: s.clone() });
     }
+    c.user_account_settings = Some(admin_user(
+        args,
+        c.user_account_settings.take(),
+        password,
+        env,
+    )?);
     Ok(c)
 }
 

@@ -96,7 +96,7 @@ pub async fn run(ctx: &Ctx, cmd: JobCmd) -> Result<u8, CliError> {
             let job = follow(api, key(&name), log_state).await?;
             return Ok(exit_code(&job));
         }
-        JobCmd::File(_) => {}
+        JobCmd::File(_) | JobCmd::Node(_) => {}
     }
     Ok(0)
 }
@@ -113,6 +113,9 @@ pub fn prepare(args: &JobCreateArgs) -> Result<pb::Job, CliError> {
         None => None,
     };
     let env = |name: &str| std::env::var(name).ok();
+    if let Some(w) = crate::storage_flags::key_on_command_line_warning(&args.storage, &env) {
+        eprintln!("{w}");
+    }
     build_job(args, text.as_deref(), &env)
 }
 

@@ -1,6 +1,6 @@
 //! Builds `job create`'s request from a Batch AI job file and the flags, which
-//! override it. Pure: the environment (for `--secret-env` and the storage key)
-//! is passed in.
+//! override it; the storage flags add mount volumes to the file's. Pure: the
+//! environment (for `--secret-env` and the storage key) is passed in.
 
 use bai_proto::v1 as pb;
 
@@ -8,6 +8,7 @@ use crate::args::JobCreateArgs;
 use crate::batchai_json::{self, StorageAccount, parse_cluster_ref, parse_duration};
 use crate::cluster_params::EnvLookup;
 use crate::error::CliError;
+use crate::storage_flags;
 
 /// The full create request: the file (if any), then the flags on top.
 pub fn build_job(
@@ -15,9 +16,15 @@ pub fn build_job(
     file_text: Option<&str>,
     env: EnvLookup<'_>,
 ) -> Result<pb::Job, CliError> {
+    let key = args
+        .storage
+        .storage_account_key
+        .as_ref()
+        .map(|k| k.expose().to_string())
+        .or_else(|| env("AZURE_BATCHAI_STORAGE_KEY"));
     let storage = StorageAccount {
-        name: args.storage_account_name.clone(),
-        key: env("AZURE_BATCHAI_STORAGE_KEY"),
+        name: args.storage.storage_account_name.clone(),
+        key: key.clone(),
     };
     let mut job = match file_text {
         Some(t) => batchai_json::parse_job(t, &storage)?,
@@ -92,6 +99,8 @@ pub fn build_job(
             max_wall_clock_time: Some(d),
         });
     }
+    job.mount_volumes =
+        storage_flags::add_volumes(&args.storage, key.as_deref(), job.mount_volumes.take())?;
     if let Some(p) = &args.priority {
         job.scheduling_priority = match p.as_str() {
             "low" => pb::JobPriority::Low as i32,

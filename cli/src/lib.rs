@@ -1,14 +1,17 @@
 //! bai's command line, shaped like `az batchai`: parses flags (`args`), talks
 //! gRPC to the coordinator (`client`), converts Batch AI JSON to and from the
 //! protocol (`batchai_json`) and prints results (`render`). One module per
-//! command group: `workspace`, `experiment`, `cluster`, `job`, `job_files`,
-//! `demo`.
+//! command group: `workspace`, `experiment`, `cluster` (with
+//! `cluster_params` and `storage_flags`), `cluster_files`, `job` (with
+//! `job_params`), `job_files`, `nodes` (node exec and job nodes, over `ssh`),
+//! `demo`. `streaming` follows output files; `query` is `--query` (JMESPath).
 
 pub mod app;
 pub mod args;
 pub mod batchai_json;
 pub mod client;
 pub mod cluster;
+pub mod cluster_files;
 pub mod cluster_params;
 pub mod demo;
 pub mod error;
@@ -16,8 +19,13 @@ pub mod experiment;
 pub mod job;
 pub mod job_files;
 pub mod job_params;
+pub mod nodes;
+pub mod query;
 pub mod render;
 pub mod retry;
+pub mod ssh;
+pub mod storage_flags;
+pub mod streaming;
 pub mod workspace;
 
 use std::process::ExitCode;

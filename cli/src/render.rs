@@ -1,6 +1,7 @@
 //! Output: the Batch AI JSON of `batchai_json` printed as JSON, as a compact
 //! table of each resource's key fields, as TSV (the table's fields, no
-//! header), or not at all.
+//! header), or not at all. A `--query` result has no known shape: it is
+//! printed as az printed one (`queried`).
 
 use std::io::Write;
 
@@ -18,6 +19,8 @@ pub enum Kind {
     Node,
     Job,
     File,
+    /// A setup output file of a cluster's node.
+    ClusterFile,
 }
 
 /// az's table look: a header, a dashed line under it, columns apart by spaces.
@@ -73,6 +76,29 @@ fn cluster_name(v: &Value) -> String {
         .to_string()
 }
 
+/// `afs=cifs bfs=rclone`: how the node mounts File shares and Blob containers.
+fn drivers(v: &Value) -> String {
+    [("afs", "/fileShareDriver"), ("bfs", "/blobDriver")]
+        .iter()
+        .filter_map(|(k, p)| {
+            let d = text(v, p);
+            (!d.is_empty()).then(|| format!("{k}={d}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `code: message; ...` of a node's errors.
+fn errors(v: &Value) -> String {
+    let Some(Value::Array(errs)) = v.get("errors") else {
+        return String::new();
+    };
+    errs.iter()
+        .map(|e| format!("{}: {}", text(e, "/code"), text(e, "/message")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn columns(kind: Kind) -> &'static [Column] {
     match kind {
         Kind::Workspace => &[
@@ -106,12 +132,14 @@ fn columns(kind: Kind) -> &'static [Column] {
         ],
         Kind::Node => &[
             ("Node", |v| text(v, "/nodeId")),
-            ("State", |v| text(v, "/state")),
-            ("Hostname", |v| text(v, "/hostname")),
             ("IP", |v| text(v, "/ipAddress")),
+            ("Port", |v| text(v, "/port")),
+            ("State", |v| text(v, "/state")),
+            ("Step", |v| text(v, "/preparationStep")),
             ("Connected", |v| text(v, "/connected")),
-            ("CPUs", |v| text(v, "/cpuCount")),
+            ("Drivers", drivers),
             ("Jobs", |v| text(v, "/runningJobIds")),
+            ("Errors", errors),
         ],
         Kind::Job => &[
             ("Name", |v| text(v, "/name")),
@@ -122,6 +150,12 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("State", |v| text(v, "/executionState")),
             ("Exit code", |v| text(v, "/executionInfo/exitCode")),
             ("Created", |v| text(v, "/creationTime")),
+        ],
+        Kind::ClusterFile => &[
+            ("Name", |v| text(v, "/name")),
+            ("Node", |v| text(v, "/nodeId")),
+            ("Size", |v| text(v, "/properties/contentLength")),
+            ("Modified", |v| text(v, "/properties/lastModified")),
         ],
         Kind::File => &[
             ("Name", |v| text(v, "/name")),
@@ -156,6 +190,104 @@ pub fn many(
         OutputFormat::Json => writeln!(out, "{}", pretty(&Value::Array(values.to_vec()))),
         _ => rows(out, format, kind, values),
     }
+}
+
+/// Prints a `--query` result as az did: JSON as it is (nothing for `null`);
+/// as a table or TSV, one row per array element (or one for an object or a
+/// scalar), with a column per scalar member (`Column1`... for arrays, `Result`
+/// for scalars), headers capitalized; nested objects and arrays are left out.
+pub fn queried(out: &mut dyn Write, format: OutputFormat, value: &Value) -> std::io::Result<()> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let (header, rows) = match format {
+        OutputFormat::Json => return writeln!(out, "{}", pretty(value)),
+        OutputFormat::None => return Ok(()),
+        OutputFormat::Table | OutputFormat::Tsv => generic_rows(value),
+    };
+    if format == OutputFormat::Tsv {
+        for row in rows {
+            let fields: Vec<String> = row.iter().map(|f| f.replace(['\t', '\n'], " ")).collect();
+            writeln!(out, "{}", fields.join("\t"))?;
+        }
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_style(AZ_STYLE)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some(String::new()),
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+fn capitalized(key: &str) -> String {
+    let mut c = key.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The header and rows of a value of unknown shape.
+fn generic_rows(value: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    if items.iter().all(|v| v.is_object()) {
+        let mut keys: Vec<&str> = Vec::new();
+        for v in &items {
+            for (k, x) in v.as_object().into_iter().flatten() {
+                if scalar(x).is_some() && !keys.contains(&k.as_str()) {
+                    keys.push(k);
+                }
+            }
+        }
+        let rows = items
+            .iter()
+            .map(|v| {
+                keys.iter()
+                    .map(|k| v.get(*k).and_then(scalar).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        return (keys.iter().map(|k| capitalized(k)).collect(), rows);
+    }
+    if items.iter().all(|v| v.is_array()) {
+        let width = items
+            .iter()
+            .filter_map(|v| v.as_array().map(Vec::len))
+            .max()
+            .unwrap_or(0);
+        let rows = items
+            .iter()
+            .map(|v| {
+                (0..width)
+                    .map(|i| v.get(i).and_then(scalar).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        return ((1..=width).map(|i| format!("Column{i}")).collect(), rows);
+    }
+    let rows = items
+        .iter()
+        .map(|v| vec![scalar(v).unwrap_or_else(|| v.to_string())])
+        .collect();
+    (vec!["Result".to_string()], rows)
 }
 
 fn pretty(v: &Value) -> String {
@@ -236,6 +368,55 @@ mod tests {
     fn cluster_scale_column() {
         let c = json!({"name": "c", "scaleSettings": {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 4}}});
         assert!(render(OutputFormat::Tsv, Kind::Cluster, &[c]).starts_with("c\t\t\tauto 0-4\t"));
+    }
+
+    fn query_out(format: OutputFormat, v: Value) -> String {
+        let mut buf = Vec::new();
+        queried(&mut buf, format, &v).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn query_results_print_like_az() {
+        let v = json!({"storageAccountName": "store"});
+        assert_eq!(
+            query_out(OutputFormat::Json, v.clone()),
+            "{\n  \"storageAccountName\": \"store\"\n}\n"
+        );
+        assert_eq!(query_out(OutputFormat::Tsv, v.clone()), "store\n");
+        let table = query_out(OutputFormat::Table, v);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0].trim(), "StorageAccountName");
+        assert!(lines[1].starts_with("---"), "{table}");
+        assert_eq!(lines[2].trim(), "store");
+
+        let rows = json!([{"nodeId": "a", "port": 22, "errors": [{"code": "x"}]},
+                          {"nodeId": "b", "ok": true}]);
+        assert_eq!(
+            query_out(OutputFormat::Tsv, rows),
+            "a\t22\t\nb\t\ttrue\n",
+            "scalar members only, missing ones empty"
+        );
+        assert_eq!(query_out(OutputFormat::Tsv, json!(["a", 1])), "a\n1\n");
+        assert_eq!(
+            query_out(OutputFormat::Tsv, json!([["a", 1], ["b"]])),
+            "a\t1\nb\t\n"
+        );
+        assert!(query_out(OutputFormat::Table, json!([["a", 1]])).contains("Column2"));
+        assert_eq!(query_out(OutputFormat::Json, Value::Null), "");
+        assert_eq!(query_out(OutputFormat::Json, json!("x")), "\"x\"\n");
+    }
+
+    #[test]
+    fn node_table_has_the_login_fields_and_why() {
+        let n = json!({"nodeId": "n1", "ipAddress": "10.0.0.4", "port": 50001, "state": "unusable",
+                       "preparationStep": "", "connected": true, "fileShareDriver": "cifs",
+                       "blobDriver": "rclone", "runningJobIds": [],
+                       "errors": [{"code": "SetupTaskFailed", "message": "exit code 2"}]});
+        assert_eq!(
+            render(OutputFormat::Tsv, Kind::Node, &[n]),
+            "n1\t10.0.0.4\t50001\tunusable\t\ttrue\tafs=cifs bfs=rclone\t\tSetupTaskFailed: exit code 2\n"
+        );
     }
 
     #[test]

@@ -262,3 +262,148 @@ fn missing_required_flags_are_usage_errors() {
 fn the_command_definition_is_consistent() {
     Cli::command().debug_assert();
 }
+
+#[test]
+fn storage_admin_and_query_flags() {
+    let cli = parse(&[
+        "cluster",
+        "create",
+        "-w",
+        "w",
+        "-n",
+        "c",
+        "-t",
+        "1",
+        "--storage-account-name",
+        "store",
+        "--afs-name",
+        "afsmount",
+        "--bfs-name",
+        "bfsmount",
+        "--bfs-mount-path",
+        "data",
+        "--nfs-name",
+        "10.0.0.4",
+        "--use-auto-storage",
+        "--generate-ssh-keys",
+        "-u",
+        "adminuser",
+        "--query",
+        "name",
+    ])
+    .unwrap();
+    assert_eq!(cli.query.as_deref(), Some("name"));
+    let Command::Cluster(ClusterCmd::Create(a)) = cli.command else {
+        panic!()
+    };
+    let s = &a.storage;
+    assert_eq!(s.storage_account_name.as_deref(), Some("store"));
+    assert_eq!(
+        (s.afs_name.as_deref(), s.afs_mount_path.as_deref()),
+        (Some("afsmount"), None)
+    );
+    assert_eq!(s.bfs_mount_path.as_deref(), Some("data"));
+    assert_eq!(s.nfs.as_deref(), Some("10.0.0.4"), "--nfs-name is --nfs");
+    assert!(s.use_auto_storage && a.generate_ssh_keys);
+    assert_eq!(a.user_name.as_deref(), Some("adminuser"));
+
+    let base = ["cluster", "create", "-w", "w", "-n", "c", "-t", "1"];
+    let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+    assert!(
+        with(&["--afs-mount-path", "x"]).is_err(),
+        "a mount path needs its volume"
+    );
+    assert!(with(&["--generate-ssh-keys", "-k", "ssh-rsa x"]).is_err());
+    assert!(
+        parse(&[
+            "job",
+            "create",
+            "-w",
+            "w",
+            "-e",
+            "e",
+            "-n",
+            "j",
+            "--bfs-name",
+            "b"
+        ])
+        .is_ok()
+    );
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let cli = parse(&[
+        "cluster",
+        "create",
+        "-w",
+        "w",
+        "-n",
+        "c",
+        "-p",
+        "hunter2-pw",
+        "--storage-account-key",
+        "k3y-value",
+    ])
+    .unwrap();
+    let debug = format!("{cli:?}");
+    assert!(
+        !debug.contains("hunter2-pw") && !debug.contains("k3y-value"),
+        "{debug}"
+    );
+    assert!(debug.contains("Secret(<redacted>)"), "{debug}");
+}
+
+#[test]
+fn cluster_file_node_and_job_node_commands() {
+    let cli = parse(&[
+        "cluster",
+        "file",
+        "stream",
+        "-w",
+        "w",
+        "-c",
+        "c",
+        "-n",
+        "n1",
+        "--no-follow",
+    ])
+    .unwrap();
+    let Command::Cluster(ClusterCmd::File(ClusterFileCmd::Stream {
+        cluster,
+        node,
+        file_name,
+        no_follow,
+    })) = cli.command
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            cluster.cluster.as_str(),
+            node.as_str(),
+            file_name.as_str(),
+            no_follow
+        ),
+        ("c", "n1", "stdout.txt", true)
+    );
+    assert!(parse(&["cluster", "file", "list", "-w", "w", "-c", "c"]).is_ok());
+    let cli = parse(&[
+        "cluster", "node", "exec", "-w", "w", "-c", "c", "-n", "n1", "--exec", "ls", "-L", "1:h:2",
+        "-L", "3:h:4", "-k", "/key",
+    ])
+    .unwrap();
+    let Command::Cluster(ClusterCmd::Node(ClusterNodeCmd::Exec { node, ssh, .. })) = cli.command
+    else {
+        panic!()
+    };
+    assert_eq!(node.as_deref(), Some("n1"));
+    assert_eq!(ssh.forwards, ["1:h:2", "3:h:4"]);
+    assert_eq!(ssh.exec.as_deref(), Some("ls"));
+    let cli = parse(&["job", "node", "exec", "-w", "w", "-e", "e", "-j", "j"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Job(JobCmd::Node(JobNodeCmd::Exec { node: None, .. }))
+    ));
+    assert!(parse(&["job", "node", "list", "-w", "w", "-e", "e", "-j", "j"]).is_ok());
+}

@@ -179,10 +179,15 @@ pub fn job(j: &pb::Job) -> Value {
     )
 }
 
-/// A node (bai lists nodes; Batch AI only had counts).
+/// A node (bai lists nodes; Batch AI only had counts). `nodeId`,
+/// `ipAddress` and `port` are Batch AI's RemoteLoginInformation.
 pub fn node(n: &pb::Node) -> Value {
     let mut v = Value::Object(to_pruned(&json!({
         "nodeId": n.node_id,
+        "port": (n.port != 0).then_some(n.port),
+        "preparationStep": n.preparation_step,
+        "fileShareDriver": n.file_share_driver,
+        "blobDriver": n.blob_driver,
         "workspace": n.workspace,
         "cluster": n.cluster,
         "state": enum_name(n.state, NODE_STATE),
@@ -216,6 +221,27 @@ pub fn file(f: &pb::File) -> Value {
     }));
     props.entry("properties").or_insert_with(|| json!({}));
     Value::Object(props)
+}
+
+/// The node a setup output file belongs to: `stdout-<node>.txt`,
+/// `stderr-<node>.txt`, `execution-<node>.log` (Batch AI's names end with the
+/// node id).
+pub fn node_of_setup_file(name: &str) -> Option<&str> {
+    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+    ["stdout-", "stderr-", "execution-"]
+        .iter()
+        .find_map(|p| stem.strip_prefix(p))
+        .filter(|n| !n.is_empty())
+}
+
+/// A cluster's setup output file: an output file plus `nodeId` (from the
+/// name, else the node that was asked for).
+pub fn cluster_file(f: &pb::File, asked_node: Option<&str>) -> Value {
+    let mut v = file(f);
+    if let (Value::Object(m), Some(n)) = (&mut v, node_of_setup_file(&f.name).or(asked_node)) {
+        m.insert("nodeId".into(), Value::String(n.to_string()));
+    }
+    v
 }
 
 /// The Batch AI spelling of a job's execution state ("running", ...).

@@ -253,3 +253,40 @@ fn other_resources_render() {
     assert_eq!(f["fileType"], "file");
     assert_eq!(f["properties"]["contentLength"], 12);
 }
+
+#[test]
+fn nodes_show_their_login_information_and_setup_files_their_node() {
+    let n = pb::Node {
+        node_id: "n1".into(),
+        ip_address: "10.0.0.4".into(),
+        port: 50001,
+        preparation_step: "mount afs".into(),
+        file_share_driver: "cifs".into(),
+        blob_driver: "rclone".into(),
+        ..Default::default()
+    };
+    let v = node(&n);
+    assert_eq!(v["nodeId"], "n1");
+    assert_eq!(v["ipAddress"], "10.0.0.4");
+    assert_eq!(v["port"], 50001);
+    assert_eq!(v["preparationStep"], "mount afs");
+    assert_eq!(v["fileShareDriver"], "cifs");
+    assert_eq!(v["blobDriver"], "rclone");
+    assert!(node(&pb::Node::default()).get("port").is_none());
+
+    assert_eq!(node_of_setup_file("stdout-local-0.txt"), Some("local-0"));
+    assert_eq!(node_of_setup_file("execution-n1.log"), Some("n1"));
+    assert_eq!(node_of_setup_file("stdout.txt"), None);
+    let f = pb::File {
+        name: "stderr-n2.txt".into(),
+        content_length: 3,
+        ..Default::default()
+    };
+    assert_eq!(cluster_file(&f, None)["nodeId"], "n2");
+    let f = pb::File {
+        name: "other.txt".into(),
+        ..Default::default()
+    };
+    assert_eq!(cluster_file(&f, Some("n3"))["nodeId"], "n3");
+    assert!(cluster_file(&f, None).get("nodeId").is_none());
+}

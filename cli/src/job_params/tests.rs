@@ -157,7 +157,10 @@ fn a_recipe_file_with_storage_from_the_environment() {
     let env = |k: &str| (k == "AZURE_BATCHAI_STORAGE_KEY").then(|| "envkey".to_string());
     let a = JobCreateArgs {
         cluster: Some("nc6".into()),
-        storage_account_name: Some("mystore".into()),
+        storage: crate::args::StorageArgs {
+            storage_account_name: Some("mystore".into()),
+            ..Default::default()
+        },
         ..args()
     };
     let j = build_job(&a, Some(&text), &env).unwrap();
@@ -181,4 +184,76 @@ fn a_recipe_file_with_storage_from_the_environment() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("--storage-account-name"), "{e}");
+}
+
+#[test]
+fn storage_flags_add_job_mounts_to_the_files() {
+    let file = r#"{"properties": {"customToolkitSettings": {"commandLine": "x"},
+        "mountVolumes": {"fileServers": [{"fileServer": {"id": "nfs1"}, "relativeMountPath": "n1"}]}}}"#;
+    let a = JobCreateArgs {
+        cluster: Some("c".into()),
+        storage: crate::args::StorageArgs {
+            storage_account_name: Some("store".into()),
+            storage_account_key: Some(crate::args::Secret::new("flagkey")),
+            afs_name: Some("logs".into()),
+            bfs_name: Some("data".into()),
+            bfs_mount_path: Some("input".into()),
+            nfs: Some("10.0.0.9".into()),
+            use_auto_storage: true,
+            ..Default::default()
+        },
+        ..args()
+    };
+    let j = build_job(&a, Some(file), &no_env).unwrap();
+    let m = j.mount_volumes.unwrap();
+    assert_eq!(
+        m.azure_file_shares[0].azure_file_url,
+        "https://store.file.core.windows.net/logs"
+    );
+    assert_eq!(m.azure_file_shares[0].relative_mount_path, "afs");
+    assert_eq!(
+        m.azure_blob_file_systems[0]
+            .credentials
+            .as_ref()
+            .unwrap()
+            .account_key,
+        "flagkey"
+    );
+    assert_eq!(m.azure_blob_file_systems[0].relative_mount_path, "input");
+    let servers: Vec<_> = m
+        .file_servers
+        .iter()
+        .map(|f| f.relative_mount_path.as_str())
+        .collect();
+    assert_eq!(servers, ["n1", "nfs"], "the flag adds to the file's list");
+    assert!(m.use_auto_storage);
+
+    // The key from the environment when the flag is absent.
+    let env = |k: &str| (k == "AZURE_BATCHAI_STORAGE_KEY").then(|| "envkey".to_string());
+    let a = JobCreateArgs {
+        cluster: Some("c".into()),
+        command_line: Some("x".into()),
+        storage: crate::args::StorageArgs {
+            storage_account_name: Some("store".into()),
+            afs_name: Some("logs".into()),
+            ..Default::default()
+        },
+        ..args()
+    };
+    let j = build_job(&a, None, &env).unwrap();
+    assert_eq!(
+        j.mount_volumes.unwrap().azure_file_shares[0]
+            .credentials
+            .as_ref()
+            .unwrap()
+            .account_key,
+        "envkey"
+    );
+    let e = build_job(&a, None, &no_env).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string()
+            .starts_with("--afs-name: needs the storage account's key"),
+        "{e}"
+    );
 }

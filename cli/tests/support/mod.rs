@@ -1,9 +1,11 @@
 //! Test support: an in-process fake coordinator (a real tonic server on
-//! 127.0.0.1:0 implementing JobService, scripted per test and recording every
-//! request) and a TCP proxy whose connections a test can cut, to drop streams
+//! 127.0.0.1:0 implementing JobService and ClusterService, scripted per test
+//! and recording every request) and a TCP proxy whose connections a test can cut, to drop streams
 //! the way a network or a coordinator restart does.
 
 #![allow(dead_code)]
+
+pub mod setup;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bai_proto::v1 as pb;
+use bai_proto::v1::cluster_service_server::{ClusterService, ClusterServiceServer};
 use bai_proto::v1::job_service_server::{JobService, JobServiceServer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -42,6 +45,20 @@ pub struct State {
     pub first_call_stops_at: Option<usize>,
     /// (offset, path, output_directory_id, follow) of each StreamOutputFile call.
     pub stream_requests: Vec<(u64, String, String, bool)>,
+    /// CreateCluster requests; the answer echoes the request.
+    pub create_cluster_requests: Vec<pb::Cluster>,
+    /// What GetCluster answers (NotFound when unset).
+    pub cluster: Option<pb::Cluster>,
+    /// What ListClusterNodes answers.
+    pub nodes: Vec<pb::Node>,
+    /// What ListClusterFiles answers, and the requests it got.
+    pub cluster_files: Vec<pb::File>,
+    pub list_cluster_files_requests: Vec<pb::ListClusterFilesRequest>,
+    /// The bytes StreamClusterFile serves, and the requests it got.
+    pub cluster_file: Vec<u8>,
+    pub stream_cluster_file_requests: Vec<pb::StreamClusterFileRequest>,
+    /// StreamClusterFile answers NotFound this many times first.
+    pub cluster_file_missing_for: usize,
 }
 
 #[derive(Clone, Default)]
@@ -59,9 +76,11 @@ impl Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = JobServiceServer::new(self.clone());
+        let clusters = ClusterServiceServer::new(self.clone());
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(clusters)
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
                 .unwrap();
@@ -208,6 +227,98 @@ impl JobService for Fake {
         let hang = first && stop.is_some();
         let stream = stream_of(chunks, hang);
         Ok(Response::new(stream))
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Fake {
+    async fn create_cluster(
+        &self,
+        req: Request<pb::CreateClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        let c = req.into_inner().cluster.unwrap_or_default();
+        self.with(|s| s.create_cluster_requests.push(c.clone()));
+        // Echo it back, secrets included, to prove the CLI never prints them.
+        Ok(Response::new(c))
+    }
+
+    async fn get_cluster(
+        &self,
+        req: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        let name = req.into_inner().name;
+        self.with(|s| match &s.cluster {
+            Some(c) => Ok(Response::new(c.clone())),
+            None => Err(Status::not_found(format!("cluster '{name}' not found"))),
+        })
+    }
+
+    async fn list_clusters(
+        &self,
+        _: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn delete_cluster(
+        &self,
+        _: Request<pb::DeleteClusterRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn update_cluster(
+        &self,
+        _: Request<pb::UpdateClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_cluster_nodes(
+        &self,
+        _: Request<pb::ListClusterNodesRequest>,
+    ) -> Result<Response<pb::ListClusterNodesResponse>, Status> {
+        let nodes = self.with(|s| s.nodes.clone());
+        Ok(Response::new(pb::ListClusterNodesResponse { nodes }))
+    }
+
+    async fn list_cluster_files(
+        &self,
+        req: Request<pb::ListClusterFilesRequest>,
+    ) -> Result<Response<pb::ListClusterFilesResponse>, Status> {
+        let r = req.into_inner();
+        let files = self.with(|s| {
+            s.list_cluster_files_requests.push(r.clone());
+            s.cluster_files.clone()
+        });
+        Ok(Response::new(pb::ListClusterFilesResponse { files }))
+    }
+
+    type StreamClusterFileStream = BoxStream<pb::OutputFileChunk>;
+
+    async fn stream_cluster_file(
+        &self,
+        req: Request<pb::StreamClusterFileRequest>,
+    ) -> Result<Response<Self::StreamClusterFileStream>, Status> {
+        let r = req.into_inner();
+        let data = self.with(|s| {
+            s.stream_cluster_file_requests.push(r.clone());
+            if s.stream_cluster_file_requests.len() <= s.cluster_file_missing_for {
+                return Err(Status::not_found(format!("{} not found", r.path)));
+            }
+            Ok(s.cluster_file.clone())
+        })?;
+        let start = usize::try_from(r.offset).unwrap().min(data.len());
+        let chunks: Vec<Result<pb::OutputFileChunk, Status>> = (start..data.len())
+            .step_by(1000)
+            .map(|o| {
+                Ok(pb::OutputFileChunk {
+                    offset: o as u64,
+                    data: data[o..(o + 1000).min(data.len())].to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(stream_of(chunks, false)))
     }
 }
 
