@@ -26,11 +26,14 @@ declare -A provides=(
   [cifs-utils]=mount.cifs
   [nodejs]=node
   [npm]=npm
+  [sudo]=sudo
+  [passwd]=useradd
 )
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 missing=()
-for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm; do
+# sudo: the admin user gets passwordless sudo, tested where sudo exists.
+for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd; do
   have "${provides[$pkg]}" || missing+=("$pkg")
 done
 # The tests also run jobs through bash and use coreutils (seq, head, od) and util-linux

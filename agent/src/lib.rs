@@ -159,8 +159,11 @@ pub async fn run_with(
         );
         let setup = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
             let layout = Layout::new(&state_dir, &job_temp_root, &mount_root);
+            // The state directory is traversable (not listable) so the
+            // admin user reaches its job's directories and the mounts;
+            // what is private inside it is 0700 or 0600.
             for (dir, mode) in [
-                (&state_dir, 0o700),
+                (&state_dir, 0o711),
                 (&layout.jobs_root, 0o700),
                 (&layout.job_temp_root, 0o755),
                 (&layout.job_mounts_root, 0o755),
@@ -170,6 +173,10 @@ pub async fn run_with(
                     .recursive(true)
                     .mode(mode)
                     .create(dir)
+                    .and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                    })
                     .map_err(|source| AgentError::Directory {
                         path: dir.clone(),
                         source,
@@ -194,6 +201,7 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "bai-agent starting"
     );
+    let (node, facts) = start_preparer(&config, &node_id).await?;
     let settings = JobSettings {
         layout: layout.clone(),
         shell: config.job_shell.clone(),
@@ -201,6 +209,7 @@ pub async fn run_with(
         default_grace: config.default_grace,
         ship: config.ship,
         node_id: node_id.clone(),
+        run_as: node.run_as(),
     };
     let mut jobs = JobManager::new(settings, launcher);
     let adopted = jobs
@@ -219,7 +228,6 @@ pub async fn run_with(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let (node, facts) = start_preparer(&config, &node_id).await?;
     let mut ctx = session::SessionCtx {
         config,
         node_id,

@@ -58,6 +58,16 @@ pub struct Args {
     /// unusable and its jobs fail [default: 600].
     #[arg(long, value_name = "SECS")]
     pub node_lost_timeout_secs: Option<u64>,
+    /// Local agents report this SSH port (an sshd for the machine's nodes).
+    #[arg(long, value_name = "PORT")]
+    pub local_agent_ssh_port: Option<u16>,
+    /// Local agents reach Blob storage here (`{account}` for the account),
+    /// e.g. Azurite's http://127.0.0.1:10000/{account}.
+    #[arg(long, value_name = "URL")]
+    pub local_agent_blob_endpoint: Option<String>,
+    /// Local agents reach Azure Files shares at this host:port (a Samba server).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub local_agent_file_endpoint: Option<String>,
 }
 
 /// The config file's keys (all optional; flags override them).
@@ -72,6 +82,9 @@ pub struct FileConfig {
     pub terminate_grace_secs: Option<u64>,
     pub heartbeat_interval_secs: Option<u64>,
     pub node_lost_timeout_secs: Option<u64>,
+    pub local_agent_ssh_port: Option<u16>,
+    pub local_agent_blob_endpoint: Option<String>,
+    pub local_agent_file_endpoint: Option<String>,
 }
 
 /// The coordinator's resolved configuration.
@@ -86,6 +99,9 @@ pub struct Config {
     pub terminate_grace: Duration,
     pub heartbeat_interval: Duration,
     pub node_lost_timeout: Duration,
+    /// Extra flags for local agents (`--ssh-port`, `--blob-endpoint`,
+    /// `--file-endpoint`).
+    pub local_agent_args: Vec<String>,
 }
 
 impl Config {
@@ -100,6 +116,7 @@ impl Config {
             terminate_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
             node_lost_timeout: Duration::from_secs(600),
+            local_agent_args: Vec::new(),
         }
     }
 }
@@ -168,7 +185,24 @@ pub fn resolve(
         .or(file.state_dir)
         .or(state_directory.filter(|p| !p.as_os_str().is_empty()))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let mut local_agent_args = Vec::new();
+    if let Some(p) = args.local_agent_ssh_port.or(file.local_agent_ssh_port) {
+        local_agent_args.extend(["--ssh-port".to_string(), p.to_string()]);
+    }
+    if let Some(u) = args
+        .local_agent_blob_endpoint
+        .or(file.local_agent_blob_endpoint)
+    {
+        local_agent_args.extend(["--blob-endpoint".to_string(), u]);
+    }
+    if let Some(h) = args
+        .local_agent_file_endpoint
+        .or(file.local_agent_file_endpoint)
+    {
+        local_agent_args.extend(["--file-endpoint".to_string(), h]);
+    }
     Ok(Config {
+        local_agent_args,
         listen,
         state_dir,
         local_agents: args.local_agents || file.local_agents.unwrap_or(false),

@@ -59,6 +59,32 @@ pub enum RunError {
     Serve(String),
 }
 
+/// The database (secrets inside) is 0600 and the output directory 0700. In
+/// local mode the state directory itself is traversable (0711), not listable:
+/// its local agents' jobs run as the cluster's admin user and must reach
+/// their directories and mounts under `local-nodes/`.
+fn private_files(state: &Path, local_agents: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &Path, m: u32| match std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+    for f in ["bai.db", "bai.db-wal", "bai.db-shm"] {
+        mode(&state.join(f), 0o600)?;
+    }
+    let output = state.join("output");
+    std::fs::create_dir_all(&output)?;
+    mode(&output, 0o700)?;
+    if local_agents {
+        let nodes = state.join("local-nodes");
+        std::fs::create_dir_all(&nodes)?;
+        mode(&nodes, 0o711)?;
+        mode(state, 0o711)?;
+    }
+    Ok(())
+}
+
 /// Writes `<state>/coordinator.addr` atomically and durably.
 fn write_addr_file(state_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
     bai_common::fs::write_atomic(
@@ -80,6 +106,7 @@ pub async fn run(
         source,
     })?;
     let store = SqliteStore::open(&state.join("bai.db"))?;
+    private_files(&state, config.local_agents)?;
     // No session survives a restart; agents reconnect and register again.
     store.disconnect_all_nodes().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -152,6 +179,7 @@ pub async fn run(
             addr,
             agent_bin,
             state.join("local-nodes"),
+            config.local_agent_args.clone(),
         );
         Some(tokio::spawn(p.run()))
     } else {

@@ -55,3 +55,14 @@ pub fn kill_under(dir: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The uid of user `name` (from /etc/passwd).
+pub fn uid_of(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+        })
+}

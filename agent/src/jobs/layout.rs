@@ -111,6 +111,9 @@ pub struct LaunchRecord {
     pub env: Vec<(String, String)>,
     pub max_wall_clock_ms: Option<u64>,
     pub assigned_at_ns: u64,
+    /// The cluster's admin user the job runs as (absent: the agent's user).
+    #[serde(default)]
+    pub run_as: Option<crate::node::admin_user::RunAs>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

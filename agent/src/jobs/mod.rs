@@ -38,6 +38,9 @@ pub struct JobSettings {
     pub default_grace: Duration,
     pub ship: ShipConfig,
     pub node_id: String,
+    /// Who new jobs run as: the cluster's admin user once the node is
+    /// prepared (none: the agent's user). A started job keeps its own.
+    pub run_as: tokio::sync::watch::Receiver<Option<crate::node::admin_user::RunAs>>,
 }
 
 /// The jobs this node holds, each with its worker task.

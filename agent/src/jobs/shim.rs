@@ -80,8 +80,8 @@ pub fn run(job_dir: &Path) -> i32 {
     };
     // The agent's unit protects it from the OOM killer; jobs must not inherit that.
     let oom = OomScoreAdj::neutral_for_children();
-    let spawned = Command::new(&rec.shell)
-        .arg("-c")
+    let mut cmd = Command::new(&rec.shell);
+    cmd.arg("-c")
         .arg(&rec.command_line)
         .env_clear()
         .envs(rec.env.iter().map(|(k, v)| (k, v)))
@@ -89,8 +89,18 @@ pub fn run(job_dir: &Path) -> i32 {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0)
-        .spawn();
+        .process_group(0);
+    if let Some(u) = &rec.run_as {
+        // The cluster's admin user, not root (std drops root's
+        // supplementary groups when it sets the uid).
+        use std::os::unix::process::CommandExt;
+        cmd.uid(u.uid)
+            .gid(u.gid)
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+    }
+    let spawned = cmd.spawn();
     drop(oom);
     let mut child = match spawned {
         Ok(c) => c,

@@ -6,6 +6,7 @@
 //! because CI installs every component (`scripts/test-deps.sh`).
 
 pub mod samba;
+pub mod sshd;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -120,13 +120,20 @@ pub struct LocalProvider {
 }
 
 impl LocalProvider {
-    pub fn new(core: Arc<Core>, coordinator: SocketAddr, agent_bin: PathBuf, dir: PathBuf) -> Self {
+    pub fn new(
+        core: Arc<Core>,
+        coordinator: SocketAddr,
+        agent_bin: PathBuf,
+        dir: PathBuf,
+        extra_args: Vec<String>,
+    ) -> Self {
         let (exits_tx, exits) = mpsc::unbounded_channel();
         Self {
             core,
             launcher: Launcher {
                 agent_bin,
                 coordinator,
+                extra_args,
             },
             dir,
             agents: BTreeMap::new(),

@@ -56,6 +56,8 @@ pub fn dial_addr(bound: SocketAddr) -> SocketAddr {
 pub struct Launcher {
     pub agent_bin: PathBuf,
     pub coordinator: SocketAddr,
+    /// Extra flags for every agent (the config's `local_agent_*`).
+    pub extra_args: Vec<String>,
 }
 
 impl Launcher {
@@ -86,6 +88,7 @@ impl Launcher {
             .arg(&rec.node_id)
             .arg("--state-dir")
             .arg(dir)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -143,6 +146,7 @@ mod tests {
     #[test]
     fn a_process_is_an_agent_only_with_the_agent_binary_and_its_node_id() {
         let launcher = Launcher {
+            extra_args: Vec::new(),
             agent_bin: PathBuf::from("/bin/sh"),
             coordinator: "127.0.0.1:7".parse().expect("addr"),
         };
@@ -167,6 +171,7 @@ mod tests {
         assert!(!launcher.is_agent(pid, "n-2"));
         assert_eq!(coordinator_arg(pid).as_deref(), Some("http://x"));
         let other = Launcher {
+            extra_args: Vec::new(),
             agent_bin: PathBuf::from("/opt/bai/bai-agent"),
             ..launcher.clone()
         };

@@ -38,12 +38,17 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
             .open(&p)
             .map_err(|e| fail("the output file", &p, e))?;
     }
-    for (what, dir) in [
-        ("the job temp directory", &paths.temp),
-        ("the shared job temp directory", &paths.shared_temp),
-        ("the job mount root", &paths.mount_root),
+    let run_as = settings.run_as.borrow().clone();
+    for (what, dir, owned) in [
+        ("the job temp directory", &paths.temp, true),
+        ("the shared job temp directory", &paths.shared_temp, false),
+        ("the job mount root", &paths.mount_root, true),
     ] {
         public.create(dir).map_err(|e| fail(what, dir, e))?;
+        if let (Some(u), true) = (&run_as, owned) {
+            std::os::unix::fs::chown(dir, Some(u.uid), Some(u.gid))
+                .map_err(|e| fail(what, dir, e))?;
+        }
     }
     let layout = &settings.layout;
     let env = job_env(
@@ -69,6 +74,7 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
             .max_wall_clock_time
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         assigned_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
+        run_as,
     };
     write_record(&paths.launch, &rec, 0o600)
         .map_err(|e| fail("the launch record", &paths.launch, e))?;

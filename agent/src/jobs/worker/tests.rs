@@ -121,6 +121,7 @@ impl Rig {
                 tz: None,
             },
             default_grace: Duration::from_secs(10),
+            run_as: tokio::sync::watch::channel(None).1,
             ship: ShipConfig {
                 chunk_bytes: 1 << 16,
                 max_unacked_bytes: 1 << 20,
