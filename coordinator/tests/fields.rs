@@ -398,13 +398,10 @@ fn cluster_edit(path: &str) -> Option<ClusterEdit> {
                 ..Default::default()
             })
         },
-        "cluster.node_setup.mount_volumes" => |c| {
+        "cluster.node_setup.mount_volumes.use_auto_storage" => |c| {
             c.node_setup = Some(pb::NodeSetup {
                 mount_volumes: Some(pb::MountVolumes {
-                    unmanaged_file_systems: vec![pb::UnmanagedFileSystemReference {
-                        mount_command: "mount -t nfs server:/data".into(),
-                        relative_mount_path: "nfs".into(),
-                    }],
+                    use_auto_storage: true,
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -165,11 +165,11 @@ fn sudoers(name: &str) -> Result<(), String> {
     std::fs::write(&tmp, format!("{name} ALL=(ALL) NOPASSWD:ALL\n"))
         .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o440)))
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    if Path::new("/usr/sbin/visudo").exists() {
-        if let Err(e) = run(Command::new("/usr/sbin/visudo").arg("-cf").arg(&tmp), None) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+    if Path::new("/usr/sbin/visudo").exists()
+        && let Err(e) = run(Command::new("/usr/sbin/visudo").arg("-cf").arg(&tmp), None)
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, &file).map_err(|e| format!("cannot install {}: {e}", file.display()))
 }
