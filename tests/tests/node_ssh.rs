@@ -152,7 +152,10 @@ async fn ssh_into_a_node_as_the_admin_user() -> Result<()> {
         .env("PATH", &path)
         .args(["cluster", "node", "exec", "-w", "ws", "-c", "c", "-n"])
         .arg(&node.node_id)
-        .args(["--exec", "id -un; if command -v sudo >/dev/null; then sudo -n true && echo sudo-ok; fi"])
+        .args([
+            "--exec",
+            "id -un; if command -v sudo >/dev/null; then sudo -n true && echo sudo-ok; fi",
+        ])
         .arg("-k")
         .arg(&key)
         .output()?;

@@ -5,6 +5,7 @@
 //! why and the test returns early; under CI (the `CI` environment variable set) it fails,
 //! because CI installs every component (`scripts/test-deps.sh`).
 
+pub mod azurite;
 pub mod samba;
 pub mod sshd;
 

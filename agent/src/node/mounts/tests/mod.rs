@@ -2,7 +2,6 @@
 //! exact commands and files of the drivers this machine cannot run (cifs, NFS, blobfuse2).
 //! Tests needing root, FUSE, rclone, smbd or Azurite skip outside CI and fail in CI.
 
-mod azurite;
 mod commands;
 mod real;
 
@@ -11,10 +10,8 @@ use bai_common::standins::{self, require, require_root};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-pub(super) const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-/// Azurite's well-known development key (public, documented by Microsoft).
-pub(super) const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub(super) use bai_common::standins::azurite::ACCOUNT as AZURITE_ACCOUNT;
+pub(super) use bai_common::standins::azurite::KEY as AZURITE_KEY;
 
 pub(super) struct Dirs {
     pub tmp: tempfile::TempDir,

@@ -1,8 +1,8 @@
 //! Real mounts: `mount --bind`, rclone over FUSE against Samba and Azurite, cifs where the
 //! kernel has it.
 
-use super::azurite::Azurite;
 use super::*;
+use bai_common::standins::azurite::Azurite;
 use bai_common::standins::samba::Samba;
 use bai_common::standins::wait_until;
 use std::os::unix::fs::MetadataExt;

@@ -1,13 +1,19 @@
-//! A minimal Azurite (Blob service) for these tests, as `reference/standins.md` §1 starts it.
+//! Azurite's Blob service on a free loopback port, in memory (standins.md §1),
+//! with `rclone` against it (no mount, no config file) to read what a test
+//! wrote. Stopped on drop.
 
-use super::AZURITE_ACCOUNT;
-use bai_common::standins::{self, free_port};
+use super::{free_port, wait_for_port};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub(super) struct Azurite {
+/// Azurite's development account and its well-known key (public, documented by Microsoft).
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+pub struct Azurite {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
@@ -32,7 +38,7 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .expect("start azurite-blob");
-        let up = standins::wait_for_port(port, Duration::from_secs(30), || {
+        let up = wait_for_port(port, Duration::from_secs(30), || {
             matches!(child.try_wait(), Ok(None))
         });
         assert!(up, "azurite-blob listens on {port}");
@@ -44,7 +50,7 @@ impl Azurite {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
     /// `rclone <args>` against it without a mount or a config file.
