@@ -39,7 +39,7 @@ async fn the_seeds_cluster_mounts_files_and_blobs_for_its_admin_user() -> Result
     };
     let samba = Samba::start("Smb-pa55")?;
     std::fs::write(samba.share_dir.join("before.txt"), "in the share\n")?;
-    let azurite = Azurite::start(&azurite_bin);
+    let azurite = Azurite::start(&azurite_bin)?;
     let seed = tempfile::tempdir()?;
     std::fs::write(seed.path().join("before.txt"), "in the container\n")?;
     let up = azurite.rclone(&[

@@ -20,9 +20,9 @@ pub struct Azurite {
 }
 
 impl Azurite {
-    pub fn start(program: &Path) -> Azurite {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port().unwrap();
+    pub fn start(program: &Path) -> std::io::Result<Azurite> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
         let mut child = Command::new(program)
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .args([
@@ -36,17 +36,22 @@ impl Azurite {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start azurite-blob");
+            .spawn()?;
         let up = wait_for_port(port, Duration::from_secs(30), || {
             matches!(child.try_wait(), Ok(None))
         });
-        assert!(up, "azurite-blob listens on {port}");
-        Azurite {
+        if !up {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "azurite-blob did not listen on {port}"
+            )));
+        }
+        Ok(Azurite {
             child,
             port,
             _dir: dir,
-        }
+        })
     }
 
     pub fn endpoint(&self) -> String {

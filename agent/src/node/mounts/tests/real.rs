@@ -229,7 +229,7 @@ fn rclone_blob_container_round_trip_through_azurite() {
     let Some(program) = standins::require_program("azurite-blob") else {
         return;
     };
-    let azurite = Azurite::start(&program);
+    let azurite = Azurite::start(&program).expect("azurite starts");
     let d = dirs();
     let before = d.tmp.path().join("before.txt");
     std::fs::write(&before, "uploaded beforehand").unwrap();
