@@ -170,17 +170,48 @@ impl Drop for Coordinator {
     }
 }
 
-/// Lazily unmounts every mount point under `dir`, deepest first.
-pub fn unmount_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = info
+/// The mount points under `dir` (from /proc/self/mountinfo).
+pub fn mounted_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|p| PathBuf::from(p.replace("\\040", " ")))
         .filter(|p| p.starts_with(dir))
-        .collect();
+        .collect()
+}
+
+/// Every file under `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Removes a Linux user (and its sudoers file) when dropped: the admin
+/// users end-to-end tests make.
+pub struct UserGone(pub String);
+
+impl Drop for UserGone {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg("-rf").arg(&self.0).output();
+        let _ = std::fs::remove_file(format!("/etc/sudoers.d/bai-{}", self.0));
+    }
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mut points = mounted_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for p in points {
         let _ = Command::new("umount")
@@ -255,6 +286,18 @@ impl Clients {
         name: &str,
         target: i32,
     ) -> Result<()> {
+        self.workspace_and_experiment(ws, ex).await?;
+        self.clusters
+            .create_cluster(pb::CreateClusterRequest {
+                cluster: Some(cluster(ws, name, target)),
+            })
+            .await?;
+        self.wait_idle_nodes(ws, name, target, Duration::from_secs(60))
+            .await
+    }
+
+    /// Creates workspace `ws` and its experiment `ex`.
+    pub async fn workspace_and_experiment(&mut self, ws: &str, ex: &str) -> Result<()> {
         self.workspaces
             .create_workspace(pb::CreateWorkspaceRequest {
                 workspace: Some(pb::Workspace {
@@ -273,13 +316,7 @@ impl Clients {
                 }),
             })
             .await?;
-        self.clusters
-            .create_cluster(pb::CreateClusterRequest {
-                cluster: Some(cluster(ws, name, target)),
-            })
-            .await?;
-        self.wait_idle_nodes(ws, name, target, Duration::from_secs(60))
-            .await
+        Ok(())
     }
 
     /// Waits until the cluster has `n` idle nodes.

@@ -11,28 +11,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn workspace(c: &mut Clients, ws: &str, ex: &str) -> Result<()> {
-    c.workspaces
-        .create_workspace(pb::CreateWorkspaceRequest {
-            workspace: Some(pb::Workspace {
-                name: ws.into(),
-                location: "local".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
-    c.experiments
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                workspace: ws.into(),
-                name: ex.into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
-    Ok(())
-}
-
 fn setup_task(command_line: &str, prefix: &str) -> pb::SetupTask {
     pb::SetupTask {
         command_line: command_line.into(),
@@ -119,7 +97,7 @@ fn detail<'a>(e: &'a pb::BatchAiError, name: &str) -> Option<&'a str> {
 async fn a_failing_setup_task_makes_every_node_unusable_with_the_reason() -> Result<()> {
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
-    workspace(&mut c, "ws", "ex").await?;
+    c.workspace_and_experiment("ws", "ex").await?;
     let mut cluster = bai_tests::cluster("ws", "broken", 2);
     cluster.node_setup = Some(pb::NodeSetup {
         setup_task: Some(setup_task(
@@ -227,15 +205,6 @@ fn bind_mount(src: &Path, rel: &str) -> pb::MountVolumes {
     }
 }
 
-fn mounted_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
     if !bai_common::standins::require_root() {
@@ -245,7 +214,7 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
     std::fs::write(data.path().join("input.txt"), "from before\n")?;
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
-    workspace(&mut c, "ws", "ex").await?;
+    c.workspace_and_experiment("ws", "ex").await?;
     let mut cluster = bai_tests::cluster("ws", "c", 1);
     cluster.node_setup = Some(pb::NodeSetup {
         setup_task: Some(setup_task(
@@ -268,7 +237,7 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
         std::fs::read_to_string(data.path().join("setup-saw-token"))?,
         "s3cr3t-token\n"
     );
-    let logs: Vec<_> = walk(&data.path().join("logs"));
+    let logs: Vec<_> = bai_tests::files_under(&data.path().join("logs"));
     let stdout = logs
         .iter()
         .find(|p| p.ends_with(format!("stdout-{node}.txt")))
@@ -300,8 +269,13 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
 
     // An agent restart adopts the mount: not mounted twice, the setup task
     // not run again, the node idle again.
-    let before = mounted_under(coord.state_dir()).len();
-    assert_eq!(before, 1, "{:?}", mounted_under(coord.state_dir()));
+    let before = bai_tests::mounted_under(coord.state_dir()).len();
+    assert_eq!(
+        before,
+        1,
+        "{:?}",
+        bai_tests::mounted_under(coord.state_dir())
+    );
     std::fs::remove_file(data.path().join("setup-saw-token"))?;
     let pids = agent_pids(coord.state_dir());
     assert_eq!(pids.len(), 1);
@@ -352,7 +326,7 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
         .wait_job("ws", "ex", "again", Duration::from_secs(60))
         .await?;
     assert_eq!(exec_state(&job), pb::ExecutionState::Succeeded, "{job:?}");
-    assert_eq!(mounted_under(coord.state_dir()).len(), 1);
+    assert_eq!(bai_tests::mounted_under(coord.state_dir()).len(), 1);
     assert!(
         !data.path().join("setup-saw-token").exists(),
         "setup ran again"
@@ -367,7 +341,7 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
         .await?;
     let state = coord.state_dir().to_path_buf();
     eventually(WAIT, "the mounts to be undone", || {
-        let left = mounted_under(&state);
+        let left = bai_tests::mounted_under(&state);
         async move { Ok(left.is_empty()) }
     })
     .await?;
@@ -386,20 +360,4 @@ fn agent_pids(state: &Path) -> Vec<i32> {
         .collect();
     pids.sort();
     pids
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

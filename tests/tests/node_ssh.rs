@@ -13,14 +13,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct UserGone(String);
-impl Drop for UserGone {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg("-rf").arg(&self.0).output();
-        let _ = std::fs::remove_file(format!("/etc/sudoers.d/bai-{}", self.0));
-    }
-}
-
 /// A client `ssh` first on PATH with its own config, so the machine's
 /// known_hosts is left alone.
 fn ssh_wrapper(dir: &Path) -> Result<std::path::PathBuf> {
@@ -56,7 +48,7 @@ async fn ssh_into_a_node_as_the_admin_user() -> Result<()> {
     let data = tempfile::tempdir()?;
     std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o777))?;
     let user = format!("baie2e{}", std::process::id() % 100_000);
-    let _gone = UserGone(user.clone());
+    let _gone = bai_tests::UserGone(user.clone());
     let password = "Pw-e2e-4711";
 
     let coord = Coordinator::start_with(CoordinatorOpts {
@@ -64,24 +56,7 @@ async fn ssh_into_a_node_as_the_admin_user() -> Result<()> {
         ..Default::default()
     })?;
     let mut c = coord.clients().await?;
-    c.workspaces
-        .create_workspace(pb::CreateWorkspaceRequest {
-            workspace: Some(pb::Workspace {
-                name: "ws".into(),
-                location: "local".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
-    c.experiments
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                workspace: "ws".into(),
-                name: "ex".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
+    c.workspace_and_experiment("ws", "ex").await?;
     let mut cluster = bai_tests::cluster("ws", "c", 1);
     cluster.user_account_settings = Some(pb::UserAccountSettings {
         admin_user_name: user.clone(),

@@ -11,16 +11,7 @@ use bai_common::standins::{self, azurite::Azurite, samba::Samba};
 use bai_proto::v1 as pb;
 use bai_tests::{Coordinator, CoordinatorOpts, exec_state};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
-
-struct UserGone(String);
-impl Drop for UserGone {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg("-rf").arg(&self.0).output();
-        let _ = std::fs::remove_file(format!("/etc/sudoers.d/bai-{}", self.0));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_cluster_mounts_files_and_blobs_for_its_admin_user() -> Result<()> {
@@ -56,7 +47,7 @@ async fn the_seeds_cluster_mounts_files_and_blobs_for_its_admin_user() -> Result
     std::fs::set_permissions(local.path(), std::fs::Permissions::from_mode(0o777))?;
 
     let user = format!("baist{}", std::process::id() % 100_000);
-    let _gone = UserGone(user.clone());
+    let _gone = bai_tests::UserGone(user.clone());
     let key_dir = tempfile::tempdir()?;
     let key = key_dir.path().join("id_ed25519");
     standins::sshd::keygen(&key)?;
@@ -72,24 +63,7 @@ async fn the_seeds_cluster_mounts_files_and_blobs_for_its_admin_user() -> Result
         ..Default::default()
     })?;
     let mut c = coord.clients().await?;
-    c.workspaces
-        .create_workspace(pb::CreateWorkspaceRequest {
-            workspace: Some(pb::Workspace {
-                name: "ws".into(),
-                location: "local".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
-    c.experiments
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                workspace: "ws".into(),
-                name: "ex".into(),
-                ..Default::default()
-            }),
-        })
-        .await?;
+    c.workspace_and_experiment("ws", "ex").await?;
     let key_of = |k: &str| {
         Some(pb::AzureStorageCredentialsInfo {
             account_key: k.into(),
@@ -204,7 +178,7 @@ async fn the_seeds_cluster_mounts_files_and_blobs_for_its_admin_user() -> Result
     }
     assert_eq!(blob, "to-blob\n");
     // The setup output is on the share in Batch AI's layout.
-    let mirrored = walk(&samba.share_dir)
+    let mirrored = bai_tests::files_under(&samba.share_dir)
         .into_iter()
         .any(|p| p.ends_with(format!("stdout-{}.txt", node.node_id)));
     assert!(mirrored, "no setup output on the share");
@@ -231,20 +205,4 @@ async fn the_seeds_cluster_mounts_files_and_blobs_for_its_admin_user() -> Result
     })
     .await?;
     Ok(())
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
