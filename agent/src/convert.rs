@@ -270,7 +270,7 @@ fn ack(a: pb::OutputAck) -> Result<Ack, String> {
 
 /// Why this agent cannot run an assignment as sent, naming the first field it
 /// carries that the agent does not implement yet. Dropping such a field would
-/// run the job without its container, mounts or preparation and tell no one;
+/// run the job without its container or preparation and tell no one;
 /// the coordinator refuses these at create, so this is defense in depth (and
 /// guards against a newer coordinator). Empty or default values are fine.
 fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
@@ -279,12 +279,6 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
             "assign_job.{field}: this agent does not implement it yet ({why})"
         ))
     };
-    if a.mount_volumes
-        .as_ref()
-        .is_some_and(|m| *m != pb::MountVolumes::default())
-    {
-        return refuse("mount_volumes", "mounts");
-    }
     if a.container_settings
         .as_ref()
         .is_some_and(|c| *c != pb::ContainerSettings::default())
@@ -332,11 +326,18 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 resume,
             }
         }
-        CoordMsg::AssignJob(a) => match JobId::parse(&a.job_id).and_then(|id| {
+        CoordMsg::AssignJob(mut a) => match JobId::parse(&a.job_id).and_then(|id| {
             not_implemented(&a)?;
-            Ok(id)
+            let volumes = a
+                .mount_volumes
+                .take()
+                .map(volumes)
+                .transpose()
+                .map_err(|e| format!("assign_job.{e}"))?
+                .unwrap_or_default();
+            Ok((id, volumes))
         }) {
-            Ok(job_id) => Inbound::AssignJob(Box::new(JobSpec {
+            Ok((job_id, volumes)) => Inbound::AssignJob(Box::new(JobSpec {
                 job_id,
                 workspace: a.workspace,
                 experiment: a.experiment,
@@ -346,6 +347,7 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 secrets: env(a.secrets),
                 system_environment_variables: env(a.system_environment_variables),
                 max_wall_clock_time: duration(a.max_wall_clock_time).filter(|d| !d.is_zero()),
+                volumes,
             })),
             Err(reason) => Inbound::BadAssignment {
                 raw_job_id: a.job_id,
@@ -446,16 +448,7 @@ mod tests {
             matches!(assign(|_| {}), Inbound::AssignJob(_)),
             "defaults and empty messages are fine"
         );
-        let cases: [(&str, Edit); 7] = [
-            ("mount_volumes", |a| {
-                a.mount_volumes = Some(pb::MountVolumes {
-                    unmanaged_file_systems: vec![pb::UnmanagedFileSystemReference {
-                        mount_command: "mount x".into(),
-                        relative_mount_path: "x".into(),
-                    }],
-                    ..Default::default()
-                });
-            }),
+        let cases: [(&str, Edit); 6] = [
             ("container_settings", |a| {
                 a.container_settings = Some(pb::ContainerSettings {
                     shm_size: "1g".into(),
@@ -494,5 +487,60 @@ mod tests {
         };
         assert_eq!(c.stream, pb::OutputStream::Stderr as i32);
         assert_eq!((c.offset, c.data), (7, vec![0, 255, 1]));
+    }
+
+    #[test]
+    fn a_jobs_mounts_become_its_volumes_and_auto_storage_is_refused() {
+        let assign = |m: pb::MountVolumes| {
+            from_pb(pb::CoordinatorMessage {
+                msg: Some(CoordMsg::AssignJob(pb::AssignJob {
+                    job_id: "j-1".into(),
+                    command_line: "true".into(),
+                    node_count: 1,
+                    tool_type: pb::ToolType::Custom as i32,
+                    mount_volumes: Some(m),
+                    ..Default::default()
+                })),
+            })
+        };
+        let m = pb::MountVolumes {
+            unmanaged_file_systems: vec![pb::UnmanagedFileSystemReference {
+                mount_command: "mount --bind /srv/data".into(),
+                relative_mount_path: "data".into(),
+            }],
+            azure_blob_file_systems: vec![pb::AzureBlobFileSystemReference {
+                account_name: "acct".into(),
+                container_name: "c".into(),
+                credentials: Some(pb::AzureStorageCredentialsInfo {
+                    account_key: "s3cret".into(),
+                    account_key_secret_reference: None,
+                }),
+                relative_mount_path: "bfs".into(),
+                mount_options: String::new(),
+            }],
+            ..Default::default()
+        };
+        let Inbound::AssignJob(spec) = assign(m) else {
+            panic!("refused");
+        };
+        let paths: Vec<&str> = spec
+            .volumes
+            .iter()
+            .map(|v| v.relative_mount_path())
+            .collect();
+        assert_eq!(paths, ["bfs", "data"], "Batch AI's order");
+        assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
+        match assign(pb::MountVolumes {
+            use_auto_storage: true,
+            ..Default::default()
+        }) {
+            Inbound::BadAssignment { reason, .. } => {
+                assert!(
+                    reason.contains("assign_job.mount_volumes.use_auto_storage"),
+                    "{reason}"
+                );
+            }
+            other => panic!("accepted as {other:?}"),
+        }
     }
 }

@@ -56,11 +56,19 @@ pub enum AgentError {
 }
 
 /// Starts node preparation: finds the mount drivers and the SSH port (once,
-/// on the blocking pool) and starts the [`node::prepare::Preparer`].
+/// on the blocking pool) and starts the [`node::prepare::Preparer`]. Also
+/// returns how this node mounts, for the jobs' own mounts.
 async fn start_preparer(
     config: &Config,
     node_id: &str,
-) -> Result<(node::prepare::NodeHandle, session::NodeFacts), AgentError> {
+) -> Result<
+    (
+        node::prepare::NodeHandle,
+        session::NodeFacts,
+        node::mounts::MountContext,
+    ),
+    AgentError,
+> {
     let storage = config.storage.clone();
     let ssh_override = config.ssh_port;
     let (drivers, ssh_port, boot_id) = tokio::task::spawn_blocking(move || {
@@ -84,14 +92,11 @@ async fn start_preparer(
     }
     endpoints.file = config.storage.file_endpoint.clone();
     let node_dir = config.state_dir.join("node");
+    let mount_ctx =
+        node::mounts::MountContext::new(drivers, endpoints, None, node_dir.join("mount-secrets"));
     let ops = node::system::SystemOps {
         mount_root: config.mount_root.clone(),
-        mounts: node::mounts::MountContext::new(
-            drivers,
-            endpoints,
-            None,
-            node_dir.join("mount-secrets"),
-        ),
+        mounts: mount_ctx.clone(),
     };
     let base = jobs::env::BaseEnv::from_process();
     let mut base_env = vec![
@@ -125,7 +130,7 @@ async fn start_preparer(
         blob_driver: blob_driver.replace("none", ""),
     };
     info!(ssh_port, file_share_driver, blob_driver, "node facts");
-    Ok((handle, facts))
+    Ok((handle, facts, mount_ctx))
 }
 
 /// Runs the agent until `shutdown` resolves or the coordinator sends
@@ -201,7 +206,7 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "bai-agent starting"
     );
-    let (node, facts) = start_preparer(&config, &node_id).await?;
+    let (node, facts, mounts) = start_preparer(&config, &node_id).await?;
     let settings = JobSettings {
         layout: layout.clone(),
         shell: config.job_shell.clone(),
@@ -210,6 +215,7 @@ pub async fn run_with(
         ship: config.ship,
         node_id: node_id.clone(),
         run_as: node.run_as(),
+        mounts: Some(mounts),
     };
     let mut jobs = JobManager::new(settings, launcher);
     let adopted = jobs

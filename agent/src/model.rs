@@ -99,6 +99,9 @@ pub struct JobSpec {
     pub secrets: Vec<EnvVar>,
     pub system_environment_variables: Vec<EnvVar>,
     pub max_wall_clock_time: Option<Duration>,
+    /// The job's own mounts, under `$AZ_BATCHAI_JOB_MOUNT_ROOT`: made before
+    /// it starts, removed once it ends. (Keys redacted in Debug.)
+    pub volumes: Vec<crate::node::mounts::Volume>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -117,6 +120,7 @@ impl fmt::Debug for JobSpec {
                 &self.system_environment_variables,
             )
             .field("max_wall_clock_time", &self.max_wall_clock_time)
+            .field("volumes", &self.volumes)
             .finish()
     }
 }
@@ -288,6 +292,7 @@ mod tests {
             secrets: vec![EnvVar::new("TOKEN", "hunter2-secret")],
             system_environment_variables: vec![],
             max_wall_clock_time: None,
+            volumes: Vec::new(),
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("TOKEN"));

@@ -255,6 +255,44 @@ async fn job_that_cannot_start_exits_minus_one_with_the_cause() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_mount_fails_exits_minus_one_with_the_reason() {
+    let mut coord = FakeCoordinator::start().await;
+    let mut agent = Agent::new();
+    agent.start(&coord.url(), &[]);
+    let mut s = coord.session().await;
+    s.register(vec![]).await;
+    let mut job = assign("job-m", "echo never");
+    job.mount_volumes = Some(pb::MountVolumes {
+        unmanaged_file_systems: vec![pb::UnmanagedFileSystemReference {
+            mount_command: "echo export gone >&2; false".into(),
+            relative_mount_path: "data".into(),
+        }],
+        ..Default::default()
+    });
+    s.send(CoordMsg::AssignJob(job));
+    let mut store = Store::default();
+    s.drive(&mut store, |st| st.exited("job-m").is_some()).await;
+    let e = store.exited("job-m").unwrap();
+    assert_eq!(e.exit_code, -1);
+    let err = e.error.as_ref().expect("an error");
+    assert_eq!(err.code, "JobMountFailed");
+    assert!(
+        err.message.contains("$AZ_BATCHAI_JOB_MOUNT_ROOT/data")
+            && err.message.contains("export gone"),
+        "{}",
+        err.message
+    );
+    // Every byte of execution.log, the failure included, comes before JobExited.
+    assert!(
+        store
+            .text("job-m", EXEC_LOG)
+            .contains("could not be started: cannot mount")
+    );
+    assert!(store.started.is_empty());
+    assert_eq!(store.text("job-m", STDOUT), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_job_id_is_refused() {
     let mut coord = FakeCoordinator::start().await;
     let mut agent = Agent::new();

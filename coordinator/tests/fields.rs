@@ -275,18 +275,9 @@ fn job_edit(path: &str) -> Option<JobEdit> {
             .map(|(_, e)| *e);
     }
     Some(match path {
-        "job.mount_volumes" => |j| {
+        "job.mount_volumes.use_auto_storage" => |j| {
             j.mount_volumes = Some(pb::MountVolumes {
-                azure_file_shares: vec![pb::AzureFileShareReference {
-                    account_name: "acct".into(),
-                    azure_file_url: "https://acct.file.core.windows.net/data".into(),
-                    credentials: Some(pb::AzureStorageCredentialsInfo {
-                        account_key: "k3y".into(),
-                        account_key_secret_reference: None,
-                    }),
-                    relative_mount_path: "afs".into(),
-                    ..Default::default()
-                }],
+                use_auto_storage: true,
                 ..Default::default()
             })
         },

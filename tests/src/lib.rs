@@ -181,6 +181,20 @@ pub fn mounted_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The pids of the local agents of a coordinator whose state directory is
+/// `state` (from their pid files), sorted.
+pub fn agent_pids(state: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir(state.join("local-nodes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("agent.pid")).ok())
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    pids.sort();
+    pids
+}
+
 /// Every file under `dir`.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -289,11 +289,11 @@ async fn invalid_requests_are_rejected_and_store_nothing() -> Result<()> {
 }
 
 /// The public Batch AI recipes all run in a container, most with mounts, some
-/// with job preparation: bai cannot give them any of that yet, so it refuses
-/// them by field name rather than run them on the bare host without their
-/// data (they used to be accepted and run that way).
+/// with job preparation: bai makes their mounts now but cannot give them a
+/// container or job preparation yet, so it refuses them by field name rather
+/// than run them on the bare host (they used to be accepted and run that way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recipes_that_need_containers_mounts_or_preparation_are_refused() -> Result<()> {
+async fn recipes_that_need_containers_or_preparation_are_refused() -> Result<()> {
     // `shared/` sits beside the checkout (or a level above a worktree).
     let Some(recipes) = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -349,7 +349,6 @@ async fn recipes_that_need_containers_mounts_or_preparation_are_refused() -> Res
         assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
         let fields = [
             "job.container_settings: is not supported yet",
-            "job.mount_volumes: is not supported yet",
             "job.job_preparation: is not supported yet",
         ];
         assert!(

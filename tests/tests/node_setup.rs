@@ -277,7 +277,7 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
         bai_tests::mounted_under(coord.state_dir())
     );
     std::fs::remove_file(data.path().join("setup-saw-token"))?;
-    let pids = agent_pids(coord.state_dir());
+    let pids = bai_tests::agent_pids(coord.state_dir());
     assert_eq!(pids.len(), 1);
     for pid in &pids {
         nix::sys::signal::kill(
@@ -287,7 +287,7 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
     }
     let state = coord.state_dir().to_path_buf();
     eventually(WAIT, "a new agent", || {
-        let now = agent_pids(&state);
+        let now = bai_tests::agent_pids(&state);
         let gone = pids
             .iter()
             .all(|p| !Path::new(&format!("/proc/{p}")).exists());
@@ -347,17 +347,4 @@ async fn setup_runs_after_the_mounts_and_jobs_use_them() -> Result<()> {
     .await?;
     assert!(data.path().join("input.txt").exists(), "the data survives");
     Ok(())
-}
-
-/// The pids of the coordinator's local agents.
-fn agent_pids(state: &Path) -> Vec<i32> {
-    let mut pids: Vec<i32> = std::fs::read_dir(state.join("local-nodes"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("agent.pid")).ok())
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    pids.sort();
-    pids
 }

@@ -122,6 +122,7 @@ mod tests {
                 EnvVar::new("AZ_BATCHAI_NUM_GPUS", "99"),
             ],
             max_wall_clock_time: None,
+            volumes: Vec::new(),
         }
     }
 

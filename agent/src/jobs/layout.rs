@@ -8,6 +8,8 @@
 //!     terminate.json   written by the agent before it signals the job: why, when, grace
 //!     shim.log         the shim's own stderr (panics, nothing else)
 //!     stdouterr/{stdout.txt,stderr.txt,execution.log}   the output spool
+//!     mounts/          a record per mount the job has (see `job_mounts.rs`)
+//!     mount-private/   their credentials, configs and FUSE logs (0700)
 //! <job-temp-root>/<job-id>/          $AZ_BATCHAI_JOB_TEMP, the job's working directory
 //! <job-temp-root>/<job-id>/shared/   $AZ_BATCHAI_SHARED_JOB_TEMP
 //! <state-dir>/job-mounts/<job-id>/   $AZ_BATCHAI_JOB_MOUNT_ROOT
@@ -70,6 +72,10 @@ pub struct JobPaths {
     pub temp: PathBuf,
     pub shared_temp: PathBuf,
     pub mount_root: PathBuf,
+    /// Records of the job's mounts.
+    pub mounts: PathBuf,
+    /// The job mounts' private files.
+    pub mount_private: PathBuf,
 }
 
 impl JobPaths {
@@ -83,6 +89,8 @@ impl JobPaths {
             exit: dir.join("exit.json"),
             terminate: dir.join("terminate.json"),
             shim_log: dir.join("shim.log"),
+            mounts: dir.join("mounts"),
+            mount_private: dir.join("mount-private"),
             shared_temp: temp.join("shared"),
             temp,
             mount_root,

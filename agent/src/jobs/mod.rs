@@ -8,6 +8,7 @@
 //! process; the job's worker reports its current state instead.
 
 pub mod env;
+pub mod job_mounts;
 pub mod launcher;
 pub mod layout;
 pub mod shim;
@@ -41,6 +42,9 @@ pub struct JobSettings {
     /// Who new jobs run as: the cluster's admin user once the node is
     /// prepared (none: the agent's user). A started job keeps its own.
     pub run_as: tokio::sync::watch::Receiver<Option<crate::node::admin_user::RunAs>>,
+    /// How the node mounts (drivers, endpoints), for the jobs' own mounts;
+    /// `None`: a job with mounts fails with `JobMountFailed`.
+    pub mounts: Option<crate::node::mounts::MountContext>,
 }
 
 /// The jobs this node holds, each with its worker task.

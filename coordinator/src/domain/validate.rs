@@ -597,9 +597,6 @@ pub fn job(j: &Job) -> Result {
     if let Some(cmd) = &s.job_preparation_command_line {
         required("job.job_preparation.command_line", cmd)?;
     }
-    if s.mount_volumes.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(unsupported("job.mount_volumes", "mounts come with issue 7"));
-    }
     if s.container_settings.is_some() {
         return Err(unsupported(
             "job.container_settings",

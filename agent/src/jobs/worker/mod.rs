@@ -146,6 +146,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Hand
         max_wall: None,
         wall_at: None,
         shim_pid: None,
+        mounted: false,
         id: start.id,
         paths: start.paths,
     };
@@ -173,6 +174,8 @@ struct Worker {
     /// When the max wall clock time runs out (known once the job started).
     wall_at: Option<Instant>,
     shim_pid: Option<i32>,
+    /// The job has (or may have) mounts of its own to remove.
+    mounted: bool,
 }
 
 /// What preparation found or made.
@@ -308,6 +311,7 @@ impl Worker {
                     .await;
                     self.signal(nix::sys::signal::Signal::SIGKILL).await;
                 }
+                Action::Unmount => self.unmount().await,
                 Action::Delete => self.delete().await,
             }
         }
@@ -478,10 +482,30 @@ impl Worker {
         }
     }
 
+    /// Removes the job's own mounts once its processes are gone.
+    async fn unmount(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        let paths = self.paths.clone();
+        let result = self
+            .blocking(move || super::job_mounts::unmount_all(&paths))
+            .await;
+        match result {
+            Ok(()) => self.mounted = false,
+            // Tried again at release; the records stay until then.
+            Err(e) => warn!(error = %e, "cannot remove the job's mounts"),
+        }
+    }
+
     /// Deletes the job's files (the job has ended and been released).
     async fn delete(&mut self) {
         let paths = self.paths.clone();
+        let mounted = self.mounted;
         self.blocking(move || {
+            if mounted && let Err(e) = super::job_mounts::unmount_all(&paths) {
+                warn!(error = %e, "cannot remove the job's mounts: their records go with the job");
+            }
             for dir in [&paths.dir, &paths.temp] {
                 if let Err(e) = std::fs::remove_dir_all(dir)
                     && e.kind() != std::io::ErrorKind::NotFound

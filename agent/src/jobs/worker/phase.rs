@@ -10,19 +10,21 @@
 //!     │                      ▼                                        ▲
 //!     │          Terminating{not signalled} ──Started (SIGTERM)───────┘
 //!     │
-//!  every phase before Collecting ──Exited──▶ Collecting ──Reported──▶ Reported ──Release──▶ Released
-//!                                                 ▲                      │
-//!                                                 └────── Unreported ────┘
+//!  every phase before Collecting ──Exited (unmount)──▶ Collecting ──Reported──▶ Reported ──Release (delete)──▶ Released
+//!                                                         ▲                      │
+//!                                                         └────── Unreported ────┘
 //! ```
 //!
-//! Later phases (mounting, job preparation, per-rank launch, unmounting) are
-//! new variants with their own events, not flags on the worker.
+//! The job's own mounts are made in `Preparing` (with its directory) and
+//! removed as its exit becomes known: the [`Action::Unmount`] of the step into
+//! `Collecting`. Later phases (job preparation, per-rank launch) are new
+//! variants with their own events, not flags on the worker.
 
 use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Creating the job directory and starting the supervisor (new jobs), or
+    /// Creating the job directory and mounts and starting the supervisor (new jobs), or
     /// reading what a previous agent left (adopted jobs).
     Preparing,
     /// The supervisor runs; the job's process is not recorded yet.
@@ -69,6 +71,8 @@ pub enum Event {
 pub enum Action {
     SigTerm,
     SigKill,
+    /// Remove the job's own mounts (its processes are gone).
+    Unmount,
     /// Delete the job's directories.
     Delete,
 }
@@ -120,7 +124,7 @@ impl Phase {
         match (self, event) {
             (Released, _) => Step::to(Released),
             (Preparing, Event::Prepared) => Step::to(Starting),
-            (s, Event::Exited) if s.is_live() => Step::to(Collecting),
+            (s, Event::Exited) if s.is_live() => Step::with(Collecting, &[Action::Unmount]),
             (Preparing | Starting, Event::Started) => Step::to(Running),
             (Preparing | Starting, Event::Terminate { kill_at }) => Step::to(Terminating {
                 kill_at,
@@ -227,7 +231,7 @@ mod tests {
             (Released, _) => Step::to(Released),
             (Preparing, Event::Prepared) => Step::to(Starting),
             (Preparing | Starting | Running | Terminating { .. } | Killing, Event::Exited) => {
-                Step::to(Collecting)
+                Step::with(Collecting, &[Unmount])
             }
             (Preparing | Starting, Event::Started) => Step::to(Running),
             (Preparing | Starting, Event::Terminate { .. }) => Step::to(term(false)),
@@ -321,6 +325,6 @@ mod tests {
             acts.extend(s.actions);
         }
         assert_eq!(p, Released);
-        assert_eq!(acts, [SigTerm, SigKill, Delete]);
+        assert_eq!(acts, [SigTerm, SigKill, Unmount, Delete]);
     }
 }

@@ -1,9 +1,10 @@
 //! Setting up a new job's directory (blocking: run it off the runtime):
-//! directories, spool files, the job environment and `launch.json`; and
-//! recording a job that could not be started.
+//! directories, spool files, the job's own mounts, the job environment and
+//! `launch.json`; and recording a job that could not be started.
 
 use crate::jobs::JobSettings;
 use crate::jobs::env::{NodePaths, job_env};
+use crate::jobs::job_mounts;
 use crate::jobs::layout::{self, JobPaths, LaunchRecord, log_line, write_record};
 use crate::model::{JobError, JobExit, JobSpec, Stream};
 use crate::timefmt;
@@ -50,6 +51,17 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
                 .map_err(|e| fail(what, dir, e))?;
         }
     }
+    let mounted = if spec.volumes.is_empty() {
+        Vec::new()
+    } else {
+        let ctx = settings.mounts.as_ref().ok_or_else(|| {
+            JobError::new(
+                job_mounts::JOB_MOUNT_FAILED,
+                "this agent cannot make mounts (no mount context)",
+            )
+        })?;
+        job_mounts::mount_all(ctx, &spec.volumes, paths, run_as.as_ref())?
+    };
     let layout = &settings.layout;
     let env = job_env(
         &settings.base_env,
@@ -76,8 +88,10 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
         assigned_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
         run_as,
     };
-    write_record(&paths.launch, &rec, 0o600)
-        .map_err(|e| fail("the launch record", &paths.launch, e))?;
+    if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
+        let _ = job_mounts::unmount_all(paths);
+        return Err(fail("the launch record", &paths.launch, e));
+    }
     let _ = log_line(
         &paths.stream(Stream::ExecutionLog),
         &format!(
@@ -90,6 +104,9 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
             spec.job_id
         ),
     );
+    for line in mounted {
+        let _ = log_line(&paths.stream(Stream::ExecutionLog), &line);
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 
 use super::phase::{Event, Phase};
 use super::{Origin, Prepared, Worker, prepare};
+use crate::jobs::job_mounts;
 use crate::jobs::launcher::ShimHandle;
 use crate::jobs::layout::{
     ExitRecord, JobPaths, LaunchRecord, StartedRecord, TerminateReason, TerminateRecord, log_line,
@@ -32,6 +33,8 @@ struct Found {
     failed: Option<JobExit>,
     adopted: Option<Adopted>,
     max_wall: Option<Duration>,
+    /// The job has (or may have) mounts of its own.
+    mounted: bool,
 }
 
 /// The records an adopted job's directory held.
@@ -85,6 +88,7 @@ impl Worker {
                             .ok()
                             .flatten();
                         return Found {
+                            mounted: job_mounts::has_mounts(&paths),
                             watch: w,
                             files: open_spool(&paths),
                             shim,
@@ -100,6 +104,7 @@ impl Worker {
                 };
                 let max_wall = spec.max_wall_clock_time;
                 let mut found = Found {
+                    mounted: !spec.volumes.is_empty(),
                     watch: None,
                     files: [None, None, None],
                     shim: None,
@@ -109,6 +114,8 @@ impl Worker {
                 };
                 if let Err(err) = prepare::prepare(&deps.settings, &spec, &paths) {
                     found.failed = Some(prepare::record_failure(&paths, err));
+                    // What execution.log says of the failure is shipped too.
+                    found.files = open_spool(&paths);
                     return found;
                 }
                 found.watch = watch(&paths);
@@ -124,6 +131,7 @@ impl Worker {
             })
             .await;
         self.files = found.files;
+        self.mounted = found.mounted;
         self.max_wall = found.max_wall;
         self.shim_pid = found.shim.as_ref().map(|h| h.pid);
         if let Some(exit) = found.failed {

@@ -100,6 +100,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         secrets: vec![],
         system_environment_variables: vec![],
         max_wall_clock_time: max_wall,
+        volumes: Vec::new(),
     }
 }
 
@@ -122,6 +123,7 @@ impl Rig {
             },
             default_grace: Duration::from_secs(10),
             run_as: tokio::sync::watch::channel(None).1,
+            mounts: None,
             ship: ShipConfig {
                 chunk_bytes: 1 << 16,
                 max_unacked_bytes: 1 << 20,
