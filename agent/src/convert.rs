@@ -348,6 +348,7 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 system_environment_variables: env(a.system_environment_variables),
                 max_wall_clock_time: duration(a.max_wall_clock_time).filter(|d| !d.is_zero()),
                 volumes,
+                gpu_uuids: a.gpu_uuids,
             })),
             Err(reason) => Inbound::BadAssignment {
                 raw_job_id: a.job_id,

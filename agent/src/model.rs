@@ -102,6 +102,8 @@ pub struct JobSpec {
     /// The job's own mounts, under `$AZ_BATCHAI_JOB_MOUNT_ROOT`: made before
     /// it starts, removed once it ends. (Keys redacted in Debug.)
     pub volumes: Vec<crate::node::mounts::Volume>,
+    /// The GPUs of this node the job may use (UUIDs).
+    pub gpu_uuids: Vec<String>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -121,6 +123,7 @@ impl fmt::Debug for JobSpec {
             )
             .field("max_wall_clock_time", &self.max_wall_clock_time)
             .field("volumes", &self.volumes)
+            .field("gpu_uuids", &self.gpu_uuids)
             .finish()
     }
 }
@@ -293,6 +296,7 @@ mod tests {
             system_environment_variables: vec![],
             max_wall_clock_time: None,
             volumes: Vec::new(),
+            gpu_uuids: Vec::new(),
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("TOKEN"));

@@ -454,6 +454,11 @@ pub struct JobCreateArgs {
     /// Number of nodes (default 1).
     #[arg(long = "node-count", value_parser = clap::value_parser!(i32).range(1..))]
     pub node_count: Option<i32>,
+    /// GPUs per node (bai's extension): jobs share nodes by free GPUs and
+    /// each sees only its own. Default 0: the job takes whole nodes, all
+    /// of their GPUs, as in Batch AI.
+    #[arg(long = "gpus-per-node")]
+    pub gpus_per_node: Option<u32>,
     /// Environment variable NAME=VALUE (repeatable).
     #[arg(long = "env", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,

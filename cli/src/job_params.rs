@@ -62,6 +62,9 @@ pub fn build_job(
     if job.node_count == 0 {
         job.node_count = 1;
     }
+    if let Some(g) = args.gpus_per_node {
+        job.gpus_per_node = g;
+    }
 
     for (name, value) in &args.env {
         match job

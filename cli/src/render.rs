@@ -88,6 +88,25 @@ fn drivers(v: &Value) -> String {
         .join(" ")
 }
 
+/// How many GPUs a node has and how many jobs hold: `4 (2 held)`.
+fn gpus(v: &Value) -> String {
+    let Some(Value::Array(gpus)) = v.get("gpus") else {
+        return String::new();
+    };
+    let held = gpus
+        .iter()
+        .filter(|g| {
+            g.get("jobId")
+                .is_some_and(|j| j.as_str().is_some_and(|s| !s.is_empty()))
+        })
+        .count();
+    match (gpus.len(), held) {
+        (0, _) => String::new(),
+        (n, 0) => n.to_string(),
+        (n, h) => format!("{n} ({h} held)"),
+    }
+}
+
 /// `code: message; ...` of a node's errors.
 fn errors(v: &Value) -> String {
     let Some(Value::Array(errs)) = v.get("errors") else {
@@ -138,6 +157,7 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("Step", |v| text(v, "/preparationStep")),
             ("Connected", |v| text(v, "/connected")),
             ("Drivers", drivers),
+            ("GPUs", gpus),
             ("Jobs", |v| text(v, "/runningJobIds")),
             ("Errors", errors),
         ],
@@ -412,10 +432,11 @@ mod tests {
         let n = json!({"nodeId": "n1", "ipAddress": "10.0.0.4", "port": 50001, "state": "unusable",
                        "preparationStep": "", "connected": true, "fileShareDriver": "cifs",
                        "blobDriver": "rclone", "runningJobIds": [],
+                       "gpus": [{"uuid": "GPU-a", "jobId": "j1"}, {"uuid": "GPU-b"}],
                        "errors": [{"code": "SetupTaskFailed", "message": "exit code 2"}]});
         assert_eq!(
             render(OutputFormat::Tsv, Kind::Node, &[n]),
-            "n1\t10.0.0.4\t50001\tunusable\t\ttrue\tafs=cifs bfs=rclone\t\tSetupTaskFailed: exit code 2\n"
+            "n1\t10.0.0.4\t50001\tunusable\t\ttrue\tafs=cifs bfs=rclone\t2 (1 held)\t\tSetupTaskFailed: exit code 2\n"
         );
     }
 

@@ -3,13 +3,17 @@
 //!
 //! Policy: per cluster, jobs go in priority order (high, normal, low) and, at
 //! equal priority, in creation order (FIFO; a requeued job keeps its place).
-//! One job per node; only free nodes ([`transition::is_free`]: idle, connected,
-//! no active job) of the job's cluster take jobs.
-//! Jobs whose cluster has no free node stay queued.
+//! Only free nodes ([`transition::is_free`]) of the job's cluster take jobs,
+//! in node id order: a whole-node job (`gpus_per_node = 0`, Batch AI's way)
+//! takes a node with no job; a GPU job takes the first node with enough free
+//! GPUs and no whole-node job, so GPU jobs pack onto nodes. A job that fits
+//! nowhere stays queued and the jobs behind it still get their turn (no
+//! reservation yet: backfill with reservations comes with gang scheduling).
 
+use crate::domain::gpus::{self, Holding};
 use crate::domain::transition;
-use crate::domain::{ClusterKey, Job, Node};
-use std::collections::{BTreeMap, VecDeque};
+use crate::domain::{ClusterKey, Job, Node, NodeState};
+use std::collections::BTreeMap;
 
 /// Put job `job_id` on node `node_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +25,16 @@ pub struct Placement {
 /// Chooses placements. `queued` must be the queued jobs in creation order;
 /// `nodes` are all nodes (only free ones are used, in node id order).
 pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
-    let mut free: BTreeMap<(String, String), VecDeque<&str>> = BTreeMap::new();
-    let mut sorted_nodes: Vec<&Node> = nodes.iter().filter(|n| transition::is_free(n)).collect();
-    sorted_nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    for n in sorted_nodes {
+    // Per cluster, the free nodes as this pass changes them; a node with no
+    // room left drops out, so the common case (whole-node jobs on nodes
+    // without GPUs) takes the first node every time.
+    let mut free: BTreeMap<(String, String), Vec<Node>> = BTreeMap::new();
+    let mut sorted: Vec<&Node> = nodes.iter().filter(|n| transition::is_free(n)).collect();
+    sorted.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    for n in sorted {
         free.entry((n.workspace.clone(), n.cluster.clone()))
             .or_default()
-            .push_back(&n.node_id);
+            .push(n.clone());
     }
     let mut order: Vec<&Job> = queued.iter().collect();
     // Stable: equal priorities keep creation order.
@@ -38,13 +45,29 @@ pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
             continue;
         }
         let ClusterKey { workspace, name } = &job.spec.cluster;
-        if let Some(slots) = free.get_mut(&(workspace.clone(), name.clone()))
-            && let Some(node) = slots.pop_front()
-        {
-            out.push(Placement {
-                job_id: job.id.clone(),
-                node_id: node.to_string(),
-            });
+        let Some(candidates) = free.get_mut(&(workspace.clone(), name.clone())) else {
+            continue;
+        };
+        let Some(at) = candidates
+            .iter()
+            .position(|n| transition::cannot_take(n, job).is_none())
+        else {
+            continue;
+        };
+        let node = &mut candidates[at];
+        node.state = NodeState::Running;
+        node.running_job_ids.push(job.id.clone());
+        node.holdings.push(Holding {
+            job_id: job.id.clone(),
+            whole_node: job.spec.gpus_per_node == 0,
+            gpu_uuids: gpus::pick(node, job),
+        });
+        out.push(Placement {
+            job_id: job.id.clone(),
+            node_id: node.node_id.clone(),
+        });
+        if gpus::room(node) == 0 {
+            candidates.remove(at);
         }
     }
     out
@@ -53,7 +76,7 @@ pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{JobPriority, NodeState, fixtures};
+    use crate::domain::{JobPriority, fixtures};
 
     fn job(name: &str, cluster: &str, p: JobPriority) -> Job {
         let mut j = fixtures::job("w", "e", name, cluster);
@@ -127,5 +150,66 @@ mod tests {
         let mut j = job("a", "c", JobPriority::Normal);
         j.spec.node_count = 2;
         assert!(schedule(&[j], &[node("n1", "c"), node("n2", "c")]).is_empty());
+    }
+
+    fn gpu_node(id: &str, n: u32) -> Node {
+        let mut node = node(id, "c");
+        node.info.gpus = (0..n)
+            .map(|i| crate::domain::gpus::Gpu {
+                index: i,
+                uuid: format!("{id}-gpu{i}"),
+                ..Default::default()
+            })
+            .collect();
+        node
+    }
+
+    fn gpu_job(name: &str, gpus: u32) -> Job {
+        let mut j = job(name, "c", JobPriority::Normal);
+        j.spec.gpus_per_node = gpus;
+        j
+    }
+
+    #[test]
+    fn gpu_jobs_pack_onto_nodes_and_whole_node_jobs_wait_for_an_empty_one() {
+        let jobs = [
+            gpu_job("a", 2),
+            gpu_job("b", 2),
+            gpu_job("whole", 0),
+            gpu_job("c", 1),
+            gpu_job("d", 3),
+        ];
+        let nodes = [gpu_node("n1", 4), gpu_node("n2", 4)];
+        // a and b fill n1; the whole-node job takes the empty n2; c and d
+        // find no room left.
+        assert_eq!(
+            pairs(&schedule(&jobs, &nodes)),
+            [("a", "n1"), ("b", "n1"), ("whole", "n2")]
+        );
+        let jobs = [gpu_job("x", 1), gpu_job("y", 1), gpu_job("z", 1)];
+        let nodes = [gpu_node("n1", 2), gpu_node("n2", 2)];
+        assert_eq!(
+            pairs(&schedule(&jobs, &nodes)),
+            [("x", "n1"), ("y", "n1"), ("z", "n2")]
+        );
+    }
+
+    #[test]
+    fn a_running_gpu_node_takes_jobs_for_its_free_gpus_only() {
+        let mut n = gpu_node("n1", 2);
+        n.state = NodeState::Running;
+        n.running_job_ids.push("held".into());
+        n.holdings.push(Holding {
+            job_id: "held".into(),
+            whole_node: false,
+            gpu_uuids: vec!["n1-gpu0".into()],
+        });
+        let jobs = [gpu_job("two", 2), gpu_job("whole", 0), gpu_job("one", 1)];
+        assert_eq!(pairs(&schedule(&jobs, &[n.clone()])), [("one", "n1")]);
+        n.holdings[0].whole_node = true;
+        assert!(
+            schedule(&jobs, &[n]).is_empty(),
+            "a whole-node job shares with no one"
+        );
     }
 }

@@ -324,6 +324,7 @@ fn job_edit(path: &str) -> Option<JobEdit> {
             })
         },
         "job.node_ids" => |j| j.node_ids = vec!["n".into()],
+        "job.gpu_uuids" => |j| j.gpu_uuids = vec!["GPU-x".into()],
         _ => return None,
     })
 }

@@ -1,7 +1,9 @@
 //! The environment a job runs with (pure functions over data): a sane base
 //! (PATH, HOME, USER, LANG...), the coordinator's `AZ_BATCHAI_*` variables,
-//! the node-local Batch AI paths, the job's own variables, then its secrets.
-//! Later entries override earlier ones of the same name.
+//! the node-local Batch AI paths, the job's own variables, its secrets, and
+//! last the GPUs it was given (`CUDA_VISIBLE_DEVICES` and friends: a job
+//! cannot widen its allocation by setting them itself). Later entries
+//! override earlier ones of the same name.
 
 use crate::model::{EnvVar, JobSpec};
 use std::path::Path;
@@ -58,7 +60,8 @@ pub struct NodePaths<'a> {
     pub stdouterr_dir: &'a Path,
     pub mount_root: &'a Path,
     pub job_mount_root: &'a Path,
-    pub num_gpus: u32,
+    /// The UUIDs of the GPUs the job was given (none: it sees no GPU).
+    pub gpu_uuids: &'a [String],
 }
 
 impl NodePaths<'_> {
@@ -71,7 +74,21 @@ impl NodePaths<'_> {
             p("AZ_BATCHAI_STDOUTERR_DIR", self.stdouterr_dir),
             p("AZ_BATCHAI_MOUNT_ROOT", self.mount_root),
             p("AZ_BATCHAI_JOB_MOUNT_ROOT", self.job_mount_root),
-            EnvVar::new("AZ_BATCHAI_NUM_GPUS", self.num_gpus.to_string()),
+            EnvVar::new("AZ_BATCHAI_NUM_GPUS", self.gpu_uuids.len().to_string()),
+        ]
+    }
+
+    /// CUDA's and the NVIDIA container runtime's names for the job's GPUs;
+    /// an empty `CUDA_VISIBLE_DEVICES` hides every GPU from CUDA.
+    fn gpu_vars(&self) -> Vec<EnvVar> {
+        let list = self.gpu_uuids.join(",");
+        vec![
+            EnvVar::new("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
+            EnvVar::new("CUDA_VISIBLE_DEVICES", &list),
+            EnvVar::new(
+                "NVIDIA_VISIBLE_DEVICES",
+                if list.is_empty() { "void" } else { &list },
+            ),
         ]
     }
 }
@@ -85,6 +102,7 @@ pub fn job_env(base: &BaseEnv, spec: &JobSpec, node: &NodePaths<'_>) -> Vec<(Str
         node.vars(),
         spec.environment_variables.clone(),
         spec.secrets.clone(),
+        node.gpu_vars(),
     ];
     for var in layers.into_iter().flatten() {
         if var.name.is_empty() || var.name.contains('=') || var.name.contains('\0') {
@@ -123,10 +141,15 @@ mod tests {
             ],
             max_wall_clock_time: None,
             volumes: Vec::new(),
+            gpu_uuids: Vec::new(),
         }
     }
 
     fn env() -> Vec<(String, String)> {
+        env_with(&spec(), &[])
+    }
+
+    fn env_with(spec: &JobSpec, gpus: &[String]) -> Vec<(String, String)> {
         let base = BaseEnv {
             user: "root".into(),
             home: "/root".into(),
@@ -149,9 +172,30 @@ mod tests {
             stdouterr_dir: &so,
             mount_root: &m,
             job_mount_root: &jm,
-            num_gpus: 0,
+            gpu_uuids: gpus,
         };
-        job_env(&base, &spec(), &node)
+        job_env(&base, spec, &node)
+    }
+
+    #[test]
+    fn a_job_sees_exactly_its_gpus_and_cannot_widen_them() {
+        let mut s = spec();
+        s.environment_variables
+            .push(EnvVar::new("CUDA_VISIBLE_DEVICES", "0,1,2,3"));
+        let gpus = ["GPU-a".to_string(), "GPU-b".to_string()];
+        let e = env_with(&s, &gpus);
+        assert_eq!(get(&e, "CUDA_VISIBLE_DEVICES"), Some("GPU-a,GPU-b"));
+        assert_eq!(get(&e, "NVIDIA_VISIBLE_DEVICES"), Some("GPU-a,GPU-b"));
+        assert_eq!(get(&e, "CUDA_DEVICE_ORDER"), Some("PCI_BUS_ID"));
+        assert_eq!(get(&e, "AZ_BATCHAI_NUM_GPUS"), Some("2"));
+        let e = env_with(&s, &[]);
+        assert_eq!(
+            get(&e, "CUDA_VISIBLE_DEVICES"),
+            Some(""),
+            "no GPU: CUDA sees none"
+        );
+        assert_eq!(get(&e, "NVIDIA_VISIBLE_DEVICES"), Some("void"));
+        assert_eq!(get(&e, "AZ_BATCHAI_NUM_GPUS"), Some("0"));
     }
 
     fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -131,6 +131,8 @@ pub struct JobJson {
     pub cluster: Option<IdJson>,
     pub mount_volumes: Option<MountVolumesJson>,
     pub node_count: Option<i32>,
+    /// bai's extension: GPUs per node (0 or absent: whole nodes).
+    pub gpus_per_node: Option<u32>,
     pub container_settings: Option<ContainerSettingsJson>,
     pub cntk_settings: Option<CntkJson>,
     pub py_torch_settings: Option<PyTorchJson>,
@@ -158,6 +160,8 @@ pub struct JobJson {
     pub execution_state_transition_time: Option<String>,
     pub execution_info: Option<ExecutionInfoJson>,
     pub node_ids: Vec<String>,
+    /// The GPUs the job was given (bai's addition).
+    pub gpu_uuids: Vec<String>,
 }
 
 fn count(v: Option<i32>) -> i32 {
@@ -305,6 +309,7 @@ impl JobJson {
             cluster,
             mount_volumes: self.mount_volumes.map(MountVolumesJson::into_pb),
             node_count: count(self.node_count),
+            gpus_per_node: self.gpus_per_node.unwrap_or(0),
             container_settings: self.container_settings.map(|c| pb::ContainerSettings {
                 image_source_registry: c.image_source_registry.map(|r| pb::ImageSourceRegistry {
                     server_url: r.server_url,
@@ -369,6 +374,7 @@ impl JobJson {
             }),
             mount_volumes: j.mount_volumes.as_ref().map(MountVolumesJson::from_pb),
             node_count: Some(j.node_count),
+            gpus_per_node: (j.gpus_per_node > 0).then_some(j.gpus_per_node),
             container_settings: j
                 .container_settings
                 .as_ref()
@@ -439,6 +445,7 @@ impl JobJson {
                 errors: errors_from_pb(&e.errors),
             }),
             node_ids: j.node_ids.clone(),
+            gpu_uuids: j.gpu_uuids.clone(),
             ..Default::default()
         };
         match &j.toolkit {

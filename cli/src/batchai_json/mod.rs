@@ -201,6 +201,18 @@ pub fn node(n: &pb::Node) -> Value {
         "lastHeartbeatTime": ts(n.last_heartbeat_time.as_ref()),
         "runningJobIds": n.running_job_ids,
         "errors": errors_from_pb(&n.errors),
+        "gpuBackend": n.gpu_backend,
+        "gpuDriverVersion": n.gpu_driver_version,
+        "cudaVersion": n.cuda_version,
+        "gpus": n.gpus.iter().map(|g| json!({
+            "index": g.index,
+            "uuid": g.uuid,
+            "name": g.name,
+            "memoryBytes": g.memory_bytes,
+            "pciBusId": g.pci_bus_id,
+            "migMode": g.mig_mode,
+            "jobId": g.job_id,
+        })).collect::<Vec<_>>(),
     })));
     if let Value::Object(m) = &mut v {
         m.entry("runningJobIds").or_insert_with(|| json!([]));

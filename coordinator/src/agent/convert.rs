@@ -7,6 +7,7 @@ use crate::api::convert::{
     self as c, Secrets, container_to, env_to, error_from, mounts_to, secrets_as_env, tool_type_to,
 };
 use crate::domain::env::Assignment;
+use crate::domain::gpus::Gpu;
 use crate::domain::node_setup::{NodeSetupPlan, Preparation, PreparationReport};
 use crate::domain::{BatchAiError, JobExit, Millis, NodeInfo};
 use crate::output::StreamKind;
@@ -133,6 +134,10 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                 ssh_port: r.ssh_port,
                 file_share_driver: r.file_share_driver,
                 blob_driver: r.blob_driver,
+                gpus: r.gpus.into_iter().map(gpu_from).collect(),
+                gpu_backend: r.gpu_backend,
+                gpu_driver_version: r.gpu_driver_version,
+                cuda_version: r.cuda_version,
             },
             status: r.status.map(report_from),
             held: r
@@ -240,6 +245,17 @@ fn duration(d: std::time::Duration) -> prost_types::Duration {
     c::duration(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn gpu_from(g: pb::Gpu) -> Gpu {
+    Gpu {
+        index: g.index,
+        uuid: g.uuid,
+        name: g.name,
+        memory_bytes: g.memory_bytes,
+        pci_bus_id: g.pci_bus_id,
+        mig_mode: g.mig_mode,
+    }
+}
+
 pub fn assign_job(a: Assignment) -> pb::AssignJob {
     pb::AssignJob {
         job_id: a.job_id,
@@ -254,6 +270,7 @@ pub fn assign_job(a: Assignment) -> pb::AssignJob {
         node_count: a.node_count,
         node_rank: a.node_rank,
         node_ids: a.node_ids,
+        gpu_uuids: a.gpu_uuids,
         mount_volumes: a
             .mount_volumes
             .as_ref()

@@ -39,6 +39,16 @@ impl JobService for JobApi {
         let j = required("job", request.into_inner().job)?;
         let job = job_from(j, now_millis()).map_err(Error::from)?;
         validate::job(&job).map_err(Error::from)?;
+        if job.spec.gpus_per_node > 0 {
+            let c = &job.spec.cluster;
+            let nodes = self
+                .core
+                .store
+                .list_nodes(&c.workspace, &c.name)
+                .await
+                .map_err(Error::from)?;
+            validate::gpus_per_node(&job, &nodes).map_err(Error::from)?;
+        }
         let job = self.core.store.create_job(job).await.map_err(Error::from)?;
         tracing::info!(job = %job.id, name = %job.key, cluster = %job.spec.cluster, "job created");
         self.core.events.changed(&job);

@@ -29,6 +29,8 @@ pub struct Assignment {
     pub node_count: u32,
     pub node_rank: u32,
     pub node_ids: Vec<String>,
+    /// The GPUs of the node the job may use.
+    pub gpu_uuids: Vec<String>,
     pub mount_volumes: Option<MountVolumes>,
     pub container_settings: Option<ContainerSettings>,
     pub job_preparation_command_line: Option<String>,
@@ -51,6 +53,7 @@ pub fn assignment(job: &Job, node_id: &str) -> Assignment {
         node_count: s.node_count,
         node_rank: 0,
         node_ids: vec![node_id.to_string()],
+        gpu_uuids: job.gpu_uuids.clone(),
         mount_volumes: s.mount_volumes.clone(),
         container_settings: s.container_settings.clone(),
         job_preparation_command_line: s.job_preparation_command_line.clone(),

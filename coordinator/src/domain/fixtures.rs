@@ -82,6 +82,7 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
                 value: Secret::new("s3cret"),
             }],
             max_wall_clock_time_ms: DEFAULT_MAX_WALL_CLOCK_MS,
+            gpus_per_node: 0,
         },
         creation_time: 2_000,
         execution_state: ExecutionState::Queued,
@@ -93,6 +94,7 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
         node_id: None,
         attempt_started: false,
         requeue_on_exit: false,
+        gpu_uuids: vec![],
     }
 }
 
@@ -109,5 +111,6 @@ pub fn node(id: &str, ws: &str, cluster: &str, state: NodeState) -> Node {
         errors: vec![],
         preparation_step: String::new(),
         running_job_ids: vec![],
+        holdings: vec![],
     }
 }

@@ -3,6 +3,7 @@
 //! functions: no IO, no protocol types.
 
 pub mod env;
+pub mod gpus;
 pub mod names;
 pub mod node_setup;
 pub mod paging;

@@ -394,4 +394,7 @@ pub struct JobSpec {
     pub environment_variables: Vec<EnvVar>,
     pub secrets: Vec<SecretEnvVar>,
     pub max_wall_clock_time_ms: u64,
+    /// GPUs per node (bai's extension); 0: the whole node.
+    #[serde(default)]
+    pub gpus_per_node: u32,
 }

@@ -3,9 +3,10 @@
 //! [`TransitionError`] when the state machine forbids the change. A store
 //! reads, calls one of these, and writes what it returns; it decides nothing.
 //!
-//! The "free node" rule lives here too ([`is_free`], [`cannot_take`]): the
-//! scheduler, the store's assignment check and the store's pre-filtering
-//! query all follow it (the SQLite query is tested against it).
+//! The "free node" rule lives here too ([`is_free`], [`cannot_take`], with
+//! the GPU arithmetic of [`super::gpus`]): the scheduler, the store's
+//! assignment check and the store's pre-filtering query all follow it (the
+//! SQLite query is tested against it).
 
 use super::spec::{BatchAiError, DeallocationOption};
 use super::state::{ExecutionState, JOB_LOST, JOB_TERMINATED, JobExit, NODE_REMOVED, NodeState};
@@ -42,22 +43,29 @@ pub fn is_unoccupied(node: &Node) -> bool {
     node.state == NodeState::Idle && node.running_job_ids.is_empty()
 }
 
-/// Whether a node can take a job now: idle, no active job, its agent
-/// connected. The one rule every placement follows.
+/// Whether the node's state lets it take jobs: idle with no job, or running
+/// jobs (which GPU jobs may share it with).
+pub fn takes_jobs(node: &Node) -> bool {
+    is_unoccupied(node) || (node.state == NodeState::Running && !node.running_job_ids.is_empty())
+}
+
+/// Whether a node can take some job now: its agent connected, its state
+/// taking jobs, and room left ([`super::gpus::room`]: unoccupied, or free
+/// GPUs and no whole-node job). The one rule every placement follows.
 pub fn is_free(node: &Node) -> bool {
-    is_unoccupied(node) && node.connected
+    node.connected && takes_jobs(node) && super::gpus::room(node) > 0
 }
 
 /// Why `node` cannot take `job` as far as the store knows (connection aside),
-/// or `None` if it can: unoccupied and of the job's cluster.
+/// or `None` if it can: of the job's cluster, in a state that takes jobs, and
+/// unoccupied for a whole-node job or with enough free GPUs for a GPU job.
 pub fn cannot_take(node: &Node, job: &Job) -> Option<&'static str> {
-    if !is_unoccupied(node) {
-        Some("it is not idle or already has a job")
-    } else if node.workspace != job.spec.cluster.workspace || node.cluster != job.spec.cluster.name
-    {
+    if node.workspace != job.spec.cluster.workspace || node.cluster != job.spec.cluster.name {
         Some("it belongs to another cluster")
+    } else if !takes_jobs(node) {
+        Some("it is not idle or running")
     } else {
-        None
+        super::gpus::cannot_serve(node, job)
     }
 }
 
@@ -95,11 +103,13 @@ pub fn requeue(job: Job, now: Millis) -> Result<Job> {
     job.exit_code = None;
     job.end_time = None;
     job.errors.clear();
+    job.gpu_uuids.clear();
     Ok(job)
 }
 
-/// Queued → running on `node` (whose state the caller then derives from its
-/// jobs). Fails if the job is not queued or the node cannot take it.
+/// Queued → running on `node` with the GPUs [`super::gpus::pick`] gives it
+/// (whose state the caller then derives from its jobs). Fails if the job is
+/// not queued or the node cannot take it.
 pub fn assign(job: Job, node: &Node, now: Millis) -> Result<Job> {
     if let Some(why) = cannot_take(node, &job) {
         return Err(TransitionError::NodeNotFree {
@@ -115,8 +125,10 @@ pub fn assign(job: Job, node: &Node, now: Millis) -> Result<Job> {
             to: ExecutionState::Running.as_str(),
         });
     }
+    let gpus = super::gpus::pick(node, &job);
     let mut job = transition(job, ExecutionState::Running, now)?;
     job.node_id = Some(node.node_id.clone());
+    job.gpu_uuids = gpus;
     job.attempt_started = false;
     job.requeue_on_exit = false;
     Ok(job)

@@ -266,6 +266,7 @@ fn free_node_rule() {
                 if busy {
                     n.running_job_ids.push("x".into());
                 }
+                // A node running a whole-node job (no GPUs) has no room.
                 let free = s == NodeState::Idle && connected && !busy;
                 assert_eq!(is_free(&n), free, "{s:?} {connected} {busy}");
                 assert_eq!(is_unoccupied(&n), s == NodeState::Idle && !busy);

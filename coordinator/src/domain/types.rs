@@ -137,6 +137,12 @@ pub struct NodeInfo {
     /// How it mounts Azure Files shares and Blob containers (empty: it cannot).
     pub file_share_driver: String,
     pub blob_driver: String,
+    /// Its GPUs in index order (none: a CPU node, or no driver).
+    pub gpus: Vec<super::gpus::Gpu>,
+    /// `nvml`, `fake` or `none`.
+    pub gpu_backend: String,
+    pub gpu_driver_version: String,
+    pub cuda_version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +160,8 @@ pub struct Node {
     pub preparation_step: String,
     /// Ids of the jobs running (or terminating) on the node.
     pub running_job_ids: Vec<String>,
+    /// What those jobs hold of it (filled with `running_job_ids`).
+    pub holdings: Vec<super::gpus::Holding>,
 }
 
 /// A job's name: workspace / experiment / job.
@@ -191,6 +199,8 @@ pub struct Job {
     /// Put the job back in the queue (instead of failing it) when its process
     /// exits: set when its node is removed with deallocation option requeue.
     pub requeue_on_exit: bool,
+    /// The GPUs of its node the current (or last) attempt holds.
+    pub gpu_uuids: Vec<String>,
 }
 
 impl Job {
@@ -248,6 +258,7 @@ mod tests {
             last_heartbeat_time: None,
             errors: vec![],
             preparation_step: String::new(),
+            holdings: vec![],
             running_job_ids: vec![],
         }
     }

@@ -11,7 +11,7 @@
 
 use super::names::{check_env_name, check_name};
 use super::spec::{ClusterSpec, EnvVar, MountVolumes, ScaleSettings, SecretEnvVar, Toolkit};
-use super::types::{Cluster, Experiment, Job, Workspace};
+use super::types::{Cluster, Experiment, Job, Node, Workspace};
 use std::collections::HashSet;
 
 /// Most nodes in a cluster (Batch AI's limit).
@@ -568,6 +568,30 @@ fn directory_id(field: String, id: &str, seen: &mut HashSet<String>) -> Result {
 
 /// Checks a job create request. Only single-node jobs are accepted until gang
 /// scheduling lands; MPI-based toolkits (custom MPI, Horovod) need it too.
+/// Checks `job.gpus_per_node` against the nodes its cluster has: more GPUs
+/// than its largest node has can never be given. A cluster with no node
+/// yet takes any count (its nodes are not known).
+pub fn gpus_per_node(j: &Job, nodes: &[Node]) -> Result {
+    let want = j.spec.gpus_per_node;
+    if want == 0 {
+        return Ok(());
+    }
+    let Some(largest) = nodes.iter().max_by_key(|n| n.info.gpus.len()) else {
+        return Ok(());
+    };
+    let most = largest.info.gpus.len();
+    if want as usize > most {
+        return Err(Invalid::new(
+            "job.gpus_per_node",
+            format!(
+                "must be at most {most}: the largest node of cluster {} ({}) has {most} GPUs",
+                j.spec.cluster, largest.node_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn job(j: &Job) -> Result {
     name("job.workspace", &j.key.workspace)?;
     name("job.experiment", &j.key.experiment)?;

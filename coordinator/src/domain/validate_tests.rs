@@ -610,3 +610,31 @@ fn node_setup_rules() {
         assert!(!e.contains("k=="), "{e}");
     }
 }
+
+#[test]
+fn gpus_per_node_fits_the_largest_node_of_the_cluster() {
+    let mut j = fixtures::job("w", "e", "j", "c");
+    j.spec.gpus_per_node = 3;
+    assert!(gpus_per_node(&j, &[]).is_ok(), "no node known yet");
+    let with = |id: &str, n: u32| {
+        let mut node = fixtures::node(id, "w", "c", crate::domain::NodeState::Idle);
+        node.info.gpus = (0..n)
+            .map(|i| crate::domain::gpus::Gpu {
+                index: i,
+                uuid: format!("{id}-{i}"),
+                ..Default::default()
+            })
+            .collect();
+        node
+    };
+    let nodes = [with("small", 1), with("big", 2)];
+    let e = gpus_per_node(&j, &nodes).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "job.gpus_per_node: must be at most 2: the largest node of cluster w/c (big) has 2 GPUs"
+    );
+    j.spec.gpus_per_node = 2;
+    assert!(gpus_per_node(&j, &nodes).is_ok());
+    j.spec.gpus_per_node = 0;
+    assert!(gpus_per_node(&j, &[with("cpu", 0)]).is_ok(), "whole node");
+}

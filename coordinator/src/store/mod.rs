@@ -188,11 +188,12 @@ pub trait Store: Send + Sync + 'static {
     async fn terminate_job(&self, key: &JobKey, now: Millis) -> Result<Job>;
     /// Jobs running or terminating on the node.
     async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>>;
-    /// What a scheduler pass needs, read in one snapshot: the idle nodes with
-    /// no active job (connected or not, in node id order) and, for each
-    /// cluster with some, its first queued jobs in scheduling order (priority
-    /// high → low, then creation), as many as it has such nodes. Nothing if
-    /// no job is queued.
+    /// What a scheduler pass needs, read in one snapshot: the nodes that may
+    /// take a job (idle with no active job, or running with free GPUs and no
+    /// whole-node job; connected or not, in node id order, with their
+    /// holdings) and, for each cluster with some, its first queued jobs in
+    /// scheduling order (priority high → low, then creation), as many as
+    /// those nodes have room for (`gpus::room`). Nothing if no job is queued.
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)>;
     /// For each (job id, node id), all in one transaction: job queued →
     /// running on the node, node idle → running; `None` in its place (and no

@@ -73,7 +73,7 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
             stdouterr_dir: &paths.spool,
             mount_root: &layout.mount_root,
             job_mount_root: &paths.mount_root,
-            num_gpus: 0,
+            gpu_uuids: &spec.gpu_uuids,
         },
     );
     let rec = LaunchRecord {

@@ -101,6 +101,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         system_environment_variables: vec![],
         max_wall_clock_time: max_wall,
         volumes: Vec::new(),
+        gpu_uuids: Vec::new(),
     }
 }
 

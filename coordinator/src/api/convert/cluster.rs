@@ -273,5 +273,22 @@ pub fn node_to(n: &Node) -> pb::Node {
         preparation_step: n.preparation_step.clone(),
         file_share_driver: n.info.file_share_driver.clone(),
         blob_driver: n.info.blob_driver.clone(),
+        gpus: n
+            .info
+            .gpus
+            .iter()
+            .map(|g| pb::Gpu {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                memory_bytes: g.memory_bytes,
+                pci_bus_id: g.pci_bus_id.clone(),
+                mig_mode: g.mig_mode.clone(),
+                job_id: gpus::holder(n, &g.uuid).unwrap_or_default().to_string(),
+            })
+            .collect(),
+        gpu_backend: n.info.gpu_backend.clone(),
+        gpu_driver_version: n.info.gpu_driver_version.clone(),
+        cuda_version: n.info.cuda_version.clone(),
     }
 }

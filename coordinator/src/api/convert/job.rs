@@ -248,6 +248,7 @@ pub fn job_from(j: pb::Job, now: Millis) -> Result<Job, Invalid> {
         environment_variables: env_from(j.environment_variables),
         secrets: secrets_from("job.secrets", j.secrets)?,
         max_wall_clock_time_ms,
+        gpus_per_node: j.gpus_per_node,
     };
     Ok(Job {
         key: JobKey {
@@ -267,6 +268,7 @@ pub fn job_from(j: pb::Job, now: Millis) -> Result<Job, Invalid> {
         node_id: None,
         attempt_started: false,
         requeue_on_exit: false,
+        gpu_uuids: Vec::new(),
     })
 }
 
@@ -331,6 +333,8 @@ pub fn job_to(j: &Job) -> pb::Job {
             errors: errors_to(&j.errors),
         }),
         node_ids: j.node_id.iter().cloned().collect(),
+        gpus_per_node: s.gpus_per_node,
+        gpu_uuids: j.gpu_uuids.clone(),
     }
 }
 

@@ -46,6 +46,7 @@ macro_rules! suite {
             scheduling::concurrent_writes_commit_together_and_a_failure_poisons_none,
             scheduling::schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order,
             scheduling::idle_nodes_and_assigning_a_pass_at_once,
+            scheduling::gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records,
             scheduling::the_last_heartbeat_is_stored_on_disconnect_never_moving_back
         );
     };
@@ -88,6 +89,10 @@ fn reg(node: &str, cluster: &str) -> NodeRegistration {
             ssh_port: 2222,
             file_share_driver: "rclone".into(),
             blob_driver: "rclone".into(),
+            gpus: vec![],
+            gpu_backend: "none".into(),
+            gpu_driver_version: String::new(),
+            cuda_version: String::new(),
         },
         ready: true,
         step: String::new(),

@@ -110,6 +110,90 @@ pub async fn idle_nodes_and_assigning_a_pass_at_once(b: &dyn Backend) {
     assert_eq!(queued[0].id, c.id);
 }
 
+pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let mut r = reg("g1", "c");
+    r.info.gpus = (0..4)
+        .map(|i| crate::domain::gpus::Gpu {
+            index: i,
+            uuid: format!("GPU-{i}"),
+            name: "H100".into(),
+            memory_bytes: 80 << 30,
+            ..Default::default()
+        })
+        .collect();
+    s.register_node(r, 10).await.unwrap();
+    let gpu_job = |name: &str, gpus: u32| {
+        let mut j = fixtures::job("w", "e", name, "c");
+        j.spec.gpus_per_node = gpus;
+        j
+    };
+    let a = s.create_job(gpu_job("a", 2)).await.unwrap();
+    let b2 = s.create_job(gpu_job("b", 2)).await.unwrap();
+    let whole = s.create_job(gpu_job("whole", 0)).await.unwrap();
+    let (nodes, queued) = s.schedulable().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(queued.len(), 3, "room for four GPU jobs, three queued");
+    let out = s
+        .assign_jobs(
+            vec![
+                (a.id.clone(), "g1".into()),
+                (whole.id.clone(), "g1".into()), // taken by a GPU job
+                (b2.id.clone(), "g1".into()),
+            ],
+            20,
+        )
+        .await
+        .unwrap();
+    assert!(out[0].is_some() && out[1].is_none() && out[2].is_some());
+    let a = s.get_job_by_id(&a.id).await.unwrap();
+    let b2 = s.get_job_by_id(&b2.id).await.unwrap();
+    assert_eq!(a.gpu_uuids, ["GPU-0", "GPU-1"]);
+    assert_eq!(b2.gpu_uuids, ["GPU-2", "GPU-3"]);
+    let node = s.get_node("g1").await.unwrap();
+    assert_eq!(node.state, NodeState::Running);
+    assert_eq!(node.holdings.len(), 2);
+    assert_eq!(
+        crate::domain::gpus::holder(&node, "GPU-3"),
+        Some(b2.id.as_str())
+    );
+    let (nodes, _) = s.schedulable().await.unwrap();
+    assert!(nodes.is_empty(), "every GPU is held");
+    // One ends: its GPUs are free for a GPU job; the whole-node job still waits.
+    s.finish_job(&a.id, "g1", exit(0)).await.unwrap().unwrap();
+    let (nodes, queued) = s.schedulable().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        queued
+            .iter()
+            .map(|j| j.key.name.as_str())
+            .collect::<Vec<_>>(),
+        ["whole"]
+    );
+    let out = s
+        .assign_jobs(vec![(whole.id.clone(), "g1".into())], 30)
+        .await
+        .unwrap();
+    assert!(out[0].is_none(), "a whole-node job waits for an empty node");
+    let one = s.create_job(gpu_job("one", 1)).await.unwrap();
+    let out = s
+        .assign_jobs(vec![(one.id.clone(), "g1".into())], 40)
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap().gpu_uuids, ["GPU-0"]);
+    s.finish_job(&b2.id, "g1", exit(0)).await.unwrap().unwrap();
+    s.finish_job(&one.id, "g1", exit(0)).await.unwrap().unwrap();
+    let out = s
+        .assign_jobs(vec![(whole.id.clone(), "g1".into())], 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap().gpu_uuids,
+        ["GPU-0", "GPU-1", "GPU-2", "GPU-3"],
+        "a whole-node job gets every GPU"
+    );
+}
+
 pub async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back(b: &dyn Backend) {
     let s = seeded(b).await;
     s.register_node(reg("n1", "c"), 10).await.unwrap();

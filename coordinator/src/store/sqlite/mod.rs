@@ -266,13 +266,13 @@ impl Store for SqliteStore {
             if !jobs::any_queued(tx)? {
                 return Ok((Vec::new(), Vec::new()));
             }
-            let idle = nodes::idle(tx)?;
+            let idle = nodes::placeable(tx)?;
             let mut per_cluster: std::collections::BTreeMap<(&str, &str), usize> =
                 std::collections::BTreeMap::new();
             for n in &idle {
                 *per_cluster
                     .entry((n.workspace.as_str(), n.cluster.as_str()))
-                    .or_default() += 1;
+                    .or_default() += crate::domain::gpus::room(n);
             }
             let mut queued = Vec::new();
             for ((ws, cluster), n) in per_cluster {

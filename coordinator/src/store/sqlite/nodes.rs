@@ -4,6 +4,7 @@
 use super::jobs;
 use super::resources::get_cluster;
 use super::rows::{self, query, query_opt, to_json};
+use crate::domain::gpus;
 use crate::domain::node_setup::Preparation;
 use crate::domain::transition;
 use crate::domain::{BatchAiError, DeallocationOption, Job, Millis, Node, NodeState};
@@ -59,17 +60,32 @@ pub const UNOCCUPIED: &str = concat!(
     ")"
 );
 
-/// Idle nodes without active jobs (whether connected is the caller's to
-/// check), in node id order; `running_job_ids` is empty.
-pub fn idle(tx: &Transaction) -> Result<Vec<Node>> {
+/// Nodes that may take a job (whether connected is the caller's to check),
+/// in node id order: idle ones without active jobs, and running ones with
+/// GPUs that have one free and no whole-node job ([`transition::takes_jobs`]
+/// and [`gpus::room`]). Running nodes without GPUs are never read.
+pub fn placeable(tx: &Transaction) -> Result<Vec<Node>> {
     let nodes = query(
         tx,
-        &select(&format!("{UNOCCUPIED} ORDER BY node_id")),
+        &select(&format!(
+            "({UNOCCUPIED}) OR (nodes.state = 'running' AND \
+             json_array_length(nodes.details, '$.gpus') > 0) ORDER BY node_id"
+        )),
         [],
         rows::node,
     )?;
-    debug_assert!(nodes.iter().all(transition::is_unoccupied));
-    Ok(nodes)
+    let mut out = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let n = if n.state == NodeState::Idle {
+            n
+        } else {
+            rows::with_jobs(tx, n)?
+        };
+        if transition::takes_jobs(&n) && gpus::room(&n) > 0 {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// Moves the node to `state` if the node state machine allows it.
@@ -113,16 +129,12 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
         reg.ready,
     );
     let i = &reg.info;
-    let details = rows::NodeDetails {
-        preparation_step: if state == NodeState::Preparing {
-            reg.step.clone()
-        } else {
-            String::new()
-        },
-        ssh_port: i.ssh_port,
-        file_share_driver: i.file_share_driver.clone(),
-        blob_driver: i.blob_driver.clone(),
+    let step = if state == NodeState::Preparing {
+        reg.step.clone()
+    } else {
+        String::new()
     };
+    let details = rows::NodeDetails::new(step, i);
     match &existing {
         None => {
             rows::exec(

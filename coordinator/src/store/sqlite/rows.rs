@@ -1,5 +1,6 @@
 //! Reading rows into domain types and the column lists that go with them.
 
+use crate::domain::gpus::{Gpu, Holding};
 use crate::domain::{
     Cluster, ExecutionState, Experiment, Job, JobKey, Node, NodeInfo, NodeState, Workspace,
 };
@@ -84,16 +85,29 @@ pub struct NodeDetails {
     pub ssh_port: u32,
     pub file_share_driver: String,
     pub blob_driver: String,
+    pub gpus: Vec<Gpu>,
+    pub gpu_backend: String,
+    pub gpu_driver_version: String,
+    pub cuda_version: String,
 }
 
 impl NodeDetails {
-    pub fn of(n: &Node) -> Self {
+    /// What a node with `info` keeps in `details`.
+    pub fn new(preparation_step: String, info: &NodeInfo) -> Self {
         Self {
-            preparation_step: n.preparation_step.clone(),
-            ssh_port: n.info.ssh_port,
-            file_share_driver: n.info.file_share_driver.clone(),
-            blob_driver: n.info.blob_driver.clone(),
+            preparation_step,
+            ssh_port: info.ssh_port,
+            file_share_driver: info.file_share_driver.clone(),
+            blob_driver: info.blob_driver.clone(),
+            gpus: info.gpus.clone(),
+            gpu_backend: info.gpu_backend.clone(),
+            gpu_driver_version: info.gpu_driver_version.clone(),
+            cuda_version: info.cuda_version.clone(),
         }
+    }
+
+    pub fn of(n: &Node) -> Self {
+        Self::new(n.preparation_step.clone(), &n.info)
     }
 }
 
@@ -117,18 +131,23 @@ pub fn node(r: &Row) -> Result<Node> {
             ssh_port: details.ssh_port,
             file_share_driver: details.file_share_driver,
             blob_driver: details.blob_driver,
+            gpus: details.gpus,
+            gpu_backend: details.gpu_backend,
+            gpu_driver_version: details.gpu_driver_version,
+            cuda_version: details.cuda_version,
         },
         connected: r.get(10)?,
         last_heartbeat_time: r.get(11)?,
         errors: json(&r.get::<_, String>(12)?)?,
         preparation_step: details.preparation_step,
         running_job_ids: Vec::new(),
+        holdings: Vec::new(),
     })
 }
 
 pub const JOB_COLS: &str = "id, workspace, experiment, name, spec, creation_time, execution_state, \
      execution_state_transition_time, start_time, end_time, exit_code, errors, node_id, \
-     attempt_started, requeue_on_exit";
+     attempt_started, requeue_on_exit, gpu_uuids";
 
 pub fn job(r: &Row) -> Result<Job> {
     let state: String = r.get(6)?;
@@ -151,6 +170,7 @@ pub fn job(r: &Row) -> Result<Job> {
         node_id: r.get(12)?,
         attempt_started: r.get(13)?,
         requeue_on_exit: r.get(14)?,
+        gpu_uuids: json(&r.get::<_, String>(15)?)?,
     })
 }
 
@@ -185,50 +205,66 @@ pub fn query_opt<T>(
     Ok(query(tx, sql, params, f)?.into_iter().next())
 }
 
-/// Ids of the jobs active (running or terminating) on a node.
-pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<String>> {
-    query(
-        tx,
-        concat!(
-            "SELECT id FROM jobs WHERE node_id = ?1 AND execution_state IN ",
-            active_states!(),
-            " ORDER BY seq"
-        ),
-        params![node_id],
-        |r| Ok(r.get(0)?),
-    )
+/// What an active job holds of its node, from `node_id, id, gpu_uuids,
+/// gpus_per_node` ([`HOLDING_COLS`]).
+fn holding(r: &Row) -> Result<(String, Holding)> {
+    Ok((
+        r.get(0)?,
+        Holding {
+            job_id: r.get(1)?,
+            gpu_uuids: json(&r.get::<_, String>(2)?)?,
+            whole_node: r.get::<_, i64>(3)? == 0,
+        },
+    ))
 }
 
-/// Fills in `running_job_ids` of many nodes with one query.
+const HOLDING_COLS: &str =
+    "node_id, id, gpu_uuids, COALESCE(json_extract(spec, '$.gpus_per_node'), 0)";
+
+/// What the jobs active (running or terminating) on a node hold, in order.
+pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<Holding>> {
+    let sql = format!(
+        "SELECT {HOLDING_COLS} FROM jobs WHERE node_id = ?1 AND execution_state IN {} ORDER BY seq",
+        active_states!()
+    );
+    Ok(query(tx, &sql, params![node_id], holding)?
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect())
+}
+
+fn set_holdings(n: &mut Node, holdings: Vec<Holding>) {
+    n.running_job_ids = holdings.iter().map(|h| h.job_id.clone()).collect();
+    n.holdings = holdings;
+}
+
+/// Fills in `running_job_ids` and `holdings` of many nodes with one query.
 pub fn with_all_jobs(tx: &Transaction, mut nodes: Vec<Node>) -> Result<Vec<Node>> {
     if nodes.is_empty() {
         return Ok(nodes);
     }
-    let active = query(
-        tx,
-        concat!(
-            "SELECT node_id, id FROM jobs WHERE node_id IS NOT NULL AND execution_state IN ",
-            active_states!(),
-            " ORDER BY seq"
-        ),
-        [],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-    )?;
-    let mut by_node: std::collections::HashMap<String, Vec<String>> =
+    let sql = format!(
+        "SELECT {HOLDING_COLS} FROM jobs WHERE node_id IS NOT NULL AND execution_state IN {} \
+         ORDER BY seq",
+        active_states!()
+    );
+    let active = query(tx, &sql, [], holding)?;
+    let mut by_node: std::collections::HashMap<String, Vec<Holding>> =
         std::collections::HashMap::new();
-    for (node, job) in active {
-        by_node.entry(node).or_default().push(job);
+    for (node, h) in active {
+        by_node.entry(node).or_default().push(h);
     }
     for n in &mut nodes {
-        if let Some(ids) = by_node.remove(&n.node_id) {
-            n.running_job_ids = ids;
+        if let Some(hs) = by_node.remove(&n.node_id) {
+            set_holdings(n, hs);
         }
     }
     Ok(nodes)
 }
 
-/// Fills in `running_job_ids`.
+/// Fills in `running_job_ids` and `holdings`.
 pub fn with_jobs(tx: &Transaction, mut n: Node) -> Result<Node> {
-    n.running_job_ids = node_jobs(tx, &n.node_id)?;
+    let hs = node_jobs(tx, &n.node_id)?;
+    set_holdings(&mut n, hs);
     Ok(n)
 }

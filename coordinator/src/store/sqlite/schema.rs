@@ -91,6 +91,10 @@ CREATE INDEX jobs_node_state ON jobs (node_id, execution_state);
 -- SSH port and the mount drivers its agent reports.
 ALTER TABLE nodes ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
 "#,
+    r#"
+-- The GPUs (UUIDs, a JSON array) a job's current or last attempt holds.
+ALTER TABLE jobs ADD COLUMN gpu_uuids TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
 
 /// The schema version this build writes.
