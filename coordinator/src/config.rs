@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::domain::secret::Secret;
+
 /// Default config file, read if it exists and `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/bai/coordinator.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7150";
@@ -85,6 +87,41 @@ pub struct FileConfig {
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
+    /// `[storage]`: the account behind `--use-auto-storage`.
+    pub storage: Option<StorageFile>,
+}
+
+/// The `[storage]` table. The key is never inline: it lives in a 0600 file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    pub auto_storage_account: Option<String>,
+    pub auto_storage_key_file: Option<PathBuf>,
+    pub blob_endpoint: Option<String>,
+    pub file_endpoint: Option<String>,
+}
+
+/// Default Blob endpoint template; `{account}` is replaced by the account name.
+pub const DEFAULT_BLOB_ENDPOINT: &str = "https://{account}.blob.core.windows.net";
+
+/// The storage account `--use-auto-storage` refers to, with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoStorage {
+    pub account: String,
+    pub key: Secret,
+    /// The account's Blob endpoint, `{account}` already substituted.
+    pub blob_endpoint: String,
+}
+
+/// The resolved `[storage]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `None`: no auto-storage account configured.
+    pub auto_storage: Option<AutoStorage>,
+    /// The Blob endpoint template (default [`DEFAULT_BLOB_ENDPOINT`]).
+    pub blob_endpoint: String,
+    /// `host:port` replacing the host of every Azure Files URL (local agents).
+    pub file_endpoint: Option<String>,
 }
 
 /// The coordinator's resolved configuration.
@@ -102,6 +139,7 @@ pub struct Config {
     /// Extra flags for local agents (`--ssh-port`, `--blob-endpoint`,
     /// `--file-endpoint`).
     pub local_agent_args: Vec<String>,
+    pub storage: StorageConfig,
 }
 
 impl Config {
@@ -117,6 +155,10 @@ impl Config {
             heartbeat_interval: Duration::from_secs(10),
             node_lost_timeout: Duration::from_secs(600),
             local_agent_args: Vec::new(),
+            storage: StorageConfig {
+                blob_endpoint: DEFAULT_BLOB_ENDPOINT.into(),
+                ..StorageConfig::default()
+            },
         }
     }
 }
@@ -224,7 +266,99 @@ pub fn resolve(
             args.node_lost_timeout_secs.or(file.node_lost_timeout_secs),
             600,
         )?,
+        storage: storage(file.storage.unwrap_or_default())?,
     })
+}
+
+fn invalid(field: &'static str, rule: String) -> ConfigError {
+    ConfigError::Invalid { field, rule }
+}
+
+/// Validates `[storage]` and reads the key file (which must not be readable
+/// by group or others).
+fn storage(s: StorageFile) -> Result<StorageConfig, ConfigError> {
+    let template = s
+        .blob_endpoint
+        .unwrap_or_else(|| DEFAULT_BLOB_ENDPOINT.to_string());
+    if !(template.starts_with("https://") || template.starts_with("http://")) {
+        return Err(invalid(
+            "storage.blob_endpoint",
+            format!("{template:?} is not an http:// or https:// URL"),
+        ));
+    }
+    if let Some(f) = &s.file_endpoint {
+        let ok = f
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(invalid(
+                "storage.file_endpoint",
+                format!("{f:?} is not host:port"),
+            ));
+        }
+    }
+    let auto_storage = match (s.auto_storage_account, s.auto_storage_key_file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "storage.auto_storage_key_file",
+                "required with auto_storage_account".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "storage.auto_storage_account",
+                "required with auto_storage_key_file".into(),
+            ));
+        }
+        (Some(account), Some(path)) => {
+            let valid = (3..=24).contains(&account.len())
+                && account
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !valid {
+                return Err(invalid(
+                    "storage.auto_storage_account",
+                    format!("{account:?} is not 3-24 lower-case letters and digits"),
+                ));
+            }
+            let key = read_key_file(&path)?;
+            Some(AutoStorage {
+                blob_endpoint: template.replace("{account}", &account),
+                account,
+                key,
+            })
+        }
+    };
+    Ok(StorageConfig {
+        auto_storage,
+        blob_endpoint: template,
+        file_endpoint: s.file_endpoint,
+    })
+}
+
+fn read_key_file(path: &Path) -> Result<Secret, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let field = "storage.auto_storage_key_file";
+    let meta =
+        std::fs::metadata(path).map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            field,
+            format!(
+                "{} has mode {mode:o}; a key file must be readable by its owner only (0600)",
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(invalid(field, format!("{} is empty", path.display())));
+    }
+    Ok(Secret::new(key))
 }
 
 #[cfg(test)]
@@ -291,5 +425,52 @@ mod tests {
             ..Args::default()
         };
         assert!(matches!(load(missing, None), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn storage_section() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "c2VjcmV0a2V5\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[storage]\nauto_storage_account = \"devstoreaccount1\"\nauto_storage_key_file = {:?}\nblob_endpoint = \"http://127.0.0.1:10000/{{account}}\"\nfile_endpoint = \"127.0.0.1:4450\"\n",
+            key.display().to_string()
+        );
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        let c = resolve(Args::default(), file.clone(), None).unwrap();
+        let a = c.storage.auto_storage.clone().unwrap();
+        assert_eq!(a.account, "devstoreaccount1");
+        assert_eq!(a.key.expose(), "c2VjcmV0a2V5");
+        assert_eq!(a.blob_endpoint, "http://127.0.0.1:10000/devstoreaccount1");
+        assert!(!format!("{c:?}").contains("c2VjcmV0a2V5"));
+        assert_eq!(c.storage.file_endpoint.as_deref(), Some("127.0.0.1:4450"));
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = resolve(Args::default(), file, None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("storage.auto_storage_key_file:"),
+            "{e}"
+        );
+
+        let d = resolve(Args::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(d.storage.blob_endpoint, DEFAULT_BLOB_ENDPOINT);
+        assert!(d.storage.auto_storage.is_none());
+        for bad in [
+            "[storage]\nauto_storage_account = \"a\"\n",
+            "[storage]\nfile_endpoint = \"nohost\"\n",
+            "[storage]\nblob_endpoint = \"ftp://x\"\n",
+            "[storage]\nauto_storage_key = \"inline\"\n",
+        ] {
+            let parsed = toml::from_str::<FileConfig>(bad);
+            match parsed {
+                Err(_) => {}
+                Ok(f) => {
+                    let e = resolve(Args::default(), f, None).unwrap_err();
+                    assert!(e.to_string().starts_with("storage."), "{e}");
+                }
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod local_provider;
 pub mod output;
 pub mod scheduler;
 pub mod setup_output;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 
