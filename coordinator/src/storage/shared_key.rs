@@ -1,6 +1,27 @@
-//! The SharedKey string-to-sign of the Blob service (versions 2009-09-19 and
-//! later): the verb, eleven standard headers (Content-Length empty when 0),
-//! the canonicalised `x-ms-*` headers and the canonicalised resource.
+//! SharedKey authorization of the Blob service (versions 2015-02-21 and
+//! later): the string to sign — the verb, eleven standard headers
+//! (Content-Length empty when 0), the canonicalised `x-ms-*` headers and the
+//! canonicalised resource — and its signature, the base64 HMAC-SHA256 of it
+//! under the account key (ring's HMAC, which rustls brings anyway).
+
+use base64::Engine as _;
+
+/// The account key (base64, as Azure shows it) as an HMAC key. The error
+/// never quotes the key.
+pub fn decode_key(key: &str) -> Result<ring::hmac::Key, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .map_err(|_| "the account key is not base64".to_string())?;
+    if bytes.is_empty() {
+        return Err("the account key is empty".into());
+    }
+    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+}
+
+/// The `Authorization: SharedKey <account>:<signature>` signature of `to_sign`.
+pub fn signature(key: &ring::hmac::Key, to_sign: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(key, to_sign.as_bytes()))
+}
 
 /// What a request contributes to its signature.
 #[derive(Debug, Clone, Default)]
@@ -10,10 +31,11 @@ pub struct Request<'a> {
     pub headers: Vec<(&'a str, &'a str)>,
     pub content_length: u64,
     pub account: &'a str,
-    /// The URL path, starting with `/` (for Azurite's path-style URLs, without
-    /// the account segment that Azurite expects again in the resource).
+    /// The URL path as sent, starting with `/`. An emulator's path-style URL
+    /// keeps its account segment, so the account appears twice in the
+    /// resource (`/devstoreaccount1/devstoreaccount1/<container>`).
     pub path: &'a str,
-    /// Query parameters, undecoded.
+    /// Query parameters, names as sent and values decoded.
     pub query: Vec<(&'a str, &'a str)>,
 }
 
@@ -113,6 +135,19 @@ mod tests {
              /devstoreaccount1/devstoreaccount1/batchaicontainer\n\
              restype:container"
         );
+    }
+
+    #[test]
+    fn signature_is_base64_hmac_sha256() {
+        // RFC 4231, test case 2 (key "Jefe"), its digest in base64.
+        let key = decode_key("SmVmZQ==").unwrap();
+        assert_eq!(
+            signature(&key, "what do ya want for nothing?"),
+            "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM="
+        );
+        let e = decode_key("not base64!").err().unwrap();
+        assert!(!e.contains("not base64!"), "{e}");
+        assert!(decode_key("").is_err());
     }
 
     #[test]
