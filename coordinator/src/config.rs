@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::domain::secret::Secret;
+use crate::domain::Secret;
+use crate::domain::auto_storage::AutoStorageAccount;
 
 /// Default config file, read if it exists and `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/bai/coordinator.toml";
@@ -87,7 +88,8 @@ pub struct FileConfig {
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
-    /// `[storage]`: the account behind `--use-auto-storage`.
+    /// `[storage]`: the account behind `--use-auto-storage`, and where this
+    /// machine reaches storage.
     pub storage: Option<StorageFile>,
 }
 
@@ -107,21 +109,31 @@ pub const DEFAULT_BLOB_ENDPOINT: &str = "https://{account}.blob.core.windows.net
 /// The storage account `--use-auto-storage` refers to, with its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoStorage {
-    pub account: String,
-    pub key: Secret,
-    /// The account's Blob endpoint, `{account}` already substituted.
+    pub account: AutoStorageAccount,
+    /// The account's Blob endpoint, `{account}` already substituted (a URL
+    /// `storage::blob::Endpoint::parse` takes).
     pub blob_endpoint: String,
 }
 
 /// The resolved `[storage]` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     /// `None`: no auto-storage account configured.
     pub auto_storage: Option<AutoStorage>,
     /// The Blob endpoint template (default [`DEFAULT_BLOB_ENDPOINT`]).
     pub blob_endpoint: String,
-    /// `host:port` replacing the host of every Azure Files URL (local agents).
+    /// `host:port` replacing the host of every Azure Files URL.
     pub file_endpoint: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            auto_storage: None,
+            blob_endpoint: DEFAULT_BLOB_ENDPOINT.into(),
+            file_endpoint: None,
+        }
+    }
 }
 
 /// The coordinator's resolved configuration.
@@ -137,7 +149,7 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub node_lost_timeout: Duration,
     /// Extra flags for local agents (`--ssh-port`, `--blob-endpoint`,
-    /// `--file-endpoint`).
+    /// `--file-endpoint`; the endpoints default to `[storage]`'s).
     pub local_agent_args: Vec<String>,
     pub storage: StorageConfig,
 }
@@ -155,10 +167,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(10),
             node_lost_timeout: Duration::from_secs(600),
             local_agent_args: Vec::new(),
-            storage: StorageConfig {
-                blob_endpoint: DEFAULT_BLOB_ENDPOINT.into(),
-                ..StorageConfig::default()
-            },
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -227,6 +236,9 @@ pub fn resolve(
         .or(file.state_dir)
         .or(state_directory.filter(|p| !p.as_os_str().is_empty()))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let storage_file = file.storage.unwrap_or_default();
+    // Local agents run on this machine, so they reach storage where the
+    // coordinator does unless told otherwise.
     let mut local_agent_args = Vec::new();
     if let Some(p) = args.local_agent_ssh_port.or(file.local_agent_ssh_port) {
         local_agent_args.extend(["--ssh-port".to_string(), p.to_string()]);
@@ -234,12 +246,14 @@ pub fn resolve(
     if let Some(u) = args
         .local_agent_blob_endpoint
         .or(file.local_agent_blob_endpoint)
+        .or_else(|| storage_file.blob_endpoint.clone())
     {
         local_agent_args.extend(["--blob-endpoint".to_string(), u]);
     }
     if let Some(h) = args
         .local_agent_file_endpoint
         .or(file.local_agent_file_endpoint)
+        .or_else(|| storage_file.file_endpoint.clone())
     {
         local_agent_args.extend(["--file-endpoint".to_string(), h]);
     }
@@ -266,7 +280,7 @@ pub fn resolve(
             args.node_lost_timeout_secs.or(file.node_lost_timeout_secs),
             600,
         )?,
-        storage: storage(file.storage.unwrap_or_default())?,
+        storage: storage(storage_file)?,
     })
 }
 
@@ -280,12 +294,9 @@ fn storage(s: StorageFile) -> Result<StorageConfig, ConfigError> {
     let template = s
         .blob_endpoint
         .unwrap_or_else(|| DEFAULT_BLOB_ENDPOINT.to_string());
-    if !(template.starts_with("https://") || template.starts_with("http://")) {
-        return Err(invalid(
-            "storage.blob_endpoint",
-            format!("{template:?} is not an http:// or https:// URL"),
-        ));
-    }
+    // Checked with a sample account: the template's own braces are no URL.
+    crate::storage::blob::Endpoint::parse(&template.replace("{account}", "account"))
+        .map_err(|rule| invalid("storage.blob_endpoint", rule))?;
     if let Some(f) = &s.file_endpoint {
         let ok = f
             .rsplit_once(':')
@@ -325,8 +336,7 @@ fn storage(s: StorageFile) -> Result<StorageConfig, ConfigError> {
             let key = read_key_file(&path)?;
             Some(AutoStorage {
                 blob_endpoint: template.replace("{account}", &account),
-                account,
-                key,
+                account: AutoStorageAccount { account, key },
             })
         }
     };
@@ -337,27 +347,40 @@ fn storage(s: StorageFile) -> Result<StorageConfig, ConfigError> {
     })
 }
 
+/// The account key from `path`: a file readable and writable by its owner
+/// only, holding the key as Azure shows it (base64). The mode is checked on
+/// the opened file, so what is read is what was checked. No message quotes
+/// the file's contents.
 fn read_key_file(path: &Path) -> Result<Secret, ConfigError> {
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let field = "storage.auto_storage_key_file";
-    let meta =
-        std::fs::metadata(path).map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| invalid(field, format!("{shown}: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| invalid(field, format!("{shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(invalid(field, format!("{shown} is not a file")));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(invalid(
             field,
             format!(
-                "{} has mode {mode:o}; a key file must be readable by its owner only (0600)",
-                path.display()
+                "{shown} has mode {mode:o}; a key file must be readable by its owner only (0600)"
             ),
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| invalid(field, format!("{shown}: {e}")))?;
     let key = text.trim();
     if key.is_empty() {
-        return Err(invalid(field, format!("{} is empty", path.display())));
+        return Err(invalid(field, format!("{shown} is empty")));
     }
+    crate::storage::shared_key::decode_key(key)
+        .map_err(|rule| invalid(field, format!("{shown}: {rule}")))?;
     Ok(Secret::new(key))
 }
 
@@ -441,11 +464,46 @@ mod tests {
         let file: FileConfig = toml::from_str(&text).unwrap();
         let c = resolve(Args::default(), file.clone(), None).unwrap();
         let a = c.storage.auto_storage.clone().unwrap();
-        assert_eq!(a.account, "devstoreaccount1");
-        assert_eq!(a.key.expose(), "c2VjcmV0a2V5");
+        assert_eq!(a.account.account, "devstoreaccount1");
+        assert_eq!(a.account.key.expose(), "c2VjcmV0a2V5");
         assert_eq!(a.blob_endpoint, "http://127.0.0.1:10000/devstoreaccount1");
         assert!(!format!("{c:?}").contains("c2VjcmV0a2V5"));
         assert_eq!(c.storage.file_endpoint.as_deref(), Some("127.0.0.1:4450"));
+        // Local agents reach storage where the coordinator does …
+        assert_eq!(
+            c.local_agent_args,
+            [
+                "--blob-endpoint",
+                "http://127.0.0.1:10000/{account}",
+                "--file-endpoint",
+                "127.0.0.1:4450"
+            ]
+        );
+        // … unless their own flags say otherwise.
+        let args = Args::parse_from([
+            "bai-coordinator",
+            "--local-agent-blob-endpoint",
+            "http://127.0.0.1:1/{account}",
+        ]);
+        let c = resolve(args, file.clone(), None).unwrap();
+        assert_eq!(
+            c.local_agent_args,
+            [
+                "--blob-endpoint",
+                "http://127.0.0.1:1/{account}",
+                "--file-endpoint",
+                "127.0.0.1:4450"
+            ]
+        );
+
+        std::fs::write(&key, "not base64 at all\n").unwrap();
+        let e = resolve(Args::default(), file.clone(), None).unwrap_err();
+        assert!(e.to_string().contains("not base64"), "{e}");
+        assert!(
+            !e.to_string().contains("at all"),
+            "the key is never quoted: {e}"
+        );
+        std::fs::write(&key, "c2VjcmV0a2V5\n").unwrap();
 
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = resolve(Args::default(), file, None).unwrap_err();
@@ -457,10 +515,18 @@ mod tests {
         let d = resolve(Args::default(), FileConfig::default(), None).unwrap();
         assert_eq!(d.storage.blob_endpoint, DEFAULT_BLOB_ENDPOINT);
         assert!(d.storage.auto_storage.is_none());
+        assert!(
+            d.local_agent_args.is_empty(),
+            "agents keep their own defaults"
+        );
         for bad in [
             "[storage]\nauto_storage_account = \"a\"\n",
             "[storage]\nfile_endpoint = \"nohost\"\n",
             "[storage]\nblob_endpoint = \"ftp://x\"\n",
+            "[storage]\nblob_endpoint = \"https://{account}.blob.core.windows.net/?sv=x\"\n",
+            "[storage]\nauto_storage_key_file = \"/k\"\n",
+            "[storage]\nauto_storage_account = \"Bad_Name\"\nauto_storage_key_file = \"/k\"\n",
+            "[storage]\nauto_storage_account = \"acct\"\nauto_storage_key_file = \"/nonexistent/k\"\n",
             "[storage]\nauto_storage_key = \"inline\"\n",
         ] {
             let parsed = toml::from_str::<FileConfig>(bad);
