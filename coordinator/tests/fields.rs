@@ -389,15 +389,6 @@ fn cluster_edit(path: &str) -> Option<ClusterEdit> {
                 ..Default::default()
             })
         },
-        "cluster.node_setup.mount_volumes.use_auto_storage" => |c| {
-            c.node_setup = Some(pb::NodeSetup {
-                mount_volumes: Some(pb::MountVolumes {
-                    use_auto_storage: true,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        },
         "cluster.node_setup.performance_counters_settings" => |c| {
             c.node_setup = Some(pb::NodeSetup {
                 performance_counters_settings: Some(pb::PerformanceCountersSettings {
