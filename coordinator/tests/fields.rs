@@ -275,12 +275,6 @@ fn job_edit(path: &str) -> Option<JobEdit> {
             .map(|(_, e)| *e);
     }
     Some(match path {
-        "job.mount_volumes.use_auto_storage" => |j| {
-            j.mount_volumes = Some(pb::MountVolumes {
-                use_auto_storage: true,
-                ..Default::default()
-            })
-        },
         "job.node_count" => |j| j.node_count = 2,
         "job.container_settings" => |j| {
             j.container_settings = Some(pb::ContainerSettings {

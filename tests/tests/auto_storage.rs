@@ -5,8 +5,10 @@
 //! container `batchaicontainer` exist, the node mounts both (rclone over
 //! FUSE, as in `node_storage.rs`; local agents get `[storage]`'s endpoints
 //! without flags of their own), and a job's bytes come back through
-//! Azurite's API and Samba's share directory. The key shows nowhere: not in
-//! a log, an answer, a process's argv or the database.
+//! Azurite's API and Samba's share directory; `bai job create
+//! --use-auto-storage` mounts them for the job alone, under
+//! `$AZ_BATCHAI_JOB_MOUNT_ROOT`. The key shows nowhere: not in a log, an
+//! answer, a process's argv or the database.
 //!
 //! Also: a container that exists already is fine, a refusing or unreachable
 //! Blob service stores nothing, no `[storage]` refuses the flag by its field,
@@ -98,7 +100,7 @@ fn auto_storage_cluster(ws: &str, name: &str, target: i32) -> pb::Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn use_auto_storage_creates_the_container_and_mounts_the_share_and_container() -> Result<()> {
+async fn use_auto_storage_mounts_the_share_and_container_for_clusters_and_jobs() -> Result<()> {
     if !standins::require_root()
         || standins::require_program("rclone").is_none()
         || standins::require_program("fusermount3").is_none()
@@ -183,6 +185,42 @@ async fn use_auto_storage_creates_the_container_and_mounts_the_share_and_contain
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(blob, "to-blob\n");
+
+    // The job's own auto-storage mounts, beside the cluster's.
+    let cmd = "set -e; m=\"$AZ_BATCHAI_JOB_MOUNT_ROOT\"; cat \"$m/autoafs/out.txt\"; \
+               echo job-share > \"$m/autoafs/job.txt\"; echo job-blob > \"$m/autobfs/job.txt\"";
+    let out = coord
+        .cli()
+        .args([
+            "job", "create", "-w", "ws", "-e", "ex", "-n", "jobio", "-c", "auto",
+        ])
+        .args(["--command-line", cmd, "--use-auto-storage"])
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    let job = c
+        .wait_job("ws", "ex", "jobio", Duration::from_secs(90))
+        .await?;
+    let job_out = String::from_utf8(c.read_output("ws", "ex", "jobio", "stdout.txt").await?)?;
+    let job_err = String::from_utf8(c.read_output("ws", "ex", "jobio", "stderr.txt").await?)?;
+    assert_eq!(
+        exec_state(&job),
+        pb::ExecutionState::Succeeded,
+        "{job_out} {job_err}\nagent logs:\n{}",
+        coord.agent_logs()
+    );
+    assert_eq!(job_out, "to-share\n", "the job sees the same share");
+    assert_eq!(
+        std::fs::read_to_string(samba.share_dir.join("job.txt"))?,
+        "job-share\n"
+    );
+    // The job's blob mount is gone before the job is reported, so the blob is written.
+    let got = azurite.rclone(&["cat", &format!(":azureblob:{CONTAINER}/job.txt")]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "job-blob\n");
+    let m = job.mount_volumes.clone().unwrap_or_default();
+    assert!(
+        m.use_auto_storage && m.azure_blob_file_systems.is_empty(),
+        "{m:?}"
+    );
 
     // What reads show: the flag, no volumes of the coordinator's, no key.
     let got = c
