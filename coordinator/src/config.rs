@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::domain::Secret;
+use crate::domain::auto_storage::AutoStorageAccount;
+
 /// Default config file, read if it exists and `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/bai/coordinator.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7150";
@@ -85,6 +88,52 @@ pub struct FileConfig {
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
+    /// `[storage]`: the account behind `--use-auto-storage`, and where this
+    /// machine reaches storage.
+    pub storage: Option<StorageFile>,
+}
+
+/// The `[storage]` table. The key is never inline: it lives in a 0600 file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    pub auto_storage_account: Option<String>,
+    pub auto_storage_key_file: Option<PathBuf>,
+    pub blob_endpoint: Option<String>,
+    pub file_endpoint: Option<String>,
+}
+
+/// Default Blob endpoint template; `{account}` is replaced by the account name.
+pub const DEFAULT_BLOB_ENDPOINT: &str = "https://{account}.blob.core.windows.net";
+
+/// The storage account `--use-auto-storage` refers to, with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoStorage {
+    pub account: AutoStorageAccount,
+    /// The account's Blob endpoint, `{account}` already substituted (a URL
+    /// `storage::blob::Endpoint::parse` takes).
+    pub blob_endpoint: String,
+}
+
+/// The resolved `[storage]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `None`: no auto-storage account configured.
+    pub auto_storage: Option<AutoStorage>,
+    /// The Blob endpoint template (default [`DEFAULT_BLOB_ENDPOINT`]).
+    pub blob_endpoint: String,
+    /// `host:port` replacing the host of every Azure Files URL.
+    pub file_endpoint: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            auto_storage: None,
+            blob_endpoint: DEFAULT_BLOB_ENDPOINT.into(),
+            file_endpoint: None,
+        }
+    }
 }
 
 /// The coordinator's resolved configuration.
@@ -100,8 +149,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub node_lost_timeout: Duration,
     /// Extra flags for local agents (`--ssh-port`, `--blob-endpoint`,
-    /// `--file-endpoint`).
+    /// `--file-endpoint`; the endpoints default to `[storage]`'s).
     pub local_agent_args: Vec<String>,
+    pub storage: StorageConfig,
 }
 
 impl Config {
@@ -117,6 +167,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(10),
             node_lost_timeout: Duration::from_secs(600),
             local_agent_args: Vec::new(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -185,6 +236,9 @@ pub fn resolve(
         .or(file.state_dir)
         .or(state_directory.filter(|p| !p.as_os_str().is_empty()))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let storage_file = file.storage.unwrap_or_default();
+    // Local agents run on this machine, so they reach storage where the
+    // coordinator does unless told otherwise.
     let mut local_agent_args = Vec::new();
     if let Some(p) = args.local_agent_ssh_port.or(file.local_agent_ssh_port) {
         local_agent_args.extend(["--ssh-port".to_string(), p.to_string()]);
@@ -192,12 +246,14 @@ pub fn resolve(
     if let Some(u) = args
         .local_agent_blob_endpoint
         .or(file.local_agent_blob_endpoint)
+        .or_else(|| storage_file.blob_endpoint.clone())
     {
         local_agent_args.extend(["--blob-endpoint".to_string(), u]);
     }
     if let Some(h) = args
         .local_agent_file_endpoint
         .or(file.local_agent_file_endpoint)
+        .or_else(|| storage_file.file_endpoint.clone())
     {
         local_agent_args.extend(["--file-endpoint".to_string(), h]);
     }
@@ -224,7 +280,108 @@ pub fn resolve(
             args.node_lost_timeout_secs.or(file.node_lost_timeout_secs),
             600,
         )?,
+        storage: storage(storage_file)?,
     })
+}
+
+fn invalid(field: &'static str, rule: String) -> ConfigError {
+    ConfigError::Invalid { field, rule }
+}
+
+/// Validates `[storage]` and reads the key file (which must not be readable
+/// by group or others).
+fn storage(s: StorageFile) -> Result<StorageConfig, ConfigError> {
+    let template = s
+        .blob_endpoint
+        .unwrap_or_else(|| DEFAULT_BLOB_ENDPOINT.to_string());
+    // Checked with a sample account: the template's own braces are no URL.
+    crate::storage::blob::Endpoint::parse(&template.replace("{account}", "account"))
+        .map_err(|rule| invalid("storage.blob_endpoint", rule))?;
+    if let Some(f) = &s.file_endpoint {
+        let ok = f
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(invalid(
+                "storage.file_endpoint",
+                format!("{f:?} is not host:port"),
+            ));
+        }
+    }
+    let auto_storage = match (s.auto_storage_account, s.auto_storage_key_file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "storage.auto_storage_key_file",
+                "required with auto_storage_account".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "storage.auto_storage_account",
+                "required with auto_storage_key_file".into(),
+            ));
+        }
+        (Some(account), Some(path)) => {
+            let valid = (3..=24).contains(&account.len())
+                && account
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !valid {
+                return Err(invalid(
+                    "storage.auto_storage_account",
+                    format!("{account:?} is not 3-24 lower-case letters and digits"),
+                ));
+            }
+            let key = read_key_file(&path)?;
+            Some(AutoStorage {
+                blob_endpoint: template.replace("{account}", &account),
+                account: AutoStorageAccount { account, key },
+            })
+        }
+    };
+    Ok(StorageConfig {
+        auto_storage,
+        blob_endpoint: template,
+        file_endpoint: s.file_endpoint,
+    })
+}
+
+/// The account key from `path`: a file readable and writable by its owner
+/// only, holding the key as Azure shows it (base64). The mode is checked on
+/// the opened file, so what is read is what was checked. No message quotes
+/// the file's contents.
+fn read_key_file(path: &Path) -> Result<Secret, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let field = "storage.auto_storage_key_file";
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| invalid(field, format!("{shown}: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| invalid(field, format!("{shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(invalid(field, format!("{shown} is not a file")));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            field,
+            format!(
+                "{shown} has mode {mode:o}; a key file must be readable by its owner only (0600)"
+            ),
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| invalid(field, format!("{shown}: {e}")))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(invalid(field, format!("{shown} is empty")));
+    }
+    crate::storage::shared_key::decode_key(key)
+        .map_err(|rule| invalid(field, format!("{shown}: {rule}")))?;
+    Ok(Secret::new(key))
 }
 
 #[cfg(test)]
@@ -291,5 +448,95 @@ mod tests {
             ..Args::default()
         };
         assert!(matches!(load(missing, None), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn storage_section() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "c2VjcmV0a2V5\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[storage]\nauto_storage_account = \"devstoreaccount1\"\nauto_storage_key_file = {:?}\nblob_endpoint = \"http://127.0.0.1:10000/{{account}}\"\nfile_endpoint = \"127.0.0.1:4450\"\n",
+            key.display().to_string()
+        );
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        let c = resolve(Args::default(), file.clone(), None).unwrap();
+        let a = c.storage.auto_storage.clone().unwrap();
+        assert_eq!(a.account.account, "devstoreaccount1");
+        assert_eq!(a.account.key.expose(), "c2VjcmV0a2V5");
+        assert_eq!(a.blob_endpoint, "http://127.0.0.1:10000/devstoreaccount1");
+        assert!(!format!("{c:?}").contains("c2VjcmV0a2V5"));
+        assert_eq!(c.storage.file_endpoint.as_deref(), Some("127.0.0.1:4450"));
+        // Local agents reach storage where the coordinator does …
+        assert_eq!(
+            c.local_agent_args,
+            [
+                "--blob-endpoint",
+                "http://127.0.0.1:10000/{account}",
+                "--file-endpoint",
+                "127.0.0.1:4450"
+            ]
+        );
+        // … unless their own flags say otherwise.
+        let args = Args::parse_from([
+            "bai-coordinator",
+            "--local-agent-blob-endpoint",
+            "http://127.0.0.1:1/{account}",
+        ]);
+        let c = resolve(args, file.clone(), None).unwrap();
+        assert_eq!(
+            c.local_agent_args,
+            [
+                "--blob-endpoint",
+                "http://127.0.0.1:1/{account}",
+                "--file-endpoint",
+                "127.0.0.1:4450"
+            ]
+        );
+
+        std::fs::write(&key, "not base64 at all\n").unwrap();
+        let e = resolve(Args::default(), file.clone(), None).unwrap_err();
+        assert!(e.to_string().contains("not base64"), "{e}");
+        assert!(
+            !e.to_string().contains("at all"),
+            "the key is never quoted: {e}"
+        );
+        std::fs::write(&key, "c2VjcmV0a2V5\n").unwrap();
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = resolve(Args::default(), file, None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("storage.auto_storage_key_file:"),
+            "{e}"
+        );
+
+        let d = resolve(Args::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(d.storage.blob_endpoint, DEFAULT_BLOB_ENDPOINT);
+        assert!(d.storage.auto_storage.is_none());
+        assert!(
+            d.local_agent_args.is_empty(),
+            "agents keep their own defaults"
+        );
+        for bad in [
+            "[storage]\nauto_storage_account = \"a\"\n",
+            "[storage]\nfile_endpoint = \"nohost\"\n",
+            "[storage]\nblob_endpoint = \"ftp://x\"\n",
+            "[storage]\nblob_endpoint = \"https://{account}.blob.core.windows.net/?sv=x\"\n",
+            "[storage]\nauto_storage_key_file = \"/k\"\n",
+            "[storage]\nauto_storage_account = \"Bad_Name\"\nauto_storage_key_file = \"/k\"\n",
+            "[storage]\nauto_storage_account = \"acct\"\nauto_storage_key_file = \"/nonexistent/k\"\n",
+            "[storage]\nauto_storage_key = \"inline\"\n",
+        ] {
+            let parsed = toml::from_str::<FileConfig>(bad);
+            match parsed {
+                Err(_) => {}
+                Ok(f) => {
+                    let e = resolve(Args::default(), f, None).unwrap_err();
+                    assert!(e.to_string().starts_with("storage."), "{e}");
+                }
+            }
+        }
     }
 }

@@ -4,11 +4,13 @@
 //! nodes and watchers.
 
 use crate::agent::registry::{Outbound, Sessions};
+use crate::domain::auto_storage::AutoStorageAccount;
 use crate::domain::{Job, JobKey, Node, now_millis};
 use crate::error::Result;
 use crate::events::JobEvents;
 use crate::output::OutputStore;
 use crate::setup_output::SetupOutputs;
+use crate::storage::AutoStorage;
 use crate::store::{Removed, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,8 @@ pub struct Core {
     pub setup_outputs: SetupOutputs,
     pub events: JobEvents,
     pub settings: Settings,
+    /// The `[storage]` auto-storage account and its Blob client, if configured.
+    pub auto_storage: Option<Arc<AutoStorage>>,
     scheduler: Notify,
     provider: Notify,
     shutdown: watch::Receiver<bool>,
@@ -71,10 +75,22 @@ impl Core {
             outputs,
             events: JobEvents::new(),
             settings,
+            auto_storage: None,
             scheduler: Notify::new(),
             provider: Notify::new(),
             shutdown,
         }
+    }
+
+    /// The same core with `[storage]`'s auto-storage account.
+    pub fn with_auto_storage(mut self, auto_storage: Option<AutoStorage>) -> Self {
+        self.auto_storage = auto_storage.map(Arc::new);
+        self
+    }
+
+    /// The auto-storage account expansion adds to volumes, if configured.
+    pub fn auto_storage_account(&self) -> Option<&AutoStorageAccount> {
+        self.auto_storage.as_deref().map(AutoStorage::account)
     }
 
     /// The node with the heartbeat time its live session saw (heartbeats are

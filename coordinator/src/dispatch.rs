@@ -125,7 +125,11 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         core.events.changed(&job);
         let sent = core.sessions.send(
             &node_id,
-            Outbound::Assign(Box::new(env::assignment(&job, &node_id))),
+            Outbound::Assign(Box::new(env::assignment(
+                &job,
+                &node_id,
+                core.auto_storage_account(),
+            ))),
         );
         if !sent {
             tracing::info!(job = %job.id, node = %node_id, "node went away; it gets the job when it registers");

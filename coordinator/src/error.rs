@@ -76,6 +76,20 @@ impl From<StoreError> for Error {
     }
 }
 
+/// The auto-storage container could not be made sure of: the service's
+/// refusal (a wrong key, say) is the configuration's to fix; no answer may
+/// pass, so the caller may retry.
+impl From<crate::storage::blob::BlobError> for Error {
+    fn from(e: crate::storage::blob::BlobError) -> Self {
+        use crate::storage::blob::BlobError as B;
+        let message = format!("auto-storage: {e}");
+        match e {
+            B::Refused { .. } | B::Invalid { .. } => Self::FailedPrecondition(message),
+            B::Unreachable { .. } | B::TimedOut { .. } => Self::Unavailable(message),
+        }
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Self::Internal(format!("io: {e}"))

@@ -15,6 +15,7 @@ pub mod local_provider;
 pub mod output;
 pub mod scheduler;
 pub mod setup_output;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 
@@ -53,6 +54,8 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("auto-storage: {0}")]
+    AutoStorage(String),
     #[error("grpc reflection: {0}")]
     Reflection(String),
     #[error("grpc server: {0}")]
@@ -109,17 +112,27 @@ pub async fn run(
     private_files(&state, config.local_agents)?;
     // No session survives a restart; agents reconnect and register again.
     store.disconnect_all_nodes().await?;
+    let auto_storage = config
+        .storage
+        .auto_storage
+        .as_ref()
+        .map(|a| storage::AutoStorage::new(a.account.clone(), &a.blob_endpoint))
+        .transpose()
+        .map_err(RunError::AutoStorage)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let core = Arc::new(Core::new(
-        Arc::new(store),
-        OutputStore::new(state.join("output")),
-        Settings {
-            heartbeat_interval: config.heartbeat_interval,
-            terminate_grace: config.terminate_grace,
-            node_lost_timeout: config.node_lost_timeout,
-        },
-        stop_rx.clone(),
-    ));
+    let core = Arc::new(
+        Core::new(
+            Arc::new(store),
+            OutputStore::new(state.join("output")),
+            Settings {
+                heartbeat_interval: config.heartbeat_interval,
+                terminate_grace: config.terminate_grace,
+                node_lost_timeout: config.node_lost_timeout,
+            },
+            stop_rx.clone(),
+        )
+        .with_auto_storage(auto_storage),
+    );
     let addr = listener.local_addr()?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -188,6 +201,13 @@ pub async fn run(
 
     write_addr_file(&state, addr)?;
     tracing::info!(%addr, state_dir = %state.display(), local_agents = config.local_agents, "listening on {addr}");
+    if let Some(a) = &core.auto_storage {
+        tracing::info!(
+            account = %a.account().account,
+            blob_endpoint = %a.blob().endpoint(),
+            "auto-storage account configured"
+        );
+    }
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify failed");
     }

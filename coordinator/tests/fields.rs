@@ -275,12 +275,6 @@ fn job_edit(path: &str) -> Option<JobEdit> {
             .map(|(_, e)| *e);
     }
     Some(match path {
-        "job.mount_volumes.use_auto_storage" => |j| {
-            j.mount_volumes = Some(pb::MountVolumes {
-                use_auto_storage: true,
-                ..Default::default()
-            })
-        },
         "job.node_count" => |j| j.node_count = 2,
         "job.container_settings" => |j| {
             j.container_settings = Some(pb::ContainerSettings {
@@ -385,15 +379,6 @@ fn cluster_edit(path: &str) -> Option<ClusterEdit> {
                 setup_task: Some(pb::SetupTask {
                     command_line: "apt install -y unzip".into(),
                     std_out_err_path_prefix: "$AZ_BATCHAI_MOUNT_ROOT/logs".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        },
-        "cluster.node_setup.mount_volumes.use_auto_storage" => |c| {
-            c.node_setup = Some(pb::NodeSetup {
-                mount_volumes: Some(pb::MountVolumes {
-                    use_auto_storage: true,
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -288,6 +288,11 @@ pub struct MountVolumesJson {
     pub azure_blob_file_systems: Vec<AzureBlobJson>,
     pub file_servers: Vec<FileServerRefJson>,
     pub unmanaged_file_systems: Vec<UnmanagedFsJson>,
+    /// bai's extension (az's `--use-auto-storage` as a field): the
+    /// coordinator's auto-storage share and container as well. Shown only
+    /// when set, so Batch AI's shape is unchanged otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub use_auto_storage: bool,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -379,7 +384,7 @@ fn creds_from_pb(c: Option<&pb::AzureStorageCredentialsInfo>) -> Option<Credenti
 impl MountVolumesJson {
     pub fn into_pb(self) -> pb::MountVolumes {
         pb::MountVolumes {
-            use_auto_storage: false,
+            use_auto_storage: self.use_auto_storage,
             azure_file_shares: self
                 .azure_file_shares
                 .into_iter()
@@ -426,6 +431,7 @@ impl MountVolumesJson {
 
     pub fn from_pb(m: &pb::MountVolumes) -> Self {
         MountVolumesJson {
+            use_auto_storage: m.use_auto_storage,
             azure_file_shares: m
                 .azure_file_shares
                 .iter()
@@ -491,6 +497,21 @@ pub fn errors_from_pb(v: &[pb::BatchAiError]) -> Vec<BatchAiErrorJson> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn use_auto_storage_is_shown_only_when_set_and_read_from_files() {
+        let plain =
+            serde_json::to_value(MountVolumesJson::from_pb(&pb::MountVolumes::default())).unwrap();
+        assert!(plain.get("useAutoStorage").is_none(), "{plain}");
+        let auto = pb::MountVolumes {
+            use_auto_storage: true,
+            ..Default::default()
+        };
+        let shown = serde_json::to_value(MountVolumesJson::from_pb(&auto)).unwrap();
+        assert_eq!(shown["useAutoStorage"], serde_json::json!(true));
+        let back: MountVolumesJson = serde_json::from_value(shown).unwrap();
+        assert_eq!(back.into_pb(), auto);
+    }
 
     #[test]
     fn cluster_refs() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The share's name.
+/// The share's name when [`Samba::start`] picks it.
 pub const SHARE: &str = "share";
 
 /// A running smbd. Dropping it stops smbd, waits for it and removes its user and files.
@@ -22,7 +22,9 @@ pub struct Samba {
     pub user: String,
     /// That user's password.
     pub password: String,
-    /// The directory [`SHARE`] serves, owned by [`Samba::user`].
+    /// The share's name.
+    pub share: String,
+    /// The directory the share serves, owned by [`Samba::user`].
     pub share_dir: PathBuf,
     // Dropped after `child` is stopped (fields drop in order): the user, then the files.
     _user: UserGuard,
@@ -60,10 +62,23 @@ impl Samba {
     /// smbd, smbpasswd or useradd is missing or smbd does not listen within 10 s (with the
     /// tail of its output).
     pub fn start(password: &str) -> io::Result<Samba> {
+        Samba::start_as(&unique_name("baismb"), SHARE, password)
+    }
+
+    /// Starts smbd serving share `share` to `user` (a storage account name, say) with
+    /// `password` (its key). The Unix user is made for it and removed on drop, so it
+    /// must not exist yet: an existing one is an error, never taken over.
+    pub fn start_as(user: &str, share: &str, password: &str) -> io::Result<Samba> {
         let smbd = which("smbd").ok_or_else(|| missing("smbd"))?;
         let smbpasswd = which("smbpasswd").ok_or_else(|| missing("smbpasswd"))?;
+        if uid_of(user).is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the user {user} exists already (left by a killed test? userdel it)"),
+            ));
+        }
         let dir = tempfile::Builder::new().prefix("bai-samba-").tempdir()?;
-        let user = unique_name("baismb");
+        let user = user.to_owned();
         let share_dir = dir.path().join("share");
         fs::create_dir(&share_dir)?;
         for sub in ["private", "lock", "state", "cache", "pid", "log", "ncalrpc"] {
@@ -76,7 +91,7 @@ impl Samba {
         for _ in 0..3 {
             let port = free_port()?;
             let conf = dir.path().join("smb.conf");
-            fs::write(&conf, config(dir.path(), &share_dir, port, &user))?;
+            fs::write(&conf, config(dir.path(), &share_dir, share, port, &user))?;
             set_password(&smbpasswd, &conf, &user, password)?;
             let out = dir.path().join("smbd.out");
             // Its own process group: smbd signals its whole group when it stops.
@@ -103,6 +118,7 @@ impl Samba {
                     port,
                     user,
                     password: password.to_owned(),
+                    share: share.to_owned(),
                     share_dir,
                     _user: guard,
                     _dir: dir,
@@ -148,7 +164,7 @@ fn has_processes(uid: u32) -> bool {
     })
 }
 
-fn config(dir: &Path, share: &Path, port: u16, user: &str) -> String {
+fn config(dir: &Path, share_dir: &Path, share: &str, port: u16, user: &str) -> String {
     let d = dir.display();
     format!(
         "[global]
@@ -175,12 +191,12 @@ fn config(dir: &Path, share: &Path, port: u16, user: &str) -> String {
    server min protocol = SMB2_02
    usershare path =
 
-[{SHARE}]
-   path = {share}
+[{share}]
+   path = {share_dir}
    read only = no
    valid users = {user}
 ",
-        share = share.display()
+        share_dir = share_dir.display()
     )
 }
 

@@ -126,7 +126,7 @@ async fn first_register(inbound: &mut Inbox) -> Result<Register, Error> {
 async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Register) {
     let registered = async {
         let cluster = core.store.get_cluster(&reg.workspace, &reg.cluster).await?;
-        let plan = node_setup::plan(&cluster);
+        let plan = node_setup::plan(&cluster, core.auto_storage_account());
         let status = reg.status.as_ref();
         let registration = NodeRegistration {
             node_id: reg.node_id.clone(),
@@ -230,16 +230,27 @@ impl Session {
             heartbeat_interval: self.core.settings.heartbeat_interval,
             resume,
         });
-        let held = self.setup_files().await?.held();
-        self.send(Outbound::Prepare {
-            plan: Box::new(self.plan.clone()),
-            held,
-        });
+        if let Some((step, error)) = self.plan.unpreparable() {
+            // Nothing the agent could do about it: say why here, send nothing.
+            self.prepared(PreparationReport {
+                generation: self.plan.generation.clone(),
+                preparation: Preparation::Unusable { step, error },
+                setup_run: String::new(),
+            })
+            .await?;
+        } else {
+            let held = self.setup_files().await?.held();
+            self.send(Outbound::Prepare {
+                plan: Box::new(self.plan.clone()),
+                held,
+            });
+        }
         for job in &plan.reassign {
             tracing::info!(job = %job.id, "re-sending an assignment the agent does not hold");
             self.send(Outbound::Assign(Box::new(crate::domain::env::assignment(
                 job,
                 &self.node_id,
+                self.core.auto_storage_account(),
             ))));
         }
         for id in &plan.terminate {

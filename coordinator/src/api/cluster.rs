@@ -41,6 +41,13 @@ impl ClusterService for ClusterApi {
         let c = required("cluster", request.into_inner().cluster)?;
         let c = cluster_from(c, now_millis()).map_err(Error::from)?;
         validate::cluster(&c).map_err(Error::from)?;
+        let mounts = c
+            .spec
+            .node_setup
+            .as_ref()
+            .and_then(|s| s.mount_volumes.as_ref());
+        super::auto_storage::prepare(&self.core, "cluster.node_setup.mount_volumes", mounts)
+            .await?;
         let c = self
             .core
             .store

@@ -49,6 +49,8 @@ impl JobService for JobApi {
                 .map_err(Error::from)?;
             validate::gpus_per_node(&job, &nodes).map_err(Error::from)?;
         }
+        let mounts = job.spec.mount_volumes.as_ref();
+        super::auto_storage::prepare(&self.core, "job.mount_volumes", mounts).await?;
         let job = self.core.store.create_job(job).await.map_err(Error::from)?;
         tracing::info!(job = %job.id, name = %job.key, cluster = %job.spec.cluster, "job created");
         self.core.events.changed(&job);

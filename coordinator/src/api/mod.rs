@@ -2,6 +2,7 @@
 //! (`convert`), validate it (`domain::validate`), call the store or a `Core`
 //! action, and convert the answer back. Errors go through `error::to_status`.
 
+mod auto_storage;
 pub mod cluster;
 mod cluster_files;
 pub mod convert;

@@ -9,6 +9,7 @@
 //! `AZ_BATCHAI_JOB_MOUNT_ROOT`, `AZ_BATCHAI_JOB_TEMP`, `AZ_BATCHAI_JOB_TEMP_DIR`,
 //! `AZ_BATCHAI_SHARED_JOB_TEMP`, `AZ_BATCHAI_STDOUTERR_DIR`, `AZ_BATCHAI_NUM_GPUS`).
 
+use super::auto_storage::{self, AutoStorageAccount};
 use super::spec::{
     ContainerSettings, EnvVar, MountVolumes, PythonScript, SecretEnvVar, ToolType, Toolkit,
 };
@@ -37,8 +38,9 @@ pub struct Assignment {
     pub tool_type: ToolType,
 }
 
-/// The assignment of `job` to `node_id` (single-node jobs: rank 0 of 1).
-pub fn assignment(job: &Job, node_id: &str) -> Assignment {
+/// The assignment of `job` to `node_id` (single-node jobs: rank 0 of 1), its
+/// volumes with the auto-storage ones of `auto` added if it asks for them.
+pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -> Assignment {
     let s = &job.spec;
     Assignment {
         job_id: job.id.clone(),
@@ -54,7 +56,10 @@ pub fn assignment(job: &Job, node_id: &str) -> Assignment {
         node_rank: 0,
         node_ids: vec![node_id.to_string()],
         gpu_uuids: job.gpu_uuids.clone(),
-        mount_volumes: s.mount_volumes.clone(),
+        mount_volumes: s
+            .mount_volumes
+            .as_ref()
+            .map(|m| auto_storage::expand(m, auto)),
         container_settings: s.container_settings.clone(),
         job_preparation_command_line: s.job_preparation_command_line.clone(),
         tool_type: s.toolkit.tool_type(),
@@ -271,7 +276,7 @@ mod tests {
     #[test]
     fn assignment_carries_the_job() {
         let job = fixtures::job("w", "e", "j", "c");
-        let a = assignment(&job, "node-1");
+        let a = assignment(&job, "node-1", None);
         assert_eq!(a.job_id, job.id);
         assert_eq!(a.node_ids, vec!["node-1".to_string()]);
         assert_eq!(a.node_rank, 0);
@@ -280,5 +285,28 @@ mod tests {
         assert_eq!(a.tool_type, ToolType::Custom);
         assert_eq!(a.secrets, job.spec.secrets);
         assert_eq!(a.max_wall_clock_time_ms, 7 * 24 * 3600 * 1000);
+    }
+
+    #[test]
+    fn assignment_adds_the_auto_storage_volumes() {
+        let mut job = fixtures::job("w", "e", "j", "c");
+        job.spec.mount_volumes = Some(MountVolumes {
+            use_auto_storage: true,
+            ..MountVolumes::default()
+        });
+        let account = AutoStorageAccount {
+            account: "autoacct".into(),
+            key: crate::domain::Secret::new("a2V5"),
+        };
+        let m = assignment(&job, "node-1", Some(&account))
+            .mount_volumes
+            .expect("volumes");
+        assert!(!m.use_auto_storage);
+        assert_eq!(m.azure_file_shares[0].relative_mount_path, "autoafs");
+        assert_eq!(m.azure_blob_file_systems[0].relative_mount_path, "autobfs");
+        let m = assignment(&job, "node-1", None)
+            .mount_volumes
+            .expect("volumes");
+        assert!(m.use_auto_storage, "what is missing stays visible");
     }
 }

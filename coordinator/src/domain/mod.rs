@@ -2,6 +2,7 @@
 //! validation, scheduling inputs and the environment of a job. Pure data and
 //! functions: no IO, no protocol types.
 
+pub mod auto_storage;
 pub mod env;
 pub mod gpus;
 pub mod names;

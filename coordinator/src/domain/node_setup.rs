@@ -3,6 +3,7 @@
 //! [`NodeSetupPlan`] with a `generation` that names it. Pure: built from the
 //! cluster, compared with what an agent reports.
 
+use super::auto_storage::{self, AutoStorageAccount};
 use super::spec::{EnvVar, MountVolumes, SecretEnvVar};
 use super::types::Cluster;
 use super::{BatchAiError, Secret};
@@ -33,6 +34,9 @@ pub struct NodeSetupPlan {
     /// deleted and created again under the same name gets a new one).
     pub generation: String,
     pub admin_user: Option<AdminUser>,
+    /// The cluster's volumes, the auto-storage ones added
+    /// ([`auto_storage::expand`]); `use_auto_storage` still set means this
+    /// coordinator has no auto-storage account to add ([`Self::unpreparable`]).
     pub mounts: MountVolumes,
     pub setup_task: Option<SetupTaskPlan>,
 }
@@ -41,6 +45,22 @@ impl NodeSetupPlan {
     /// Whether the node has nothing to do (it is ready as soon as it registers).
     pub fn is_empty(&self) -> bool {
         self.admin_user.is_none() && self.mounts.is_empty() && self.setup_task.is_none()
+    }
+
+    /// Why no node can be prepared for this plan, as the node's error: the
+    /// cluster asks for auto-storage and this coordinator's configuration
+    /// has no `[storage]` account (any more). The step is the share's mount.
+    pub fn unpreparable(&self) -> Option<(String, BatchAiError)> {
+        self.mounts.use_auto_storage.then(|| {
+            (
+                format!("mount {}", auto_storage::SHARE_PATH),
+                BatchAiError::new(
+                    "AutoStorageNotConfigured",
+                    "the cluster uses auto-storage and this coordinator has no auto-storage \
+                     account configured ([storage] auto_storage_account)",
+                ),
+            )
+        })
     }
 }
 
@@ -60,8 +80,9 @@ fn generation(c: &Cluster) -> String {
     format!("g{}", c.creation_time)
 }
 
-/// The node setup of cluster `c`.
-pub fn plan(c: &Cluster) -> NodeSetupPlan {
+/// The node setup of cluster `c`, with `auto` the coordinator's auto-storage
+/// account (if it has one).
+pub fn plan(c: &Cluster, auto: Option<&AutoStorageAccount>) -> NodeSetupPlan {
     let admin_user = c
         .spec
         .user_account
@@ -74,7 +95,8 @@ pub fn plan(c: &Cluster) -> NodeSetupPlan {
         });
     let setup = c.spec.node_setup.as_ref();
     let mounts = setup
-        .and_then(|s| s.mount_volumes.clone())
+        .and_then(|s| s.mount_volumes.as_ref())
+        .map(|m| auto_storage::expand(m, auto))
         .unwrap_or_default();
     let setup_task = setup
         .and_then(|s| s.setup_task.as_ref())
@@ -121,9 +143,10 @@ impl PreparationReport {
 }
 
 /// Whether a registering node is ready for `plan` without preparing: it has
-/// nothing to do, or its agent says it finished this generation.
+/// nothing to do, or its agent says it finished this generation (and the
+/// plan is one this coordinator can stand behind).
 pub fn ready_on_register(plan: &NodeSetupPlan, report: Option<&PreparationReport>) -> bool {
-    plan.is_empty() || report.is_some_and(|r| r.ready_for(plan))
+    plan.unpreparable().is_none() && (plan.is_empty() || report.is_some_and(|r| r.ready_for(plan)))
 }
 
 #[cfg(test)]
@@ -139,7 +162,7 @@ mod tests {
 
     #[test]
     fn an_empty_setup_needs_no_preparation() {
-        let p = plan(&cluster());
+        let p = plan(&cluster(), None);
         assert!(p.is_empty());
         assert!(ready_on_register(&p, None));
     }
@@ -162,7 +185,7 @@ mod tests {
             mount_volumes: None,
             app_insights: None,
         });
-        let p = plan(&c);
+        let p = plan(&c, None);
         assert!(!p.is_empty());
         assert_eq!(
             p.admin_user.as_ref().map(|u| u.name.as_str()),
@@ -190,10 +213,49 @@ mod tests {
     }
 
     #[test]
+    fn auto_storage_is_added_to_the_plan_or_makes_it_unpreparable() {
+        let mut c = cluster();
+        c.spec.node_setup = Some(NodeSetup {
+            setup_task: None,
+            mount_volumes: Some(MountVolumes {
+                use_auto_storage: true,
+                ..MountVolumes::default()
+            }),
+            app_insights: None,
+        });
+        let account = AutoStorageAccount {
+            account: "autoacct".into(),
+            key: Secret::new("a2V5"),
+        };
+        let p = plan(&c, Some(&account));
+        assert!(p.unpreparable().is_none());
+        assert_eq!(p.mounts.azure_file_shares[0].relative_mount_path, "autoafs");
+        assert_eq!(
+            p.mounts.azure_blob_file_systems[0].container_name,
+            "batchaicontainer"
+        );
+        let ready = PreparationReport {
+            generation: p.generation.clone(),
+            preparation: Preparation::Ready,
+            setup_run: String::new(),
+        };
+        assert!(ready_on_register(&p, Some(&ready)));
+
+        let p = plan(&c, None);
+        let (step, error) = p.unpreparable().expect("no account");
+        assert_eq!(step, "mount autoafs");
+        assert_eq!(error.code, "AutoStorageNotConfigured");
+        assert!(
+            !ready_on_register(&p, Some(&ready)),
+            "not even if it says so"
+        );
+    }
+
+    #[test]
     fn a_new_cluster_of_the_same_name_is_a_new_generation() {
         let a = cluster();
         let mut b = cluster();
         b.creation_time += 1;
-        assert_ne!(plan(&a).generation, plan(&b).generation);
+        assert_ne!(plan(&a, None).generation, plan(&b, None).generation);
     }
 }

@@ -86,9 +86,9 @@ pub struct MountVolumes {
     pub azure_blob_file_systems: Vec<AzureBlobFileSystem>,
     pub file_servers: Vec<FileServerMount>,
     pub unmanaged_file_systems: Vec<UnmanagedFileSystem>,
-    /// az's `--use-auto-storage`: on create, the coordinator replaces it with
-    /// its auto-storage share and container (`api::auto_storage`); a stored
-    /// spec never has it set.
+    /// az's `--use-auto-storage`: the coordinator's auto-storage share and
+    /// container as well. Stored as the flag; `auto_storage::expand` adds the
+    /// volumes when a node or job is sent them.
     #[serde(default)]
     pub use_auto_storage: bool,
 }

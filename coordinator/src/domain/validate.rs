@@ -9,6 +9,7 @@
 //! with it; `coordinator/tests/fields.rs` keeps that list and this module in
 //! step.
 
+use super::auto_storage;
 use super::names::{check_env_name, check_name};
 use super::spec::{ClusterSpec, EnvVar, MountVolumes, ScaleSettings, SecretEnvVar, Toolkit};
 use super::types::{Cluster, Experiment, Job, Node, Workspace};
@@ -369,7 +370,10 @@ pub fn env_vars(field: &str, vars: &[EnvVar], secrets: &[SecretEnvVar]) -> Resul
     Ok(())
 }
 
-/// Checks mount volumes under `field`.
+/// Checks mount volumes under `field`. With `use_auto_storage`, the
+/// auto-storage mount points (`autoafs`, `autobfs`) are taken; whether this
+/// coordinator has an auto-storage account is
+/// [`auto_storage::check_configured`]'s to say.
 pub fn mount_volumes(field: &str, m: &MountVolumes) -> Result {
     let mut paths = HashSet::new();
     let mut path = |f: String, p: &str| -> Result {
@@ -377,17 +381,17 @@ pub fn mount_volumes(field: &str, m: &MountVolumes) -> Result {
         if p.starts_with('/') || p.split('/').any(|s| s == ".." || s == ".") || p.contains('\0') {
             return Err(Invalid::new(f, "must be a relative path without '..'"));
         }
+        if let Some(taken) = auto_storage::reserved_path(p).filter(|_| m.use_auto_storage) {
+            return Err(Invalid::new(
+                f,
+                format!("{taken} is where use_auto_storage mounts the auto-storage account"),
+            ));
+        }
         if !paths.insert(p.to_string()) {
             return Err(Invalid::new(f, format!("duplicate mount path {p}")));
         }
         Ok(())
     };
-    if m.use_auto_storage {
-        return Err(Invalid::new(
-            format!("{field}.use_auto_storage"),
-            "this coordinator has no auto-storage account configured ([storage] auto_storage_account)",
-        ));
-    }
     for (i, a) in m.azure_file_shares.iter().enumerate() {
         let f = format!("{field}.azure_file_shares[{i}]");
         storage_account(&format!("{f}.account_name"), &a.account_name)?;

@@ -532,6 +532,14 @@ fn node_setup_rules() {
         use_auto_storage: false,
     };
     mounts(ok.clone()).expect("the seed's mounts");
+    mounts(MountVolumes {
+        use_auto_storage: true,
+        ..ok.clone()
+    })
+    .expect("the seed's mounts beside the auto-storage ones");
+    let mut own = ok.clone();
+    own.azure_file_shares[0].relative_mount_path = "autoafs".into();
+    mounts(own).expect("autoafs is the request's own without use_auto_storage");
     let f = "cluster.node_setup.mount_volumes";
     let cases: Vec<(MountVolumes, String)> = vec![
         (
@@ -598,10 +606,22 @@ fn node_setup_rules() {
         ),
         (
             MountVolumes {
+                azure_file_shares: vec![share("acct", url, "autoafs", "0777")],
                 use_auto_storage: true,
                 ..MountVolumes::default()
             },
-            format!("{f}.use_auto_storage"),
+            format!("{f}.azure_file_shares[0].relative_mount_path"),
+        ),
+        (
+            MountVolumes {
+                unmanaged_file_systems: vec![UnmanagedFileSystem {
+                    mount_command: "mount --bind /srv".into(),
+                    relative_mount_path: "autobfs/inside".into(),
+                }],
+                use_auto_storage: true,
+                ..MountVolumes::default()
+            },
+            format!("{f}.unmanaged_file_systems[0].relative_mount_path"),
         ),
     ];
     for (m, field) in cases {

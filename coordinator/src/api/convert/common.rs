@@ -184,9 +184,12 @@ pub fn mounts_from(field: &str, m: pb::MountVolumes) -> Result<MountVolumes, Inv
     Ok(out)
 }
 
+/// The volumes as stored: a read shows `use_auto_storage` as asked, not the
+/// volumes it adds (their key is the coordinator's); an agent is sent them
+/// expanded, so there the flag is set only if expansion had no account.
 pub fn mounts_to(m: &MountVolumes, mode: Secrets) -> pb::MountVolumes {
     pb::MountVolumes {
-        use_auto_storage: false,
+        use_auto_storage: m.use_auto_storage,
         azure_file_shares: m
             .azure_file_shares
             .iter()
