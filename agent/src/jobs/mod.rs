@@ -7,6 +7,7 @@
 //! or finished and not released, in memory or on disk) never starts a second
 //! process; the job's worker reports its current state instead.
 
+pub mod cgroup;
 pub mod env;
 pub mod job_mounts;
 pub mod launcher;
