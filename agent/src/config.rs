@@ -114,6 +114,9 @@ pub struct FileConfig {
     /// How the node reaches and mounts storage.
     #[serde(default)]
     pub storage: StorageFile,
+    /// Job cgroups (`jobs/cgroup/`).
+    #[serde(default)]
+    pub cgroups: crate::jobs::cgroup::CgroupConfig,
 }
 
 /// The `[storage]` table.
@@ -186,6 +189,7 @@ pub struct Config {
     /// The SSH port to report (else detected).
     pub ssh_port: Option<u16>,
     pub storage: StorageConfig,
+    pub cgroups: crate::jobs::cgroup::CgroupConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +307,7 @@ impl Config {
                 file_share_driver: f.storage.file_share_driver,
                 blob_driver: f.storage.blob_driver,
             },
+            cgroups: f.cgroups,
         })
     }
 

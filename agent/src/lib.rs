@@ -207,6 +207,12 @@ pub async fn run_with(
         "bai-agent starting"
     );
     let (node, facts, mounts) = start_preparer(&config, &node_id).await?;
+    let cgroups = {
+        let cfg = config.cgroups.clone();
+        tokio::task::spawn_blocking(move || jobs::cgroup::Cgroups::detect(&cfg))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    };
     let settings = JobSettings {
         layout: layout.clone(),
         shell: config.job_shell.clone(),
@@ -216,6 +222,8 @@ pub async fn run_with(
         node_id: node_id.clone(),
         run_as: node.run_as(),
         mounts: Some(mounts),
+        cgroups: Arc::new(cgroups),
+        gpu_minors: Arc::default(),
     };
     let mut jobs = JobManager::new(settings, launcher);
     let adopted = jobs

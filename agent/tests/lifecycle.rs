@@ -84,7 +84,7 @@ async fn terminate_sends_sigterm_first_and_waits_for_a_job_that_handles_it() {
     let marker = agent.job_temp("job-g").join("marker");
     assert_eq!(std::fs::read_to_string(marker).unwrap(), "term\n");
     let log = store.text("job-g", EXEC_LOG);
-    assert!(log.contains("sending SIGTERM to process group"), "{log}");
+    assert!(log.contains("sending SIGTERM to"), "{log}");
     assert!(!log.contains("grace period is over"), "{log}");
 }
 

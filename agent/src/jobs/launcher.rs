@@ -10,6 +10,7 @@
 //! group. Every method but [`Launcher::signal_group`] may block (it starts a
 //! process or reads `/proc`): call them off the async runtime.
 
+use super::cgroup::JobCgroup;
 use super::layout::JobPaths;
 use bai_common::process::ProcessHandle;
 use bai_common::procfs;
@@ -51,17 +52,27 @@ pub trait Launcher: Send + Sync + 'static {
     fn find_shim(&self, pid: Option<i32>, job_dir: &Path) -> Option<ShimHandle>;
     /// Whether process `pid` is alive and is the supervisor of `job_dir`.
     fn shim_alive(&self, pid: i32, job_dir: &Path) -> bool;
-    /// Sends `signal` to every process in group `pgid`; `Ok(false)` when the
-    /// group has no process left. Never blocks.
-    fn signal_group(&self, pgid: i32, signal: Signal) -> io::Result<bool>;
+    /// Sends `signal` to every process of the job: each one in `cgroup`
+    /// when it has one (frozen meanwhile, so none forks past the signal;
+    /// SIGKILL by `cgroup.kill` on v2), else group `pgid`. `Ok(false)`
+    /// when no process was left.
+    fn signal_job(&self, pgid: i32, cgroup: Option<&JobCgroup>, signal: Signal)
+    -> io::Result<bool>;
     /// Reaps a supervisor this agent started, once it has exited.
     fn reap(&self, pid: i32);
     /// SIGKILLs what is left of a job whose supervisor `shim_pid` died
-    /// without recording the exit: the job's process group `pgid` (when the
-    /// job was recorded as started), and processes that left the group but
-    /// not the supervisor's session and whose environment holds `marker`
+    /// without recording the exit: every process in its `cgroup` when it has
+    /// one; else the job's process group `pgid` (when the job was recorded
+    /// as started), and processes that left the group but not the
+    /// supervisor's session and whose environment holds `marker`
     /// (`NAME=value`). Returns how many kills were sent.
-    fn kill_lost(&self, shim_pid: Option<i32>, pgid: Option<i32>, marker: &str) -> usize;
+    fn kill_lost(
+        &self,
+        shim_pid: Option<i32>,
+        pgid: Option<i32>,
+        cgroup: Option<&JobCgroup>,
+        marker: &str,
+    ) -> usize;
 }
 
 /// The real launcher: re-executes the agent binary as `shim`.
@@ -121,7 +132,19 @@ impl Launcher for ShimLauncher {
         pid > 0 && is_shim_of(procfs::args(pid), job_dir)
     }
 
-    fn signal_group(&self, pgid: i32, signal: Signal) -> io::Result<bool> {
+    fn signal_job(
+        &self,
+        pgid: i32,
+        cgroup: Option<&JobCgroup>,
+        signal: Signal,
+    ) -> io::Result<bool> {
+        if let Some(cg) = cgroup {
+            let n = match signal {
+                Signal::SIGKILL => cg.kill_all(&[])?,
+                s => cg.signal_all(s, &[])?,
+            };
+            return Ok(n > 0);
+        }
         if pgid <= 1 {
             return Err(io::Error::other(format!(
                 "refusing to signal process group {pgid}"
@@ -138,7 +161,20 @@ impl Launcher for ShimLauncher {
         let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     }
 
-    fn kill_lost(&self, shim_pid: Option<i32>, pgid: Option<i32>, marker: &str) -> usize {
+    fn kill_lost(
+        &self,
+        shim_pid: Option<i32>,
+        pgid: Option<i32>,
+        cgroup: Option<&JobCgroup>,
+        marker: &str,
+    ) -> usize {
+        if let Some(cg) = cgroup {
+            // The cgroup holds every process the job started, and nothing else.
+            return cg.kill_all(&[]).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot kill the job's cgroup");
+                0
+            });
+        }
         let mut n = 0;
         // The group: a pgid cannot be reused while any member lives, so it is
         // the job's unless a process now has that pid outside the job's
@@ -152,8 +188,8 @@ impl Launcher for ShimLauncher {
         // Processes that left the group but stayed in the shim's session
         // (the shim is its session's leader, so the session id is its pid).
         // The marker tells them from a new session that reused the id.
-        // Processes that started sessions of their own escape this sweep;
-        // the job's cgroup will hold them once the agent places jobs in one.
+        // Processes that started sessions of their own escape this sweep:
+        // only hosts without cgroups come here.
         let Some(sid) = shim_pid.filter(|&p| p > 1) else {
             return n;
         };
@@ -191,8 +227,8 @@ mod tests {
     fn signalling_a_missing_group_says_so() {
         let l = launcher();
         // Pid 0x3fffff0 is far above any real pid_max default.
-        assert!(!l.signal_group(0x3fff_fff0, Signal::SIGTERM).unwrap());
-        assert!(l.signal_group(1, Signal::SIGTERM).is_err());
+        assert!(!l.signal_job(0x3fff_fff0, None, Signal::SIGTERM).unwrap());
+        assert!(l.signal_job(1, None, Signal::SIGTERM).is_err());
         assert!(!l.shim_alive(std::process::id() as i32, Path::new("/x")));
         assert!(l.find_shim(None, Path::new("/x/no-such-job")).is_none());
     }
@@ -293,8 +329,11 @@ mod tests {
         assert!(!procfs::has_env_entry(unmarked, &marker));
         // A group id now held outside the lost shim's session was reused.
         let l = launcher();
-        assert_eq!(l.kill_lost(Some(0x3fff_fff0), Some(unmarked), &marker), 0);
-        let n = l.kill_lost(Some(sid), Some(job), &marker);
+        assert_eq!(
+            l.kill_lost(Some(0x3fff_fff0), Some(unmarked), None, &marker),
+            0
+        );
+        let n = l.kill_lost(Some(sid), Some(job), None, &marker);
         assert!(n >= 2, "the group and the process that left it: {n}");
         wait_for("the job's group and the leaver die", &|| {
             !procfs::alive(job) && !procfs::alive(left)

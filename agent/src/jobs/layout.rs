@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <state-dir>/jobs/<job-id>/
-//!     launch.json      what to run: shell, command line, full environment (0600: holds secrets)
+//!     launch.json      what to run: shell, command line, full environment (0600: holds secrets),
+//!                      the job's cgroup directories and allowed GPU minors
 //!     started.json     written by the shim once the job's process runs: pids, start time
 //!     exit.json        written by the shim (or the agent) once the job has ended
 //!     terminate.json   written by the agent before it signals the job: why, when, grace
@@ -122,6 +123,15 @@ pub struct LaunchRecord {
     /// The cluster's admin user the job runs as (absent: the agent's user).
     #[serde(default)]
     pub run_as: Option<crate::node::admin_user::RunAs>,
+    /// The job's cgroup, created before the shim starts (absent: the host
+    /// has none, or the record predates cgroups). The shim spawns the job
+    /// inside it; a restarted agent signals and removes it from here.
+    #[serde(default)]
+    pub cgroup: Option<super::cgroup::JobCgroup>,
+    /// The NVIDIA GPU minors the job may open; `None`: not known, nothing
+    /// denied (the contract is in `cgroup/devices.rs`).
+    #[serde(default)]
+    pub gpu_minors: Option<Vec<u32>>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

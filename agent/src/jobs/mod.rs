@@ -46,6 +46,12 @@ pub struct JobSettings {
     /// How the node mounts (drivers, endpoints), for the jobs' own mounts;
     /// `None`: a job with mounts fails with `JobMountFailed`.
     pub mounts: Option<crate::node::mounts::MountContext>,
+    /// The host's job cgroups, found once at agent start.
+    pub cgroups: Arc<cgroup::Cgroups>,
+    /// The node's GPUs, UUID → NVIDIA minor number, from the GPU inventory:
+    /// how a job's `gpu_uuids` name its device nodes. Empty: not known (no
+    /// inventory), and a job's GPU devices are not confined.
+    pub gpu_minors: Arc<HashMap<String, u32>>,
 }
 
 /// The jobs this node holds, each with its worker task.

@@ -5,7 +5,10 @@
 //! a new process group with stdout/stderr opened straight onto the spool files
 //! (no pipe through the agent, so output survives the agent dying), records
 //! the pids in `started.json`, waits, kills whatever the job left behind in its
-//! process group, and writes `exit.json` atomically. Neither record is
+//! process group and its cgroup, and writes `exit.json` atomically. Where
+//! the host has cgroups, the job is spawned while the shim sits in the
+//! job's cgroup (recorded in `launch.json`), so it is born there; the shim
+//! then goes back to the agent's cgroup. Neither record is
 //! fsynced: like the spool output they describe a job that a power loss ends
 //! anyway (a record lost that way reads as missing, and the agent reports the
 //! job lost), while they survive any agent restart. Plain blocking code: no
@@ -100,7 +103,26 @@ pub fn run(job_dir: &Path) -> i32 {
             .env("USER", &u.name)
             .env("LOGNAME", &u.name);
     }
+    // In the job's cgroup while it is spawned, so the job is born there
+    // (no child of it ever runs outside), then back to the agent's.
+    let cgroup = rec.cgroup.as_ref();
+    if let Some(cg) = cgroup
+        && let Err(e) = cg.enter()
+    {
+        drop(oom);
+        return not_started(
+            "JobCgroupFailed",
+            format!("cannot enter the job's cgroup: {e}"),
+        );
+    }
     let spawned = cmd.spawn();
+    if let Some(cg) = cgroup
+        && let Err(e) = cg.leave()
+    {
+        log(&format!(
+            "the supervisor could not leave the job's cgroup ({e}): terminating the job may end the supervisor too"
+        ));
+    }
     drop(oom);
     let mut child = match spawned {
         Ok(c) => c,
@@ -144,6 +166,14 @@ pub fn run(job_dir: &Path) -> i32 {
     // unreaped leader keeps the group alive, so success says nothing about
     // leftovers: log nothing rather than claim a kill on every job.
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    // And so does whatever left the group (a `setsid()` child): the cgroup
+    // holds every process the job started.
+    if let Some(cg) = cgroup {
+        let me = std::process::id() as i32;
+        if let Err(e) = cg.kill_all(&[me, pid]) {
+            log(&format!("cannot kill what the job left in its cgroup: {e}"));
+        }
+    }
     let status = loop {
         match child.wait() {
             Ok(s) => break Some(s),

@@ -410,6 +410,18 @@ impl Drop for Agent {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // Jobs never released leave their cgroups (run as root): remove them.
+        let jobs = std::fs::read_dir(self.state_dir().join("jobs"));
+        for e in jobs.into_iter().flatten().flatten() {
+            let rec = std::fs::read(e.path().join("launch.json"))
+                .ok()
+                .and_then(|b| {
+                    serde_json::from_slice::<bai_agent::jobs::layout::LaunchRecord>(&b).ok()
+                });
+            if let Some(cg) = rec.and_then(|r| r.cgroup) {
+                let _ = cg.remove();
+            }
+        }
         if std::thread::panicking() {
             eprintln!("----- agent log -----\n{}", self.log());
         }

@@ -47,7 +47,8 @@ impl Drop for Subtree {
             Mode::None { .. } => Vec::new(),
         };
         for base in &bases {
-            for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let jobs = std::fs::read_dir(base).into_iter().flatten().flatten();
+            for e in jobs.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
                 let cg = JobCgroup {
                     version: if matches!(self.0.mode, Mode::V2 { .. }) {
                         Version::V2
@@ -267,4 +268,16 @@ fn a_v1_job_is_denied_the_gpus_it_was_not_given() {
         "Operation not permitted,No such device or address,Operation not permitted,Operation not permitted"
     );
     cg.remove().unwrap();
+}
+
+#[test]
+fn the_cgroups_table_of_the_agent_config() {
+    let f: crate::config::FileConfig =
+        toml::from_str("[cgroups]\nenabled = false\nroot = \"/x\"\n").unwrap();
+    assert!(!f.cgroups.enabled);
+    assert_eq!(f.cgroups.root, Path::new("/x"));
+    assert_eq!(f.cgroups.name, "bai", "unset keys keep their defaults");
+    let none: crate::config::FileConfig = toml::from_str("").unwrap();
+    assert_eq!(none.cgroups, CgroupConfig::default());
+    assert!(toml::from_str::<crate::config::FileConfig>("[cgroups]\nroots = \"/x\"\n").is_err());
 }

@@ -147,6 +147,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Hand
         wall_at: None,
         shim_pid: None,
         mounted: false,
+        cgroup: None,
         id: start.id,
         paths: start.paths,
     };
@@ -176,6 +177,8 @@ struct Worker {
     shim_pid: Option<i32>,
     /// The job has (or may have) mounts of its own to remove.
     mounted: bool,
+    /// The job's cgroup (from its preparation or `launch.json`).
+    cgroup: Option<super::cgroup::JobCgroup>,
 }
 
 /// What preparation found or made.
@@ -305,7 +308,7 @@ impl Worker {
                 Action::SigTerm => self.signal(nix::sys::signal::Signal::SIGTERM).await,
                 Action::SigKill => {
                     self.exec_log(
-                        "the grace period is over: sending SIGKILL to the job's process group"
+                        "the grace period is over: sending SIGKILL to every process of the job"
                             .into(),
                     )
                     .await;
@@ -502,7 +505,15 @@ impl Worker {
     async fn delete(&mut self) {
         let paths = self.paths.clone();
         let mounted = self.mounted;
+        let cgroup = self.cgroup.take();
         self.blocking(move || {
+            // Before the directory that records it: a crash in between
+            // leaves the record for the next agent to retry.
+            if let Some(cg) = cgroup
+                && let Err(e) = cg.remove()
+            {
+                warn!(error = %e, "cannot remove the job's cgroup");
+            }
             if mounted && let Err(e) = super::job_mounts::unmount_all(&paths) {
                 warn!(error = %e, "cannot remove the job's mounts: their records go with the job");
             }

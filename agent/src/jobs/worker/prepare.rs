@@ -1,8 +1,10 @@
 //! Setting up a new job's directory (blocking: run it off the runtime):
-//! directories, spool files, the job's own mounts, the job environment and
-//! `launch.json`; and recording a job that could not be started.
+//! directories, spool files, the job's own mounts, its cgroup (with the GPUs
+//! it was not given denied), the job environment and `launch.json`; and
+//! recording a job that could not be started.
 
 use crate::jobs::JobSettings;
+use crate::jobs::cgroup::JobCgroup;
 use crate::jobs::env::{NodePaths, job_env};
 use crate::jobs::job_mounts;
 use crate::jobs::layout::{self, JobPaths, LaunchRecord, log_line, write_record};
@@ -13,8 +15,34 @@ use std::path::Path;
 use std::time::SystemTime;
 use tracing::warn;
 
-/// Creates the job's directories, spool files and `launch.json`.
-pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Result<(), JobError> {
+/// The GPU minors a job may open, from its `gpu_uuids` and the node's map
+/// (see `cgroup/devices.rs`): `None` when the node's map is empty (no GPU
+/// inventory: nothing is denied); a UUID the map lacks is an error.
+pub fn gpu_minors(
+    uuids: &[String],
+    map: &std::collections::HashMap<String, u32>,
+) -> Result<Option<Vec<u32>>, JobError> {
+    if map.is_empty() {
+        return Ok(None);
+    }
+    uuids
+        .iter()
+        .map(|u| {
+            map.get(u)
+                .copied()
+                .ok_or_else(|| JobError::new("GpuNotFound", format!("this node has no GPU {u}")))
+        })
+        .collect::<Result<Vec<u32>, _>>()
+        .map(Some)
+}
+
+/// Creates the job's directories, spool files, cgroup and `launch.json`;
+/// returns the cgroup (none where the host has none).
+pub fn prepare(
+    settings: &JobSettings,
+    spec: &JobSpec,
+    paths: &JobPaths,
+) -> Result<Option<JobCgroup>, JobError> {
     let fail = |what: &str, path: &Path, e: std::io::Error| {
         JobError::new(
             "JobSetupFailed",
@@ -62,6 +90,21 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
         })?;
         job_mounts::mount_all(ctx, &spec.volumes, paths, run_as.as_ref())?
     };
+    let undo_mounts = || {
+        if !spec.volumes.is_empty() {
+            let _ = job_mounts::unmount_all(paths);
+        }
+    };
+    let gpu_minors =
+        gpu_minors(&spec.gpu_uuids, &settings.gpu_minors).inspect_err(|_| undo_mounts())?;
+    // Before launch.json: the shim reads the cgroup from it.
+    let cgroup = settings
+        .cgroups
+        .create(spec.job_id.as_str(), gpu_minors.as_deref())
+        .map_err(|e| {
+            undo_mounts();
+            JobError::new("JobCgroupFailed", e.to_string())
+        })?;
     let layout = &settings.layout;
     let env = job_env(
         &settings.base_env,
@@ -87,9 +130,14 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         assigned_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
         run_as,
+        cgroup,
+        gpu_minors,
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
         let _ = job_mounts::unmount_all(paths);
+        if let Some(cg) = &rec.cgroup {
+            let _ = cg.remove();
+        }
         return Err(fail("the launch record", &paths.launch, e));
     }
     let _ = log_line(
@@ -107,7 +155,7 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
     for line in mounted {
         let _ = log_line(&paths.stream(Stream::ExecutionLog), &line);
     }
-    Ok(())
+    Ok(rec.cgroup)
 }
 
 /// Records a job that could not be started: an `execution.log` line and
@@ -134,5 +182,24 @@ pub fn record_failure(paths: &JobPaths, err: JobError) -> JobExit {
         error: Some(err),
         terminated: false,
         lengths: paths.lengths(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_gpus_are_mapped_to_minors_when_the_node_knows_them() {
+        let uuids = vec!["GPU-b".to_string()];
+        let none = std::collections::HashMap::new();
+        assert_eq!(gpu_minors(&uuids, &none).unwrap(), None);
+        let map: std::collections::HashMap<String, u32> =
+            [("GPU-a".to_string(), 0), ("GPU-b".to_string(), 1)].into();
+        assert_eq!(gpu_minors(&uuids, &map).unwrap(), Some(vec![1]));
+        assert_eq!(gpu_minors(&[], &map).unwrap(), Some(vec![]));
+        let e = gpu_minors(&["GPU-z".to_string()], &map).unwrap_err();
+        assert_eq!(e.code, "GpuNotFound");
+        assert!(e.message.contains("GPU-z"));
     }
 }

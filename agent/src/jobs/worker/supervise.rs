@@ -7,6 +7,7 @@
 
 use super::phase::{Event, Phase};
 use super::{Origin, Prepared, Worker, prepare};
+use crate::jobs::cgroup::JobCgroup;
 use crate::jobs::job_mounts;
 use crate::jobs::launcher::ShimHandle;
 use crate::jobs::layout::{
@@ -35,6 +36,7 @@ struct Found {
     max_wall: Option<Duration>,
     /// The job has (or may have) mounts of its own.
     mounted: bool,
+    cgroup: Option<JobCgroup>,
 }
 
 /// The records an adopted job's directory held.
@@ -73,11 +75,12 @@ impl Worker {
                     Origin::New(_) | Origin::Adopted => {
                         // Watch first, so no record written after the reads is missed.
                         let w = watch(&paths);
-                        let max_wall = read_record::<LaunchRecord>(&paths.launch)
-                            .ok()
-                            .flatten()
+                        let launch = read_record::<LaunchRecord>(&paths.launch).ok().flatten();
+                        let max_wall = launch
+                            .as_ref()
                             .and_then(|r| r.max_wall_clock_ms)
                             .map(Duration::from_millis);
+                        let cgroup = launch.and_then(|r| r.cgroup);
                         let started = read_record::<StartedRecord>(&paths.started);
                         let known = started.as_ref().ok().and_then(|s| s.map(|s| s.shim_pid));
                         // Found before exit.json is read: a shim that is gone
@@ -88,6 +91,7 @@ impl Worker {
                             .ok()
                             .flatten();
                         return Found {
+                            cgroup,
                             mounted: job_mounts::has_mounts(&paths),
                             watch: w,
                             files: open_spool(&paths),
@@ -104,6 +108,7 @@ impl Worker {
                 };
                 let max_wall = spec.max_wall_clock_time;
                 let mut found = Found {
+                    cgroup: None,
                     mounted: !spec.volumes.is_empty(),
                     watch: None,
                     files: [None, None, None],
@@ -112,11 +117,14 @@ impl Worker {
                     adopted: None,
                     max_wall,
                 };
-                if let Err(err) = prepare::prepare(&deps.settings, &spec, &paths) {
-                    found.failed = Some(prepare::record_failure(&paths, err));
-                    // What execution.log says of the failure is shipped too.
-                    found.files = open_spool(&paths);
-                    return found;
+                match prepare::prepare(&deps.settings, &spec, &paths) {
+                    Ok(cgroup) => found.cgroup = cgroup,
+                    Err(err) => {
+                        found.failed = Some(prepare::record_failure(&paths, err));
+                        // What execution.log says of the failure is shipped too.
+                        found.files = open_spool(&paths);
+                        return found;
+                    }
                 }
                 found.watch = watch(&paths);
                 found.files = open_spool(&paths);
@@ -132,6 +140,7 @@ impl Worker {
             .await;
         self.files = found.files;
         self.mounted = found.mounted;
+        self.cgroup = found.cgroup;
         self.max_wall = found.max_wall;
         self.shim_pid = found.shim.as_ref().map(|h| h.pid);
         if let Some(exit) = found.failed {
@@ -276,16 +285,18 @@ impl Worker {
     }
 
     /// The supervisor is gone without an exit record: kill what is left of
-    /// the job (its process group, and what left the group but not the
-    /// supervisor's session) and record the exit ourselves.
+    /// the job (its cgroup; without one, its process group and what left
+    /// the group but not the supervisor's session) and record the exit
+    /// ourselves.
     async fn lose(&mut self, code: &str, msg: String) {
         let marker = format!("AZ_BATCHAI_STDOUTERR_DIR={}", self.paths.spool.display());
         let (launcher, paths) = (self.deps.launcher.clone(), self.paths.clone());
         let (shim, pgid) = (self.shim_pid, self.started.map(|s| s.pgid));
+        let cgroup = self.cgroup.clone();
         let code = code.to_owned();
         let (rec, lengths) = self
             .blocking(move || {
-                let killed = launcher.kill_lost(shim, pgid, &marker);
+                let killed = launcher.kill_lost(shim, pgid, cgroup.as_ref(), &marker);
                 warn!(killed, "{msg}");
                 let mut line = msg.clone();
                 if killed > 0 {
@@ -334,13 +345,18 @@ impl Worker {
                 self.max_wall.unwrap_or_default().as_secs()
             ),
         };
-        let how = match self.started {
-            Some(s) => format!(
+        let how = match (self.started, &self.cgroup) {
+            (Some(_), Some(cg)) => format!(
+                "sending SIGTERM to every process in the job's cgroup {}, SIGKILL in {:.1}s",
+                cg.describe(),
+                grace.as_secs_f64()
+            ),
+            (Some(s), None) => format!(
                 "sending SIGTERM to process group {}, SIGKILL in {:.1}s",
                 s.pgid,
                 grace.as_secs_f64()
             ),
-            None => "the job has not started yet; it will be stopped as it starts".to_owned(),
+            (None, _) => "the job has not started yet; it will be stopped as it starts".to_owned(),
         };
         info!(?reason, "terminating the job");
         let paths = self.paths.clone();
@@ -366,11 +382,12 @@ impl Worker {
     pub(super) async fn signal(&self, sig: Signal) {
         let Some(s) = self.started else { return };
         let (launcher, exit) = (self.deps.launcher.clone(), self.paths.exit.clone());
+        let cgroup = self.cgroup.clone();
         self.blocking(move || {
             // Once the supervisor has recorded the exit, the group is gone (it
             // kills leftovers first) and its id may be reused: never signal it.
             if !exit.exists()
-                && let Err(e) = launcher.signal_group(s.pgid, sig)
+                && let Err(e) = launcher.signal_job(s.pgid, cgroup.as_ref(), sig)
             {
                 warn!(error = %e, pgid = s.pgid, %sig, "cannot signal the job");
             }

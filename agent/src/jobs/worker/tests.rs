@@ -70,13 +70,24 @@ impl Launcher for FakeShim {
     fn shim_alive(&self, _pid: i32, _job_dir: &Path) -> bool {
         false
     }
-    fn signal_group(&self, pgid: i32, signal: Signal) -> std::io::Result<bool> {
+    fn signal_job(
+        &self,
+        pgid: i32,
+        _cgroup: Option<&crate::jobs::cgroup::JobCgroup>,
+        signal: Signal,
+    ) -> std::io::Result<bool> {
         assert_eq!(pgid, PGID);
         self.signals.lock().unwrap().push((signal, Instant::now()));
         Ok(true)
     }
     fn reap(&self, _pid: i32) {}
-    fn kill_lost(&self, _shim: Option<i32>, _pgid: Option<i32>, _marker: &str) -> usize {
+    fn kill_lost(
+        &self,
+        _shim: Option<i32>,
+        _pgid: Option<i32>,
+        _cgroup: Option<&crate::jobs::cgroup::JobCgroup>,
+        _marker: &str,
+    ) -> usize {
         0
     }
 }
@@ -125,6 +136,8 @@ impl Rig {
             default_grace: Duration::from_secs(10),
             run_as: tokio::sync::watch::channel(None).1,
             mounts: None,
+            cgroups: Arc::new(crate::jobs::cgroup::Cgroups::none()),
+            gpu_minors: Arc::default(),
             ship: ShipConfig {
                 chunk_bytes: 1 << 16,
                 max_unacked_bytes: 1 << 20,
