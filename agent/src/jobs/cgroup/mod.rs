@@ -11,8 +11,9 @@
 //!   kernel lets it. An agent in the root cgroup (no delegation, no
 //!   systemd) leaves itself there and uses `/<name>/jobs/<job-id>`.
 //! - **v1** (per-controller hierarchies `<root>/<controller>/`): for each of
-//!   `memory`, `cpuacct`, `pids`, `freezer`, `devices` that is mounted, the
-//!   job's directory is `<root>/<ctl>/<agent's path in ctl>/<name>/<job-id>`.
+//!   `memory`, `cpuacct`, `freezer` and (for a job with GPUs to deny)
+//!   `devices` that is mounted, the job's directory is
+//!   `<root>/<ctl>/<agent's path in ctl>/<name>/<job-id>`.
 //! - **none** (not root, read-only or absent cgroupfs, `enabled = false`):
 //!   logged once; jobs run in their process groups as before.
 //!
@@ -59,8 +60,12 @@ impl Default for CgroupConfig {
     }
 }
 
-/// The v1 controllers a job gets a directory in, where mounted.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpuacct", "pids", "freezer", "devices"];
+/// The v1 controllers a job gets a directory in, where mounted: figures
+/// (memory, cpuacct), kill (freezer), GPU confinement (devices, only for a
+/// job with GPUs to deny). Not `pids`: nothing uses it yet, and each
+/// controller costs the shim two migrations per job (each one a write lock
+/// that holds up every fork on the host for a moment).
+const V1_CONTROLLERS: [&str; 4] = ["memory", "cpuacct", "freezer", "devices"];
 /// The v2 controllers enabled for jobs, where available.
 const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
@@ -178,12 +183,14 @@ impl Cgroups {
             path: path.to_owned(),
             message: e.to_string(),
         };
+        let deny = self.devices.denied(gpu_minors);
         let cg = match &self.mode {
             Mode::None { .. } => return Ok(None),
             Mode::V1(ctls) => JobCgroup {
                 version: Version::V1,
                 dirs: ctls
                     .iter()
+                    .filter(|c| c.name != "devices" || !deny.is_empty())
                     .map(|c| CgroupDir {
                         controller: c.name.to_owned(),
                         path: c.base.join(job_id),
@@ -214,12 +221,12 @@ impl Cgroups {
             }
         }
         if let Some(d) = cg.dirs.iter().find(|d| d.controller == "devices") {
-            let deny = d.path.join("devices.deny");
-            for dev in self.devices.denied(gpu_minors) {
+            let file = d.path.join("devices.deny");
+            for dev in &deny {
                 // One rule per write: the kernel parses a single entry.
-                if let Err(e) = std::fs::write(&deny, dev.v1_rule()) {
+                if let Err(e) = std::fs::write(&file, dev.v1_rule()) {
                     undo(&cg);
-                    return Err(err("deny a GPU in", &deny, e));
+                    return Err(err("deny a GPU in", &file, e));
                 }
             }
         }
@@ -286,12 +293,13 @@ fn setup_v2(root: &Path, own: &Path, name: &str) -> io::Result<Mode> {
     let (base, home) = if own == Path::new("/") {
         // The root cgroup may hold processes and enable controllers at once.
         (root.join(name), own_dir)
-    } else if own.file_name().is_some_and(|n| n == "agent")
-        && own_dir.parent().is_some_and(|p| p.join("jobs").is_dir())
+    } else if let Some(parent) = own_dir
+        .parent()
+        .filter(|_| own.file_name().is_some_and(|n| n == "agent"))
     {
-        // Already in our leaf (a restart into it, or DelegateSubgroup=agent).
-        let parent = own_dir.parent().map(Path::to_owned).unwrap_or_default();
-        (parent, own_dir)
+        // Already in our leaf (systemd's DelegateSubgroup=agent, or a restart
+        // into it): the delegated subtree is the parent.
+        (parent.to_owned(), own_dir.clone())
     } else {
         let leaf = own_dir.join("agent");
         std::fs::create_dir_all(&leaf).map_err(|e| ctx("create", &leaf, e))?;

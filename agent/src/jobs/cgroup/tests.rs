@@ -255,6 +255,11 @@ fn a_v1_job_is_denied_the_gpus_it_was_not_given() {
     }));
     assert_eq!(cgs.devices().gpu_minors, [0, 1, 2, 3]);
     let cg = cgs.create("job-gpu", Some(&[1])).unwrap().unwrap();
+    assert!(cg.dirs.iter().any(|d| d.controller == "devices"));
+    // A job with nothing to deny is not placed in the devices controller.
+    let plain = cgs.create("job-plain", None).unwrap().unwrap();
+    assert!(plain.dirs.iter().all(|d| d.controller != "devices"));
+    plain.remove().unwrap();
     // Open each node from inside: ENXIO (allowed, no driver) or EPERM (denied).
     let script = format!(
         "for i in 0 1 2 3; do if ( exec 3<{0}/nvidia$i ) 2>/dev/null; then echo ok; else ( exec 3<{0}/nvidia$i ) 2>&1 | grep -o 'No such device or address\\|Operation not permitted' | head -1; fi; done | paste -sd,",
