@@ -536,6 +536,12 @@ pub struct DemoArgs {
     /// The bai-coordinator binary (default: next to this bai binary).
     #[arg(long = "coordinator-bin")]
     pub coordinator_bin: Option<PathBuf>,
+    /// Simulate this many GPUs on each local node (0: the machine's own).
+    #[arg(long = "fake-gpus", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub fake_gpus: u32,
+    /// GPUs the job takes per node (0: whole nodes).
+    #[arg(long = "gpus-per-node", default_value_t = 0)]
+    pub gpus_per_node: u32,
 }
 
 /// `KEY=VALUE` → (KEY, VALUE); the value may contain '='.

@@ -71,6 +71,10 @@ pub struct Args {
     /// Local agents reach Azure Files shares at this host:port (a Samba server).
     #[arg(long, value_name = "HOST:PORT")]
     pub local_agent_file_endpoint: Option<String>,
+    /// Local agents simulate this many GPUs each (for trying GPU jobs on a
+    /// machine without one; 0: they report the machine's real GPUs).
+    #[arg(long, value_name = "N")]
+    pub local_agent_fake_gpus: Option<u32>,
 }
 
 /// The config file's keys (all optional; flags override them).
@@ -88,6 +92,7 @@ pub struct FileConfig {
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
+    pub local_agent_fake_gpus: Option<u32>,
     /// `[storage]`: the account behind `--use-auto-storage`, and where this
     /// machine reaches storage.
     pub storage: Option<StorageFile>,
@@ -256,6 +261,16 @@ pub fn resolve(
         .or_else(|| storage_file.file_endpoint.clone())
     {
         local_agent_args.extend(["--file-endpoint".to_string(), h]);
+    }
+    match args.local_agent_fake_gpus.or(file.local_agent_fake_gpus) {
+        None | Some(0) => {}
+        Some(n) if n <= 64 => local_agent_args.extend(["--fake-gpus".to_string(), n.to_string()]),
+        Some(n) => {
+            return Err(ConfigError::Invalid {
+                field: "local_agent_fake_gpus",
+                rule: format!("{n} is more than 64"),
+            });
+        }
     }
     Ok(Config {
         local_agent_args,
