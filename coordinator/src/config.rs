@@ -38,6 +38,10 @@ pub struct Args {
     /// Address to serve gRPC on [default: 127.0.0.1:7150]; port 0 picks one.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address to serve Prometheus metrics on (`GET /metrics`) [default:
+    /// none]; port 0 picks one (written to <state>/metrics.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// State directory [default: $STATE_DIRECTORY or /var/lib/bai].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -82,6 +86,7 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub local_agents: Option<bool>,
     pub agent_bin: Option<PathBuf>,
@@ -145,6 +150,8 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (none: not served).
+    pub metrics_listen: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub local_agents: bool,
     /// `None`: `bai-agent` next to the coordinator's executable.
@@ -164,6 +171,7 @@ impl Config {
     pub fn for_state_dir(state_dir: &Path) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             state_dir: state_dir.to_path_buf(),
             local_agents: false,
             agent_bin: None,
@@ -272,8 +280,16 @@ pub fn resolve(
             });
         }
     }
+    let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+        None => None,
+        Some(m) => Some(m.parse().map_err(|_| ConfigError::Invalid {
+            field: "metrics_listen",
+            rule: format!("{m:?} is not an address like 0.0.0.0:9150"),
+        })?),
+    };
     Ok(Config {
         local_agent_args,
+        metrics_listen,
         listen,
         state_dir,
         local_agents: args.local_agents || file.local_agents.unwrap_or(false),

@@ -10,6 +10,7 @@ use crate::domain::env::Assignment;
 use crate::domain::gpus::Gpu;
 use crate::domain::node_setup::{NodeSetupPlan, Preparation, PreparationReport};
 use crate::domain::{BatchAiError, JobExit, Millis, NodeInfo};
+use crate::metrics::{GpuSample, JobSample, NodeSample};
 use crate::output::StreamKind;
 use crate::setup_output::Held;
 use bai_proto::v1 as pb;
@@ -45,10 +46,11 @@ pub struct Register {
 }
 
 /// An agent message in domain form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     Register(Box<Register>),
-    Heartbeat,
+    /// With the node's sample (host, GPUs, jobs).
+    Heartbeat(Box<NodeSample>),
     Started {
         job_id: String,
         start_time: Millis,
@@ -157,7 +159,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                 })
                 .collect(),
         })),
-        Some(In::Heartbeat(_)) => Inbound::Heartbeat,
+        Some(In::Heartbeat(h)) => Inbound::Heartbeat(Box::new(sample_from(h, now))),
         Some(In::JobStarted(s)) => Inbound::Started {
             start_time: s.start_time.as_ref().map(c::from_ts).unwrap_or(now),
             job_id: s.job_id,
@@ -243,6 +245,42 @@ fn ack(job_id: String, stream: StreamKind, offset: u64) -> pb::OutputAck {
 
 fn duration(d: std::time::Duration) -> prost_types::Duration {
     c::duration(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
+    NodeSample {
+        time: h.time.as_ref().map(c::from_ts).unwrap_or(now),
+        cpu_percent: h.cpu_percent,
+        memory_used_bytes: h.memory_used_bytes,
+        memory_total_bytes: h.memory_total_bytes,
+        gpus: h
+            .gpus
+            .into_iter()
+            .map(|g| GpuSample {
+                index: g.index,
+                uuid: g.uuid,
+                utilization_percent: g.utilization_percent,
+                memory_used_bytes: g.memory_used_bytes,
+                memory_total_bytes: g.memory_total_bytes,
+                temperature_celsius: g.temperature_celsius,
+                power_watts: g.power_watts,
+                sm_clock_mhz: g.sm_clock_mhz,
+                ecc_double_bit_errors: g.ecc_double_bit_errors,
+                xid_errors: g.xid_errors,
+            })
+            .collect(),
+        jobs: h
+            .jobs
+            .into_iter()
+            .map(|j| JobSample {
+                job_id: j.job_id,
+                cpu_seconds: j.cpu_seconds,
+                memory_bytes: j.memory_bytes,
+                memory_peak_bytes: j.memory_peak_bytes,
+                gpu_memory_bytes: j.gpu_memory_bytes,
+            })
+            .collect(),
+    }
 }
 
 fn gpu_from(g: pb::Gpu) -> Gpu {

@@ -197,6 +197,7 @@ async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Re
         {
             tracing::warn!(error = %e, "could not record the node as disconnected");
         }
+        core.metrics.forget(&s.node_id);
         tracing::info!("agent disconnected");
     }
     core.kick_provider();
@@ -471,9 +472,17 @@ impl Session {
             Inbound::Register(_) => Err(Error::FailedPrecondition(
                 "register: sent twice in one session".into(),
             )),
-            Inbound::Heartbeat => {
+            Inbound::Heartbeat(sample) => {
                 // Not a state change: kept in memory, stored when the session ends.
                 let now = now_millis();
+                self.core.metrics.record(
+                    crate::metrics::Source {
+                        workspace: self.workspace.clone(),
+                        cluster: self.cluster.clone(),
+                        node_id: self.node_id.clone(),
+                    },
+                    *sample,
+                );
                 self.last_heartbeat = Some(now);
                 self.core
                     .sessions

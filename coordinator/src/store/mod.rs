@@ -68,6 +68,17 @@ pub struct Removed {
     pub nodes: Vec<Node>,
 }
 
+/// Counts by state (see [`Store::state_counts`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateCounts {
+    /// (workspace, cluster, execution state, count), by the jobs' cluster.
+    pub jobs: Vec<(String, String, String, u64)>,
+    /// (workspace, cluster, node state, count).
+    pub nodes: Vec<(String, String, String, u64)>,
+    /// Running and terminating jobs.
+    pub active: Vec<Job>,
+}
+
 /// An agent's Register, as the store needs it.
 #[derive(Debug, Clone)]
 pub struct NodeRegistration {
@@ -188,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
     async fn terminate_job(&self, key: &JobKey, now: Millis) -> Result<Job>;
     /// Jobs running or terminating on the node.
     async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>>;
+    /// How many jobs (by their cluster) and nodes are in each state, and the
+    /// active jobs, read in one snapshot (for `/metrics`).
+    async fn state_counts(&self) -> Result<StateCounts>;
     /// What a scheduler pass needs, read in one snapshot: the nodes that may
     /// take a job (idle with no active job, or running with free GPUs and no
     /// whole-node job; connected or not, in node id order, with their

@@ -194,6 +194,32 @@ pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &
     );
 }
 
+pub async fn state_counts_group_jobs_and_nodes_by_cluster_and_state(b: &dyn Backend) {
+    let s = seeded(b).await;
+    assert_eq!(
+        s.state_counts().await.unwrap(),
+        crate::store::StateCounts::default()
+    );
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    s.create_job(fixtures::job("w", "e", "b", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    s.register_node(reg("n2", "c"), 10).await.unwrap();
+    s.assign_jobs(vec![(a.id.clone(), "n1".into())], 20)
+        .await
+        .unwrap();
+    let c = s.state_counts().await.unwrap();
+    let row = |st: &str, n: u64| ("w".to_string(), "c".to_string(), st.to_string(), n);
+    assert_eq!(c.jobs, vec![row("queued", 1), row("running", 1)]);
+    assert_eq!(c.nodes, vec![row("idle", 1), row("running", 1)]);
+    assert_eq!(c.active.len(), 1);
+    assert_eq!(c.active[0].id, a.id);
+}
+
 pub async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back(b: &dyn Backend) {
     let s = seeded(b).await;
     s.register_node(reg("n1", "c"), 10).await.unwrap();

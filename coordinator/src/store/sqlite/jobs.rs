@@ -162,6 +162,20 @@ pub fn active_on_node(tx: &Transaction, node_id: &str) -> Result<Vec<Job>> {
     )
 }
 
+/// Every running or terminating job, in creation order.
+pub fn active(tx: &Transaction) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select(concat!(
+            "execution_state IN ",
+            rows::active_states!(),
+            " ORDER BY seq"
+        )),
+        [],
+        rows::job,
+    )
+}
+
 pub fn delete(tx: &Transaction, key: &JobKey) -> Result<Job> {
     let job = get(tx, key)?;
     rows::exec(tx, "DELETE FROM jobs WHERE id = ?1", [&job.id])?;

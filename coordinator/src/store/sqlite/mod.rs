@@ -261,6 +261,27 @@ impl Store for SqliteStore {
         self.read(move |tx| jobs::active_on_node(tx, &node_id))
             .await
     }
+    async fn state_counts(&self) -> Result<crate::store::StateCounts> {
+        self.read(|tx| {
+            let count = |sql: &str| {
+                rows::query(tx, sql, [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+                })
+            };
+            Ok(crate::store::StateCounts {
+                jobs: count(
+                    "SELECT cluster_workspace, cluster, execution_state, count(*) FROM jobs \
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                )?,
+                nodes: count(
+                    "SELECT workspace, cluster, state, count(*) FROM nodes \
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                )?,
+                active: jobs::active(tx)?,
+            })
+        })
+        .await
+    }
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)> {
         self.read(|tx| {
             if !jobs::any_queued(tx)? {
