@@ -226,6 +226,13 @@ pub struct GpuConfig {
 pub fn open(cfg: &GpuConfig, node_id: &str) -> Arc<dyn GpuBackend> {
     match cfg.backend {
         BackendChoice::Fake => {
+            // The inject file's directory, so that a test or an operator can
+            // rename a file into it.
+            if let Some(dir) = cfg.fake.inject_path.as_deref().and_then(|p| p.parent())
+                && let Err(e) = std::fs::create_dir_all(dir)
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create the GPU inject directory");
+            }
             let fake = fake::FakeGpus::new(&cfg.fake, node_id);
             tracing::info!(gpus = cfg.fake.count, name = %cfg.fake.name, "simulating GPUs (gpu backend fake)");
             Arc::new(fake)
@@ -330,6 +337,26 @@ mod tests {
         );
         assert_eq!(s.at(2, 3), 10, "GPUs past the list wrap around");
         assert_eq!(Script { per_gpu: vec![] }.at(0, 0), 0);
+    }
+
+    #[test]
+    fn fake_backend_makes_its_inject_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inject = dir.path().join("gpu").join("inject");
+        let cfg = GpuConfig {
+            backend: BackendChoice::Fake,
+            fake: FakeSpec {
+                count: 2,
+                inject_path: Some(inject.clone()),
+                ..FakeSpec::default()
+            },
+            ..GpuConfig::default()
+        };
+        let b = open(&cfg, "n1");
+        assert_eq!(b.inventory().backend, "fake");
+        std::fs::write(&inject, "xid 1 79\n").expect("the directory exists");
+        assert_eq!(b.sample()[1].xid_count, 1);
+        assert_eq!(b.take_events().len(), 1);
     }
 
     #[test]
