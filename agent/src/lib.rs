@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod config;
 pub mod convert;
+pub mod gpu;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
