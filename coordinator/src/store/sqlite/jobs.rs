@@ -35,8 +35,8 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
         tx,
         "INSERT INTO jobs (id, workspace, experiment, name, cluster_workspace, cluster, spec, \
          creation_time, execution_state, execution_state_transition_time, start_time, end_time, \
-         exit_code, errors, node_id, attempt_started, requeue_on_exit, priority) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         exit_code, errors, node_id, attempt_started, requeue_on_exit, priority, gpus_per_node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             job.id,
             k.workspace,
@@ -56,6 +56,7 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
             job.attempt_started,
             job.requeue_on_exit,
             job.spec.scheduling_priority.rank(),
+            job.spec.gpus_per_node,
         ],
     )?;
     Ok(job)

@@ -92,8 +92,12 @@ CREATE INDEX jobs_node_state ON jobs (node_id, execution_state);
 ALTER TABLE nodes ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
 "#,
     r#"
--- The GPUs (UUIDs, a JSON array) a job's current or last attempt holds.
+-- The GPUs (UUIDs, a JSON array) a job's current or last attempt holds, and
+-- how many it asks for per node (0: the whole node) as a column, so a node's
+-- holdings are read without parsing the spec.
 ALTER TABLE jobs ADD COLUMN gpu_uuids TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN gpus_per_node INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET gpus_per_node = COALESCE(json_extract(spec, '$.gpus_per_node'), 0);
 "#,
 ];
 
