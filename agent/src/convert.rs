@@ -35,6 +35,10 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
                 file_share_driver: r.file_share_driver,
                 blob_driver: r.blob_driver,
                 status: r.status.map(node_status),
+                gpus: r.gpus.gpus.into_iter().map(gpu_to_pb).collect(),
+                gpu_backend: r.gpus.backend,
+                gpu_driver_version: r.gpus.driver_version,
+                cuda_version: r.gpus.cuda_version,
                 ..Default::default()
             })
         }
@@ -46,10 +50,16 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             data: c.data,
             ..Default::default()
         }),
-        Outbound::Heartbeat { time, metrics } => AgentMsg::Heartbeat(pb::Heartbeat {
+        Outbound::Heartbeat { time, sample } => AgentMsg::Heartbeat(pb::Heartbeat {
             time: Some(time.into()),
-            cpu_percent: metrics.cpu_percent,
-            memory_used_bytes: metrics.memory_used_bytes,
+            cpu_percent: sample.host.cpu_percent,
+            memory_used_bytes: sample.host.memory_used_bytes,
+            memory_total_bytes: sample.host.memory_total_bytes,
+            gpus: sample
+                .gpus
+                .into_iter()
+                .map(|(index, total, g)| gpu_metrics_to_pb(index, total, g))
+                .collect(),
             ..Default::default()
         }),
         Outbound::JobStarted {
@@ -87,6 +97,34 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
         }),
     };
     pb::AgentMessage { msg: Some(msg) }
+}
+
+fn gpu_to_pb(g: crate::gpu::Gpu) -> pb::Gpu {
+    pb::Gpu {
+        index: g.index,
+        uuid: g.uuid,
+        name: g.name,
+        memory_bytes: g.memory_bytes,
+        pci_bus_id: g.pci_bus_id,
+        mig_mode: g.mig_mode,
+        ..Default::default()
+    }
+}
+
+fn gpu_metrics_to_pb(index: u32, total: u64, g: crate::gpu::GpuSample) -> pb::GpuMetrics {
+    pb::GpuMetrics {
+        index,
+        uuid: g.uuid,
+        utilization_percent: g.utilization_percent as f32,
+        memory_used_bytes: g.memory_used_bytes,
+        memory_total_bytes: total,
+        temperature_celsius: g.temperature_c as f32,
+        power_watts: g.power_milliwatts as f32 / 1000.0,
+        sm_clock_mhz: g.sm_clock_mhz,
+        ecc_double_bit_errors: g.ecc_double_bit,
+        xid_errors: g.xid_count,
+        ..Default::default()
+    }
 }
 
 fn node_status(st: NodeStatus) -> pb::NodeStatus {

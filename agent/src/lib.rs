@@ -208,6 +208,12 @@ pub async fn run_with(
         "bai-agent starting"
     );
     let (node, facts, mounts) = start_preparer(&config, &node_id).await?;
+    let gpus = {
+        let (cfg, id) = (config.gpu.clone(), node_id.clone());
+        tokio::task::spawn_blocking(move || gpu::open(&cfg, &id))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    };
     let settings = JobSettings {
         layout: layout.clone(),
         shell: config.job_shell.clone(),
@@ -239,6 +245,7 @@ pub async fn run_with(
         config,
         node_id,
         host,
+        gpus,
         shutdown: stop_rx,
         node,
         facts,

@@ -184,6 +184,8 @@ pub struct Registration {
     pub blob_driver: String,
     /// Where preparation stood (none before the first PrepareNode).
     pub status: Option<crate::node::NodeStatus>,
+    /// The node's GPUs and where they come from.
+    pub gpus: crate::gpu::Inventory,
 }
 
 /// Host metrics sent with each heartbeat.
@@ -191,6 +193,15 @@ pub struct Registration {
 pub struct HostMetrics {
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+}
+
+/// What one heartbeat carries: the host, every GPU, every running job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub host: HostMetrics,
+    /// With each GPU's index and total memory from the inventory.
+    pub gpus: Vec<(u32, u64, crate::gpu::GpuSample)>,
 }
 
 /// A message from the agent to the coordinator.
@@ -199,7 +210,7 @@ pub enum Outbound {
     Register(Box<Registration>),
     Heartbeat {
         time: SystemTime,
-        metrics: HostMetrics,
+        sample: Box<Sample>,
     },
     JobStarted {
         job_id: JobId,

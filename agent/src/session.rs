@@ -7,10 +7,11 @@
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::convert;
+use crate::gpu::GpuBackend;
 use crate::inventory::{HostInfo, primary_ip};
 use crate::jobs::JobManager;
 use crate::jobs::worker::Link;
-use crate::model::{Inbound, Outbound, Registration};
+use crate::model::{Inbound, Outbound, Registration, Sample};
 use crate::node::prepare::NodeHandle;
 use bai_proto::v1::agent_service_client::AgentServiceClient;
 use futures::StreamExt;
@@ -64,6 +65,8 @@ pub struct SessionCtx {
     pub config: Config,
     pub node_id: String,
     pub host: Arc<dyn HostInfo>,
+    /// The node's GPUs.
+    pub gpus: Arc<dyn GpuBackend>,
     pub shutdown: watch::Receiver<bool>,
     /// The node's preparation.
     pub node: NodeHandle,
@@ -146,6 +149,30 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         file_share_driver: ctx.facts.file_share_driver.clone(),
         blob_driver: ctx.facts.blob_driver.clone(),
         status: ctx.node.status(),
+        gpus: ctx.gpus.inventory(),
+    }
+}
+
+/// The host's and the GPUs' figures now (blocking: sysinfo reads /proc, NVML
+/// asks the driver).
+fn sample(host: &dyn HostInfo, gpus: &dyn GpuBackend) -> Sample {
+    let inventory = gpus.inventory();
+    let gpus = gpus
+        .sample()
+        .into_iter()
+        .map(|g| {
+            let (index, total) = inventory
+                .gpus
+                .iter()
+                .find(|i| i.uuid == g.uuid)
+                .map(|i| (i.index, i.memory_bytes))
+                .unwrap_or_default();
+            (index, total, g)
+        })
+        .collect();
+    Sample {
+        host: host.metrics(),
+        gpus,
     }
 }
 
@@ -232,11 +259,11 @@ async fn one(
         tokio::select! {
             _ = ctx.shutdown.wait_for(|s| *s) => return Ok(End::Stop(Stopped::Signal)),
             _ = tick.tick() => {
-                let host = ctx.host.clone();
-                let metrics = tokio::task::spawn_blocking(move || host.metrics())
+                let (host, gpus) = (ctx.host.clone(), ctx.gpus.clone());
+                let sample = tokio::task::spawn_blocking(move || sample(&*host, &*gpus))
                     .await
                     .unwrap_or_default();
-                let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), metrics });
+                let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), sample: Box::new(sample) });
             }
             msg = inbound.message() => match msg? {
                 None => return Ok(End::Closed),

@@ -79,6 +79,10 @@ pub struct Args {
     /// machine without one; 0: they report the machine's real GPUs).
     #[arg(long, value_name = "N")]
     pub local_agent_fake_gpus: Option<u32>,
+    /// Local agents read this agent.toml (its [gpu] table scripts the fake
+    /// GPUs, for instance); flags the coordinator passes them win.
+    #[arg(long, value_name = "PATH")]
+    pub local_agent_config: Option<PathBuf>,
 }
 
 /// The config file's keys (all optional; flags override them).
@@ -98,6 +102,7 @@ pub struct FileConfig {
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
     pub local_agent_fake_gpus: Option<u32>,
+    pub local_agent_config: Option<PathBuf>,
     /// `[storage]`: the account behind `--use-auto-storage`, and where this
     /// machine reaches storage.
     pub storage: Option<StorageFile>,
@@ -279,6 +284,15 @@ pub fn resolve(
                 rule: format!("{n} is more than 64"),
             });
         }
+    }
+    if let Some(p) = args.local_agent_config.or(file.local_agent_config) {
+        if !p.is_absolute() {
+            return Err(ConfigError::Invalid {
+                field: "local_agent_config",
+                rule: format!("{} is not an absolute path", p.display()),
+            });
+        }
+        local_agent_args.extend(["--config".to_string(), p.display().to_string()]);
     }
     let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
         None => None,

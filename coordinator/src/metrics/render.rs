@@ -203,14 +203,24 @@ pub fn render(samples: &[(Source, NodeSample)], counts: &Counts) -> String {
     }
     let mut jobs = Family::new("bai_jobs", "gauge", "Jobs by cluster and execution state.");
     let mut queue = Family::new("bai_queue_length", "gauge", "Queued jobs by cluster.");
+    // Every cluster with a job or a node has a queue length, 0 included, so
+    // that a dashboard's series do not vanish when the queue empties.
+    let mut queued: std::collections::BTreeMap<(&str, &str), u64> = counts
+        .nodes
+        .iter()
+        .map(|(ws, c, _, _)| ((ws.as_str(), c.as_str()), 0))
+        .collect();
     for (ws, c, state, n) in &counts.jobs {
-        let l = [("workspace", ws.as_str()), ("cluster", c.as_str())];
-        let mut with_state = l.to_vec();
+        let mut with_state = vec![("workspace", ws.as_str()), ("cluster", c.as_str())];
         with_state.push(("state", state.as_str()));
         jobs.add(&with_state, *n as f64);
+        let q = queued.entry((ws.as_str(), c.as_str())).or_default();
         if state == "queued" {
-            queue.add(&l, *n as f64);
+            *q += *n;
         }
+    }
+    for ((ws, c), n) in queued {
+        queue.add(&[("workspace", ws), ("cluster", c)], n as f64);
     }
     let mut nodes = Family::new("bai_nodes", "gauge", "Nodes by cluster and state.");
     for (ws, c, state, n) in &counts.nodes {

@@ -1,0 +1,299 @@
+//! GPUs end to end on simulated GPUs (the agent's fake backend, as a machine
+//! without one runs it): a node's GPUs in its view, two `gpusPerNode: 2`
+//! jobs sharing a 4-GPU node with disjoint GPUs (checked from inside the
+//! jobs), a whole-node job waiting until both end and then seeing every GPU,
+//! and a `gpusPerNode` no node can give refused at create.
+
+use anyhow::Result;
+use bai_proto::v1 as pb;
+use bai_tests::{Clients, Coordinator, CoordinatorOpts, custom_job, exec_state};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn submit(c: &mut Clients, name: &str, gpus: u32, cmd: &str) -> Result<pb::Job> {
+    let mut job = custom_job("ws", "ex", name, "c", cmd);
+    job.gpus_per_node = gpus;
+    Ok(c.jobs
+        .create_job(pb::CreateJobRequest { job: Some(job) })
+        .await?
+        .into_inner())
+}
+
+async fn node(c: &mut Clients) -> Result<pb::Node> {
+    Ok(c.clusters
+        .list_cluster_nodes(pb::ListClusterNodesRequest {
+            workspace: "ws".into(),
+            cluster: "c".into(),
+        })
+        .await?
+        .into_inner()
+        .nodes
+        .remove(0))
+}
+
+/// The job's stdout: the GPUs it was given, one line.
+async fn seen(c: &mut Clients, name: &str) -> Result<BTreeSet<String>> {
+    let out = String::from_utf8(c.read_output("ws", "ex", name, "stdout.txt").await?)?;
+    let line = out.lines().next().unwrap_or_default();
+    Ok(line
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_jobs_share_a_node_with_disjoint_gpus_and_a_whole_node_job_waits() -> Result<()> {
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec!["--local-agent-fake-gpus".into(), "4".into()],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let n = node(&mut c).await?;
+    assert_eq!(n.gpu_backend, "fake", "{n:?}");
+    assert_eq!(n.gpus.len(), 4, "{n:?}");
+    let all: BTreeSet<String> = n.gpus.iter().map(|g| g.uuid.clone()).collect();
+    assert_eq!(all.len(), 4, "distinct UUIDs");
+    assert!(all.iter().all(|u| u.starts_with("GPU-")), "{all:?}");
+    for (i, g) in n.gpus.iter().enumerate() {
+        assert_eq!(g.index as usize, i);
+        assert!(g.memory_bytes > 0 && !g.name.is_empty(), "{g:?}");
+    }
+
+    // Each waits for a file, so both run at once.
+    let go = tempfile::tempdir()?;
+    let gate = go.path().join("go");
+    let cmd = format!(
+        "echo \"$CUDA_VISIBLE_DEVICES\"; echo \"$AZ_BATCHAI_NUM_GPUS $NVIDIA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\"; \
+         until [ -e {} ]; do sleep 0.05; done",
+        gate.display()
+    );
+    let a = submit(&mut c, "a", 2, &cmd).await?;
+    let b = submit(&mut c, "b", 2, &cmd).await?;
+    bai_tests::eventually(WAIT, "both GPU jobs to run", || {
+        let mut c = c.clone();
+        async move {
+            let a = c.job("ws", "ex", "a").await?;
+            let b = c.job("ws", "ex", "b").await?;
+            Ok(exec_state(&a) == pb::ExecutionState::Running
+                && exec_state(&b) == pb::ExecutionState::Running
+                && !c
+                    .read_output("ws", "ex", "a", "stdout.txt")
+                    .await?
+                    .is_empty()
+                && !c
+                    .read_output("ws", "ex", "b", "stdout.txt")
+                    .await?
+                    .is_empty())
+        }
+    })
+    .await?;
+    let (sa, sb) = (seen(&mut c, "a").await?, seen(&mut c, "b").await?);
+    assert_eq!((sa.len(), sb.len()), (2, 2), "{sa:?} {sb:?}");
+    assert!(sa.is_disjoint(&sb), "{sa:?} {sb:?}");
+    assert_eq!(&sa | &sb, all);
+    let out = String::from_utf8(c.read_output("ws", "ex", "a", "stdout.txt").await?)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], format!("2 {} PCI_BUS_ID", lines[0]), "{out}");
+    // The API says the same: the job records and the node's view.
+    let ja = c.job("ws", "ex", "a").await?;
+    assert_eq!(ja.gpu_uuids.iter().cloned().collect::<BTreeSet<_>>(), sa);
+    assert_eq!(ja.gpus_per_node, 2);
+    let n = node(&mut c).await?;
+    assert_eq!(n.state, pb::NodeState::Running as i32);
+    for g in &n.gpus {
+        let holder = if sa.contains(&g.uuid) { &a.id } else { &b.id };
+        assert_eq!(&g.job_id, holder, "{g:?}");
+    }
+
+    // A whole-node job waits while the GPU jobs hold the node: it starts
+    // only after both have ended (the job times say so, no sleeping here).
+    submit(&mut c, "whole", 0, "echo \"$CUDA_VISIBLE_DEVICES\"").await?;
+    assert_eq!(
+        exec_state(&c.job("ws", "ex", "whole").await?),
+        pb::ExecutionState::Queued
+    );
+    std::fs::write(&gate, "")?;
+    let mut ended = Vec::new();
+    for name in ["a", "b", "whole"] {
+        let j = c.wait_job("ws", "ex", name, WAIT).await?;
+        assert_eq!(exec_state(&j), pb::ExecutionState::Succeeded, "{j:?}");
+        let info = j.execution_info.unwrap_or_default();
+        let start = info.start_time.as_ref().map(|t| (t.seconds, t.nanos));
+        let end = info.end_time.as_ref().map(|t| (t.seconds, t.nanos));
+        ended.push((start, end));
+    }
+    let (whole_start, a_end, b_end) = (ended[2].0, ended[0].1, ended[1].1);
+    assert!(
+        whole_start.is_some() && a_end.is_some() && b_end.is_some(),
+        "{ended:?}"
+    );
+    assert!(
+        whole_start >= a_end && whole_start >= b_end,
+        "the whole-node job started before a GPU job ended: {ended:?}"
+    );
+    let w = seen(&mut c, "whole").await?;
+    assert_eq!(w, all, "a whole-node job sees every GPU");
+
+    // More GPUs than the largest node has: refused by name, nothing stored.
+    let err = submit(&mut c, "huge", 5, "true").await.unwrap_err();
+    let status = err.downcast_ref::<tonic::Status>().expect("a status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("job.gpus_per_node: must be at most 4")
+            && status.message().contains(&n.node_id),
+        "{}",
+        status.message()
+    );
+    assert!(c.job("ws", "ex", "huge").await.is_err());
+    Ok(())
+}
+
+/// `GET /metrics` on the coordinator's metrics port, as Prometheus does.
+fn scrape(state: &std::path::Path) -> Result<String> {
+    use std::io::{Read, Write};
+    let addr = std::fs::read_to_string(state.join("metrics.addr"))?;
+    let mut s = std::net::TcpStream::connect(addr.trim())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bai\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "{text}");
+    Ok(text)
+}
+
+/// The value of the series `name{labels}` where every `(k, v)` of `want` is
+/// among its labels.
+fn value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            want.iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_has_dcgm_series_labelled_with_node_gpu_and_job() -> Result<()> {
+    let cfg = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        cfg.path(),
+        "[gpu]\nfake_utilization = [[30], [70]]\nfake_memory_used_mib = [[1024], [2048]]\n",
+    )?;
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-fake-gpus".into(),
+            "2".into(),
+            "--local-agent-config".into(),
+            cfg.path().display().to_string(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+            "--heartbeat-interval-secs".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let n = node(&mut c).await?;
+    let go = tempfile::tempdir()?;
+    let gate = go.path().join("go");
+    let job = submit(
+        &mut c,
+        "m",
+        1,
+        &format!("until [ -e {} ]; do sleep 0.05; done", gate.display()),
+    )
+    .await?;
+    bai_tests::eventually(WAIT, "the job to run", || {
+        let mut c = c.clone();
+        async move { Ok(exec_state(&c.job("ws", "ex", "m").await?) == pb::ExecutionState::Running) }
+    })
+    .await?;
+    let held = c.job("ws", "ex", "m").await?.gpu_uuids.remove(0);
+    let index = n
+        .gpus
+        .iter()
+        .find(|g| g.uuid == held)
+        .map(|g| g.index)
+        .expect("the job's GPU is the node's");
+    let other = n.gpus.iter().find(|g| g.uuid != held).expect("2 GPUs");
+    let (util, fb) = if index == 0 {
+        (30.0, 1024.0)
+    } else {
+        (70.0, 2048.0)
+    };
+    let mut text = String::new();
+    bai_tests::eventually(WAIT, "a scrape with the job's GPU", || {
+        let r = scrape(coord.state_dir());
+        let found = r.as_ref().is_ok_and(|t| {
+            value(t, "DCGM_FI_DEV_GPU_UTIL", &[("job_id", job.id.as_str())]).is_some()
+                && value(t, "bai_jobs", &[("state", "running")]) == Some(1.0)
+        });
+        if let Ok(t) = r {
+            text = t;
+        }
+        async move { Ok(found) }
+    })
+    .await?;
+    let mine = [
+        ("cluster", "c"),
+        ("node", n.node_id.as_str()),
+        ("UUID", held.as_str()),
+        ("job_id", job.id.as_str()),
+        ("bai_job", "ws/ex/m"),
+    ];
+    assert_eq!(
+        value(&text, "DCGM_FI_DEV_GPU_UTIL", &mine),
+        Some(util),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "DCGM_FI_DEV_FB_USED", &mine),
+        Some(fb),
+        "{text}"
+    );
+    assert!(
+        value(&text, "DCGM_FI_DEV_GPU_TEMP", &mine).is_some(),
+        "{text}"
+    );
+    assert!(
+        value(&text, "DCGM_FI_DEV_POWER_USAGE", &mine).is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "bai_gpu_xid_errors_total", &mine),
+        Some(0.0),
+        "{text}"
+    );
+    // The free GPU is there too, without a job label.
+    let free_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("DCGM_FI_DEV_GPU_UTIL{")
+                && l.contains(&format!("UUID=\"{}\"", other.uuid))
+        })
+        .unwrap_or_default();
+    assert!(!free_line.contains("job_id"), "{free_line}");
+    assert_eq!(
+        free_line.rsplit(' ').next(),
+        Some(if index == 0 { "70" } else { "30" })
+    );
+    assert_eq!(
+        value(&text, "bai_nodes", &[("state", "running")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "bai_queue_length", &[]), Some(0.0), "{text}");
+    std::fs::write(&gate, "")?;
+    c.wait_job("ws", "ex", "m", WAIT).await?;
+    Ok(())
+}
