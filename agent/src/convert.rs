@@ -43,6 +43,26 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             })
         }
         Outbound::NodeStatus(st) => AgentMsg::NodeStatus(node_status(st)),
+        Outbound::GpuHealth(r) => {
+            use crate::gpu::health::ReportKind as K;
+            let fault = r.is_fault();
+            let (kind, code) = match r.kind {
+                K::Xid(c) => (pb::GpuHealthEventKind::Xid, c),
+                K::DoubleBitEcc(n) => (pb::GpuHealthEventKind::DoubleBitEcc, n),
+                K::Recovered => (pb::GpuHealthEventKind::Recovered, 0),
+                K::CheckFailed => (pb::GpuHealthEventKind::CheckFailed, 0),
+            };
+            AgentMsg::GpuEvent(pb::GpuHealthEvent {
+                uuid: r.uuid,
+                index: r.index,
+                time: Some(r.time.into()),
+                kind: kind as i32,
+                code,
+                fault,
+                message: r.message,
+                ..Default::default()
+            })
+        }
         Outbound::SetupOutput(c) => AgentMsg::SetupOutput(pb::SetupOutput {
             run: c.run,
             stream: stream_to_pb(c.stream) as i32,
@@ -55,11 +75,7 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             cpu_percent: sample.host.cpu_percent,
             memory_used_bytes: sample.host.memory_used_bytes,
             memory_total_bytes: sample.host.memory_total_bytes,
-            gpus: sample
-                .gpus
-                .into_iter()
-                .map(|(index, total, g)| gpu_metrics_to_pb(index, total, g))
-                .collect(),
+            gpus: sample.gpus.into_iter().map(gpu_metrics_to_pb).collect(),
             ..Default::default()
         }),
         Outbound::JobStarted {
@@ -111,13 +127,15 @@ fn gpu_to_pb(g: crate::gpu::Gpu) -> pb::Gpu {
     }
 }
 
-fn gpu_metrics_to_pb(index: u32, total: u64, g: crate::gpu::GpuSample) -> pb::GpuMetrics {
+fn gpu_metrics_to_pb(f: crate::gpu::health::GpuFigures) -> pb::GpuMetrics {
+    let g = f.sample;
     pb::GpuMetrics {
-        index,
+        index: f.index,
         uuid: g.uuid,
         utilization_percent: g.utilization_percent as f32,
         memory_used_bytes: g.memory_used_bytes,
-        memory_total_bytes: total,
+        memory_total_bytes: f.memory_total_bytes,
+        last_xid: f.last_xid,
         temperature_celsius: g.temperature_c as f32,
         power_watts: g.power_milliwatts as f32 / 1000.0,
         sm_clock_mhz: g.sm_clock_mhz,

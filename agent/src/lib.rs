@@ -210,9 +210,10 @@ pub async fn run_with(
     let (node, facts, mounts) = start_preparer(&config, &node_id).await?;
     let gpus = {
         let (cfg, id) = (config.gpu.clone(), node_id.clone());
-        tokio::task::spawn_blocking(move || gpu::open(&cfg, &id))
+        let backend = tokio::task::spawn_blocking(move || gpu::open(&cfg, &id))
             .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        Arc::new(gpu::health::Watch::new(backend))
     };
     let settings = JobSettings {
         layout: layout.clone(),

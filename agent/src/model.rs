@@ -200,8 +200,7 @@ pub struct HostMetrics {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
     pub host: HostMetrics,
-    /// With each GPU's index and total memory from the inventory.
-    pub gpus: Vec<(u32, u64, crate::gpu::GpuSample)>,
+    pub gpus: Vec<crate::gpu::health::GpuFigures>,
 }
 
 /// A message from the agent to the coordinator.
@@ -228,6 +227,7 @@ pub enum Outbound {
         data: Vec<u8>,
     },
     NodeStatus(crate::node::NodeStatus),
+    GpuHealth(crate::gpu::health::Report),
     SetupOutput(crate::node::SetupChunk),
     /// An assignment refused before it became a job (its id is not valid):
     /// sent as `JobExited` with exit code -1 and the reason.

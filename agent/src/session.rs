@@ -7,7 +7,7 @@
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::convert;
-use crate::gpu::GpuBackend;
+use crate::gpu::health::Watch;
 use crate::inventory::{HostInfo, primary_ip};
 use crate::jobs::JobManager;
 use crate::jobs::worker::Link;
@@ -66,7 +66,7 @@ pub struct SessionCtx {
     pub node_id: String,
     pub host: Arc<dyn HostInfo>,
     /// The node's GPUs.
-    pub gpus: Arc<dyn GpuBackend>,
+    pub gpus: Arc<Watch>,
     pub shutdown: watch::Receiver<bool>,
     /// The node's preparation.
     pub node: NodeHandle,
@@ -149,30 +149,7 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         file_share_driver: ctx.facts.file_share_driver.clone(),
         blob_driver: ctx.facts.blob_driver.clone(),
         status: ctx.node.status(),
-        gpus: ctx.gpus.inventory(),
-    }
-}
-
-/// The host's and the GPUs' figures now (blocking: sysinfo reads /proc, NVML
-/// asks the driver).
-fn sample(host: &dyn HostInfo, gpus: &dyn GpuBackend) -> Sample {
-    let inventory = gpus.inventory();
-    let gpus = gpus
-        .sample()
-        .into_iter()
-        .map(|g| {
-            let (index, total) = inventory
-                .gpus
-                .iter()
-                .find(|i| i.uuid == g.uuid)
-                .map(|i| (i.index, i.memory_bytes))
-                .unwrap_or_default();
-            (index, total, g)
-        })
-        .collect();
-    Sample {
-        host: host.metrics(),
-        gpus,
+        gpus: ctx.gpus.backend().inventory(),
     }
 }
 
@@ -260,9 +237,21 @@ async fn one(
             _ = ctx.shutdown.wait_for(|s| *s) => return Ok(End::Stop(Stopped::Signal)),
             _ = tick.tick() => {
                 let (host, gpus) = (ctx.host.clone(), ctx.gpus.clone());
-                let sample = tokio::task::spawn_blocking(move || sample(&*host, &*gpus))
-                    .await
-                    .unwrap_or_default();
+                let (sample, reports) = tokio::task::spawn_blocking(move || {
+                    let (gpus, reports) = gpus.sample();
+                    (Sample { host: host.metrics(), gpus }, reports)
+                })
+                .await
+                .unwrap_or_default();
+                for r in reports {
+                    if r.is_fault() {
+                        warn!(gpu = %r.uuid, "{}", r.message);
+                    } else {
+                        info!(gpu = %r.uuid, "{}", r.message);
+                    }
+                    jobs.log_gpu_event(&r.uuid, &r.message);
+                    let _ = tx.send(Outbound::GpuHealth(r));
+                }
                 let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), sample: Box::new(sample) });
             }
             msg = inbound.message() => match msg? {

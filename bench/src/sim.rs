@@ -386,6 +386,7 @@ impl SimAgent {
                     sm_clock_mhz: 1980,
                     ecc_double_bit_errors: 0,
                     xid_errors: 0,
+                    last_xid: 0,
                 })
                 .collect(),
             jobs: Vec::new(),

@@ -250,6 +250,35 @@ pub enum ClusterNodeCmd {
         #[command(flatten)]
         ssh: SshArgs,
     },
+    /// A node's GPUs: their health history, and returning a faulted one to
+    /// service.
+    #[command(subcommand)]
+    Gpu(NodeGpuCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeGpuCmd {
+    /// Return a faulted GPU to service (after a reset or a repair): jobs may
+    /// be given it again. Recorded in its history.
+    Clear {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: String,
+        /// The GPU's index or UUID.
+        #[arg(short = 'g', long = "gpu")]
+        gpu: String,
+    },
+    /// The GPU health history (XIDs, ECC errors, recoveries, clears) of the
+    /// cluster's nodes, oldest first.
+    Events {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Only this node's.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -21,6 +21,8 @@ pub enum Kind {
     File,
     /// A setup output file of a cluster's node.
     ClusterFile,
+    /// An entry of a GPU health history.
+    GpuEvent,
 }
 
 /// az's table look: a header, a dashed line under it, columns apart by spaces.
@@ -88,22 +90,34 @@ fn drivers(v: &Value) -> String {
         .join(" ")
 }
 
-/// How many GPUs a node has and how many jobs hold: `4 (2 held)`.
+/// How many GPUs a node has, how many jobs hold and how many are faulted:
+/// `4 (2 held, 1 faulted)`.
 fn gpus(v: &Value) -> String {
     let Some(Value::Array(gpus)) = v.get("gpus") else {
         return String::new();
     };
-    let held = gpus
-        .iter()
-        .filter(|g| {
-            g.get("jobId")
-                .is_some_and(|j| j.as_str().is_some_and(|s| !s.is_empty()))
-        })
-        .count();
-    match (gpus.len(), held) {
+    let count = |key: &str, want: Option<&str>| {
+        gpus.iter()
+            .filter(|g| {
+                g.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| match want {
+                        Some(w) => s == w,
+                        None => !s.is_empty(),
+                    })
+            })
+            .count()
+    };
+    let (held, faulted) = (count("jobId", None), count("health", Some("faulted")));
+    let notes: Vec<String> = [(held, "held"), (faulted, "faulted")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    match (gpus.len(), notes.is_empty()) {
         (0, _) => String::new(),
-        (n, 0) => n.to_string(),
-        (n, h) => format!("{n} ({h} held)"),
+        (n, true) => n.to_string(),
+        (n, false) => format!("{n} ({})", notes.join(", ")),
     }
 }
 
@@ -170,6 +184,16 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("State", |v| text(v, "/executionState")),
             ("Exit code", |v| text(v, "/executionInfo/exitCode")),
             ("Created", |v| text(v, "/creationTime")),
+        ],
+        Kind::GpuEvent => &[
+            ("Time", |v| text(v, "/time")),
+            ("Node", |v| text(v, "/nodeId")),
+            ("GPU", |v| text(v, "/gpu")),
+            ("Kind", |v| text(v, "/kind")),
+            ("Code", |v| text(v, "/code")),
+            ("Fault", |v| text(v, "/fault")),
+            ("Job", |v| text(v, "/jobId")),
+            ("Message", |v| text(v, "/message")),
         ],
         Kind::ClusterFile => &[
             ("Name", |v| text(v, "/name")),

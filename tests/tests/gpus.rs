@@ -297,3 +297,242 @@ async fn metrics_endpoint_has_dcgm_series_labelled_with_node_gpu_and_job() -> Re
     c.wait_job("ws", "ex", "m", WAIT).await?;
     Ok(())
 }
+
+/// Puts `lines` into the fake GPUs' inject file of `node` (a whole file, by
+/// rename, as the fake expects).
+fn inject(coord: &Coordinator, node: &str, lines: &str) -> Result<()> {
+    let dir = coord.state_dir().join("local-nodes").join(node).join("gpu");
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(".inject.tmp");
+    std::fs::write(&tmp, lines)?;
+    std::fs::rename(&tmp, dir.join("inject"))?;
+    Ok(())
+}
+
+async fn gpu_events(c: &mut Clients) -> Result<Vec<pb::GpuHealthRecord>> {
+    Ok(c.clusters
+        .list_gpu_events(pb::ListGpuEventsRequest {
+            workspace: "ws".into(),
+            cluster: "c".into(),
+            node_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_xid_takes_its_gpu_out_of_scheduling_until_cleared_and_an_application_xid_does_not()
+-> Result<()> {
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-fake-gpus".into(),
+            "4".into(),
+            "--heartbeat-interval-secs".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let n = node(&mut c).await?;
+    assert!(n.gpus.iter().all(|g| g.health == "healthy"), "{n:?}");
+
+    // A job on one GPU, running until told.
+    let go = tempfile::tempdir()?;
+    let gate = go.path().join("go");
+    let wait = format!("until [ -e {} ]; do sleep 0.05; done", gate.display());
+    let victim = submit(&mut c, "victim", 1, &wait).await?;
+    let other = submit(&mut c, "other", 1, &wait).await?;
+    bai_tests::eventually(WAIT, "both jobs to run", || {
+        let mut c = c.clone();
+        async move {
+            Ok(
+                exec_state(&c.job("ws", "ex", "victim").await?) == pb::ExecutionState::Running
+                    && exec_state(&c.job("ws", "ex", "other").await?)
+                        == pb::ExecutionState::Running,
+            )
+        }
+    })
+    .await?;
+    let bad = c.job("ws", "ex", "victim").await?.gpu_uuids.remove(0);
+    let bad_index = n
+        .gpus
+        .iter()
+        .find(|g| g.uuid == bad)
+        .expect("its GPU")
+        .index;
+    let other_gpu = c.job("ws", "ex", "other").await?.gpu_uuids.remove(0);
+    let other_index = n
+        .gpus
+        .iter()
+        .find(|g| g.uuid == other_gpu)
+        .expect("its GPU")
+        .index;
+
+    // XID 13 (the application's) on the other job's GPU: history only.
+    // XID 79 (fallen off the bus) on the victim's: its GPU is faulted, the
+    // victim is terminated with GpuFault and its execution log says why.
+    inject(
+        &coord,
+        &n.node_id,
+        &format!("xid {other_index} 13\nxid {bad_index} 79\n"),
+    )?;
+    let j = c.wait_job("ws", "ex", "victim", WAIT).await?;
+    assert_eq!(exec_state(&j), pb::ExecutionState::Failed, "{j:?}");
+    let errors = j.execution_info.unwrap_or_default().errors;
+    assert_eq!(errors[0].code, "GpuFault", "{errors:?}");
+    assert!(errors[0].message.contains("XID 79"), "{errors:?}");
+    let log = String::from_utf8(c.read_output("ws", "ex", "victim", "execution.log").await?)?;
+    assert!(
+        log.contains(&format!("GPU {bad_index} ({bad}): XID 79")),
+        "{log}"
+    );
+    let n = node(&mut c).await?;
+    let g = |n: &pb::Node, u: &str| n.gpus.iter().find(|g| g.uuid == u).cloned().expect("GPU");
+    assert_eq!(g(&n, &bad).health, "faulted");
+    assert!(g(&n, &bad).fault_reason.contains("XID 79"));
+    assert_eq!(
+        g(&n, &other_gpu).health,
+        "healthy",
+        "XID 13 is the application's"
+    );
+    assert_eq!(
+        exec_state(&c.job("ws", "ex", "other").await?),
+        pb::ExecutionState::Running,
+        "the other job keeps running"
+    );
+    let log = String::from_utf8(c.read_output("ws", "ex", "other", "execution.log").await?)?;
+    bai_tests::eventually(WAIT, "XID 13 in the other job's log", || {
+        let mut c = c.clone();
+        async move {
+            let log =
+                String::from_utf8(c.read_output("ws", "ex", "other", "execution.log").await?)?;
+            Ok(log.contains("XID 13"))
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}: {log}"))?;
+
+    // Every job has ended, but one GPU is faulted: a 4-GPU job waits, and a
+    // whole-node job runs on the three healthy ones.
+    std::fs::write(&gate, "")?;
+    c.wait_job("ws", "ex", "other", WAIT).await?;
+    submit(&mut c, "big", 4, "echo \"$CUDA_VISIBLE_DEVICES\"").await?;
+    let whole = submit(&mut c, "whole", 0, "echo \"$CUDA_VISIBLE_DEVICES\"").await?;
+    let w = c.wait_job("ws", "ex", "whole", WAIT).await?;
+    assert_eq!(exec_state(&w), pb::ExecutionState::Succeeded);
+    let seen_whole = seen(&mut c, "whole").await?;
+    assert_eq!(
+        seen_whole.len(),
+        3,
+        "a whole-node job gets the healthy GPUs: {seen_whole:?}"
+    );
+    assert!(!seen_whole.contains(&bad));
+    assert_eq!(w.id, whole.id);
+    assert_eq!(
+        exec_state(&c.job("ws", "ex", "big").await?),
+        pb::ExecutionState::Queued,
+        "4 GPUs asked, 3 healthy"
+    );
+
+    // The operator clears it: the 4-GPU job runs, on every GPU.
+    let cleared = c
+        .clusters
+        .clear_node_gpu(pb::ClearNodeGpuRequest {
+            workspace: "ws".into(),
+            cluster: "c".into(),
+            node_id: n.node_id.clone(),
+            gpu: bad_index.to_string(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(g(&cleared, &bad).health, "healthy");
+    let big = c.wait_job("ws", "ex", "big", WAIT).await?;
+    assert_eq!(exec_state(&big), pb::ExecutionState::Succeeded, "{big:?}");
+    assert_eq!(seen(&mut c, "big").await?.len(), 4);
+
+    // The history: both XIDs (who held the GPU then), and the clear.
+    let events = gpu_events(&mut c).await?;
+    let kinds: Vec<(&str, u64, bool, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.code, e.fault, e.job_id.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("xid", 13, false, other.id.as_str()),
+            ("xid", 79, true, victim.id.as_str()),
+            ("cleared", 0, false, ""),
+        ],
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e.node_id == n.node_id));
+
+    // Bad input changes nothing.
+    for (node_id, gpu, code) in [
+        (n.node_id.as_str(), "7", tonic::Code::NotFound),
+        ("no-such-node", "0", tonic::Code::NotFound),
+        (n.node_id.as_str(), "", tonic::Code::InvalidArgument),
+    ] {
+        let err = c
+            .clusters
+            .clear_node_gpu(pb::ClearNodeGpuRequest {
+                workspace: "ws".into(),
+                cluster: "c".into(),
+                node_id: node_id.into(),
+                gpu: gpu.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{node_id} {gpu}: {err:?}");
+    }
+    assert_eq!(gpu_events(&mut c).await?.len(), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_recovers_when_its_health_check_passes_after_a_reset() -> Result<()> {
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-fake-gpus".into(),
+            "2".into(),
+            "--heartbeat-interval-secs".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let n = node(&mut c).await?;
+    let health = |n: &pb::Node| n.gpus.iter().map(|g| g.health.clone()).collect::<Vec<_>>();
+    inject(&coord, &n.node_id, "ecc 1 2\n")?;
+    bai_tests::eventually(WAIT, "GPU 1 faulted", || {
+        let mut c = c.clone();
+        async move { Ok(health(&node(&mut c).await?) == ["healthy", "faulted"]) }
+    })
+    .await?;
+    // A reset whose check fails keeps it out; one that passes returns it.
+    inject(&coord, &n.node_id, "reset 1 fail\n")?;
+    bai_tests::eventually(WAIT, "the failed check recorded", || {
+        let mut c = c.clone();
+        async move { Ok(gpu_events(&mut c).await?.len() == 2) }
+    })
+    .await?;
+    assert_eq!(health(&node(&mut c).await?), ["healthy", "faulted"]);
+    inject(&coord, &n.node_id, "reset 1\n")?;
+    bai_tests::eventually(WAIT, "GPU 1 back", || {
+        let mut c = c.clone();
+        async move { Ok(health(&node(&mut c).await?) == ["healthy", "healthy"]) }
+    })
+    .await?;
+    let kinds: Vec<String> = gpu_events(&mut c)
+        .await?
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(kinds, ["double_bit_ecc", "check_failed", "recovered"]);
+    Ok(())
+}

@@ -33,6 +33,8 @@ struct State {
     samples: u64,
     xid: Vec<u64>,
     ecc: Vec<u64>,
+    /// GPUs whose health check fails (`reset <gpu> fail`).
+    broken: Vec<bool>,
     events: Vec<GpuEvent>,
     processes: HashMap<String, Vec<GpuProcess>>,
 }
@@ -66,6 +68,7 @@ impl FakeGpus {
             state: Mutex::new(State {
                 xid: vec![0; n],
                 ecc: vec![0; n],
+                broken: vec![false; n],
                 ..State::default()
             }),
             problems: Problems::default(),
@@ -83,6 +86,7 @@ impl FakeGpus {
         match kind {
             GpuEventKind::Xid(_) => st.xid[i] += 1,
             GpuEventKind::DoubleBitEcc(n) => st.ecc[i] += n,
+            GpuEventKind::Reset => {}
         }
         st.events.push(GpuEvent {
             uuid: self.inventory.gpus[i].uuid.clone(),
@@ -91,9 +95,11 @@ impl FakeGpus {
         true
     }
 
-    /// Applies one line of the inject file: `xid <gpu> <code>` or
-    /// `ecc <gpu> [count]` (double-bit errors, default 1), `<gpu>` an index
-    /// or a UUID; blank lines and `#` comments are nothing.
+    /// Applies one line of the inject file: `xid <gpu> <code>`,
+    /// `ecc <gpu> [count]` (double-bit errors, default 1), `reset <gpu>` (a
+    /// reset after which the health check passes) or `reset <gpu> fail` (one
+    /// after which it fails), `<gpu>` an index or a UUID; blank lines and `#`
+    /// comments are nothing.
     ///
     /// The file is `[gpu]`'s inject path (`<state-dir>/gpu/inject` by
     /// default). Each [`GpuBackend::sample`] takes it if it exists (renames
@@ -111,7 +117,17 @@ impl FakeGpus {
             ["xid", _, code] => GpuEventKind::Xid(number(code)?),
             ["ecc", _] => GpuEventKind::DoubleBitEcc(1),
             ["ecc", _, n] => GpuEventKind::DoubleBitEcc(number(n)?),
-            _ => return Err("expected `xid <gpu> <code>` or `ecc <gpu> [count]`".into()),
+            ["reset", gpu] | ["reset", gpu, "fail"] => {
+                let i = self.find(gpu).ok_or_else(|| format!("no GPU {gpu:?}"))?;
+                self.lock().broken[i] = words.len() == 3;
+                GpuEventKind::Reset
+            }
+            _ => {
+                return Err(
+                    "expected `xid <gpu> <code>`, `ecc <gpu> [count]` or `reset <gpu> [fail]`"
+                        .into(),
+                );
+            }
         };
         if self.inject(words[1], kind) {
             Ok(())
@@ -215,6 +231,16 @@ impl GpuBackend for FakeGpus {
 
     fn take_events(&self) -> Vec<GpuEvent> {
         std::mem::take(&mut self.lock().events)
+    }
+
+    fn check(&self, uuid: &str) -> Result<(), String> {
+        match self.find(uuid) {
+            None => Err(format!("no GPU {uuid}")),
+            Some(i) if self.lock().broken[i] => Err(format!(
+                "GPU {i} does not answer after its reset (simulated)"
+            )),
+            Some(_) => Ok(()),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! takes milliseconds): async callers use the blocking pool.
 
 pub mod fake;
+pub mod health;
 pub mod nvml;
 
 use std::collections::BTreeSet;
@@ -100,6 +101,9 @@ pub enum GpuEventKind {
     Xid(u64),
     /// This many new uncorrected (double-bit) ECC errors.
     DoubleBitEcc(u64),
+    /// The GPU was reset (the fake's `reset`; NVML gives no such event, see
+    /// [`health`]): time for a health check.
+    Reset,
 }
 
 /// The node's GPUs. Implementations never panic on a device error: a figure
@@ -122,6 +126,11 @@ pub trait GpuBackend: Send + Sync + 'static {
     /// the sample's `xid_count` and `ecc_double_bit` count them too.
     fn take_events(&self) -> Vec<GpuEvent> {
         Vec::new()
+    }
+    /// A health check of GPU `uuid`: `Err` says why it is not usable.
+    fn check(&self, uuid: &str) -> Result<(), String> {
+        let _ = uuid;
+        Ok(())
     }
 }
 

@@ -253,6 +253,23 @@ impl GpuBackend for NvmlGpus {
     fn take_events(&self) -> Vec<GpuEvent> {
         std::mem::take(&mut self.counts().events)
     }
+
+    /// The GPU answers the queries a job's start depends on: its memory and
+    /// its compute processes.
+    fn check(&self, uuid: &str) -> Result<(), String> {
+        let i = self
+            .inventory
+            .gpus
+            .iter()
+            .position(|g| g.uuid == uuid)
+            .ok_or_else(|| format!("no GPU {uuid}"))?;
+        let d = &self.devices[i];
+        d.memory_info()
+            .map_err(|e| format!("GPU {i} memory query: {e}"))?;
+        d.running_compute_processes()
+            .map_err(|e| format!("GPU {i} process query: {e}"))?;
+        Ok(())
+    }
 }
 
 /// One GPU's inventory entry; `Err` if it has no UUID (it could not be

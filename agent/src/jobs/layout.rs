@@ -122,6 +122,10 @@ pub struct LaunchRecord {
     /// The cluster's admin user the job runs as (absent: the agent's user).
     #[serde(default)]
     pub run_as: Option<crate::node::admin_user::RunAs>,
+    /// The GPUs the job was given (for the GPU health and metrics of an
+    /// adopted job).
+    #[serde(default)]
+    pub gpu_uuids: Vec<String>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

@@ -244,6 +244,36 @@ impl JobManager {
         h.shared.lock().ok().map(|s| s.wakeups)
     }
 
+    /// Writes `message` into the execution log of every running job holding
+    /// GPU `uuid` (the GPU's fault events: the user sees them with the job's
+    /// output). Off the runtime: one small append per job.
+    pub fn log_gpu_event(&mut self, uuid: &str, message: &str) {
+        self.prune();
+        let holders: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, h)| {
+                h.shared
+                    .lock()
+                    .is_ok_and(|s| s.exit.is_none() && s.gpu_uuids.iter().any(|u| u == uuid))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in holders {
+            let path = self
+                .settings
+                .layout
+                .job(&id)
+                .stream(crate::model::Stream::ExecutionLog);
+            let message = message.to_owned();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = layout::log_line(&path, &message) {
+                    warn!(job = %id, error = %e, "cannot write a GPU event to the execution log");
+                }
+            });
+        }
+    }
+
     /// The phase of job `id`.
     pub fn phase(&self, id: &JobId) -> Option<Phase> {
         let h = self.jobs.get(id)?;

@@ -212,12 +212,30 @@ pub fn node(n: &pb::Node) -> Value {
             "pciBusId": g.pci_bus_id,
             "migMode": g.mig_mode,
             "jobId": g.job_id,
+            "health": g.health,
+            "faultReason": g.fault_reason,
+            "faultTime": ts(g.fault_time.as_ref()),
         })).collect::<Vec<_>>(),
     })));
     if let Value::Object(m) = &mut v {
         m.entry("runningJobIds").or_insert_with(|| json!([]));
     }
     v
+}
+
+/// One entry of a GPU health history.
+pub fn gpu_event(e: &pb::GpuHealthRecord) -> Value {
+    Value::Object(to_pruned(&json!({
+        "time": ts(e.time.as_ref()),
+        "nodeId": e.node_id,
+        "gpu": e.index,
+        "uuid": e.uuid,
+        "kind": e.kind,
+        "code": e.code,
+        "fault": e.fault,
+        "jobId": e.job_id,
+        "message": e.message,
+    })))
 }
 
 /// An output file, as listOutputFiles returned it.

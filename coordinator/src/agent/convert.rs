@@ -7,7 +7,7 @@ use crate::api::convert::{
     self as c, Secrets, container_to, env_to, error_from, mounts_to, secrets_as_env, tool_type_to,
 };
 use crate::domain::env::Assignment;
-use crate::domain::gpus::Gpu;
+use crate::domain::gpus::{Gpu, GpuEvent, GpuEventKind};
 use crate::domain::node_setup::{NodeSetupPlan, Preparation, PreparationReport};
 use crate::domain::{BatchAiError, JobExit, Millis, NodeInfo};
 use crate::metrics::{GpuSample, JobSample, NodeSample};
@@ -63,6 +63,8 @@ pub enum Inbound {
         data: Vec<u8>,
     },
     NodeStatus(PreparationReport),
+    /// A GPU health event (its node id is the session's, filled in later).
+    GpuEvent(Box<GpuEvent>),
     SetupOutput {
         run: String,
         stream: Option<StreamKind>,
@@ -172,6 +174,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
             data: o.data,
         },
         Some(In::NodeStatus(st)) => Inbound::NodeStatus(report_from(st)),
+        Some(In::GpuEvent(e)) => Inbound::GpuEvent(Box::new(gpu_event_from(e, "", now))),
         Some(In::SetupOutput(o)) => Inbound::SetupOutput {
             stream: stream_from(o.stream),
             run: o.run,
@@ -267,6 +270,7 @@ fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
                 sm_clock_mhz: g.sm_clock_mhz,
                 ecc_double_bit_errors: g.ecc_double_bit_errors,
                 xid_errors: g.xid_errors,
+                last_xid: g.last_xid,
             })
             .collect(),
         jobs: h
@@ -291,6 +295,31 @@ fn gpu_from(g: pb::Gpu) -> Gpu {
         memory_bytes: g.memory_bytes,
         pci_bus_id: g.pci_bus_id,
         mig_mode: g.mig_mode,
+        // Health is the coordinator's record, not the agent's to set.
+        fault: None,
+    }
+}
+
+fn gpu_event_from(e: pb::GpuHealthEvent, node_id: &str, now: Millis) -> GpuEvent {
+    let kind = match pb::GpuHealthEventKind::try_from(e.kind) {
+        Ok(pb::GpuHealthEventKind::DoubleBitEcc) => GpuEventKind::DoubleBitEcc,
+        Ok(pb::GpuHealthEventKind::Recovered) => GpuEventKind::Recovered,
+        Ok(pb::GpuHealthEventKind::CheckFailed) => GpuEventKind::CheckFailed,
+        Ok(pb::GpuHealthEventKind::Xid | pb::GpuHealthEventKind::Unspecified) | Err(_) => {
+            GpuEventKind::Xid
+        }
+    };
+    GpuEvent {
+        node_id: node_id.to_owned(),
+        uuid: e.uuid,
+        index: e.index,
+        time: e.time.as_ref().map(c::from_ts).unwrap_or(now),
+        kind,
+        code: e.code,
+        // A recovery never faults, whatever the flag says.
+        fault: e.fault && kind != GpuEventKind::Recovered,
+        message: e.message,
+        job_id: None,
     }
 }
 

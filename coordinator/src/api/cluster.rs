@@ -2,7 +2,7 @@
 
 use super::cluster_files;
 use super::convert::output::{chunk_to, cluster_files_to, cluster_stream_request_from};
-use super::convert::{cluster_from, cluster_to, node_to, scale_from};
+use super::convert::{cluster_from, cluster_to, gpu_event_to, node_to, scale_from};
 use super::{name, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
@@ -29,6 +29,20 @@ impl ClusterApi {
     async fn view(&self, c: Cluster) -> Result<pb::Cluster, Error> {
         let nodes = self.core.store.list_nodes(&c.workspace, &c.name).await?;
         Ok(cluster_to(&ClusterView::new(c, &nodes)))
+    }
+}
+
+impl ClusterApi {
+    /// Node `node_id` of cluster `ws/cluster`: `NotFound` if it is another's.
+    async fn node_of(&self, ws: &str, cluster: &str, node_id: &str) -> Result<Node, Error> {
+        let node = self.core.store.get_node(node_id).await?;
+        if node.workspace != ws || node.cluster != cluster {
+            return Err(Error::not_found(
+                "node",
+                format!("{ws}/{cluster}/{node_id}"),
+            ));
+        }
+        Ok(node)
     }
 }
 
@@ -172,6 +186,52 @@ impl ClusterService for ClusterApi {
                 .iter()
                 .map(|n| node_to(&self.core.with_live_heartbeat(n.clone())))
                 .collect(),
+        }))
+    }
+
+    async fn clear_node_gpu(
+        &self,
+        request: Request<pb::ClearNodeGpuRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        name("node_id", &r.node_id)?;
+        if r.gpu.is_empty() || r.gpu.len() > 64 {
+            return Err(Error::invalid("gpu", "must be a GPU's UUID or index").into());
+        }
+        let node = self.node_of(&r.workspace, &r.cluster, &r.node_id).await?;
+        let node = self
+            .core
+            .store
+            .clear_gpu_fault(&node.node_id, &r.gpu, "an operator", now_millis())
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(node = %node.node_id, gpu = %r.gpu, "GPU cleared by an operator");
+        self.core.kick_scheduler();
+        Ok(Response::new(node_to(&self.core.with_live_heartbeat(node))))
+    }
+
+    async fn list_gpu_events(
+        &self,
+        request: Request<pb::ListGpuEventsRequest>,
+    ) -> Result<Response<pb::ListGpuEventsResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        if !r.node_id.is_empty() {
+            name("node_id", &r.node_id)?;
+            self.node_of(&r.workspace, &r.cluster, &r.node_id).await?;
+        }
+        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
+        let events = self
+            .core
+            .store
+            .list_gpu_events(&r.workspace, &r.cluster, node)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListGpuEventsResponse {
+            events: events.iter().map(gpu_event_to).collect(),
         }))
     }
 

@@ -29,6 +29,8 @@ pub struct GpuSample {
     pub sm_clock_mhz: u32,
     pub ecc_double_bit_errors: u64,
     pub xid_errors: u64,
+    /// The latest XID (0: none).
+    pub last_xid: u64,
 }
 
 /// One running job's figures at a sample.

@@ -109,6 +109,11 @@ pub fn render(samples: &[(Source, NodeSample)], counts: &Counts) -> String {
             "Double-bit ECC errors since the agent started.",
         ),
         Family::new(
+            "DCGM_FI_DEV_XID_ERRORS",
+            "gauge",
+            "Value of the last XID error encountered.",
+        ),
+        Family::new(
             "bai_gpu_xid_errors_total",
             "counter",
             "XID events since the agent started.",
@@ -177,6 +182,7 @@ pub fn render(samples: &[(Source, NodeSample)], counts: &Counts) -> String {
                 f64::from(g.power_watts),
                 f64::from(g.sm_clock_mhz),
                 g.ecc_double_bit_errors as f64,
+                g.last_xid as f64,
                 g.xid_errors as f64,
             ];
             for (f, v) in gpu.iter_mut().zip(values) {
@@ -277,6 +283,7 @@ mod tests {
                     sm_clock_mhz: 1980,
                     ecc_double_bit_errors: 0,
                     xid_errors: 1,
+                    last_xid: 79,
                 },
             ],
             jobs: vec![JobSample {
@@ -314,6 +321,9 @@ mod tests {
             ),
             format!(
                 r#"DCGM_FI_DEV_POWER_USAGE{{workspace="ws",cluster="c",node="n\"1",gpu="1",UUID="GPU-1",bai_job="ws/ex/train",job_id="{id}"}} 312.5"#
+            ),
+            format!(
+                r#"DCGM_FI_DEV_XID_ERRORS{{workspace="ws",cluster="c",node="n\"1",gpu="1",UUID="GPU-1",bai_job="ws/ex/train",job_id="{id}"}} 79"#
             ),
             format!(
                 r#"bai_job_cpu_seconds_total{{workspace="ws",cluster="c",node="n\"1",bai_job="ws/ex/train",job_id="{id}"}} 12.5"#

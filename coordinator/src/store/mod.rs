@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use crate::domain::gpus::GpuEvent;
 use crate::domain::node_setup::Preparation;
 use crate::domain::paging::{Page, PageRequest};
 use crate::domain::{
@@ -101,6 +102,16 @@ pub struct NodeRemoval {
     pub terminating: Vec<Job>,
 }
 
+/// What recording a GPU event did.
+#[derive(Debug, Clone)]
+pub struct GpuEventOutcome {
+    /// The node as it is now.
+    pub node: Node,
+    pub change: crate::domain::gpus::HealthChange,
+    /// The job that held the GPU, now terminating (send it TerminateJob).
+    pub terminated: Option<Job>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ------------------------------------------------------------ workspaces
@@ -186,6 +197,29 @@ pub trait Store: Send + Sync + 'static {
         error: BatchAiError,
         now: Millis,
     ) -> Result<Vec<Job>>;
+    /// Records a GPU health event of the node (its `job_id` filled with the
+    /// GPU's holder) in one transaction: the history entry; a fault takes
+    /// the GPU out of scheduling and terminates the running job holding it
+    /// (`GpuFault`); a recovery returns it (`domain::gpus::apply`).
+    async fn record_gpu_event(&self, event: GpuEvent) -> Result<GpuEventOutcome>;
+    /// Returns the node's GPU `gpu` (UUID or index) to service, recorded in
+    /// its history with `who`; a healthy GPU is unchanged. `NotFound` for an
+    /// unknown node or GPU.
+    async fn clear_gpu_fault(
+        &self,
+        node_id: &str,
+        gpu: &str,
+        who: &str,
+        now: Millis,
+    ) -> Result<Node>;
+    /// The GPU health history of the cluster's nodes (or one node's), oldest
+    /// first. `NotFound` for an unknown cluster.
+    async fn list_gpu_events(
+        &self,
+        ws: &str,
+        cluster: &str,
+        node_id: Option<&str>,
+    ) -> Result<Vec<GpuEvent>>;
 
     // ------------------------------------------------------------------ jobs
     /// Creates a queued job; its experiment and cluster must exist.

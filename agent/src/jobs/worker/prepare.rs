@@ -87,6 +87,7 @@ pub fn prepare(settings: &JobSettings, spec: &JobSpec, paths: &JobPaths) -> Resu
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         assigned_at_ns: timefmt::to_unix_nanos(SystemTime::now()),
         run_as,
+        gpu_uuids: spec.gpu_uuids.clone(),
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
         let _ = job_mounts::unmount_all(paths);

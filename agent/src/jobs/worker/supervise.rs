@@ -35,6 +35,7 @@ struct Found {
     max_wall: Option<Duration>,
     /// The job has (or may have) mounts of its own.
     mounted: bool,
+    gpu_uuids: Vec<String>,
 }
 
 /// The records an adopted job's directory held.
@@ -73,11 +74,12 @@ impl Worker {
                     Origin::New(_) | Origin::Adopted => {
                         // Watch first, so no record written after the reads is missed.
                         let w = watch(&paths);
-                        let max_wall = read_record::<LaunchRecord>(&paths.launch)
-                            .ok()
-                            .flatten()
+                        let launch = read_record::<LaunchRecord>(&paths.launch).ok().flatten();
+                        let max_wall = launch
+                            .as_ref()
                             .and_then(|r| r.max_wall_clock_ms)
                             .map(Duration::from_millis);
+                        let gpu_uuids = launch.map(|r| r.gpu_uuids).unwrap_or_default();
                         let started = read_record::<StartedRecord>(&paths.started);
                         let known = started.as_ref().ok().and_then(|s| s.map(|s| s.shim_pid));
                         // Found before exit.json is read: a shim that is gone
@@ -99,6 +101,7 @@ impl Worker {
                                 terminate,
                             }),
                             max_wall,
+                            gpu_uuids,
                         };
                     }
                 };
@@ -111,6 +114,7 @@ impl Worker {
                     failed: None,
                     adopted: None,
                     max_wall,
+                    gpu_uuids: spec.gpu_uuids.clone(),
                 };
                 if let Err(err) = prepare::prepare(&deps.settings, &spec, &paths) {
                     found.failed = Some(prepare::record_failure(&paths, err));
@@ -134,6 +138,9 @@ impl Worker {
         self.mounted = found.mounted;
         self.max_wall = found.max_wall;
         self.shim_pid = found.shim.as_ref().map(|h| h.pid);
+        if let Ok(mut sh) = self.shared.lock() {
+            sh.gpu_uuids = found.gpu_uuids;
+        }
         if let Some(exit) = found.failed {
             self.set_exit(exit).await;
             return Prepared {

@@ -285,10 +285,36 @@ pub fn node_to(n: &Node) -> pb::Node {
                 pci_bus_id: g.pci_bus_id.clone(),
                 mig_mode: g.mig_mode.clone(),
                 job_id: gpus::holder(n, &g.uuid).unwrap_or_default().to_string(),
+                health: if g.fault.is_some() {
+                    "faulted"
+                } else {
+                    "healthy"
+                }
+                .to_string(),
+                fault_reason: g
+                    .fault
+                    .as_ref()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default(),
+                fault_time: g.fault.as_ref().map(|f| ts(f.time)),
             })
             .collect(),
         gpu_backend: n.info.gpu_backend.clone(),
         gpu_driver_version: n.info.gpu_driver_version.clone(),
         cuda_version: n.info.cuda_version.clone(),
+    }
+}
+
+pub fn gpu_event_to(e: &gpus::GpuEvent) -> pb::GpuHealthRecord {
+    pb::GpuHealthRecord {
+        node_id: e.node_id.clone(),
+        uuid: e.uuid.clone(),
+        index: e.index,
+        time: Some(ts(e.time)),
+        kind: e.kind.as_str().to_string(),
+        code: e.code,
+        fault: e.fault,
+        message: e.message.clone(),
+        job_id: e.job_id.clone().unwrap_or_default(),
     }
 }

@@ -126,7 +126,11 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
         !jobs.is_empty(),
         reg.ready,
     );
-    let i = &reg.info;
+    let mut info = reg.info.clone();
+    if let Some(n) = &existing {
+        gpus::keep_faults(&n.info.gpus, &mut info.gpus);
+    }
+    let i = &info;
     let step = if state == NodeState::Preparing {
         reg.step.clone()
     } else {
@@ -268,6 +272,7 @@ pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> 
         changed.push(job);
     }
     rows::exec(tx, "DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
+    super::gpu_health::forget(tx, node_id)?;
     Ok(changed)
 }
 

@@ -99,6 +99,24 @@ ALTER TABLE jobs ADD COLUMN gpu_uuids TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE jobs ADD COLUMN gpus_per_node INTEGER NOT NULL DEFAULT 0;
 UPDATE jobs SET gpus_per_node = COALESCE(json_extract(spec, '$.gpus_per_node'), 0);
 "#,
+    r#"
+-- The GPU health history of each node (faults, recoveries, operators'
+-- clears), oldest first by seq; deleted with its node. A GPU's current
+-- health is in the node's details.
+CREATE TABLE gpu_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    gpu_index INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    code INTEGER NOT NULL,
+    fault INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    job_id TEXT
+);
+CREATE INDEX gpu_events_node ON gpu_events (node_id, seq);
+"#,
 ];
 
 /// The schema version this build writes.
