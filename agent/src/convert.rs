@@ -76,6 +76,24 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             memory_used_bytes: sample.host.memory_used_bytes,
             memory_total_bytes: sample.host.memory_total_bytes,
             gpus: sample.gpus.into_iter().map(gpu_metrics_to_pb).collect(),
+            jobs: sample
+                .jobs
+                .into_iter()
+                .map(|j| pb::JobMetrics {
+                    job_id: j.job_id,
+                    cpu_seconds: j.cpu_seconds,
+                    memory_bytes: j.memory_bytes,
+                    memory_peak_bytes: j.memory_peak_bytes,
+                    gpu_memory_bytes: j.gpu_memory_bytes,
+                    gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+                    gpu_utilization_percent: j.gpu_utilization_percent,
+                    gpu_utilization_mean: j.gpu_utilization_mean,
+                    gpu_utilization_max: j.gpu_utilization_max,
+                    samples: j.samples,
+                    gpu_uuids: j.gpu_uuids,
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         }),
         Outbound::JobStarted {

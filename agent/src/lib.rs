@@ -19,6 +19,7 @@ pub mod gpu;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod output;
@@ -247,6 +248,7 @@ pub async fn run_with(
         node_id,
         host,
         gpus,
+        meter: Arc::new(metrics::Meter::new()),
         shutdown: stop_rx,
         node,
         facts,

@@ -201,6 +201,7 @@ pub struct HostMetrics {
 pub struct Sample {
     pub host: HostMetrics,
     pub gpus: Vec<crate::gpu::health::GpuFigures>,
+    pub jobs: Vec<crate::metrics::JobFigures>,
 }
 
 /// A message from the agent to the coordinator.

@@ -67,6 +67,8 @@ pub struct SessionCtx {
     pub host: Arc<dyn HostInfo>,
     /// The node's GPUs.
     pub gpus: Arc<Watch>,
+    /// The running jobs' figures and summaries.
+    pub meter: Arc<crate::metrics::Meter>,
     pub shutdown: watch::Receiver<bool>,
     /// The node's preparation.
     pub node: NodeHandle,
@@ -236,10 +238,12 @@ async fn one(
         tokio::select! {
             _ = ctx.shutdown.wait_for(|s| *s) => return Ok(End::Stop(Stopped::Signal)),
             _ = tick.tick() => {
-                let (host, gpus) = (ctx.host.clone(), ctx.gpus.clone());
+                let (host, watch, meter) = (ctx.host.clone(), ctx.gpus.clone(), ctx.meter.clone());
+                let running = jobs.running();
                 let (sample, reports) = tokio::task::spawn_blocking(move || {
-                    let (gpus, reports) = gpus.sample();
-                    (Sample { host: host.metrics(), gpus }, reports)
+                    let (gpus, reports) = watch.sample();
+                    let jobs = meter.sample(&running, &gpus, &**watch.backend());
+                    (Sample { host: host.metrics(), gpus, jobs }, reports)
                 })
                 .await
                 .unwrap_or_default();

@@ -387,6 +387,7 @@ impl SimAgent {
                     ecc_double_bit_errors: 0,
                     xid_errors: 0,
                     last_xid: 0,
+                    job_id: String::new(),
                 })
                 .collect(),
             jobs: Vec::new(),

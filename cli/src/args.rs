@@ -250,6 +250,18 @@ pub enum ClusterNodeCmd {
         #[command(flatten)]
         ssh: SshArgs,
     },
+    /// Live figures of the cluster's nodes (CPU, memory, each GPU, each job),
+    /// one row per node sample as the agents send them.
+    Top {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Only this node's.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+        /// Stop after this many samples.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// A node's GPUs: their health history, and returning a faulted one to
     /// service.
     #[command(subcommand)]
@@ -422,6 +434,19 @@ pub enum JobCmd {
         /// Accepted for az compatibility; bai follows a stream instead of polling.
         #[arg(long = "interval", hide = true)]
         interval: Option<u64>,
+    },
+    /// What a job uses: its summary (GPU utilization, peak GPU memory, CPU
+    /// time, peak memory), or with --follow its node's live samples as they
+    /// arrive, until it ends.
+    Metrics {
+        #[command(flatten)]
+        name: JobName,
+        /// Follow the live samples until the job ends.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many samples.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
     /// Job output files.
     #[command(subcommand)]

@@ -108,6 +108,21 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
             update(ctx, api, name.workspace.workspace, name.name, scale).await
         }
         ClusterCmd::Node(ClusterNodeCmd::Exec { .. }) | ClusterCmd::File(_) => Ok(()),
+        ClusterCmd::Node(ClusterNodeCmd::Top {
+            cluster,
+            node,
+            count,
+        }) => {
+            let req = pb::WatchMetricsRequest {
+                workspace: cluster.workspace.workspace,
+                cluster: cluster.cluster,
+                node_id: node.unwrap_or_default(),
+                job: None,
+            };
+            crate::metrics::watch(ctx, api, req, count)
+                .await
+                .map(|_| ())
+        }
         ClusterCmd::Node(ClusterNodeCmd::Gpu(NodeGpuCmd::Clear { cluster, node, gpu })) => {
             let n = client
                 .clear_node_gpu(pb::ClearNodeGpuRequest {

@@ -391,6 +391,15 @@ impl ClusterService for Fake {
     ) -> Result<Response<pb::ListGpuEventsResponse>, Status> {
         nope()
     }
+
+    type WatchMetricsStream = BoxStream<pb::NodeMetrics>;
+
+    async fn watch_metrics(
+        &self,
+        _: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        nope()
+    }
 }
 
 fn send_all<T: Send + 'static>(items: Vec<(Duration, T)>) -> BoxStream<T> {

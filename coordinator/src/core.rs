@@ -98,6 +98,17 @@ impl Core {
 
     /// The node with the heartbeat time its live session saw (heartbeats are
     /// kept in memory while a session lives).
+    /// `job` with its running attempt's latest summary (the store has an
+    /// attempt's summary only once it ended).
+    pub fn with_live_metrics(&self, mut job: Job) -> Job {
+        if job.execution_state.is_active()
+            && let Some(m) = self.metrics.job_summary(&job.id)
+        {
+            job.metrics = Some(m);
+        }
+        job
+    }
+
     pub fn with_live_heartbeat(&self, mut node: Node) -> Node {
         if let Some(t) = self.sessions.last_heartbeat(&node.node_id) {
             node.last_heartbeat_time = Some(node.last_heartbeat_time.map_or(t, |s| s.max(t)));

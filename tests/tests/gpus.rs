@@ -536,3 +536,130 @@ async fn a_gpu_recovers_when_its_health_check_passes_after_a_reset() -> Result<(
     assert_eq!(kinds, ["double_bit_ecc", "check_failed", "recovered"]);
     Ok(())
 }
+
+/// `bai <args> -o json` against the coordinator, as a user runs it.
+fn bai_json_lines(coord: &Coordinator, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let out = std::process::Command::new(bai_tests::bin("bai"))
+        .args(args)
+        .args(["-o", "json", "--coordinator", &coord.url()])
+        .output()?;
+    let stdout = String::from_utf8(out.stdout)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bai {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One JSON document, or one per line (a followed stream).
+    if let Ok(v) = serde_json::from_str(&stdout) {
+        return Ok(vec![v]);
+    }
+    Ok(stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_metrics_stream_live_and_its_summary_is_kept() -> Result<()> {
+    let cfg = tempfile::NamedTempFile::new()?;
+    std::fs::write(cfg.path(), "[gpu]\nfake_utilization = [[20, 60], [5]]\n")?;
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-fake-gpus".into(),
+            "2".into(),
+            "--local-agent-config".into(),
+            cfg.path().display().to_string(),
+            "--heartbeat-interval-secs".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let go = tempfile::tempdir()?;
+    let gate = go.path().join("go");
+    // 256 MiB held by `tail` (one line of zeros) while the gate is shut,
+    // and a second of busy CPU.
+    let cmd = format!(
+        "(head -c 268435456 /dev/zero; until [ -e {gate} ]; do sleep 0.05; done) | tail >/dev/null & \
+         end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done; wait",
+        gate = gate.display()
+    );
+    let job = submit(&mut c, "m", 1, &cmd).await?;
+    let mut stream = c
+        .clusters
+        .watch_metrics(pb::WatchMetricsRequest {
+            job: Some(bai_tests::key("ws", "ex", "m")),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut samples = Vec::new();
+    while samples.len() < 4 {
+        let s = tokio::time::timeout(WAIT, stream.message())
+            .await??
+            .expect("samples while the job runs");
+        samples.push(s);
+    }
+    let held = c.job("ws", "ex", "m").await?.gpu_uuids;
+    for s in &samples {
+        // Only the job's GPU and the job's own figures.
+        assert_eq!(s.gpus.len(), 1, "{s:?}");
+        assert_eq!(s.gpus[0].uuid, held[0]);
+        assert_eq!(s.gpus[0].job_id, job.id);
+        assert_eq!(s.jobs.len(), 1);
+        assert_eq!(s.jobs[0].job_id, job.id);
+    }
+    let last = &samples[3].jobs[0];
+    assert!(last.samples >= 4, "{last:?}");
+    assert_eq!(last.gpu_utilization_max, 60.0, "{last:?}");
+    assert!(last.gpu_utilization_mean > 20.0 && last.gpu_utilization_mean < 60.0);
+    assert!(last.memory_peak_bytes >= 256 << 20, "{last:?}");
+    // The live summary is in the job's view too.
+    let live = c
+        .job("ws", "ex", "m")
+        .await?
+        .metrics
+        .expect("a live summary");
+    assert!(live.samples >= 4);
+
+    // The job ends: the stream ends, the summary stays with the job.
+    std::fs::write(&gate, "")?;
+    let ended = tokio::time::timeout(WAIT, async {
+        while stream.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    })
+    .await?;
+    ended?;
+    let j = c.wait_job("ws", "ex", "m", WAIT).await?;
+    assert_eq!(exec_state(&j), pb::ExecutionState::Succeeded, "{j:?}");
+    let m = j.metrics.expect("the stored summary");
+    assert!(m.samples >= last.samples, "{m:?}");
+    assert_eq!(m.gpu_utilization_max, 60.0);
+    assert!(m.cpu_seconds >= 1.0, "two seconds of busy shell: {m:?}");
+    assert!(m.memory_peak_bytes >= 256 << 20, "{m:?}");
+    // A coordinator restart keeps it.
+    let mut coord = coord;
+    coord.restart()?;
+    let mut c = coord.clients().await?;
+    assert_eq!(c.job("ws", "ex", "m").await?.metrics, Some(m));
+
+    // The CLI: the summary, and `top` on the cluster.
+    let v = bai_json_lines(
+        &coord,
+        &["job", "metrics", "-w", "ws", "-e", "ex", "-n", "m"],
+    )?;
+    assert_eq!(v[0]["samples"], m.samples, "{v:?}");
+    assert_eq!(v[0]["gpuUtilizationMax"], 60.0);
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let top = bai_json_lines(
+        &coord,
+        &[
+            "cluster", "node", "top", "-w", "ws", "-c", "c", "--count", "2",
+        ],
+    )?;
+    assert_eq!(top.len(), 2, "{top:?}");
+    assert_eq!(top[1]["gpus"].as_array().map(Vec::len), Some(2), "{top:?}");
+    Ok(())
+}

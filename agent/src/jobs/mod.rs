@@ -244,6 +244,23 @@ impl JobManager {
         h.shared.lock().ok().map(|s| s.wakeups)
     }
 
+    /// The jobs whose process runs now, for their metrics.
+    pub fn running(&mut self) -> Vec<crate::metrics::RunningJob> {
+        self.prune();
+        self.jobs
+            .iter()
+            .filter_map(|(id, h)| {
+                let s = h.shared.lock().ok()?;
+                let pgid = s.pgid.filter(|_| s.exit.is_none())?;
+                Some(crate::metrics::RunningJob {
+                    id: id.clone(),
+                    gpu_uuids: s.gpu_uuids.clone(),
+                    pgid,
+                })
+            })
+            .collect()
+    }
+
     /// Writes `message` into the execution log of every running job holding
     /// GPU `uuid` (the GPU's fault events: the user sees them with the job's
     /// output). Off the runtime: one small append per job.

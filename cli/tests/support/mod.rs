@@ -334,6 +334,15 @@ impl ClusterService for Fake {
     ) -> Result<Response<pb::ListGpuEventsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    type WatchMetricsStream = BoxStream<pb::NodeMetrics>;
+
+    async fn watch_metrics(
+        &self,
+        _: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// A TCP proxy in front of an address; `cut()` drops every open connection.

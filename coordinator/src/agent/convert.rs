@@ -115,6 +115,7 @@ fn exited_from(e: pb::JobExited, now: Millis) -> Exited {
             exit_code: e.exit_code,
             error: e.error.map(error_from),
             terminated: e.terminated,
+            metrics: None,
         },
         lengths: lengths_from(e.lengths),
         job_id: e.job_id,
@@ -282,6 +283,12 @@ fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
                 memory_bytes: j.memory_bytes,
                 memory_peak_bytes: j.memory_peak_bytes,
                 gpu_memory_bytes: j.gpu_memory_bytes,
+                gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+                gpu_utilization_percent: j.gpu_utilization_percent,
+                gpu_utilization_mean: j.gpu_utilization_mean,
+                gpu_utilization_max: j.gpu_utilization_max,
+                samples: j.samples,
+                gpu_uuids: j.gpu_uuids,
             })
             .collect(),
     }

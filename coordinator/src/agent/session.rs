@@ -666,7 +666,8 @@ impl Session {
         let Some(pending) = self.exits.remove(job_id) else {
             return Ok(());
         };
-        let exit = pending.exit.exit;
+        let mut exit = pending.exit.exit;
+        exit.metrics = self.core.metrics.take_job_summary(job_id);
         if let Some(j) = self
             .core
             .store

@@ -2,7 +2,9 @@
 
 use super::cluster_files;
 use super::convert::output::{chunk_to, cluster_files_to, cluster_stream_request_from};
-use super::convert::{cluster_from, cluster_to, gpu_event_to, node_to, scale_from};
+use super::convert::{
+    cluster_from, cluster_to, gpu_event_to, node_metrics_to, node_to, scale_from,
+};
 use super::{name, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
@@ -233,6 +235,48 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(pb::ListGpuEventsResponse {
             events: events.iter().map(gpu_event_to).collect(),
         }))
+    }
+
+    type WatchMetricsStream = futures::stream::BoxStream<'static, Result<pb::NodeMetrics, Status>>;
+
+    async fn watch_metrics(
+        &self,
+        request: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        let r = request.into_inner();
+        let filter = match r.job {
+            Some(k) => {
+                let key = super::convert::job_key_from(Some(k)).map_err(Error::from)?;
+                let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
+                super::metrics_watch::for_job(job)
+            }
+            None => {
+                name("workspace", &r.workspace)?;
+                name("cluster", &r.cluster)?;
+                self.core
+                    .store
+                    .get_cluster(&r.workspace, &r.cluster)
+                    .await
+                    .map_err(Error::from)?;
+                let node_id = (!r.node_id.is_empty()).then_some(r.node_id);
+                if let Some(n) = &node_id {
+                    name("node_id", n)?;
+                    self.node_of(&r.workspace, &r.cluster, n).await?;
+                }
+                Some(super::metrics_watch::Filter {
+                    workspace: r.workspace,
+                    cluster: r.cluster,
+                    node_id,
+                    job: None,
+                })
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if let Some(filter) = filter {
+            tokio::spawn(super::metrics_watch::run(self.core.clone(), filter, tx));
+        }
+        let samples = ReceiverStream::new(rx).map(|s| s.map(|(src, s)| node_metrics_to(&src, &s)));
+        Ok(Response::new(Box::pin(samples)))
     }
 
     type StreamClusterFileStream =

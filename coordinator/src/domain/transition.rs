@@ -103,6 +103,7 @@ pub fn requeue(job: Job, now: Millis) -> Result<Job> {
     job.exit_code = None;
     job.end_time = None;
     job.errors.clear();
+    job.metrics = None;
     job.gpu_uuids.clear();
     Ok(job)
 }
@@ -167,6 +168,9 @@ pub fn finish(job: Job, exit: &JobExit) -> Result<Job> {
     job.exit_code = outcome.exit_code;
     // Errors the attempt gathered while it ran (a GPU fault) come first.
     job.errors.extend(outcome.errors);
+    if exit.metrics.is_some() {
+        job.metrics = exit.metrics;
+    }
     Ok(job)
 }
 

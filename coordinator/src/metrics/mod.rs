@@ -5,16 +5,26 @@
 //! state, queue length). [`http`] serves it on `GET /metrics`.
 //!
 //! Samples are not state: they are never stored, and a node's goes when its
-//! session ends. What the store keeps is counted at render time.
+//! session ends. What the store keeps is counted at render time. Two things
+//! come out of them: each running job's summary (the agent's, carried by
+//! every sample; stored with the job when its attempt ends), and a broadcast
+//! of every sample as it arrives, for `WatchMetrics`.
 
 pub mod http;
 mod render;
 
 pub use render::{Counts, render};
 
-use crate::domain::Millis;
+use crate::domain::{JobMetricsSummary, Millis};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Samples a slow `WatchMetrics` client may fall behind by before it skips.
+const WATCH_BACKLOG: usize = 1024;
+
+/// A sample as watchers get it.
+pub type Shared = Arc<(Source, NodeSample)>;
 
 /// One GPU's figures at a sample.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,6 +51,29 @@ pub struct JobSample {
     pub memory_bytes: u64,
     pub memory_peak_bytes: u64,
     pub gpu_memory_bytes: u64,
+    /// Since the job started, as its agent sums it up.
+    pub gpu_memory_peak_bytes: u64,
+    pub gpu_utilization_percent: f64,
+    pub gpu_utilization_mean: f64,
+    pub gpu_utilization_max: f64,
+    pub samples: u64,
+    pub gpu_uuids: Vec<String>,
+}
+
+impl JobSample {
+    /// The summary this sample carries, at `time`.
+    pub fn summary(&self, time: Millis) -> JobMetricsSummary {
+        let centi = |pct: f64| (pct.clamp(0.0, 100.0) * 100.0).round() as u32;
+        JobMetricsSummary {
+            time,
+            samples: self.samples,
+            gpu_utilization_mean_centi: centi(self.gpu_utilization_mean),
+            gpu_utilization_max_centi: centi(self.gpu_utilization_max),
+            gpu_memory_peak_bytes: self.gpu_memory_peak_bytes,
+            cpu_millis: (self.cpu_seconds.max(0.0) * 1000.0).round() as u64,
+            memory_peak_bytes: self.memory_peak_bytes,
+        }
+    }
 }
 
 /// What a node's heartbeat carried.
@@ -63,24 +96,64 @@ pub struct Source {
 }
 
 /// The latest sample of every connected node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Latest {
     samples: Mutex<HashMap<String, (Source, NodeSample)>>,
+    /// Each running job's latest summary, by job id.
+    jobs: Mutex<HashMap<String, JobMetricsSummary>>,
+    watch: broadcast::Sender<Shared>,
+}
+
+impl Default for Latest {
+    fn default() -> Self {
+        Self {
+            samples: Mutex::default(),
+            jobs: Mutex::default(),
+            watch: broadcast::channel(WATCH_BACKLOG).0,
+        }
+    }
 }
 
 impl Latest {
-    /// Keeps `sample` as the node's latest.
+    /// Keeps `sample` as the node's latest (and its jobs' summaries), and
+    /// hands it to the watchers.
     pub fn record(&self, source: Source, sample: NodeSample) {
+        if let Ok(mut j) = self.jobs.lock() {
+            for s in &sample.jobs {
+                j.insert(s.job_id.clone(), s.summary(sample.time));
+            }
+        }
+        if self.watch.receiver_count() > 0 {
+            let _ = self.watch.send(Arc::new((source.clone(), sample.clone())));
+        }
         if let Ok(mut m) = self.samples.lock() {
             m.insert(source.node_id.clone(), (source, sample));
         }
     }
 
-    /// Forgets a node (its session ended).
+    /// Forgets a node (its session ended) and its jobs' summaries.
     pub fn forget(&self, node_id: &str) {
-        if let Ok(mut m) = self.samples.lock() {
-            m.remove(node_id);
+        let gone = self.samples.lock().ok().and_then(|mut m| m.remove(node_id));
+        if let (Some((_, s)), Ok(mut j)) = (gone, self.jobs.lock()) {
+            for job in &s.jobs {
+                j.remove(&job.job_id);
+            }
         }
+    }
+
+    /// The running job's latest summary.
+    pub fn job_summary(&self, job_id: &str) -> Option<JobMetricsSummary> {
+        self.jobs.lock().ok()?.get(job_id).copied()
+    }
+
+    /// Takes the summary of a job whose attempt ended.
+    pub fn take_job_summary(&self, job_id: &str) -> Option<JobMetricsSummary> {
+        self.jobs.lock().ok()?.remove(job_id)
+    }
+
+    /// Every sample from now on (a slow receiver skips what it lagged by).
+    pub fn subscribe(&self) -> broadcast::Receiver<Shared> {
+        self.watch.subscribe()
     }
 
     /// Every node's latest sample, by workspace, cluster and node.

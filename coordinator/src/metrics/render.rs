@@ -292,6 +292,7 @@ mod tests {
                 memory_bytes: 1 << 20,
                 memory_peak_bytes: 2 << 20,
                 gpu_memory_bytes: 2 << 30,
+                ..Default::default()
             }],
         };
         let src = Source {

@@ -85,6 +85,8 @@ pub struct Shared {
     pub wakeups: u64,
     /// The GPUs the job holds (known once it is prepared or adopted).
     pub gpu_uuids: Vec<String>,
+    /// The job's process group, once it started.
+    pub pgid: Option<i32>,
 }
 
 /// Settings every worker shares.
@@ -134,6 +136,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Hand
         phase: Phase::Preparing,
         wakeups: 0,
         gpu_uuids: Vec::new(),
+        pgid: None,
     }));
     let span = tracing::info_span!(parent: None, "job", job = %start.id);
     let w = Worker {

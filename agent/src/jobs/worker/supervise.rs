@@ -237,6 +237,7 @@ impl Worker {
         let start = timefmt::from_unix_nanos(s.start_time_ns);
         if let Ok(mut sh) = self.shared.lock() {
             sh.start_time = Some(start);
+            sh.pgid = Some(s.pgid);
         }
         self.wall_at = self.max_wall.map(|max| {
             Instant::now()

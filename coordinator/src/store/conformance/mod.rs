@@ -107,6 +107,7 @@ fn exit(code: i32) -> JobExit {
         exit_code: code,
         error: None,
         terminated: false,
+        metrics: None,
     }
 }
 

@@ -68,7 +68,7 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
         tx,
         "UPDATE jobs SET execution_state = ?2, execution_state_transition_time = ?3, \
          start_time = ?4, end_time = ?5, exit_code = ?6, errors = ?7, node_id = ?8, \
-         attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11 WHERE id = ?1",
+         attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11, metrics = ?12 WHERE id = ?1",
         params![
             job.id,
             job.execution_state.as_str(),
@@ -81,6 +81,7 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
             job.attempt_started,
             job.requeue_on_exit,
             to_json(&job.gpu_uuids)?,
+            job.metrics.as_ref().map(to_json).transpose()?,
         ],
     )?;
     Ok(())

@@ -147,7 +147,7 @@ pub fn node(r: &Row) -> Result<Node> {
 
 pub const JOB_COLS: &str = "id, workspace, experiment, name, spec, creation_time, execution_state, \
      execution_state_transition_time, start_time, end_time, exit_code, errors, node_id, \
-     attempt_started, requeue_on_exit, gpu_uuids";
+     attempt_started, requeue_on_exit, gpu_uuids, metrics";
 
 pub fn job(r: &Row) -> Result<Job> {
     let state: String = r.get(6)?;
@@ -171,6 +171,10 @@ pub fn job(r: &Row) -> Result<Job> {
         attempt_started: r.get(13)?,
         requeue_on_exit: r.get(14)?,
         gpu_uuids: json(&r.get::<_, String>(15)?)?,
+        metrics: r
+            .get::<_, Option<String>>(16)?
+            .map(|m| json(&m))
+            .transpose()?,
     })
 }
 

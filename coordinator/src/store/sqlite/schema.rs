@@ -117,6 +117,11 @@ CREATE TABLE gpu_events (
 );
 CREATE INDEX gpu_events_node ON gpu_events (node_id, seq);
 "#,
+    r#"
+-- The summary of a job's last attempt (GPU utilization, peak memory, CPU
+-- time), as JSON; NULL before an attempt ends with one.
+ALTER TABLE jobs ADD COLUMN metrics TEXT;
+"#,
 ];
 
 /// The schema version this build writes.
