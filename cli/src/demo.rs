@@ -128,8 +128,20 @@ fn spawn(bin: &Path, state_dir: &Path, log_path: &Path, fake_gpus: u32) -> Resul
         .arg("--state-dir")
         .arg(state_dir);
     if fake_gpus > 0 {
+        // Simulated GPUs that look busy, sampled every 2 s, so that `bai job
+        // metrics --follow` and `bai cluster node top` have something to show.
+        let agent_toml = state_dir.join("local-agent.toml");
+        std::fs::write(
+            &agent_toml,
+            "[gpu]\nfake_utilization = [[35, 80, 95, 60], [10, 20], [70]]\n\
+             fake_memory_used_mib = [[20480, 40960], [8192], [30000]]\n",
+        )?;
         cmd.arg("--local-agent-fake-gpus")
-            .arg(fake_gpus.to_string());
+            .arg(fake_gpus.to_string())
+            .arg("--local-agent-config")
+            .arg(&agent_toml)
+            .arg("--heartbeat-interval-secs")
+            .arg("2");
     }
     if let Some(agent) = bin
         .parent()
@@ -363,6 +375,8 @@ fn print_keep_help(address: &str, pid: u32, dir: &Path) {
          bai job list -w {WORKSPACE} -e {EXPERIMENT} -o table\n  \
          bai cluster node list -w {WORKSPACE} -c {CLUSTER} -o table\n  \
          bai job create -w {WORKSPACE} -e {EXPERIMENT} -c {CLUSTER} -n hello --command-line 'echo hello'\n  \
+         bai job metrics -w {WORKSPACE} -e {EXPERIMENT} -n hello --follow -o table\n  \
+         bai cluster node top -w {WORKSPACE} -c {CLUSTER} -o table\n  \
          kill {pid}    # stops the coordinator and its local nodes",
         dir = dir.display()
     );
