@@ -133,8 +133,7 @@ fn spawn(bin: &Path, state_dir: &Path, log_path: &Path, fake_gpus: u32) -> Resul
         let agent_toml = state_dir.join("local-agent.toml");
         std::fs::write(
             &agent_toml,
-            "[gpu]\nfake_utilization = [[35, 80, 95, 60], [10, 20], [70]]\n\
-             fake_memory_used_mib = [[20480, 40960], [8192], [30000]]\n",
+            "[gpu]\nfake_utilization = [35, 80, 95, 60]\nfake_memory_used_mib = [20480, 40960]\n",
         )?;
         cmd.arg("--local-agent-fake-gpus")
             .arg(fake_gpus.to_string())

@@ -159,7 +159,7 @@ fn gpu_figures(v: &Value) -> String {
         .join(" ")
 }
 
-/// `<job id prefix> (12.5, 0.3)` of a sample's jobs.
+/// `<job id prefix> (12.5, 300)` of a sample's jobs (CPU seconds, memory MiB).
 fn job_figures(v: &Value) -> String {
     let Some(Value::Array(jobs)) = v.get("jobs") else {
         return String::new();
@@ -171,7 +171,10 @@ fn job_figures(v: &Value) -> String {
                 "{} ({}, {})",
                 id.get(..8).unwrap_or(&id),
                 num(j, "/cpuSeconds", 1),
-                gib(j, "/memoryBytes")
+                j.pointer("/memoryBytes")
+                    .and_then(Value::as_f64)
+                    .map(|b| format!("{:.0}", b / f64::from(1u32 << 20)))
+                    .unwrap_or_default()
             )
         })
         .collect::<Vec<_>>()
@@ -248,7 +251,7 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("CPU %", |v| num(v, "/cpuPercent", 0)),
             ("Memory GiB", |v| gib(v, "/memoryUsedBytes")),
             ("GPU util % / memory GiB", gpu_figures),
-            ("Jobs (CPU s, memory GiB)", job_figures),
+            ("Jobs (CPU s, memory MiB)", job_figures),
         ],
         Kind::JobMetrics => &[
             ("Samples", |v| text(v, "/samples")),
