@@ -2,7 +2,8 @@
 # Installs what bai's tests start for real, on a fresh Debian/Ubuntu machine, as root:
 # rclone + fuse3 (FUSE mounts), samba (an SMB server for File shares), openssh-server +
 # sshpass (node SSH), cifs-utils (the `mount -t cifs` path, used where the kernel has cifs),
-# Node.js + npm and Azurite (a Blob service). Idempotent: it installs only what is missing,
+# Node.js + npm and Azurite (a Blob service), gcc (cc builds the fake libnvidia-ml.so.1 the
+# NVML backend's tests load). Idempotent: it installs only what is missing,
 # runs `apt-get update` at most once (and goes on if it fails: the install then says what
 # it could not find), and starts no service (each test starts its own on
 # loopback and stops it).
@@ -28,12 +29,13 @@ declare -A provides=(
   [npm]=npm
   [sudo]=sudo
   [passwd]=useradd
+  [gcc]=cc
 )
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 missing=()
 # sudo: the admin user gets passwordless sudo, tested where sudo exists.
-for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd; do
+for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd gcc; do
   have "${provides[$pkg]}" || missing+=("$pkg")
 done
 # The tests also run jobs through bash and use coreutils (seq, head, od) and util-linux
@@ -83,7 +85,7 @@ fi
 # nothing creates it.
 install -d -m 0755 /run/sshd
 
-for tool in rclone fusermount3 smbd smbpasswd sshd sshpass mount.cifs node npm azurite-blob setsid; do
+for tool in rclone fusermount3 smbd smbpasswd sshd sshpass mount.cifs node npm azurite-blob setsid cc; do
   have "$tool" || { echo "test-deps: $tool is still missing" >&2; exit 1; }
 done
 echo "test-deps: all present"

@@ -4,6 +4,7 @@
 //! then file, then defaults. Resolving is pure: the caller reads the file and
 //! the environment and passes them in.
 
+use crate::gpu::{BackendChoice, FakeSpec, GpuConfig, MAX_FAKE_GPUS, Script};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ Exit status:
   0  stopped cleanly (SIGTERM/SIGINT, or the coordinator sent Shutdown); jobs keep running
   1  runtime error (systemd restarts the agent; it adopts its running jobs)
   2  bad configuration: invalid flags, unreadable or invalid config file, missing
-     workspace/cluster (systemd does not restart on this)";
+     workspace/cluster, a malformed [gpu] table (systemd does not restart on this)";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +82,32 @@ pub struct Cli {
     /// host:port that replaces the host of every Azure Files URL (a private endpoint, a test server)
     #[arg(long, value_name = "HOST:PORT")]
     pub file_endpoint: Option<String>,
+    /// Where the node's GPUs come from: auto (NVML if it loads, else none), nvml, fake, none [default: auto]
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub gpu_backend: Option<GpuBackendArg>,
+    /// Simulate N GPUs (1-64); implies --gpu-backend fake
+    #[arg(long, value_name = "N")]
+    pub fake_gpus: Option<i64>,
+}
+
+/// `--gpu-backend`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GpuBackendArg {
+    Auto,
+    Nvml,
+    Fake,
+    None,
+}
+
+impl From<GpuBackendArg> for BackendChoice {
+    fn from(a: GpuBackendArg) -> Self {
+        match a {
+            GpuBackendArg::Auto => Self::Auto,
+            GpuBackendArg::Nvml => Self::Nvml,
+            GpuBackendArg::Fake => Self::Fake,
+            GpuBackendArg::None => Self::None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +144,30 @@ pub struct FileConfig {
     /// Job cgroups (`jobs/cgroup/`).
     #[serde(default)]
     pub cgroups: crate::jobs::cgroup::CgroupConfig,
+    /// The node's GPUs.
+    #[serde(default)]
+    pub gpu: GpuFile,
+}
+
+/// The `[gpu]` table. Numbers and scripts are read loosely and checked by
+/// [`resolve_gpu`], so that every error names its key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuFile {
+    /// "auto", "nvml", "fake" or "none" [default: auto].
+    pub backend: Option<String>,
+    /// Path of `libnvidia-ml.so.1` [default: the dynamic loader's search].
+    pub nvml_library: Option<PathBuf>,
+    /// Simulated GPUs, 1-64 [default: 1].
+    pub fake_count: Option<i64>,
+    pub fake_name: Option<String>,
+    pub fake_memory_mib: Option<i64>,
+    /// A number, a list cycled per sample, or one such list per GPU.
+    pub fake_utilization: Option<toml::Value>,
+    /// As `fake_utilization`, in MiB.
+    pub fake_memory_used_mib: Option<toml::Value>,
+    /// Where the fake takes injected faults from [default: <state-dir>/gpu/inject].
+    pub fake_inject_file: Option<PathBuf>,
 }
 
 /// The `[storage]` table.
@@ -190,6 +241,8 @@ pub struct Config {
     pub ssh_port: Option<u16>,
     pub storage: StorageConfig,
     pub cgroups: crate::jobs::cgroup::CgroupConfig,
+    /// Where the node's GPUs come from (see [`crate::gpu::open`]).
+    pub gpu: GpuConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +290,7 @@ impl Config {
             Some((path, text)) => {
                 toml::from_str::<FileConfig>(text).map_err(|e| ConfigError::Parse {
                     path: path.to_owned(),
-                    message: e.message().to_owned(),
+                    message: with_line(text, &e),
                 })?
             }
             None => FileConfig::default(),
@@ -285,6 +338,7 @@ impl Config {
             "job_temp_root",
             f.job_temp_root.unwrap_or_else(|| state_dir.join("work")),
         )?;
+        let gpu = resolve_gpu(cli, f.gpu, &state_dir)?;
         Ok(Self {
             coordinator,
             workspace,
@@ -308,6 +362,7 @@ impl Config {
                 blob_driver: f.storage.blob_driver,
             },
             cgroups: f.cgroups,
+            gpu,
         })
     }
 
@@ -332,9 +387,161 @@ impl Config {
             ssh_port: None,
             blob_endpoint: None,
             file_endpoint: None,
+            gpu_backend: None,
+            fake_gpus: None,
         };
         Self::resolve(&cli, None, &EnvSource::default(), shim_exe.to_owned())
     }
+}
+
+/// The `[gpu]` table under `--gpu-backend` and `--fake-gpus`.
+fn resolve_gpu(cli: &Cli, f: GpuFile, state_dir: &Path) -> Result<GpuConfig, ConfigError> {
+    let invalid =
+        |field: &'static str, value: &dyn std::fmt::Display, reason: &str| ConfigError::Invalid {
+            field,
+            value: value.to_string(),
+            reason: reason.to_owned(),
+        };
+    let file_backend = match f.backend.as_deref() {
+        None => None,
+        Some(b) => Some(BackendChoice::parse(b).ok_or_else(|| {
+            invalid(
+                "gpu.backend",
+                &b,
+                &format!("expected one of {}", BackendChoice::NAMES),
+            )
+        })?),
+    };
+    let backend = match (cli.gpu_backend, cli.fake_gpus) {
+        (Some(b), Some(_)) if b != GpuBackendArg::Fake => {
+            return Err(invalid(
+                "fake-gpus",
+                &cli.fake_gpus.unwrap_or_default(),
+                "--fake-gpus simulates GPUs: it needs --gpu-backend fake (or none given)",
+            ));
+        }
+        (Some(b), _) => b.into(),
+        (None, Some(_)) => BackendChoice::Fake,
+        (None, None) => file_backend.unwrap_or_default(),
+    };
+    let defaults = FakeSpec::default();
+    let (count_field, count) = match (cli.fake_gpus, f.fake_count) {
+        (Some(n), _) => ("fake-gpus", n),
+        (None, Some(n)) => ("gpu.fake_count", n),
+        (None, None) => ("gpu.fake_count", i64::from(defaults.count)),
+    };
+    let count = u32::try_from(count)
+        .ok()
+        .filter(|n| (1..=MAX_FAKE_GPUS).contains(n))
+        .ok_or_else(|| invalid(count_field, &count, &format!("must be 1-{MAX_FAKE_GPUS}")))?;
+    let name = f.fake_name.unwrap_or(defaults.name);
+    if name.trim().is_empty() || name.len() > 95 {
+        return Err(invalid(
+            "gpu.fake_name",
+            &format!("{name:?}"),
+            "must be 1-95 characters",
+        ));
+    }
+    // At most 16 TiB, so bytes fit a u64 with room to spare.
+    let memory_mib = match f.fake_memory_mib {
+        None => defaults.memory_mib,
+        Some(m) => u64::try_from(m)
+            .ok()
+            .filter(|m| (1..=1 << 24).contains(m))
+            .ok_or_else(|| invalid("gpu.fake_memory_mib", &m, "must be 1 to 16777216 (16 TiB)"))?,
+    };
+    let utilization = match f.fake_utilization {
+        None => defaults.utilization,
+        Some(v) => script("gpu.fake_utilization", &v, count, 100)?,
+    };
+    let memory_used_mib = match f.fake_memory_used_mib {
+        None => defaults.memory_used_mib,
+        Some(v) => script("gpu.fake_memory_used_mib", &v, count, memory_mib)?,
+    };
+    let inject = absolute(
+        "gpu.fake_inject_file",
+        f.fake_inject_file
+            .unwrap_or_else(|| state_dir.join("gpu").join("inject")),
+    )?;
+    Ok(GpuConfig {
+        backend,
+        nvml_library: f.nvml_library,
+        fake: FakeSpec {
+            count,
+            name,
+            memory_mib,
+            utilization,
+            memory_used_mib,
+            inject_path: Some(inject),
+        },
+    })
+}
+
+/// A fake figure's script: a number, a list cycled per sample, or exactly
+/// `count` such lists (one per GPU), each value at most `max`.
+fn script(
+    field: &'static str,
+    v: &toml::Value,
+    count: u32,
+    max: u64,
+) -> Result<Script, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        field,
+        value: v.to_string(),
+        reason,
+    };
+    let shape = || {
+        invalid(
+            "expected a number, a non-empty list of numbers (cycled per sample) \
+             or one such list per GPU"
+                .into(),
+        )
+    };
+    let number = |x: &toml::Value| -> Result<u64, ConfigError> {
+        let n = x.as_integer().ok_or_else(shape)?;
+        u64::try_from(n)
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| invalid(format!("{n} is not 0-{max}")))
+    };
+    let list = |x: &toml::Value| -> Result<Vec<u64>, ConfigError> {
+        match x.as_array() {
+            Some(a) if !a.is_empty() => a.iter().map(number).collect(),
+            _ => Err(shape()),
+        }
+    };
+    let per_gpu = match v {
+        toml::Value::Integer(_) => vec![vec![number(v)?]],
+        toml::Value::Array(a) if a.first().is_some_and(toml::Value::is_array) => {
+            if a.len() != count as usize {
+                return Err(invalid(format!(
+                    "{} per-GPU lists for {count} GPUs",
+                    a.len()
+                )));
+            }
+            a.iter().map(list).collect::<Result<_, _>>()?
+        }
+        _ => vec![list(v)?],
+    };
+    Ok(Script { per_gpu })
+}
+
+/// toml's message with the line it is about, so that the key is named.
+fn with_line(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return e.message().to_owned();
+    };
+    let begin = before.rfind('\n').map_or(0, |i| i + 1);
+    let line: String = text[begin..]
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(80)
+        .collect();
+    let line_no = before.matches('\n').count() + 1;
+    format!("{} (line {line_no}: {line})", e.message())
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), ConfigError> {
@@ -482,6 +689,94 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("node-id"), "{e}");
+    }
+
+    fn gpu(args: &[&str], file: &str) -> Result<GpuConfig, ConfigError> {
+        let mut a = vec!["--workspace", "w", "--cluster", "c", "--state-dir", "/s"];
+        a.extend_from_slice(args);
+        resolve(&a, Some(file), EnvSource::default()).map(|c| c.gpu)
+    }
+
+    #[test]
+    fn gpu_defaults_flags_and_file() {
+        let g = gpu(&[], "").unwrap();
+        assert_eq!(g.backend, BackendChoice::Auto);
+        assert_eq!(g.fake.count, 1);
+        assert_eq!(g.fake.inject_path, Some(PathBuf::from("/s/gpu/inject")));
+        let g = gpu(&["--fake-gpus", "4"], "").unwrap();
+        assert_eq!((g.backend, g.fake.count), (BackendChoice::Fake, 4));
+        let file = "[gpu]\nbackend = \"none\"\nnvml_library = \"/opt/nv/libnvidia-ml.so.1\"\n\
+                    fake_count = 2\nfake_name = \"Sim\"\nfake_memory_mib = 1024\n\
+                    fake_utilization = [[10], [0, 100]]\nfake_memory_used_mib = 512\n";
+        let g = gpu(&[], file).unwrap();
+        assert_eq!(g.backend, BackendChoice::None);
+        assert_eq!(
+            g.nvml_library,
+            Some(PathBuf::from("/opt/nv/libnvidia-ml.so.1"))
+        );
+        assert_eq!((g.fake.count, g.fake.memory_mib), (2, 1024));
+        assert_eq!(g.fake.name, "Sim");
+        assert_eq!(g.fake.utilization.per_gpu, [vec![10], vec![0, 100]]);
+        assert_eq!(g.fake.memory_used_mib, Script::constant(512));
+        // Flags win over the file; --fake-gpus sets the count and the backend.
+        let g = gpu(&["--fake-gpus", "2"], file).unwrap();
+        assert_eq!(g.backend, BackendChoice::Fake);
+        let g = gpu(&["--gpu-backend", "nvml"], file).unwrap();
+        assert_eq!(g.backend, BackendChoice::Nvml);
+        let g = gpu(&[], "[gpu]\nfake_utilization = [0, 50]\n").unwrap();
+        assert_eq!(g.fake.utilization.per_gpu, [vec![0, 50]]);
+    }
+
+    #[test]
+    fn malformed_gpu_configuration_names_the_key() {
+        let bad = |args: &[&str], file: &str, key: &str| {
+            let e = gpu(args, file).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(key), "{key} not named in: {text}");
+            text
+        };
+        bad(&[], "[gpu]\nfake_count = 0\n", "gpu.fake_count");
+        bad(&[], "[gpu]\nfake_count = 65\n", "gpu.fake_count");
+        bad(&["--fake-gpus", "0"], "", "fake-gpus");
+        bad(&["--fake-gpus", "65"], "", "fake-gpus");
+        bad(
+            &["--fake-gpus", "2", "--gpu-backend", "nvml"],
+            "",
+            "fake-gpus",
+        );
+        bad(&[], "[gpu]\nfake_memory_mib = 0\n", "gpu.fake_memory_mib");
+        let t = bad(&[], "[gpu]\nbackend = \"cuda\"\n", "gpu.backend");
+        assert!(t.contains("auto, nvml, fake, none"), "{t}");
+        bad(&[], "[gpu]\nfake_cont = 2\n", "fake_cont");
+        bad(
+            &[],
+            "[gpu]\nfake_utilization = 101\n",
+            "gpu.fake_utilization",
+        );
+        bad(
+            &[],
+            "[gpu]\nfake_utilization = []\n",
+            "gpu.fake_utilization",
+        );
+        bad(
+            &[],
+            "[gpu]\nfake_utilization = \"high\"\n",
+            "gpu.fake_utilization",
+        );
+        let t = bad(
+            &[],
+            "[gpu]\nfake_count = 3\nfake_utilization = [[1], [2]]\n",
+            "gpu.fake_utilization",
+        );
+        assert!(t.contains("2 per-GPU lists for 3 GPUs"), "{t}");
+        bad(
+            &[],
+            "[gpu]\nfake_memory_mib = 100\nfake_memory_used_mib = 101\n",
+            "gpu.fake_memory_used_mib",
+        );
+        bad(&[], "[gpu]\nfake_name = \"\"\n", "gpu.fake_name");
+        bad(&[], "[gpu]\nfake_count = \"four\"\n", "fake_count");
+        assert!(Cli::try_parse_from(["bai-agent", "--gpu-backend", "cuda"]).is_err());
     }
 
     #[test]

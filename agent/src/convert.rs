@@ -35,10 +35,34 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
                 file_share_driver: r.file_share_driver,
                 blob_driver: r.blob_driver,
                 status: r.status.map(node_status),
+                gpus: r.gpus.gpus.into_iter().map(gpu_to_pb).collect(),
+                gpu_backend: r.gpus.backend,
+                gpu_driver_version: r.gpus.driver_version,
+                cuda_version: r.gpus.cuda_version,
                 ..Default::default()
             })
         }
         Outbound::NodeStatus(st) => AgentMsg::NodeStatus(node_status(st)),
+        Outbound::GpuHealth(r) => {
+            use crate::gpu::health::ReportKind as K;
+            let fault = r.is_fault();
+            let (kind, code) = match r.kind {
+                K::Xid(c) => (pb::GpuHealthEventKind::Xid, c),
+                K::DoubleBitEcc(n) => (pb::GpuHealthEventKind::DoubleBitEcc, n),
+                K::Recovered => (pb::GpuHealthEventKind::Recovered, 0),
+                K::CheckFailed => (pb::GpuHealthEventKind::CheckFailed, 0),
+            };
+            AgentMsg::GpuEvent(pb::GpuHealthEvent {
+                uuid: r.uuid,
+                index: r.index,
+                time: Some(r.time.into()),
+                kind: kind as i32,
+                code,
+                fault,
+                message: r.message,
+                ..Default::default()
+            })
+        }
         Outbound::SetupOutput(c) => AgentMsg::SetupOutput(pb::SetupOutput {
             run: c.run,
             stream: stream_to_pb(c.stream) as i32,
@@ -46,10 +70,30 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             data: c.data,
             ..Default::default()
         }),
-        Outbound::Heartbeat { time, metrics } => AgentMsg::Heartbeat(pb::Heartbeat {
+        Outbound::Heartbeat { time, sample } => AgentMsg::Heartbeat(pb::Heartbeat {
             time: Some(time.into()),
-            cpu_percent: metrics.cpu_percent,
-            memory_used_bytes: metrics.memory_used_bytes,
+            cpu_percent: sample.host.cpu_percent,
+            memory_used_bytes: sample.host.memory_used_bytes,
+            memory_total_bytes: sample.host.memory_total_bytes,
+            gpus: sample.gpus.into_iter().map(gpu_metrics_to_pb).collect(),
+            jobs: sample
+                .jobs
+                .into_iter()
+                .map(|j| pb::JobMetrics {
+                    job_id: j.job_id,
+                    cpu_seconds: j.cpu_seconds,
+                    memory_bytes: j.memory_bytes,
+                    memory_peak_bytes: j.memory_peak_bytes,
+                    gpu_memory_bytes: j.gpu_memory_bytes,
+                    gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+                    gpu_utilization_percent: j.gpu_utilization_percent,
+                    gpu_utilization_mean: j.gpu_utilization_mean,
+                    gpu_utilization_max: j.gpu_utilization_max,
+                    samples: j.samples,
+                    gpu_uuids: j.gpu_uuids,
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         }),
         Outbound::JobStarted {
@@ -87,6 +131,36 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
         }),
     };
     pb::AgentMessage { msg: Some(msg) }
+}
+
+fn gpu_to_pb(g: crate::gpu::Gpu) -> pb::Gpu {
+    pb::Gpu {
+        index: g.index,
+        uuid: g.uuid,
+        name: g.name,
+        memory_bytes: g.memory_bytes,
+        pci_bus_id: g.pci_bus_id,
+        mig_mode: g.mig_mode,
+        ..Default::default()
+    }
+}
+
+fn gpu_metrics_to_pb(f: crate::gpu::health::GpuFigures) -> pb::GpuMetrics {
+    let g = f.sample;
+    pb::GpuMetrics {
+        index: f.index,
+        uuid: g.uuid,
+        utilization_percent: g.utilization_percent as f32,
+        memory_used_bytes: g.memory_used_bytes,
+        memory_total_bytes: f.memory_total_bytes,
+        last_xid: f.last_xid,
+        temperature_celsius: g.temperature_c as f32,
+        power_watts: g.power_milliwatts as f32 / 1000.0,
+        sm_clock_mhz: g.sm_clock_mhz,
+        ecc_double_bit_errors: g.ecc_double_bit,
+        xid_errors: g.xid_count,
+        ..Default::default()
+    }
 }
 
 fn node_status(st: NodeStatus) -> pb::NodeStatus {

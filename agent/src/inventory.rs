@@ -76,6 +76,7 @@ impl HostInfo for SystemHost {
                 HostMetrics {
                     cpu_percent: s.global_cpu_usage(),
                     memory_used_bytes: s.used_memory(),
+                    memory_total_bytes: s.total_memory(),
                 }
             }
             Err(_) => HostMetrics::default(),

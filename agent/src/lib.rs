@@ -15,9 +15,11 @@
 pub mod backoff;
 pub mod config;
 pub mod convert;
+pub mod gpu;
 pub mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod output;
@@ -213,6 +215,13 @@ pub async fn run_with(
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     };
+    let gpus = {
+        let (cfg, id) = (config.gpu.clone(), node_id.clone());
+        let backend = tokio::task::spawn_blocking(move || gpu::open(&cfg, &id))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        Arc::new(gpu::health::Watch::new(backend))
+    };
     let settings = JobSettings {
         layout: layout.clone(),
         shell: config.job_shell.clone(),
@@ -246,6 +255,8 @@ pub async fn run_with(
         config,
         node_id,
         host,
+        gpus,
+        meter: Arc::new(metrics::Meter::new()),
         shutdown: stop_rx,
         node,
         facts,

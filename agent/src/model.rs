@@ -184,6 +184,8 @@ pub struct Registration {
     pub blob_driver: String,
     /// Where preparation stood (none before the first PrepareNode).
     pub status: Option<crate::node::NodeStatus>,
+    /// The node's GPUs and where they come from.
+    pub gpus: crate::gpu::Inventory,
 }
 
 /// Host metrics sent with each heartbeat.
@@ -191,6 +193,15 @@ pub struct Registration {
 pub struct HostMetrics {
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+}
+
+/// What one heartbeat carries: the host, every GPU, every running job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub host: HostMetrics,
+    pub gpus: Vec<crate::gpu::health::GpuFigures>,
+    pub jobs: Vec<crate::metrics::JobFigures>,
 }
 
 /// A message from the agent to the coordinator.
@@ -199,7 +210,7 @@ pub enum Outbound {
     Register(Box<Registration>),
     Heartbeat {
         time: SystemTime,
-        metrics: HostMetrics,
+        sample: Box<Sample>,
     },
     JobStarted {
         job_id: JobId,
@@ -217,6 +228,7 @@ pub enum Outbound {
         data: Vec<u8>,
     },
     NodeStatus(crate::node::NodeStatus),
+    GpuHealth(crate::gpu::health::Report),
     SetupOutput(crate::node::SetupChunk),
     /// An assignment refused before it became a job (its id is not valid):
     /// sent as `JobExited` with exit code -1 and the reason.

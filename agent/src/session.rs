@@ -7,10 +7,11 @@
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::convert;
+use crate::gpu::health::Watch;
 use crate::inventory::{HostInfo, primary_ip};
 use crate::jobs::JobManager;
 use crate::jobs::worker::Link;
-use crate::model::{Inbound, Outbound, Registration};
+use crate::model::{Inbound, Outbound, Registration, Sample};
 use crate::node::prepare::NodeHandle;
 use bai_proto::v1::agent_service_client::AgentServiceClient;
 use futures::StreamExt;
@@ -64,6 +65,10 @@ pub struct SessionCtx {
     pub config: Config,
     pub node_id: String,
     pub host: Arc<dyn HostInfo>,
+    /// The node's GPUs.
+    pub gpus: Arc<Watch>,
+    /// The running jobs' figures and summaries.
+    pub meter: Arc<crate::metrics::Meter>,
     pub shutdown: watch::Receiver<bool>,
     /// The node's preparation.
     pub node: NodeHandle,
@@ -146,6 +151,7 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         file_share_driver: ctx.facts.file_share_driver.clone(),
         blob_driver: ctx.facts.blob_driver.clone(),
         status: ctx.node.status(),
+        gpus: ctx.gpus.backend().inventory(),
     }
 }
 
@@ -232,11 +238,25 @@ async fn one(
         tokio::select! {
             _ = ctx.shutdown.wait_for(|s| *s) => return Ok(End::Stop(Stopped::Signal)),
             _ = tick.tick() => {
-                let host = ctx.host.clone();
-                let metrics = tokio::task::spawn_blocking(move || host.metrics())
-                    .await
-                    .unwrap_or_default();
-                let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), metrics });
+                let (host, watch, meter) = (ctx.host.clone(), ctx.gpus.clone(), ctx.meter.clone());
+                let running = jobs.running();
+                let (sample, reports) = tokio::task::spawn_blocking(move || {
+                    let (gpus, reports) = watch.sample();
+                    let jobs = meter.sample(&running, &gpus, &**watch.backend());
+                    (Sample { host: host.metrics(), gpus, jobs }, reports)
+                })
+                .await
+                .unwrap_or_default();
+                for r in reports {
+                    if r.is_fault() {
+                        warn!(gpu = %r.uuid, "{}", r.message);
+                    } else {
+                        info!(gpu = %r.uuid, "{}", r.message);
+                    }
+                    jobs.log_gpu_event(&r.uuid, &r.message);
+                    let _ = tx.send(Outbound::GpuHealth(r));
+                }
+                let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), sample: Box::new(sample) });
             }
             msg = inbound.message() => match msg? {
                 None => return Ok(End::Closed),

@@ -25,7 +25,8 @@ pub struct Opts {
     /// Measuring window of scale and agent-idle, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub duration_s: f64,
-    /// GPUs each simulated agent reports metrics for.
+    /// GPUs each simulated agent reports metrics for (scale), and the idle
+    /// real agent simulates and samples (agent-idle; 0: none).
     #[arg(long, default_value_t = 8)]
     pub gpus: u32,
     /// Simulated agent sessions per HTTP/2 connection (1: one connection each, like real agents).

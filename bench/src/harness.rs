@@ -53,6 +53,8 @@ pub struct CoordinatorOpts {
     pub local_agents: bool,
     /// Keep the temporary directory (state, logs) instead of deleting it.
     pub keep_dir: bool,
+    /// More coordinator flags.
+    pub extra_args: Vec<String>,
 }
 
 /// A running `bai-coordinator` with its own temporary state directory. Dropping
@@ -84,6 +86,7 @@ impl Coordinator {
                 .arg("--agent-bin")
                 .arg(&bins.agent);
         }
+        cmd.args(&opts.extra_args);
         let child = cmd
             .current_dir(&path)
             .stdin(Stdio::null())

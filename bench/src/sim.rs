@@ -383,8 +383,15 @@ impl SimAgent {
                     memory_total_bytes: 80 << 30,
                     temperature_celsius: 40.0 + wobble / 5.0,
                     power_watts: 70.0 + wobble,
+                    sm_clock_mhz: 1980,
+                    ecc_double_bit_errors: 0,
+                    xid_errors: 0,
+                    last_xid: 0,
+                    job_id: String::new(),
                 })
                 .collect(),
+            jobs: Vec::new(),
+            memory_total_bytes: 64 << 30,
         }
     }
 }

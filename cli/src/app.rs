@@ -76,6 +76,14 @@ impl Ctx {
         )
     }
 
+    /// Prints one item of a followed stream (see [`render::streamed`]).
+    pub fn print_streamed(&self, kind: Kind, value: &Value, first: bool) -> Result<(), CliError> {
+        let mut out = std::io::stdout().lock();
+        ignore_broken_pipe(
+            render::streamed(&mut out, self.output, kind, value, first).and_then(|()| out.flush()),
+        )
+    }
+
     pub fn print_many(&self, kind: Kind, values: &[Value]) -> Result<(), CliError> {
         if let Some(q) = &self.query {
             return self.print_queried(q, &Value::Array(values.to_vec()));

@@ -250,6 +250,47 @@ pub enum ClusterNodeCmd {
         #[command(flatten)]
         ssh: SshArgs,
     },
+    /// Live figures of the cluster's nodes (CPU, memory, each GPU, each job),
+    /// one row per node sample as the agents send them.
+    Top {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Only this node's.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+        /// Stop after this many samples.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// A node's GPUs: their health history, and returning a faulted one to
+    /// service.
+    #[command(subcommand)]
+    Gpu(NodeGpuCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeGpuCmd {
+    /// Return a faulted GPU to service (after a reset or a repair): jobs may
+    /// be given it again. Recorded in its history.
+    Clear {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: String,
+        /// The GPU's index or UUID.
+        #[arg(short = 'g', long = "gpu")]
+        gpu: String,
+    },
+    /// The GPU health history (XIDs, ECC errors, recoveries, clears) of the
+    /// cluster's nodes, oldest first.
+    Events {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Only this node's.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -394,6 +435,19 @@ pub enum JobCmd {
         #[arg(long = "interval", hide = true)]
         interval: Option<u64>,
     },
+    /// What a job uses: its summary (GPU utilization, peak GPU memory, CPU
+    /// time, peak memory), or with --follow its node's live samples as they
+    /// arrive, until it ends.
+    Metrics {
+        #[command(flatten)]
+        name: JobName,
+        /// Follow the live samples until the job ends.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many samples.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Job output files.
     #[command(subcommand)]
     File(JobFileCmd),
@@ -536,6 +590,12 @@ pub struct DemoArgs {
     /// The bai-coordinator binary (default: next to this bai binary).
     #[arg(long = "coordinator-bin")]
     pub coordinator_bin: Option<PathBuf>,
+    /// Simulate this many GPUs on each local node (0: the machine's own).
+    #[arg(long = "fake-gpus", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub fake_gpus: u32,
+    /// GPUs the job takes per node (0: whole nodes).
+    #[arg(long = "gpus-per-node", default_value_t = 0)]
+    pub gpus_per_node: u32,
 }
 
 /// `KEY=VALUE` → (KEY, VALUE); the value may contain '='.

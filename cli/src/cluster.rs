@@ -6,7 +6,7 @@ use std::io::BufRead;
 use bai_proto::v1 as pb;
 
 use crate::app::{Ctx, confirm};
-use crate::args::{ClusterCmd, ClusterCreateArgs, ClusterNodeCmd};
+use crate::args::{ClusterCmd, ClusterCreateArgs, ClusterNodeCmd, NodeGpuCmd};
 use crate::batchai_json;
 use crate::client::Api;
 use crate::cluster_params::{build_cluster, scale_settings};
@@ -108,6 +108,47 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
             update(ctx, api, name.workspace.workspace, name.name, scale).await
         }
         ClusterCmd::Node(ClusterNodeCmd::Exec { .. }) | ClusterCmd::File(_) => Ok(()),
+        ClusterCmd::Node(ClusterNodeCmd::Top {
+            cluster,
+            node,
+            count,
+        }) => {
+            let req = pb::WatchMetricsRequest {
+                workspace: cluster.workspace.workspace,
+                cluster: cluster.cluster,
+                node_id: node.unwrap_or_default(),
+                job: None,
+            };
+            crate::metrics::watch(ctx, api, req, count)
+                .await
+                .map(|_| ())
+        }
+        ClusterCmd::Node(ClusterNodeCmd::Gpu(NodeGpuCmd::Clear { cluster, node, gpu })) => {
+            let n = client
+                .clear_node_gpu(pb::ClearNodeGpuRequest {
+                    workspace: cluster.workspace.workspace,
+                    cluster: cluster.cluster,
+                    node_id: node,
+                    gpu,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            ctx.print_one(Kind::Node, &batchai_json::node(&n))
+        }
+        ClusterCmd::Node(ClusterNodeCmd::Gpu(NodeGpuCmd::Events { cluster, node })) => {
+            let r = client
+                .list_gpu_events(pb::ListGpuEventsRequest {
+                    workspace: cluster.workspace.workspace,
+                    cluster: cluster.cluster,
+                    node_id: node.unwrap_or_default(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let events: Vec<_> = r.events.iter().map(batchai_json::gpu_event).collect();
+            ctx.print_many(Kind::GpuEvent, &events)
+        }
         ClusterCmd::Node(ClusterNodeCmd::List { workspace, cluster }) => {
             let r = client
                 .list_cluster_nodes(pb::ListClusterNodesRequest {

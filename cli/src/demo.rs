@@ -33,7 +33,8 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// streaming is visible.
 pub const DEFAULT_COMMAND: &str = r#"echo "Hello from bai on $(hostname)"
 echo "CPUs: $(nproc 2>/dev/null || echo unknown)"
-if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L; else echo "GPUs: none visible"; fi
+if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L; fi
+echo "GPUs given: ${AZ_BATCHAI_NUM_GPUS:-0} (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES})"
 echo "Batch AI environment:"
 env | grep '^AZ_BATCHAI_' | sort | sed 's/^/  /'
 for i in 5 4 3 2 1; do echo "countdown $i"; sleep 1; done
@@ -55,7 +56,7 @@ pub async fn run(args: DemoArgs, verbose: bool) -> Result<u8, CliError> {
     // A stale address from an earlier run must not be mistaken for this one.
     let _ = std::fs::remove_file(&addr_file);
     let log_path = state_dir.join("coordinator.log");
-    let mut child = spawn(&bin, &state_dir, &log_path)?;
+    let mut child = spawn(&bin, &state_dir, &log_path, args.fake_gpus)?;
     eprintln!(
         "bai demo: starting {} (state dir {})",
         bin.display(),
@@ -118,7 +119,7 @@ fn sibling(name: &str) -> Result<PathBuf, CliError> {
     Ok(dir.join(name))
 }
 
-fn spawn(bin: &Path, state_dir: &Path, log_path: &Path) -> Result<Child, CliError> {
+fn spawn(bin: &Path, state_dir: &Path, log_path: &Path, fake_gpus: u32) -> Result<Child, CliError> {
     let log = std::fs::File::create(log_path)?;
     let mut cmd = Command::new(bin);
     cmd.arg("--local-agents")
@@ -126,6 +127,21 @@ fn spawn(bin: &Path, state_dir: &Path, log_path: &Path) -> Result<Child, CliErro
         .arg("127.0.0.1:0")
         .arg("--state-dir")
         .arg(state_dir);
+    if fake_gpus > 0 {
+        // Simulated GPUs that look busy, sampled every 2 s, so that `bai job
+        // metrics --follow` and `bai cluster node top` have something to show.
+        let agent_toml = state_dir.join("local-agent.toml");
+        std::fs::write(
+            &agent_toml,
+            "[gpu]\nfake_utilization = [35, 80, 95, 60]\nfake_memory_used_mib = [20480, 40960]\n",
+        )?;
+        cmd.arg("--local-agent-fake-gpus")
+            .arg(fake_gpus.to_string())
+            .arg("--local-agent-config")
+            .arg(&agent_toml)
+            .arg("--heartbeat-interval-secs")
+            .arg("2");
+    }
     if let Some(agent) = bin
         .parent()
         .map(|d| d.join("bai-agent"))
@@ -254,6 +270,7 @@ async fn session(
                 .unwrap_or_else(|| DEFAULT_COMMAND.into()),
         ),
         node_count: Some(args.node_count),
+        gpus_per_node: (args.gpus_per_node > 0).then_some(args.gpus_per_node),
         ..Default::default()
     };
     job::create(&api, &create).await?;
@@ -357,6 +374,8 @@ fn print_keep_help(address: &str, pid: u32, dir: &Path) {
          bai job list -w {WORKSPACE} -e {EXPERIMENT} -o table\n  \
          bai cluster node list -w {WORKSPACE} -c {CLUSTER} -o table\n  \
          bai job create -w {WORKSPACE} -e {EXPERIMENT} -c {CLUSTER} -n hello --command-line 'echo hello'\n  \
+         bai job metrics -w {WORKSPACE} -e {EXPERIMENT} -n hello --follow -o table\n  \
+         bai cluster node top -w {WORKSPACE} -c {CLUSTER} -o table\n  \
          kill {pid}    # stops the coordinator and its local nodes",
         dir = dir.display()
     );

@@ -96,6 +96,11 @@ pub async fn run(ctx: &Ctx, cmd: JobCmd) -> Result<u8, CliError> {
             let job = follow(api, key(&name), log_state).await?;
             return Ok(exit_code(&job));
         }
+        JobCmd::Metrics {
+            name,
+            follow,
+            count,
+        } => crate::metrics::job(ctx, api, key(&name), follow, count).await?,
         JobCmd::File(_) | JobCmd::Node(_) => {}
     }
     Ok(0)

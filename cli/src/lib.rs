@@ -19,6 +19,7 @@ pub mod experiment;
 pub mod job;
 pub mod job_files;
 pub mod job_params;
+pub mod metrics;
 pub mod nodes;
 pub mod query;
 pub mod render;

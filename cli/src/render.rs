@@ -21,6 +21,12 @@ pub enum Kind {
     File,
     /// A setup output file of a cluster's node.
     ClusterFile,
+    /// An entry of a GPU health history.
+    GpuEvent,
+    /// A node's live sample (`bai cluster node top`, `bai job metrics --follow`).
+    Sample,
+    /// A job's metrics summary.
+    JobMetrics,
 }
 
 /// az's table look: a header, a dashed line under it, columns apart by spaces.
@@ -88,23 +94,91 @@ fn drivers(v: &Value) -> String {
         .join(" ")
 }
 
-/// How many GPUs a node has and how many jobs hold: `4 (2 held)`.
+/// How many GPUs a node has, how many jobs hold and how many are faulted:
+/// `4 (2 held, 1 faulted)`.
 fn gpus(v: &Value) -> String {
     let Some(Value::Array(gpus)) = v.get("gpus") else {
         return String::new();
     };
-    let held = gpus
-        .iter()
-        .filter(|g| {
-            g.get("jobId")
-                .is_some_and(|j| j.as_str().is_some_and(|s| !s.is_empty()))
-        })
-        .count();
-    match (gpus.len(), held) {
+    let count = |key: &str, want: Option<&str>| {
+        gpus.iter()
+            .filter(|g| {
+                g.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| match want {
+                        Some(w) => s == w,
+                        None => !s.is_empty(),
+                    })
+            })
+            .count()
+    };
+    let (held, faulted) = (count("jobId", None), count("health", Some("faulted")));
+    let notes: Vec<String> = [(held, "held"), (faulted, "faulted")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    match (gpus.len(), notes.is_empty()) {
         (0, _) => String::new(),
-        (n, 0) => n.to_string(),
-        (n, h) => format!("{n} ({h} held)"),
+        (n, true) => n.to_string(),
+        (n, false) => format!("{n} ({})", notes.join(", ")),
     }
+}
+
+/// A number at `pointer` with `digits` decimals (empty when absent).
+fn num(v: &Value, pointer: &str, digits: usize) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .map(|x| format!("{x:.digits$}"))
+        .unwrap_or_default()
+}
+
+/// Bytes at `pointer` in GiB, one decimal.
+fn gib(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .map(|b| format!("{:.1}", b / f64::from(1u32 << 30)))
+        .unwrap_or_default()
+}
+
+/// `0:87/2.0 1:0/0.0` of a sample's GPUs (index: utilization / memory).
+fn gpu_figures(v: &Value) -> String {
+    let Some(Value::Array(gpus)) = v.get("gpus") else {
+        return String::new();
+    };
+    gpus.iter()
+        .map(|g| {
+            format!(
+                "{}:{}/{}",
+                text(g, "/index"),
+                num(g, "/utilizationPercent", 0),
+                gib(g, "/memoryUsedBytes")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `<job id prefix> (12.5, 300)` of a sample's jobs (CPU seconds, memory MiB).
+fn job_figures(v: &Value) -> String {
+    let Some(Value::Array(jobs)) = v.get("jobs") else {
+        return String::new();
+    };
+    jobs.iter()
+        .map(|j| {
+            let id = text(j, "/jobId");
+            format!(
+                "{} ({}, {})",
+                id.get(..8).unwrap_or(&id),
+                num(j, "/cpuSeconds", 1),
+                j.pointer("/memoryBytes")
+                    .and_then(Value::as_f64)
+                    .map(|b| format!("{:.0}", b / f64::from(1u32 << 20)))
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `code: message; ...` of a node's errors.
@@ -171,6 +245,33 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("Exit code", |v| text(v, "/executionInfo/exitCode")),
             ("Created", |v| text(v, "/creationTime")),
         ],
+        Kind::Sample => &[
+            ("Time", |v| text(v, "/time")),
+            ("Node", |v| text(v, "/nodeId")),
+            ("CPU %", |v| num(v, "/cpuPercent", 0)),
+            ("Memory GiB", |v| gib(v, "/memoryUsedBytes")),
+            ("GPU util % / memory GiB", gpu_figures),
+            ("Jobs (CPU s, memory MiB)", job_figures),
+        ],
+        Kind::JobMetrics => &[
+            ("Samples", |v| text(v, "/samples")),
+            ("GPU util mean %", |v| num(v, "/gpuUtilizationMean", 1)),
+            ("GPU util max %", |v| num(v, "/gpuUtilizationMax", 1)),
+            ("GPU memory peak GiB", |v| gib(v, "/gpuMemoryPeakBytes")),
+            ("CPU s", |v| num(v, "/cpuSeconds", 1)),
+            ("Memory peak GiB", |v| gib(v, "/memoryPeakBytes")),
+            ("Time", |v| text(v, "/time")),
+        ],
+        Kind::GpuEvent => &[
+            ("Time", |v| text(v, "/time")),
+            ("Node", |v| text(v, "/nodeId")),
+            ("GPU", |v| text(v, "/gpu")),
+            ("Kind", |v| text(v, "/kind")),
+            ("Code", |v| text(v, "/code")),
+            ("Fault", |v| text(v, "/fault")),
+            ("Job", |v| text(v, "/jobId")),
+            ("Message", |v| text(v, "/message")),
+        ],
         Kind::ClusterFile => &[
             ("Name", |v| text(v, "/name")),
             ("Node", |v| text(v, "/nodeId")),
@@ -196,6 +297,45 @@ pub fn one(
     match format {
         OutputFormat::Json => writeln!(out, "{}", pretty(value)),
         _ => rows(out, format, kind, std::slice::from_ref(value)),
+    }
+}
+
+/// Prints one item of a stream that follows (`--follow`, `top`): a JSON
+/// line each, or a table row each with the header before the first.
+pub fn streamed(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    kind: Kind,
+    value: &Value,
+    first: bool,
+) -> std::io::Result<()> {
+    let cols = columns(kind);
+    let cells: Vec<String> = cols.iter().map(|(_, f)| f(value)).collect();
+    match format {
+        OutputFormat::Json => writeln!(out, "{value}"),
+        OutputFormat::None => Ok(()),
+        OutputFormat::Tsv => writeln!(out, "{}", cells.join("\t")),
+        OutputFormat::Table => {
+            let widths: Vec<usize> = cols
+                .iter()
+                .zip(&cells)
+                .map(|((h, _), c)| h.len().max(c.len()).max(8))
+                .collect();
+            let line = |items: Vec<&str>| {
+                items
+                    .iter()
+                    .zip(&widths)
+                    .map(|(s, w)| format!("{s:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            if first {
+                writeln!(out, "{}", line(cols.iter().map(|(h, _)| *h).collect()))?;
+            }
+            writeln!(out, "{}", line(cells.iter().map(String::as_str).collect()))
+        }
     }
 }
 

@@ -377,6 +377,29 @@ impl ClusterService for Fake {
     ) -> Result<Response<Self::StreamClusterFileStream>, Status> {
         nope()
     }
+
+    async fn clear_node_gpu(
+        &self,
+        _: Request<pb::ClearNodeGpuRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        nope()
+    }
+
+    async fn list_gpu_events(
+        &self,
+        _: Request<pb::ListGpuEventsRequest>,
+    ) -> Result<Response<pb::ListGpuEventsResponse>, Status> {
+        nope()
+    }
+
+    type WatchMetricsStream = BoxStream<pb::NodeMetrics>;
+
+    async fn watch_metrics(
+        &self,
+        _: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        nope()
+    }
 }
 
 fn send_all<T: Send + 'static>(items: Vec<(Duration, T)>) -> BoxStream<T> {

@@ -118,6 +118,27 @@ pub fn alive(pid: i32) -> bool {
     stat(pid).is_some_and(|s| s.is_running())
 }
 
+/// Resident memory of `pid` in bytes (`/proc/<pid>/statm`'s second field).
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096);
+    Some(pages * u64::try_from(page).unwrap_or(4096))
+}
+
+/// Clock ticks per second, the unit of [`Stat`]'s CPU times.
+pub fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
 /// Live (not zombie) processes of process group `pgid`.
 pub fn in_group(pgid: i32) -> Vec<i32> {
     pids()

@@ -38,6 +38,10 @@ pub struct Args {
     /// Address to serve gRPC on [default: 127.0.0.1:7150]; port 0 picks one.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address to serve Prometheus metrics on (`GET /metrics`) [default:
+    /// none]; port 0 picks one (written to <state>/metrics.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// State directory [default: $STATE_DIRECTORY or /var/lib/bai].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -71,6 +75,14 @@ pub struct Args {
     /// Local agents reach Azure Files shares at this host:port (a Samba server).
     #[arg(long, value_name = "HOST:PORT")]
     pub local_agent_file_endpoint: Option<String>,
+    /// Local agents simulate this many GPUs each (for trying GPU jobs on a
+    /// machine without one; 0: they report the machine's real GPUs).
+    #[arg(long, value_name = "N")]
+    pub local_agent_fake_gpus: Option<u32>,
+    /// Local agents read this agent.toml (its [gpu] table scripts the fake
+    /// GPUs, for instance); flags the coordinator passes them win.
+    #[arg(long, value_name = "PATH")]
+    pub local_agent_config: Option<PathBuf>,
 }
 
 /// The config file's keys (all optional; flags override them).
@@ -78,6 +90,7 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub local_agents: Option<bool>,
     pub agent_bin: Option<PathBuf>,
@@ -88,6 +101,8 @@ pub struct FileConfig {
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
+    pub local_agent_fake_gpus: Option<u32>,
+    pub local_agent_config: Option<PathBuf>,
     /// `[storage]`: the account behind `--use-auto-storage`, and where this
     /// machine reaches storage.
     pub storage: Option<StorageFile>,
@@ -140,6 +155,8 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (none: not served).
+    pub metrics_listen: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub local_agents: bool,
     /// `None`: `bai-agent` next to the coordinator's executable.
@@ -159,6 +176,7 @@ impl Config {
     pub fn for_state_dir(state_dir: &Path) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             state_dir: state_dir.to_path_buf(),
             local_agents: false,
             agent_bin: None,
@@ -257,8 +275,35 @@ pub fn resolve(
     {
         local_agent_args.extend(["--file-endpoint".to_string(), h]);
     }
+    match args.local_agent_fake_gpus.or(file.local_agent_fake_gpus) {
+        None | Some(0) => {}
+        Some(n) if n <= 64 => local_agent_args.extend(["--fake-gpus".to_string(), n.to_string()]),
+        Some(n) => {
+            return Err(ConfigError::Invalid {
+                field: "local_agent_fake_gpus",
+                rule: format!("{n} is more than 64"),
+            });
+        }
+    }
+    if let Some(p) = args.local_agent_config.or(file.local_agent_config) {
+        if !p.is_absolute() {
+            return Err(ConfigError::Invalid {
+                field: "local_agent_config",
+                rule: format!("{} is not an absolute path", p.display()),
+            });
+        }
+        local_agent_args.extend(["--config".to_string(), p.display().to_string()]);
+    }
+    let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+        None => None,
+        Some(m) => Some(m.parse().map_err(|_| ConfigError::Invalid {
+            field: "metrics_listen",
+            rule: format!("{m:?} is not an address like 0.0.0.0:9150"),
+        })?),
+    };
     Ok(Config {
         local_agent_args,
+        metrics_listen,
         listen,
         state_dir,
         local_agents: args.local_agents || file.local_agents.unwrap_or(false),

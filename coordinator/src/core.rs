@@ -48,6 +48,8 @@ pub struct Core {
     pub settings: Settings,
     /// The `[storage]` auto-storage account and its Blob client, if configured.
     pub auto_storage: Option<Arc<AutoStorage>>,
+    /// Each connected node's latest heartbeat sample.
+    pub metrics: crate::metrics::Latest,
     scheduler: Notify,
     provider: Notify,
     shutdown: watch::Receiver<bool>,
@@ -76,6 +78,7 @@ impl Core {
             events: JobEvents::new(),
             settings,
             auto_storage: None,
+            metrics: crate::metrics::Latest::default(),
             scheduler: Notify::new(),
             provider: Notify::new(),
             shutdown,
@@ -95,6 +98,17 @@ impl Core {
 
     /// The node with the heartbeat time its live session saw (heartbeats are
     /// kept in memory while a session lives).
+    /// `job` with its running attempt's latest summary (the store has an
+    /// attempt's summary only once it ended).
+    pub fn with_live_metrics(&self, mut job: Job) -> Job {
+        if job.execution_state.is_active()
+            && let Some(m) = self.metrics.job_summary(&job.id)
+        {
+            job.metrics = Some(m);
+        }
+        job
+    }
+
     pub fn with_live_heartbeat(&self, mut node: Node) -> Node {
         if let Some(t) = self.sessions.last_heartbeat(&node.node_id) {
             node.last_heartbeat_time = Some(node.last_heartbeat_time.map_or(t, |s| s.max(t)));
@@ -123,6 +137,12 @@ impl Core {
     /// A receiver that turns true when the coordinator shuts down.
     pub fn shutdown(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
+    }
+
+    /// The Prometheus text of the nodes' latest samples and the store's counts.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let counts = self.store.state_counts().await?;
+        Ok(crate::metrics::render(&self.metrics.snapshot(), &counts))
     }
 
     pub fn is_shutting_down(&self) -> bool {

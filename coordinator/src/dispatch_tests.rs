@@ -105,6 +105,7 @@ fn killed() -> JobExit {
         exit_code: 143,
         error: None,
         terminated: true,
+        metrics: None,
     }
 }
 

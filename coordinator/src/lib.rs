@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod local_provider;
+pub mod metrics;
 pub mod output;
 pub mod scheduler;
 pub mod setup_output;
@@ -60,6 +61,11 @@ pub enum RunError {
     Reflection(String),
     #[error("grpc server: {0}")]
     Serve(String),
+    #[error("metrics listener {at}: {source}")]
+    Metrics {
+        at: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The database (secrets inside) is 0600 and the output directory 0700. In
@@ -199,6 +205,21 @@ pub async fn run(
         None
     };
 
+    let metrics_server = match config.metrics_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .map_err(|source| RunError::Metrics { at, source })?;
+            let maddr = l.local_addr()?;
+            bai_common::fs::write_atomic(
+                &state.join("metrics.addr"),
+                maddr.to_string().as_bytes(),
+            )?;
+            tracing::info!(addr = %maddr, "serving Prometheus metrics on http://{maddr}/metrics");
+            Some(tokio::spawn(metrics::http::serve(core.clone(), l)))
+        }
+        None => None,
+    };
     write_addr_file(&state, addr)?;
     tracing::info!(%addr, state_dir = %state.display(), local_agents = config.local_agents, "listening on {addr}");
     if let Some(a) = &core.auto_storage {
@@ -225,6 +246,9 @@ pub async fn run(
     }
     let _ = scheduler.await;
     let _ = lost_nodes.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     let result = match served {
         Some(r) => r,
         None => match tokio::time::timeout(Duration::from_secs(5), &mut server).await {

@@ -13,7 +13,8 @@
 use crate::domain::gpus::{self, Holding};
 use crate::domain::transition;
 use crate::domain::{ClusterKey, Job, Node, NodeState};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Put job `job_id` on node `node_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,14 +28,15 @@ pub struct Placement {
 pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
     // Per cluster, the free nodes as this pass changes them; a node with no
     // room left drops out, so the common case (whole-node jobs on nodes
-    // without GPUs) takes the first node every time.
-    let mut free: BTreeMap<(String, String), Vec<Node>> = BTreeMap::new();
+    // without GPUs) takes the first node every time. A node is copied only
+    // when a GPU job leaves it room for more.
+    let mut free: BTreeMap<(&str, &str), VecDeque<Cow<'_, Node>>> = BTreeMap::new();
     let mut sorted: Vec<&Node> = nodes.iter().filter(|n| transition::is_free(n)).collect();
     sorted.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     for n in sorted {
-        free.entry((n.workspace.clone(), n.cluster.clone()))
+        free.entry((n.workspace.as_str(), n.cluster.as_str()))
             .or_default()
-            .push(n.clone());
+            .push_back(Cow::Borrowed(n));
     }
     let mut order: Vec<&Job> = queued.iter().collect();
     // Stable: equal priorities keep creation order.
@@ -45,7 +47,7 @@ pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
             continue;
         }
         let ClusterKey { workspace, name } = &job.spec.cluster;
-        let Some(candidates) = free.get_mut(&(workspace.clone(), name.clone())) else {
+        let Some(candidates) = free.get_mut(&(workspace.as_str(), name.as_str())) else {
             continue;
         };
         let Some(at) = candidates
@@ -54,17 +56,23 @@ pub fn schedule(queued: &[Job], nodes: &[Node]) -> Vec<Placement> {
         else {
             continue;
         };
-        let node = &mut candidates[at];
-        node.state = NodeState::Running;
-        node.running_job_ids.push(job.id.clone());
-        node.holdings.push(Holding {
-            job_id: job.id.clone(),
-            whole_node: job.spec.gpus_per_node == 0,
-            gpu_uuids: gpus::pick(node, job),
-        });
         out.push(Placement {
             job_id: job.id.clone(),
-            node_id: node.node_id.clone(),
+            node_id: candidates[at].node_id.clone(),
+        });
+        if job.spec.gpus_per_node == 0 {
+            // A whole-node job fills its node.
+            candidates.remove(at);
+            continue;
+        }
+        let node = candidates[at].to_mut();
+        node.state = NodeState::Running;
+        node.running_job_ids.push(job.id.clone());
+        let gpu_uuids = gpus::pick(node, job);
+        node.holdings.push(Holding {
+            job_id: job.id.clone(),
+            whole_node: false,
+            gpu_uuids,
         });
         if gpus::room(node) == 0 {
             candidates.remove(at);

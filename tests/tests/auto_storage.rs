@@ -101,17 +101,7 @@ fn auto_storage_cluster(ws: &str, name: &str, target: i32) -> pb::Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_auto_storage_mounts_the_share_and_container_for_clusters_and_jobs() -> Result<()> {
-    if !standins::require_root()
-        || standins::require_program("rclone").is_none()
-        || standins::require_program("fusermount3").is_none()
-        || !standins::require("/dev/fuse", Path::new("/dev/fuse").exists())
-    {
-        return Ok(());
-    }
-    let (Some(_), Some(azurite_bin)) = (
-        standins::require_program("smbd"),
-        standins::require_program("azurite-blob"),
-    ) else {
+    let Some(azurite_bin) = standins::require_storage() else {
         return Ok(());
     };
     let started = Instant::now();

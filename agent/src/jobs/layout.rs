@@ -132,6 +132,10 @@ pub struct LaunchRecord {
     /// denied (the contract is in `cgroup/devices.rs`).
     #[serde(default)]
     pub gpu_minors: Option<Vec<u32>>,
+    /// The GPUs the job was given (for the GPU health and metrics of an
+    /// adopted job).
+    #[serde(default)]
+    pub gpu_uuids: Vec<String>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

@@ -251,6 +251,53 @@ impl JobManager {
         h.shared.lock().ok().map(|s| s.wakeups)
     }
 
+    /// The jobs whose process runs now, for their metrics.
+    pub fn running(&mut self) -> Vec<crate::metrics::RunningJob> {
+        self.prune();
+        self.jobs
+            .iter()
+            .filter_map(|(id, h)| {
+                let s = h.shared.lock().ok()?;
+                let pgid = s.pgid.filter(|_| s.exit.is_none())?;
+                Some(crate::metrics::RunningJob {
+                    id: id.clone(),
+                    gpu_uuids: s.gpu_uuids.clone(),
+                    pgid,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `message` into the execution log of every running job holding
+    /// GPU `uuid` (the GPU's fault events: the user sees them with the job's
+    /// output). Off the runtime: one small append per job.
+    pub fn log_gpu_event(&mut self, uuid: &str, message: &str) {
+        self.prune();
+        let holders: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, h)| {
+                h.shared
+                    .lock()
+                    .is_ok_and(|s| s.exit.is_none() && s.gpu_uuids.iter().any(|u| u == uuid))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in holders {
+            let path = self
+                .settings
+                .layout
+                .job(&id)
+                .stream(crate::model::Stream::ExecutionLog);
+            let message = message.to_owned();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = layout::log_line(&path, &message) {
+                    warn!(job = %id, error = %e, "cannot write a GPU event to the execution log");
+                }
+            });
+        }
+    }
+
     /// The phase of job `id`.
     pub fn phase(&self, id: &JobId) -> Option<Phase> {
         let h = self.jobs.get(id)?;

@@ -167,6 +167,7 @@ pub struct Store {
     pub heartbeats: Vec<pb::Heartbeat>,
     pub node_status: Vec<pb::NodeStatus>,
     pub setup_output: Vec<pb::SetupOutput>,
+    pub gpu_events: Vec<pb::GpuHealthEvent>,
     pub chunks: usize,
     pub max_chunk: usize,
     pub duplicate_bytes: u64,
@@ -266,6 +267,10 @@ impl Store {
             }
             AgentMsg::SetupOutput(o) => {
                 self.setup_output.push(o);
+                None
+            }
+            AgentMsg::GpuEvent(e) => {
+                self.gpu_events.push(e);
                 None
             }
         }

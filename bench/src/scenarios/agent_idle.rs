@@ -5,7 +5,7 @@
 //! tick of /proc/<pid>/stat in 30 s, which `cpu_pct_ticks` shows for
 //! comparison). The coordinator's CPU over the same window is reported alongside.
 
-use super::{CpuWindow, start};
+use super::{CpuWindow, start_with};
 use crate::cli::Opts;
 use crate::harness::Binaries;
 use crate::procfs;
@@ -17,7 +17,15 @@ use std::time::{Duration, Instant};
 pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
     let mut report = Report::new("agent-idle");
     report.param("duration_s", opts.duration_s);
-    let (coord, mut api) = start(opts, bins, true, 1).await?;
+    report.param("gpus", opts.gpus);
+    // The agent samples simulated GPUs with every heartbeat, as a GPU node
+    // does (metrics on).
+    let extra = if opts.gpus > 0 {
+        vec!["--local-agent-fake-gpus".to_string(), opts.gpus.to_string()]
+    } else {
+        Vec::new()
+    };
+    let (coord, mut api) = start_with(opts, bins, true, 1, extra).await?;
     let pids = coord.local_agent_pids();
     let [agent] = pids[..] else {
         bail!("expected one local agent process, found {pids:?}");

@@ -41,11 +41,23 @@ async fn start(
     local_agents: bool,
     nodes: usize,
 ) -> Result<(Coordinator, Api)> {
+    start_with(opts, bins, local_agents, nodes, Vec::new()).await
+}
+
+/// [`start`] with more coordinator flags.
+async fn start_with(
+    opts: &Opts,
+    bins: &Binaries,
+    local_agents: bool,
+    nodes: usize,
+    extra_args: Vec<String>,
+) -> Result<(Coordinator, Api)> {
     let coord = Coordinator::start(
         bins,
         &CoordinatorOpts {
             local_agents,
             keep_dir: opts.keep_dir,
+            extra_args,
         },
     )
     .await?;

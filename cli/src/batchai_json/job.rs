@@ -162,6 +162,21 @@ pub struct JobJson {
     pub node_ids: Vec<String>,
     /// The GPUs the job was given (bai's addition).
     pub gpu_uuids: Vec<String>,
+    /// What the latest attempt used (bai's addition; read-only).
+    pub metrics: Option<JobMetricsJson>,
+}
+
+/// A job attempt's use of its node, from its agent's samples.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobMetricsJson {
+    pub time: Option<String>,
+    pub samples: u64,
+    pub gpu_utilization_mean: f64,
+    pub gpu_utilization_max: f64,
+    pub gpu_memory_peak_bytes: u64,
+    pub cpu_seconds: f64,
+    pub memory_peak_bytes: u64,
 }
 
 fn count(v: Option<i32>) -> i32 {
@@ -446,6 +461,15 @@ impl JobJson {
             }),
             node_ids: j.node_ids.clone(),
             gpu_uuids: j.gpu_uuids.clone(),
+            metrics: j.metrics.as_ref().map(|m| JobMetricsJson {
+                time: ts(m.time.as_ref()),
+                samples: m.samples,
+                gpu_utilization_mean: m.gpu_utilization_mean,
+                gpu_utilization_max: m.gpu_utilization_max,
+                gpu_memory_peak_bytes: m.gpu_memory_peak_bytes,
+                cpu_seconds: m.cpu_seconds,
+                memory_peak_bytes: m.memory_peak_bytes,
+            }),
             ..Default::default()
         };
         match &j.toolkit {

@@ -212,12 +212,67 @@ pub fn node(n: &pb::Node) -> Value {
             "pciBusId": g.pci_bus_id,
             "migMode": g.mig_mode,
             "jobId": g.job_id,
+            "health": g.health,
+            "faultReason": g.fault_reason,
+            "faultTime": ts(g.fault_time.as_ref()),
         })).collect::<Vec<_>>(),
     })));
     if let Value::Object(m) = &mut v {
         m.entry("runningJobIds").or_insert_with(|| json!([]));
     }
     v
+}
+
+/// One node sample of `WatchMetrics` (bai's addition).
+pub fn node_metrics(m: &pb::NodeMetrics) -> Value {
+    Value::Object(to_pruned(&json!({
+        "time": ts(m.time.as_ref()),
+        "nodeId": m.node_id,
+        "cpuPercent": m.cpu_percent,
+        "memoryUsedBytes": m.memory_used_bytes,
+        "memoryTotalBytes": m.memory_total_bytes,
+        "gpus": m.gpus.iter().map(|g| json!({
+            "index": g.index,
+            "uuid": g.uuid,
+            "utilizationPercent": g.utilization_percent,
+            "memoryUsedBytes": g.memory_used_bytes,
+            "memoryTotalBytes": g.memory_total_bytes,
+            "temperatureCelsius": g.temperature_celsius,
+            "powerWatts": g.power_watts,
+            "smClockMhz": g.sm_clock_mhz,
+            "eccDoubleBitErrors": g.ecc_double_bit_errors,
+            "xidErrors": g.xid_errors,
+            "lastXid": g.last_xid,
+            "jobId": g.job_id,
+        })).collect::<Vec<_>>(),
+        "jobs": m.jobs.iter().map(|j| json!({
+            "jobId": j.job_id,
+            "cpuSeconds": j.cpu_seconds,
+            "memoryBytes": j.memory_bytes,
+            "memoryPeakBytes": j.memory_peak_bytes,
+            "gpuMemoryBytes": j.gpu_memory_bytes,
+            "gpuMemoryPeakBytes": j.gpu_memory_peak_bytes,
+            "gpuUtilizationPercent": j.gpu_utilization_percent,
+            "gpuUtilizationMean": j.gpu_utilization_mean,
+            "gpuUtilizationMax": j.gpu_utilization_max,
+            "samples": j.samples,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// One entry of a GPU health history.
+pub fn gpu_event(e: &pb::GpuHealthRecord) -> Value {
+    Value::Object(to_pruned(&json!({
+        "time": ts(e.time.as_ref()),
+        "nodeId": e.node_id,
+        "gpu": e.index,
+        "uuid": e.uuid,
+        "kind": e.kind,
+        "code": e.code,
+        "fault": e.fault,
+        "jobId": e.job_id,
+        "message": e.message,
+    })))
 }
 
 /// An output file, as listOutputFiles returned it.

@@ -320,6 +320,29 @@ impl ClusterService for Fake {
             .collect();
         Ok(Response::new(stream_of(chunks, false)))
     }
+
+    async fn clear_node_gpu(
+        &self,
+        _: Request<pb::ClearNodeGpuRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_gpu_events(
+        &self,
+        _: Request<pb::ListGpuEventsRequest>,
+    ) -> Result<Response<pb::ListGpuEventsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type WatchMetricsStream = BoxStream<pb::NodeMetrics>;
+
+    async fn watch_metrics(
+        &self,
+        _: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// A TCP proxy in front of an address; `cut()` drops every open connection.

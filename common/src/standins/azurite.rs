@@ -58,6 +58,26 @@ impl Azurite {
         format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
+    /// Writes `data` to `container/path` (through rclone, as a user would).
+    pub fn put(&self, container_path: &str, data: &[u8]) -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("blob");
+        std::fs::write(&file, data)?;
+        let out = self.rclone(&[
+            "copyto",
+            &file.display().to_string(),
+            &format!(":azureblob:{container_path}"),
+        ]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "rclone copyto {container_path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+
     /// `rclone <args>` against it without a mount or a config file.
     pub fn rclone(&self, args: &[&str]) -> std::process::Output {
         Command::new("rclone")

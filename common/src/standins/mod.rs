@@ -41,6 +41,26 @@ pub fn require_program(program: &str) -> Option<PathBuf> {
     require(&format!("the program {program}"), found.is_some()).then_some(found)?
 }
 
+/// [`require`] for FUSE mounts through rclone: root, rclone, fusermount3 and /dev/fuse.
+#[track_caller]
+pub fn require_rclone_fuse() -> bool {
+    require_root()
+        && require_program("rclone").is_some()
+        && require_program("fusermount3").is_some()
+        && require("/dev/fuse", Path::new("/dev/fuse").exists())
+}
+
+/// [`require_rclone_fuse`] and both storage stand-ins (smbd, azurite-blob): the
+/// Azurite program when all are there.
+#[track_caller]
+pub fn require_storage() -> Option<PathBuf> {
+    if !require_rclone_fuse() {
+        return None;
+    }
+    require_program("smbd")?;
+    require_program("azurite-blob")
+}
+
 /// Where `program` is: a path with a `/` as it is, else the first executable match on
 /// `PATH`, then /usr/sbin and /sbin (which a non-login root `PATH` may lack).
 pub fn which(program: &str) -> Option<PathBuf> {

@@ -7,9 +7,10 @@ use crate::api::convert::{
     self as c, Secrets, container_to, env_to, error_from, mounts_to, secrets_as_env, tool_type_to,
 };
 use crate::domain::env::Assignment;
-use crate::domain::gpus::Gpu;
+use crate::domain::gpus::{Gpu, GpuEvent, GpuEventKind};
 use crate::domain::node_setup::{NodeSetupPlan, Preparation, PreparationReport};
 use crate::domain::{BatchAiError, JobExit, Millis, NodeInfo};
+use crate::metrics::{GpuSample, JobSample, NodeSample};
 use crate::output::StreamKind;
 use crate::setup_output::Held;
 use bai_proto::v1 as pb;
@@ -45,10 +46,11 @@ pub struct Register {
 }
 
 /// An agent message in domain form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     Register(Box<Register>),
-    Heartbeat,
+    /// With the node's sample (host, GPUs, jobs).
+    Heartbeat(Box<NodeSample>),
     Started {
         job_id: String,
         start_time: Millis,
@@ -61,6 +63,8 @@ pub enum Inbound {
         data: Vec<u8>,
     },
     NodeStatus(PreparationReport),
+    /// A GPU health event (its node id is the session's, filled in later).
+    GpuEvent(Box<GpuEvent>),
     SetupOutput {
         run: String,
         stream: Option<StreamKind>,
@@ -111,6 +115,7 @@ fn exited_from(e: pb::JobExited, now: Millis) -> Exited {
             exit_code: e.exit_code,
             error: e.error.map(error_from),
             terminated: e.terminated,
+            metrics: None,
         },
         lengths: lengths_from(e.lengths),
         job_id: e.job_id,
@@ -157,7 +162,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                 })
                 .collect(),
         })),
-        Some(In::Heartbeat(_)) => Inbound::Heartbeat,
+        Some(In::Heartbeat(h)) => Inbound::Heartbeat(Box::new(sample_from(h, now))),
         Some(In::JobStarted(s)) => Inbound::Started {
             start_time: s.start_time.as_ref().map(c::from_ts).unwrap_or(now),
             job_id: s.job_id,
@@ -170,6 +175,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
             data: o.data,
         },
         Some(In::NodeStatus(st)) => Inbound::NodeStatus(report_from(st)),
+        Some(In::GpuEvent(e)) => Inbound::GpuEvent(Box::new(gpu_event_from(e, "", now))),
         Some(In::SetupOutput(o)) => Inbound::SetupOutput {
             stream: stream_from(o.stream),
             run: o.run,
@@ -245,6 +251,49 @@ fn duration(d: std::time::Duration) -> prost_types::Duration {
     c::duration(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
+    NodeSample {
+        time: h.time.as_ref().map(c::from_ts).unwrap_or(now),
+        cpu_percent: h.cpu_percent,
+        memory_used_bytes: h.memory_used_bytes,
+        memory_total_bytes: h.memory_total_bytes,
+        gpus: h
+            .gpus
+            .into_iter()
+            .map(|g| GpuSample {
+                index: g.index,
+                uuid: g.uuid,
+                utilization_percent: g.utilization_percent,
+                memory_used_bytes: g.memory_used_bytes,
+                memory_total_bytes: g.memory_total_bytes,
+                temperature_celsius: g.temperature_celsius,
+                power_watts: g.power_watts,
+                sm_clock_mhz: g.sm_clock_mhz,
+                ecc_double_bit_errors: g.ecc_double_bit_errors,
+                xid_errors: g.xid_errors,
+                last_xid: g.last_xid,
+            })
+            .collect(),
+        jobs: h
+            .jobs
+            .into_iter()
+            .map(|j| JobSample {
+                job_id: j.job_id,
+                cpu_seconds: j.cpu_seconds,
+                memory_bytes: j.memory_bytes,
+                memory_peak_bytes: j.memory_peak_bytes,
+                gpu_memory_bytes: j.gpu_memory_bytes,
+                gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+                gpu_utilization_percent: j.gpu_utilization_percent,
+                gpu_utilization_mean: j.gpu_utilization_mean,
+                gpu_utilization_max: j.gpu_utilization_max,
+                samples: j.samples,
+                gpu_uuids: j.gpu_uuids,
+            })
+            .collect(),
+    }
+}
+
 fn gpu_from(g: pb::Gpu) -> Gpu {
     Gpu {
         index: g.index,
@@ -253,6 +302,31 @@ fn gpu_from(g: pb::Gpu) -> Gpu {
         memory_bytes: g.memory_bytes,
         pci_bus_id: g.pci_bus_id,
         mig_mode: g.mig_mode,
+        // Health is the coordinator's record, not the agent's to set.
+        fault: None,
+    }
+}
+
+fn gpu_event_from(e: pb::GpuHealthEvent, node_id: &str, now: Millis) -> GpuEvent {
+    let kind = match pb::GpuHealthEventKind::try_from(e.kind) {
+        Ok(pb::GpuHealthEventKind::DoubleBitEcc) => GpuEventKind::DoubleBitEcc,
+        Ok(pb::GpuHealthEventKind::Recovered) => GpuEventKind::Recovered,
+        Ok(pb::GpuHealthEventKind::CheckFailed) => GpuEventKind::CheckFailed,
+        Ok(pb::GpuHealthEventKind::Xid | pb::GpuHealthEventKind::Unspecified) | Err(_) => {
+            GpuEventKind::Xid
+        }
+    };
+    GpuEvent {
+        node_id: node_id.to_owned(),
+        uuid: e.uuid,
+        index: e.index,
+        time: e.time.as_ref().map(c::from_ts).unwrap_or(now),
+        kind,
+        code: e.code,
+        // A recovery never faults, whatever the flag says.
+        fault: e.fault && kind != GpuEventKind::Recovered,
+        message: e.message,
+        job_id: None,
     }
 }
 

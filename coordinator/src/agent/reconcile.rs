@@ -117,6 +117,7 @@ mod tests {
                     exit_code: 0,
                     error: None,
                     terminated: false,
+                    metrics: None,
                 },
                 lengths: vec![(StreamKind::Stdout, 5)],
             }),

@@ -197,6 +197,7 @@ async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Re
         {
             tracing::warn!(error = %e, "could not record the node as disconnected");
         }
+        core.metrics.forget(&s.node_id);
         tracing::info!("agent disconnected");
     }
     core.kick_provider();
@@ -471,9 +472,17 @@ impl Session {
             Inbound::Register(_) => Err(Error::FailedPrecondition(
                 "register: sent twice in one session".into(),
             )),
-            Inbound::Heartbeat => {
+            Inbound::Heartbeat(sample) => {
                 // Not a state change: kept in memory, stored when the session ends.
                 let now = now_millis();
+                self.core.metrics.record(
+                    crate::metrics::Source {
+                        workspace: self.workspace.clone(),
+                        cluster: self.cluster.clone(),
+                        node_id: self.node_id.clone(),
+                    },
+                    *sample,
+                );
                 self.last_heartbeat = Some(now);
                 self.core
                     .sessions
@@ -502,6 +511,10 @@ impl Session {
                 self.try_exit(&id).await
             }
             Inbound::NodeStatus(report) => self.prepared(report).await,
+            Inbound::GpuEvent(mut ev) => {
+                ev.node_id = self.node_id.clone();
+                self.gpu_event(*ev).await
+            }
             Inbound::SetupOutput {
                 run,
                 stream,
@@ -527,6 +540,30 @@ impl Session {
             }
             Inbound::Output { .. } | Inbound::Unknown => Ok(()),
         }
+    }
+
+    /// Records a GPU health event; a fault terminates the job holding the
+    /// GPU, a recovery lets the scheduler use it again.
+    async fn gpu_event(&mut self, ev: crate::domain::gpus::GpuEvent) -> Result<(), Error> {
+        use crate::domain::gpus::HealthChange;
+        let (uuid, message) = (ev.uuid.clone(), ev.message.clone());
+        let out = self.core.store.record_gpu_event(ev).await?;
+        match out.change {
+            HealthChange::Faulted => {
+                tracing::warn!(gpu = %uuid, %message, "GPU out of scheduling")
+            }
+            HealthChange::Restored => {
+                tracing::info!(gpu = %uuid, %message, "GPU back in service");
+                self.core.kick_scheduler();
+            }
+            HealthChange::Unchanged => tracing::info!(gpu = %uuid, %message, "GPU event"),
+        }
+        if let Some(job) = out.terminated {
+            tracing::warn!(job = %job.id, gpu = %uuid, "terminating the job holding a faulted GPU");
+            self.core.events.changed(&job);
+            self.core.send_terminate(&job.id, &self.node_id);
+        }
+        Ok(())
     }
 
     async fn setup_files(&self) -> Result<Arc<crate::setup_output::NodeFiles>, Error> {
@@ -629,7 +666,8 @@ impl Session {
         let Some(pending) = self.exits.remove(job_id) else {
             return Ok(());
         };
-        let exit = pending.exit.exit;
+        let mut exit = pending.exit.exit;
+        exit.metrics = self.core.metrics.take_job_summary(job_id);
         if let Some(j) = self
             .core
             .store

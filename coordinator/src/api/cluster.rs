@@ -2,7 +2,9 @@
 
 use super::cluster_files;
 use super::convert::output::{chunk_to, cluster_files_to, cluster_stream_request_from};
-use super::convert::{cluster_from, cluster_to, node_to, scale_from};
+use super::convert::{
+    cluster_from, cluster_to, gpu_event_to, node_metrics_to, node_to, scale_from,
+};
 use super::{name, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
@@ -29,6 +31,20 @@ impl ClusterApi {
     async fn view(&self, c: Cluster) -> Result<pb::Cluster, Error> {
         let nodes = self.core.store.list_nodes(&c.workspace, &c.name).await?;
         Ok(cluster_to(&ClusterView::new(c, &nodes)))
+    }
+}
+
+impl ClusterApi {
+    /// Node `node_id` of cluster `ws/cluster`: `NotFound` if it is another's.
+    async fn node_of(&self, ws: &str, cluster: &str, node_id: &str) -> Result<Node, Error> {
+        let node = self.core.store.get_node(node_id).await?;
+        if node.workspace != ws || node.cluster != cluster {
+            return Err(Error::not_found(
+                "node",
+                format!("{ws}/{cluster}/{node_id}"),
+            ));
+        }
+        Ok(node)
     }
 }
 
@@ -173,6 +189,94 @@ impl ClusterService for ClusterApi {
                 .map(|n| node_to(&self.core.with_live_heartbeat(n.clone())))
                 .collect(),
         }))
+    }
+
+    async fn clear_node_gpu(
+        &self,
+        request: Request<pb::ClearNodeGpuRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        name("node_id", &r.node_id)?;
+        if r.gpu.is_empty() || r.gpu.len() > 64 {
+            return Err(Error::invalid("gpu", "must be a GPU's UUID or index").into());
+        }
+        let node = self.node_of(&r.workspace, &r.cluster, &r.node_id).await?;
+        let node = self
+            .core
+            .store
+            .clear_gpu_fault(&node.node_id, &r.gpu, "an operator", now_millis())
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(node = %node.node_id, gpu = %r.gpu, "GPU cleared by an operator");
+        self.core.kick_scheduler();
+        Ok(Response::new(node_to(&self.core.with_live_heartbeat(node))))
+    }
+
+    async fn list_gpu_events(
+        &self,
+        request: Request<pb::ListGpuEventsRequest>,
+    ) -> Result<Response<pb::ListGpuEventsResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        if !r.node_id.is_empty() {
+            name("node_id", &r.node_id)?;
+            self.node_of(&r.workspace, &r.cluster, &r.node_id).await?;
+        }
+        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
+        let events = self
+            .core
+            .store
+            .list_gpu_events(&r.workspace, &r.cluster, node)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListGpuEventsResponse {
+            events: events.iter().map(gpu_event_to).collect(),
+        }))
+    }
+
+    type WatchMetricsStream = futures::stream::BoxStream<'static, Result<pb::NodeMetrics, Status>>;
+
+    async fn watch_metrics(
+        &self,
+        request: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        let r = request.into_inner();
+        let filter = match r.job {
+            Some(k) => {
+                let key = super::convert::job_key_from(Some(k)).map_err(Error::from)?;
+                let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
+                super::metrics_watch::for_job(job)
+            }
+            None => {
+                name("workspace", &r.workspace)?;
+                name("cluster", &r.cluster)?;
+                self.core
+                    .store
+                    .get_cluster(&r.workspace, &r.cluster)
+                    .await
+                    .map_err(Error::from)?;
+                let node_id = (!r.node_id.is_empty()).then_some(r.node_id);
+                if let Some(n) = &node_id {
+                    name("node_id", n)?;
+                    self.node_of(&r.workspace, &r.cluster, n).await?;
+                }
+                Some(super::metrics_watch::Filter {
+                    workspace: r.workspace,
+                    cluster: r.cluster,
+                    node_id,
+                    job: None,
+                })
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if let Some(filter) = filter {
+            tokio::spawn(super::metrics_watch::run(self.core.clone(), filter, tx));
+        }
+        let samples = ReceiverStream::new(rx).map(|s| s.map(|(src, s)| node_metrics_to(&src, &s)));
+        Ok(Response::new(Box::pin(samples)))
     }
 
     type StreamClusterFileStream =

@@ -64,7 +64,7 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::Job>, Status> {
         let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
         let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
-        Ok(Response::new(job_to(&job)))
+        Ok(Response::new(job_to(&self.core.with_live_metrics(job))))
     }
 
     async fn list_jobs(
@@ -82,7 +82,11 @@ impl JobService for JobApi {
             .await
             .map_err(Error::from)?;
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: p.items.iter().map(job_to).collect(),
+            jobs: p
+                .items
+                .into_iter()
+                .map(|j| job_to(&self.core.with_live_metrics(j)))
+                .collect(),
             next_page_token: p.next_page_token.unwrap_or_default(),
         }))
     }

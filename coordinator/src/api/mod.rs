@@ -8,6 +8,7 @@ mod cluster_files;
 pub mod convert;
 pub mod experiment;
 pub mod job;
+mod metrics_watch;
 mod output_files;
 pub mod workspace;
 

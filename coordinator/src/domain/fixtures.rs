@@ -95,6 +95,7 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
         attempt_started: false,
         requeue_on_exit: false,
         gpu_uuids: vec![],
+        metrics: None,
     }
 }
 

@@ -4,9 +4,19 @@
 //! it has free GPUs (bai's extension). Which GPUs a job holds is decided
 //! here, at assignment, kept in the job's record, and handed to the agent as
 //! UUIDs; two active jobs never hold the same GPU.
+//!
+//! Health: a GPU with a fault (a fault XID, a double-bit ECC error, a failed
+//! health check after a reset — the agent says which events are faults) is
+//! out of scheduling: no job is given it, a whole-node job gets the node's
+//! healthy GPUs only, and the job holding it is terminated with `GpuFault`.
+//! It returns when its agent reports it recovered or an operator clears it;
+//! every event is kept in the node's GPU history.
 
-use super::types::{Job, Node};
+use super::types::{Job, Millis, Node};
 use serde::{Deserialize, Serialize};
+
+/// The error a job holding a GPU that faulted ends with.
+pub const GPU_FAULT: &str = "GpuFault";
 
 /// One GPU of a node, as its agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -18,6 +28,123 @@ pub struct Gpu {
     pub memory_bytes: u64,
     pub pci_bus_id: String,
     pub mig_mode: String,
+    /// Set while the GPU is out of scheduling.
+    pub fault: Option<GpuFault>,
+}
+
+/// Why and since when a GPU is out of scheduling.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuFault {
+    pub time: Millis,
+    pub reason: String,
+}
+
+/// What happened to a GPU's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuEventKind {
+    Xid,
+    DoubleBitEcc,
+    Recovered,
+    CheckFailed,
+    /// An operator returned it to service.
+    Cleared,
+}
+
+impl GpuEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xid => "xid",
+            Self::DoubleBitEcc => "double_bit_ecc",
+            Self::Recovered => "recovered",
+            Self::CheckFailed => "check_failed",
+            Self::Cleared => "cleared",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Xid,
+            Self::DoubleBitEcc,
+            Self::Recovered,
+            Self::CheckFailed,
+            Self::Cleared,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One entry of a GPU's health history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuEvent {
+    pub node_id: String,
+    pub uuid: String,
+    pub index: u32,
+    pub time: Millis,
+    pub kind: GpuEventKind,
+    /// The XID, or the number of new ECC errors.
+    pub code: u64,
+    /// Takes the GPU out of scheduling.
+    pub fault: bool,
+    pub message: String,
+    /// The job holding the GPU when it happened (filled by the store).
+    pub job_id: Option<String>,
+}
+
+/// What an event changes on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    /// The GPU was healthy and is faulted now.
+    Faulted,
+    /// The GPU was faulted and is healthy now.
+    Restored,
+    Unchanged,
+}
+
+/// Applies `ev` to the GPU it names on `node` (an unknown GPU: unchanged).
+pub fn apply(node: &mut Node, ev: &GpuEvent) -> HealthChange {
+    let Some(g) = node.info.gpus.iter_mut().find(|g| g.uuid == ev.uuid) else {
+        return HealthChange::Unchanged;
+    };
+    match (ev.fault, ev.kind, g.fault.is_some()) {
+        (true, _, false) => {
+            g.fault = Some(GpuFault {
+                time: ev.time,
+                reason: ev.message.clone(),
+            });
+            HealthChange::Faulted
+        }
+        (false, GpuEventKind::Recovered | GpuEventKind::Cleared, true) => {
+            g.fault = None;
+            HealthChange::Restored
+        }
+        _ => HealthChange::Unchanged,
+    }
+}
+
+/// The GPU of `node` named by `gpu`, a UUID or an index.
+pub fn find<'a>(node: &'a Node, gpu: &str) -> Option<&'a Gpu> {
+    let gpus = &node.info.gpus;
+    gpus.iter().find(|g| g.uuid == gpu).or_else(|| {
+        gpu.parse::<u32>()
+            .ok()
+            .and_then(|i| gpus.iter().find(|g| g.index == i))
+    })
+}
+
+/// A registering agent's GPUs keep the faults the store has for them (a
+/// restart does not return a broken GPU to service).
+pub fn keep_faults(old: &[Gpu], new: &mut [Gpu]) {
+    for g in new {
+        if let Some(o) = old.iter().find(|o| o.uuid == g.uuid) {
+            g.fault.clone_from(&o.fault);
+        }
+    }
+}
+
+/// The node's GPUs without a fault.
+pub fn healthy(node: &Node) -> impl Iterator<Item = &Gpu> {
+    node.info.gpus.iter().filter(|g| g.fault.is_none())
 }
 
 /// What one active job on a node holds.
@@ -37,12 +164,9 @@ pub fn holder<'a>(node: &'a Node, uuid: &str) -> Option<&'a str> {
         .map(|h| h.job_id.as_str())
 }
 
-/// The node's GPUs no active job holds, in index order.
+/// The node's healthy GPUs no active job holds, in index order.
 pub fn free(node: &Node) -> impl Iterator<Item = &Gpu> {
-    node.info
-        .gpus
-        .iter()
-        .filter(|g| holder(node, &g.uuid).is_none())
+    healthy(node).filter(|g| holder(node, &g.uuid).is_none())
 }
 
 /// Whether a whole-node job holds the node.
@@ -55,7 +179,12 @@ pub fn taken_whole(node: &Node) -> bool {
 pub fn cannot_serve(node: &Node, job: &Job) -> Option<&'static str> {
     let want = job.spec.gpus_per_node;
     if want == 0 {
-        return (!node.running_job_ids.is_empty()).then_some("it already has a job");
+        if !node.running_job_ids.is_empty() {
+            return Some("it already has a job");
+        }
+        let has_gpus = !node.info.gpus.is_empty();
+        return (has_gpus && healthy(node).next().is_none())
+            .then_some("every GPU of it is faulted");
     }
     if taken_whole(node) {
         Some("a job holds it whole")
@@ -66,13 +195,13 @@ pub fn cannot_serve(node: &Node, job: &Job) -> Option<&'static str> {
     }
 }
 
-/// The GPUs `job` gets on `node`: all of them for a whole-node job, else
-/// the first `gpus_per_node` free ones by index. Call only where
+/// The GPUs `job` gets on `node`: all its healthy ones for a whole-node job,
+/// else the first `gpus_per_node` free ones by index. Call only where
 /// [`cannot_serve`] said `None`.
 pub fn pick(node: &Node, job: &Job) -> Vec<String> {
     let want = job.spec.gpus_per_node as usize;
     if want == 0 {
-        node.info.gpus.iter().map(|g| g.uuid.clone()).collect()
+        healthy(node).map(|g| g.uuid.clone()).collect()
     } else {
         free(node).take(want).map(|g| g.uuid.clone()).collect()
     }
@@ -84,7 +213,7 @@ pub fn pick(node: &Node, job: &Job) -> Vec<String> {
 /// scheduling pass reads.
 pub fn room(node: &Node) -> usize {
     if node.running_job_ids.is_empty() {
-        node.info.gpus.len().max(1)
+        healthy(node).count().max(1)
     } else if taken_whole(node) {
         0
     } else {
@@ -152,6 +281,73 @@ mod tests {
         assert_eq!(room(&n), 0);
         assert_eq!(cannot_serve(&n, &job(1)), Some("a job holds it whole"));
         assert_eq!(cannot_serve(&n, &job(0)), Some("it already has a job"));
+    }
+
+    fn event(uuid: &str, kind: GpuEventKind, fault: bool) -> GpuEvent {
+        GpuEvent {
+            node_id: "n".into(),
+            uuid: uuid.into(),
+            index: 0,
+            time: 7,
+            kind,
+            code: 79,
+            fault,
+            message: "XID 79".into(),
+            job_id: None,
+        }
+    }
+
+    #[test]
+    fn a_faulted_gpu_is_given_to_no_job_until_it_is_restored() {
+        let mut n = node_with(4);
+        assert_eq!(
+            apply(&mut n, &event("GPU-1", GpuEventKind::Xid, true)),
+            HealthChange::Faulted
+        );
+        assert_eq!(
+            apply(&mut n, &event("GPU-1", GpuEventKind::DoubleBitEcc, true)),
+            HealthChange::Unchanged,
+            "a second fault changes nothing"
+        );
+        assert_eq!(n.info.gpus[1].fault.as_ref().map(|f| f.time), Some(7));
+        assert_eq!(room(&n), 3);
+        assert_eq!(pick(&n, &job(0)), ["GPU-0", "GPU-2", "GPU-3"]);
+        assert_eq!(pick(&n, &job(2)), ["GPU-0", "GPU-2"]);
+        assert_eq!(cannot_serve(&n, &job(4)), Some("it has too few free GPUs"));
+        // An application XID is history, not a fault.
+        assert_eq!(
+            apply(&mut n, &event("GPU-2", GpuEventKind::Xid, false)),
+            HealthChange::Unchanged
+        );
+        assert_eq!(free(&n).count(), 3);
+        assert_eq!(
+            apply(&mut n, &event("GPU-1", GpuEventKind::Cleared, false)),
+            HealthChange::Restored
+        );
+        assert_eq!(cannot_serve(&n, &job(4)), None);
+        assert_eq!(
+            apply(&mut n, &event("GPU-9", GpuEventKind::Xid, true)),
+            HealthChange::Unchanged,
+            "an unknown GPU"
+        );
+    }
+
+    #[test]
+    fn a_node_whose_gpus_all_faulted_takes_no_whole_node_job() {
+        let mut n = node_with(2);
+        for u in ["GPU-0", "GPU-1"] {
+            apply(&mut n, &event(u, GpuEventKind::CheckFailed, true));
+        }
+        assert_eq!(
+            cannot_serve(&n, &job(0)),
+            Some("every GPU of it is faulted")
+        );
+        assert_eq!(find(&n, "1").map(|g| g.uuid.as_str()), Some("GPU-1"));
+        assert_eq!(find(&n, "GPU-0").map(|g| g.index), Some(0));
+        assert!(find(&n, "7").is_none());
+        let mut fresh = node_with(2);
+        keep_faults(&n.info.gpus, &mut fresh.info.gpus);
+        assert!(fresh.info.gpus.iter().all(|g| g.fault.is_some()));
     }
 
     #[test]

@@ -168,6 +168,8 @@ pub struct JobExit {
     pub error: Option<BatchAiError>,
     /// The process ended because the coordinator asked to terminate it.
     pub terminated: bool,
+    /// The attempt's summary, from its last heartbeat.
+    pub metrics: Option<super::types::JobMetricsSummary>,
 }
 
 /// How a job's attempt ends.
@@ -292,6 +294,7 @@ mod tests {
             exit_code: code,
             error: None,
             terminated,
+            metrics: None,
         }
     }
 

@@ -103,6 +103,7 @@ pub fn requeue(job: Job, now: Millis) -> Result<Job> {
     job.exit_code = None;
     job.end_time = None;
     job.errors.clear();
+    job.metrics = None;
     job.gpu_uuids.clear();
     Ok(job)
 }
@@ -165,8 +166,26 @@ pub fn finish(job: Job, exit: &JobExit) -> Result<Job> {
     let mut job = transition(job, outcome.state, exit.end_time)?;
     job.end_time = Some(exit.end_time);
     job.exit_code = outcome.exit_code;
-    job.errors = outcome.errors;
+    // Errors the attempt gathered while it ran (a GPU fault) come first.
+    job.errors.extend(outcome.errors);
+    if exit.metrics.is_some() {
+        job.metrics = exit.metrics;
+    }
     Ok(job)
+}
+
+/// A GPU the running job holds faulted: the job is terminated (it cannot
+/// finish on a broken GPU, and it keeps the node's other GPUs while it
+/// hangs) and will end failed with `error` first among its errors. A job
+/// already terminating gains the error; other states are unchanged.
+pub fn gpu_fault(job: Job, error: BatchAiError, now: Millis) -> Result<Option<Job>> {
+    if !job.execution_state.is_active() {
+        return Ok(None);
+    }
+    let mut job = transition(job, ExecutionState::Terminating, now)?;
+    job.requeue_on_exit = false;
+    job.errors.push(error);
+    Ok(Some(job))
 }
 
 /// Ends a queued or active job without an exit code, failed with `error`; an

@@ -33,6 +33,7 @@ fn exit(code: i32, terminated: bool) -> JobExit {
         exit_code: code,
         error: None,
         terminated,
+        metrics: None,
     }
 }
 

@@ -201,6 +201,26 @@ pub struct Job {
     pub requeue_on_exit: bool,
     /// The GPUs of its node the current (or last) attempt holds.
     pub gpu_uuids: Vec<String>,
+    /// What the last attempt used, as its agent summed it up (stored when
+    /// the attempt ends; a running job's comes from its heartbeats).
+    pub metrics: Option<JobMetricsSummary>,
+}
+
+/// A job attempt's use of its node, from its agent's samples. Fractions are
+/// kept as integers (hundredths of a percent, milliseconds) so jobs compare
+/// exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JobMetricsSummary {
+    /// The latest sample's time.
+    pub time: Millis,
+    pub samples: u64,
+    /// Mean and peak utilization of its GPUs, in hundredths of a percent.
+    pub gpu_utilization_mean_centi: u32,
+    pub gpu_utilization_max_centi: u32,
+    pub gpu_memory_peak_bytes: u64,
+    pub cpu_millis: u64,
+    pub memory_peak_bytes: u64,
 }
 
 impl Job {

@@ -81,6 +81,40 @@ struct LocalAgent {
     dir: PathBuf,
     proc: Proc,
     removing: Option<Removing>,
+    restarts: Restarts,
+}
+
+/// When an agent that keeps exiting may be started again: at once the first
+/// time, then after 1 s, 2 s, 4 s ... up to a minute (an agent with a bad
+/// configuration exits at once; it must not be restarted in a busy loop).
+/// An agent that ran a minute starts the count over.
+#[derive(Debug, Clone, Copy, Default)]
+struct Restarts {
+    started: Option<tokio::time::Instant>,
+    quick_exits: u32,
+    not_before: Option<tokio::time::Instant>,
+}
+
+impl Restarts {
+    const STABLE: Duration = Duration::from_secs(60);
+    const MAX_DELAY: Duration = Duration::from_secs(60);
+
+    fn exited(&mut self, now: tokio::time::Instant) -> Duration {
+        if self.started.is_some_and(|s| now - s >= Self::STABLE) {
+            self.quick_exits = 0;
+        }
+        let delay = match self.quick_exits {
+            0 => Duration::ZERO,
+            n => Duration::from_secs(1 << (n - 1).min(6)).min(Self::MAX_DELAY),
+        };
+        self.quick_exits += 1;
+        self.not_before = Some(now + delay);
+        delay
+    }
+
+    fn may_start(&self, now: tokio::time::Instant) -> bool {
+        self.not_before.is_none_or(|t| now >= t)
+    }
 }
 
 impl LocalAgent {
@@ -175,7 +209,16 @@ impl LocalProvider {
         };
         if a.pid() == Some(e.pid) {
             let status = e.status.unwrap_or_else(|| "unknown".into());
-            tracing::info!(node = %e.node, pid = e.pid, %status, "local agent exited");
+            let retry_in = a.restarts.exited(tokio::time::Instant::now());
+            if retry_in.is_zero() {
+                tracing::info!(node = %e.node, pid = e.pid, %status, "local agent exited");
+            } else {
+                tracing::warn!(
+                    node = %e.node, pid = e.pid, %status, ?retry_in,
+                    log = %a.dir.join("agent.log").display(),
+                    "local agent keeps exiting; restarting it later"
+                );
+            }
             a.proc = Proc::Dead;
         }
     }
@@ -269,6 +312,7 @@ impl LocalProvider {
                     dir,
                     proc,
                     removing: None,
+                    restarts: Restarts::default(),
                 },
             );
         }
@@ -289,7 +333,12 @@ impl LocalProvider {
         let spawned = tokio::task::spawn_blocking(move || launcher.spawn(&r, &d))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        let removing = self.agents.remove(&rec.node_id).and_then(|a| a.removing);
+        let (removing, mut restarts) = self
+            .agents
+            .remove(&rec.node_id)
+            .map(|a| (a.removing, a.restarts))
+            .unwrap_or_default();
+        restarts.started = Some(tokio::time::Instant::now());
         let proc = match spawned.map(|c| (c.id().and_then(|p| i32::try_from(p).ok()), c)) {
             Ok((Some(pid), child)) => {
                 tracing::info!(node = %rec.node_id, cluster = %format!("{}/{}", rec.workspace, rec.cluster), pid, "started local agent");
@@ -322,6 +371,7 @@ impl LocalProvider {
                 dir,
                 proc,
                 removing,
+                restarts,
             },
         );
     }
@@ -367,7 +417,9 @@ impl LocalProvider {
             }
             let plan = plan_cluster(c.target_node_count, &members);
             for id in plan.respawn {
-                if let Some(a) = self.agents.get(&id) {
+                if let Some(a) = self.agents.get(&id)
+                    && a.restarts.may_start(tokio::time::Instant::now())
+                {
                     tracing::info!(node = %id, "local agent is not running; starting it again");
                     let rec = a.rec.clone();
                     self.start(rec).await;
@@ -543,4 +595,25 @@ fn scan(dir: &Path, launcher: &Launcher) -> Vec<Found> {
         found.push(Found { rec, dir, live });
     }
     found
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_that_keeps_exiting_is_restarted_later_and_later() {
+        let t0 = tokio::time::Instant::now();
+        let mut r = Restarts {
+            started: Some(t0),
+            ..Restarts::default()
+        };
+        let delays: Vec<u64> = (0..9).map(|_| r.exited(t0).as_secs()).collect();
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60]);
+        assert!(!r.may_start(t0));
+        assert!(r.may_start(t0 + Duration::from_secs(60)));
+        // One that ran a minute starts over.
+        r.started = Some(t0);
+        assert_eq!(r.exited(t0 + Duration::from_secs(61)), Duration::ZERO);
+    }
 }

@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use crate::domain::gpus::GpuEvent;
 use crate::domain::node_setup::Preparation;
 use crate::domain::paging::{Page, PageRequest};
 use crate::domain::{
@@ -68,6 +69,17 @@ pub struct Removed {
     pub nodes: Vec<Node>,
 }
 
+/// Counts by state (see [`Store::state_counts`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateCounts {
+    /// (workspace, cluster, execution state, count), by the jobs' cluster.
+    pub jobs: Vec<(String, String, String, u64)>,
+    /// (workspace, cluster, node state, count).
+    pub nodes: Vec<(String, String, String, u64)>,
+    /// Running and terminating jobs.
+    pub active: Vec<Job>,
+}
+
 /// An agent's Register, as the store needs it.
 #[derive(Debug, Clone)]
 pub struct NodeRegistration {
@@ -88,6 +100,16 @@ pub struct NodeRemoval {
     pub node: Node,
     /// Jobs now terminating because of the removal (send them TerminateJob).
     pub terminating: Vec<Job>,
+}
+
+/// What recording a GPU event did.
+#[derive(Debug, Clone)]
+pub struct GpuEventOutcome {
+    /// The node as it is now.
+    pub node: Node,
+    pub change: crate::domain::gpus::HealthChange,
+    /// The job that held the GPU, now terminating (send it TerminateJob).
+    pub terminated: Option<Job>,
 }
 
 #[async_trait]
@@ -175,6 +197,29 @@ pub trait Store: Send + Sync + 'static {
         error: BatchAiError,
         now: Millis,
     ) -> Result<Vec<Job>>;
+    /// Records a GPU health event of the node (its `job_id` filled with the
+    /// GPU's holder) in one transaction: the history entry; a fault takes
+    /// the GPU out of scheduling and terminates the running job holding it
+    /// (`GpuFault`); a recovery returns it (`domain::gpus::apply`).
+    async fn record_gpu_event(&self, event: GpuEvent) -> Result<GpuEventOutcome>;
+    /// Returns the node's GPU `gpu` (UUID or index) to service, recorded in
+    /// its history with `who`; a healthy GPU is unchanged. `NotFound` for an
+    /// unknown node or GPU.
+    async fn clear_gpu_fault(
+        &self,
+        node_id: &str,
+        gpu: &str,
+        who: &str,
+        now: Millis,
+    ) -> Result<Node>;
+    /// The GPU health history of the cluster's nodes (or one node's), oldest
+    /// first. `NotFound` for an unknown cluster.
+    async fn list_gpu_events(
+        &self,
+        ws: &str,
+        cluster: &str,
+        node_id: Option<&str>,
+    ) -> Result<Vec<GpuEvent>>;
 
     // ------------------------------------------------------------------ jobs
     /// Creates a queued job; its experiment and cluster must exist.
@@ -188,6 +233,9 @@ pub trait Store: Send + Sync + 'static {
     async fn terminate_job(&self, key: &JobKey, now: Millis) -> Result<Job>;
     /// Jobs running or terminating on the node.
     async fn jobs_on_node(&self, node_id: &str) -> Result<Vec<Job>>;
+    /// How many jobs (by their cluster) and nodes are in each state, and the
+    /// active jobs, read in one snapshot (for `/metrics`).
+    async fn state_counts(&self) -> Result<StateCounts>;
     /// What a scheduler pass needs, read in one snapshot: the nodes that may
     /// take a job (idle with no active job, or running with free GPUs and no
     /// whole-node job; connected or not, in node id order, with their

@@ -83,6 +83,10 @@ pub struct Shared {
     /// How many times the task woke up (for tests and diagnostics: an idle
     /// running job must not add to it).
     pub wakeups: u64,
+    /// The GPUs the job holds (known once it is prepared or adopted).
+    pub gpu_uuids: Vec<String>,
+    /// The job's process group, once it started.
+    pub pgid: Option<i32>,
 }
 
 /// Settings every worker shares.
@@ -131,6 +135,8 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Hand
         lengths: [0; 3],
         phase: Phase::Preparing,
         wakeups: 0,
+        gpu_uuids: Vec::new(),
+        pgid: None,
     }));
     let span = tracing::info_span!(parent: None, "job", job = %start.id);
     let w = Worker {

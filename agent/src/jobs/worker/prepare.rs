@@ -132,6 +132,7 @@ pub fn prepare(
         run_as,
         cgroup,
         gpu_minors,
+        gpu_uuids: spec.gpu_uuids.clone(),
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
         let _ = job_mounts::unmount_all(paths);

@@ -37,6 +37,7 @@ struct Found {
     /// The job has (or may have) mounts of its own.
     mounted: bool,
     cgroup: Option<JobCgroup>,
+    gpu_uuids: Vec<String>,
 }
 
 /// The records an adopted job's directory held.
@@ -80,7 +81,8 @@ impl Worker {
                             .as_ref()
                             .and_then(|r| r.max_wall_clock_ms)
                             .map(Duration::from_millis);
-                        let cgroup = launch.and_then(|r| r.cgroup);
+                        let cgroup = launch.as_ref().and_then(|r| r.cgroup.clone());
+                        let gpu_uuids = launch.map(|r| r.gpu_uuids).unwrap_or_default();
                         let started = read_record::<StartedRecord>(&paths.started);
                         let known = started.as_ref().ok().and_then(|s| s.map(|s| s.shim_pid));
                         // Found before exit.json is read: a shim that is gone
@@ -103,6 +105,7 @@ impl Worker {
                                 terminate,
                             }),
                             max_wall,
+                            gpu_uuids,
                         };
                     }
                 };
@@ -116,6 +119,7 @@ impl Worker {
                     failed: None,
                     adopted: None,
                     max_wall,
+                    gpu_uuids: spec.gpu_uuids.clone(),
                 };
                 match prepare::prepare(&deps.settings, &spec, &paths) {
                     Ok(cgroup) => found.cgroup = cgroup,
@@ -143,6 +147,9 @@ impl Worker {
         self.cgroup = found.cgroup;
         self.max_wall = found.max_wall;
         self.shim_pid = found.shim.as_ref().map(|h| h.pid);
+        if let Ok(mut sh) = self.shared.lock() {
+            sh.gpu_uuids = found.gpu_uuids;
+        }
         if let Some(exit) = found.failed {
             self.set_exit(exit).await;
             return Prepared {
@@ -239,6 +246,7 @@ impl Worker {
         let start = timefmt::from_unix_nanos(s.start_time_ns);
         if let Ok(mut sh) = self.shared.lock() {
             sh.start_time = Some(start);
+            sh.pgid = Some(s.pgid);
         }
         self.wall_at = self.max_wall.map(|max| {
             Instant::now()

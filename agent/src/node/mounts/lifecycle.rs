@@ -135,6 +135,10 @@ pub fn unmount(mounted: &Mounted) -> Result<(), MountError> {
     Ok(())
 }
 
+/// How long a FUSE daemon may take to finish its uploads after the unmount: a job's last
+/// checkpoint may be large and the link slow, and what is cut short is lost.
+const UPLOAD_GRACE: Duration = Duration::from_secs(120);
+
 /// Waits for a FUSE daemon to leave after its unmount (rclone exits by itself once its
 /// uploads are done), then asks it with SIGTERM and finally SIGKILL.
 fn stop_daemon(pid: i32, mount_point: &Path) {
@@ -148,9 +152,10 @@ fn stop_daemon(pid: i32, mount_point: &Path) {
         }
         true
     };
-    if gone(Duration::from_secs(10)) {
+    if gone(UPLOAD_GRACE) {
         return;
     }
+    tracing::warn!(pid, mount_point = %mount_point.display(), "the FUSE daemon did not finish its uploads in time: stopping it");
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     if !gone(Duration::from_secs(5)) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

@@ -285,10 +285,94 @@ pub fn node_to(n: &Node) -> pb::Node {
                 pci_bus_id: g.pci_bus_id.clone(),
                 mig_mode: g.mig_mode.clone(),
                 job_id: gpus::holder(n, &g.uuid).unwrap_or_default().to_string(),
+                health: if g.fault.is_some() {
+                    "faulted"
+                } else {
+                    "healthy"
+                }
+                .to_string(),
+                fault_reason: g
+                    .fault
+                    .as_ref()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default(),
+                fault_time: g.fault.as_ref().map(|f| ts(f.time)),
             })
             .collect(),
         gpu_backend: n.info.gpu_backend.clone(),
         gpu_driver_version: n.info.gpu_driver_version.clone(),
         cuda_version: n.info.cuda_version.clone(),
+    }
+}
+
+pub fn gpu_event_to(e: &gpus::GpuEvent) -> pb::GpuHealthRecord {
+    pb::GpuHealthRecord {
+        node_id: e.node_id.clone(),
+        uuid: e.uuid.clone(),
+        index: e.index,
+        time: Some(ts(e.time)),
+        kind: e.kind.as_str().to_string(),
+        code: e.code,
+        fault: e.fault,
+        message: e.message.clone(),
+        job_id: e.job_id.clone().unwrap_or_default(),
+    }
+}
+
+/// A node's sample as `WatchMetrics` sends it; each GPU names its holder.
+pub fn node_metrics_to(
+    src: &crate::metrics::Source,
+    s: &crate::metrics::NodeSample,
+) -> pb::NodeMetrics {
+    let holder = |uuid: &str| {
+        s.jobs
+            .iter()
+            .find(|j| j.gpu_uuids.iter().any(|u| u == uuid))
+            .map(|j| j.job_id.clone())
+            .unwrap_or_default()
+    };
+    pb::NodeMetrics {
+        workspace: src.workspace.clone(),
+        cluster: src.cluster.clone(),
+        node_id: src.node_id.clone(),
+        time: Some(ts(s.time)),
+        cpu_percent: s.cpu_percent,
+        memory_used_bytes: s.memory_used_bytes,
+        memory_total_bytes: s.memory_total_bytes,
+        gpus: s
+            .gpus
+            .iter()
+            .map(|g| pb::GpuMetrics {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                utilization_percent: g.utilization_percent,
+                memory_used_bytes: g.memory_used_bytes,
+                memory_total_bytes: g.memory_total_bytes,
+                temperature_celsius: g.temperature_celsius,
+                power_watts: g.power_watts,
+                sm_clock_mhz: g.sm_clock_mhz,
+                ecc_double_bit_errors: g.ecc_double_bit_errors,
+                xid_errors: g.xid_errors,
+                last_xid: g.last_xid,
+                job_id: holder(&g.uuid),
+            })
+            .collect(),
+        jobs: s
+            .jobs
+            .iter()
+            .map(|j| pb::JobMetrics {
+                job_id: j.job_id.clone(),
+                cpu_seconds: j.cpu_seconds,
+                memory_bytes: j.memory_bytes,
+                memory_peak_bytes: j.memory_peak_bytes,
+                gpu_memory_bytes: j.gpu_memory_bytes,
+                gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+                gpu_utilization_percent: j.gpu_utilization_percent,
+                gpu_utilization_mean: j.gpu_utilization_mean,
+                gpu_utilization_max: j.gpu_utilization_max,
+                samples: j.samples,
+                gpu_uuids: j.gpu_uuids.clone(),
+            })
+            .collect(),
     }
 }

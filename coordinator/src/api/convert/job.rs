@@ -269,6 +269,7 @@ pub fn job_from(j: pb::Job, now: Millis) -> Result<Job, Invalid> {
         attempt_started: false,
         requeue_on_exit: false,
         gpu_uuids: Vec::new(),
+        metrics: None,
     })
 }
 
@@ -335,6 +336,15 @@ pub fn job_to(j: &Job) -> pb::Job {
         node_ids: j.node_id.iter().cloned().collect(),
         gpus_per_node: s.gpus_per_node,
         gpu_uuids: j.gpu_uuids.clone(),
+        metrics: j.metrics.map(|m| pb::JobMetricsSummary {
+            time: Some(ts(m.time)),
+            samples: m.samples,
+            gpu_utilization_mean: f64::from(m.gpu_utilization_mean_centi) / 100.0,
+            gpu_utilization_max: f64::from(m.gpu_utilization_max_centi) / 100.0,
+            gpu_memory_peak_bytes: m.gpu_memory_peak_bytes,
+            cpu_seconds: m.cpu_millis as f64 / 1000.0,
+            memory_peak_bytes: m.memory_peak_bytes,
+        }),
     }
 }
 

@@ -47,6 +47,8 @@ macro_rules! suite {
             scheduling::schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order,
             scheduling::idle_nodes_and_assigning_a_pass_at_once,
             scheduling::gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records,
+            scheduling::a_gpu_fault_terminates_its_holder_and_outlives_a_reregistration,
+            scheduling::state_counts_group_jobs_and_nodes_by_cluster_and_state,
             scheduling::the_last_heartbeat_is_stored_on_disconnect_never_moving_back
         );
     };
@@ -105,6 +107,7 @@ fn exit(code: i32) -> JobExit {
         exit_code: code,
         error: None,
         terminated: false,
+        metrics: None,
     }
 }
 

@@ -110,10 +110,10 @@ pub async fn idle_nodes_and_assigning_a_pass_at_once(b: &dyn Backend) {
     assert_eq!(queued[0].id, c.id);
 }
 
-pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &dyn Backend) {
-    let s = seeded(b).await;
-    let mut r = reg("g1", "c");
-    r.info.gpus = (0..4)
+/// Node `id` of cluster `c` with `n` GPUs `GPU-0`...
+fn gpu_reg(id: &str, n: u32) -> NodeRegistration {
+    let mut r = reg(id, "c");
+    r.info.gpus = (0..n)
         .map(|i| crate::domain::gpus::Gpu {
             index: i,
             uuid: format!("GPU-{i}"),
@@ -122,7 +122,94 @@ pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &
             ..Default::default()
         })
         .collect();
-    s.register_node(r, 10).await.unwrap();
+    r
+}
+
+pub async fn a_gpu_fault_terminates_its_holder_and_outlives_a_reregistration(b: &dyn Backend) {
+    use crate::domain::gpus::{GPU_FAULT, GpuEvent, GpuEventKind, HealthChange};
+    let s = seeded(b).await;
+    s.register_node(gpu_reg("g1", 2), 10).await.unwrap();
+    let mut j = fixtures::job("w", "e", "a", "c");
+    j.spec.gpus_per_node = 1;
+    let a = s.create_job(j).await.unwrap();
+    assign(&s, &a.id, "g1", 20).await.unwrap();
+    let ev = |uuid: &str, kind, code, fault| GpuEvent {
+        node_id: "g1".into(),
+        uuid: uuid.into(),
+        index: 0,
+        time: 30,
+        kind,
+        code,
+        fault,
+        message: format!("XID {code}"),
+        job_id: None,
+    };
+    // An application XID: history only.
+    let out = s
+        .record_gpu_event(ev("GPU-0", GpuEventKind::Xid, 13, false))
+        .await
+        .unwrap();
+    assert_eq!(out.change, HealthChange::Unchanged);
+    assert!(out.terminated.is_none());
+    // A fault: the GPU is out, its holder terminating with GpuFault.
+    let out = s
+        .record_gpu_event(ev("GPU-0", GpuEventKind::Xid, 79, true))
+        .await
+        .unwrap();
+    assert_eq!(out.change, HealthChange::Faulted);
+    let t = out.terminated.expect("the holder");
+    assert_eq!(t.execution_state, ExecutionState::Terminating);
+    assert_eq!(t.errors[0].code, GPU_FAULT);
+    assert!(out.node.info.gpus[0].fault.is_some());
+    // It ends: failed with GpuFault first, JobTerminated after.
+    let mut e = exit(143);
+    e.terminated = true;
+    let done = s.finish_job(&a.id, "g1", e).await.unwrap().unwrap();
+    assert_eq!(done.execution_state, ExecutionState::Failed);
+    assert_eq!(
+        done.errors
+            .iter()
+            .map(|e| e.code.as_str())
+            .collect::<Vec<_>>(),
+        [GPU_FAULT, crate::domain::state::JOB_TERMINATED]
+    );
+    // A restart of its agent (and of the store) keeps the fault.
+    let s = b.open();
+    s.register_node(gpu_reg("g1", 2), 40).await.unwrap();
+    let node = s.get_node("g1").await.unwrap();
+    assert!(node.info.gpus[0].fault.is_some());
+    assert_eq!(crate::domain::gpus::room(&node), 1);
+    // Cleared by UUID or index; a healthy GPU or an unknown one changes nothing.
+    let node = s.clear_gpu_fault("g1", "0", "test", 50).await.unwrap();
+    assert!(node.info.gpus[0].fault.is_none());
+    s.clear_gpu_fault("g1", "GPU-1", "test", 60).await.unwrap();
+    assert!(s.clear_gpu_fault("g1", "GPU-7", "test", 60).await.is_err());
+    let history = s.list_gpu_events("w", "c", None).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| (e.kind, e.code, e.job_id.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (GpuEventKind::Xid, 13, Some(a.id.clone())),
+            (GpuEventKind::Xid, 79, Some(a.id.clone())),
+            (GpuEventKind::Cleared, 0, None),
+        ]
+    );
+    assert_eq!(
+        s.list_gpu_events("w", "c", Some("g2")).await.unwrap().len(),
+        0
+    );
+    assert!(s.list_gpu_events("w", "nope", None).await.is_err());
+    // The history goes with its node.
+    s.remove_node("g1", 70).await.unwrap();
+    s.register_node(gpu_reg("g1", 2), 80).await.unwrap();
+    assert!(s.list_gpu_events("w", "c", None).await.unwrap().is_empty());
+}
+
+pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &dyn Backend) {
+    let s = seeded(b).await;
+    s.register_node(gpu_reg("g1", 4), 10).await.unwrap();
     let gpu_job = |name: &str, gpus: u32| {
         let mut j = fixtures::job("w", "e", name, "c");
         j.spec.gpus_per_node = gpus;
@@ -192,6 +279,32 @@ pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &
         ["GPU-0", "GPU-1", "GPU-2", "GPU-3"],
         "a whole-node job gets every GPU"
     );
+}
+
+pub async fn state_counts_group_jobs_and_nodes_by_cluster_and_state(b: &dyn Backend) {
+    let s = seeded(b).await;
+    assert_eq!(
+        s.state_counts().await.unwrap(),
+        crate::store::StateCounts::default()
+    );
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    s.create_job(fixtures::job("w", "e", "b", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    s.register_node(reg("n2", "c"), 10).await.unwrap();
+    s.assign_jobs(vec![(a.id.clone(), "n1".into())], 20)
+        .await
+        .unwrap();
+    let c = s.state_counts().await.unwrap();
+    let row = |st: &str, n: u64| ("w".to_string(), "c".to_string(), st.to_string(), n);
+    assert_eq!(c.jobs, vec![row("queued", 1), row("running", 1)]);
+    assert_eq!(c.nodes, vec![row("idle", 1), row("running", 1)]);
+    assert_eq!(c.active.len(), 1);
+    assert_eq!(c.active[0].id, a.id);
 }
 
 pub async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back(b: &dyn Backend) {

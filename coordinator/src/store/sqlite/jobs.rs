@@ -35,8 +35,8 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
         tx,
         "INSERT INTO jobs (id, workspace, experiment, name, cluster_workspace, cluster, spec, \
          creation_time, execution_state, execution_state_transition_time, start_time, end_time, \
-         exit_code, errors, node_id, attempt_started, requeue_on_exit, priority) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         exit_code, errors, node_id, attempt_started, requeue_on_exit, priority, gpus_per_node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             job.id,
             k.workspace,
@@ -56,6 +56,7 @@ pub fn create(tx: &Transaction, job: Job) -> Result<Job> {
             job.attempt_started,
             job.requeue_on_exit,
             job.spec.scheduling_priority.rank(),
+            job.spec.gpus_per_node,
         ],
     )?;
     Ok(job)
@@ -67,7 +68,7 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
         tx,
         "UPDATE jobs SET execution_state = ?2, execution_state_transition_time = ?3, \
          start_time = ?4, end_time = ?5, exit_code = ?6, errors = ?7, node_id = ?8, \
-         attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11 WHERE id = ?1",
+         attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11, metrics = ?12 WHERE id = ?1",
         params![
             job.id,
             job.execution_state.as_str(),
@@ -80,6 +81,7 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
             job.attempt_started,
             job.requeue_on_exit,
             to_json(&job.gpu_uuids)?,
+            job.metrics.as_ref().map(to_json).transpose()?,
         ],
     )?;
     Ok(())
@@ -158,6 +160,20 @@ pub fn active_on_node(tx: &Transaction, node_id: &str) -> Result<Vec<Job>> {
             " ORDER BY seq"
         )),
         [node_id],
+        rows::job,
+    )
+}
+
+/// Every running or terminating job, in creation order.
+pub fn active(tx: &Transaction) -> Result<Vec<Job>> {
+    query(
+        tx,
+        &select(concat!(
+            "execution_state IN ",
+            rows::active_states!(),
+            " ORDER BY seq"
+        )),
+        [],
         rows::job,
     )
 }

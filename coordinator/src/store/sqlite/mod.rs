@@ -5,6 +5,7 @@
 //! connections.
 
 mod engine;
+mod gpu_health;
 mod jobs;
 mod nodes;
 mod resources;
@@ -232,6 +233,40 @@ impl Store for SqliteStore {
         self.tx(move |tx| nodes::mark_lost(tx, &node_id, error, now))
             .await
     }
+    async fn record_gpu_event(
+        &self,
+        event: crate::domain::gpus::GpuEvent,
+    ) -> Result<super::GpuEventOutcome> {
+        self.tx(move |tx| gpu_health::record(tx, event)).await
+    }
+    async fn clear_gpu_fault(
+        &self,
+        node_id: &str,
+        gpu: &str,
+        who: &str,
+        now: Millis,
+    ) -> Result<Node> {
+        let (node_id, gpu, who) = (node_id.to_string(), gpu.to_string(), who.to_string());
+        self.tx(move |tx| gpu_health::clear(tx, &node_id, &gpu, &who, now))
+            .await
+    }
+    async fn list_gpu_events(
+        &self,
+        ws: &str,
+        cluster: &str,
+        node_id: Option<&str>,
+    ) -> Result<Vec<crate::domain::gpus::GpuEvent>> {
+        let (ws, cluster, node_id) = (
+            ws.to_string(),
+            cluster.to_string(),
+            node_id.map(str::to_string),
+        );
+        self.read(move |tx| {
+            resources::get_cluster(tx, &ws, &cluster)?;
+            gpu_health::list(tx, &ws, &cluster, node_id.as_deref())
+        })
+        .await
+    }
 
     async fn create_job(&self, job: Job) -> Result<Job> {
         self.tx(move |tx| jobs::create(tx, job)).await
@@ -260,6 +295,27 @@ impl Store for SqliteStore {
         let node_id = node_id.to_string();
         self.read(move |tx| jobs::active_on_node(tx, &node_id))
             .await
+    }
+    async fn state_counts(&self) -> Result<crate::store::StateCounts> {
+        self.read(|tx| {
+            let count = |sql: &str| {
+                rows::query(tx, sql, [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+                })
+            };
+            Ok(crate::store::StateCounts {
+                jobs: count(
+                    "SELECT cluster_workspace, cluster, execution_state, count(*) FROM jobs \
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                )?,
+                nodes: count(
+                    "SELECT workspace, cluster, state, count(*) FROM nodes \
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                )?,
+                active: jobs::active(tx)?,
+            })
+        })
+        .await
     }
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)> {
         self.read(|tx| {

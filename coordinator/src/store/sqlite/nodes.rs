@@ -74,17 +74,15 @@ pub fn placeable(tx: &Transaction) -> Result<Vec<Node>> {
         [],
         rows::node,
     )?;
-    let mut out = Vec::with_capacity(nodes.len());
-    for n in nodes {
-        let n = if n.state == NodeState::Idle {
-            n
-        } else {
-            rows::with_jobs(tx, n)?
-        };
-        if transition::takes_jobs(&n) && gpus::room(&n) > 0 {
-            out.push(n);
-        }
-    }
+    // Idle ones hold nothing; the running ones' holdings in one query.
+    let (idle, running): (Vec<Node>, Vec<Node>) =
+        nodes.into_iter().partition(|n| n.state == NodeState::Idle);
+    let mut out: Vec<Node> = idle
+        .into_iter()
+        .chain(rows::with_all_jobs(tx, running)?)
+        .filter(|n| transition::takes_jobs(n) && gpus::room(n) > 0)
+        .collect();
+    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     Ok(out)
 }
 
@@ -128,7 +126,11 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
         !jobs.is_empty(),
         reg.ready,
     );
-    let i = &reg.info;
+    let mut info = reg.info.clone();
+    if let Some(n) = &existing {
+        gpus::keep_faults(&n.info.gpus, &mut info.gpus);
+    }
+    let i = &info;
     let step = if state == NodeState::Preparing {
         reg.step.clone()
     } else {
@@ -270,6 +272,7 @@ pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> 
         changed.push(job);
     }
     rows::exec(tx, "DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
+    super::gpu_health::forget(tx, node_id)?;
     Ok(changed)
 }
 

@@ -280,6 +280,7 @@ pub fn delete_cluster_in(
             removed.changed_jobs.push(job);
         }
         tx.execute("DELETE FROM nodes WHERE node_id = ?1", [&node.node_id])?;
+        super::gpu_health::forget(tx, &node.node_id)?;
         removed.nodes.push(node);
     }
     for job in jobs::queued_for_cluster(tx, ws, name)? {

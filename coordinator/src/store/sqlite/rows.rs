@@ -147,7 +147,7 @@ pub fn node(r: &Row) -> Result<Node> {
 
 pub const JOB_COLS: &str = "id, workspace, experiment, name, spec, creation_time, execution_state, \
      execution_state_transition_time, start_time, end_time, exit_code, errors, node_id, \
-     attempt_started, requeue_on_exit, gpu_uuids";
+     attempt_started, requeue_on_exit, gpu_uuids, metrics";
 
 pub fn job(r: &Row) -> Result<Job> {
     let state: String = r.get(6)?;
@@ -171,6 +171,10 @@ pub fn job(r: &Row) -> Result<Job> {
         attempt_started: r.get(13)?,
         requeue_on_exit: r.get(14)?,
         gpu_uuids: json(&r.get::<_, String>(15)?)?,
+        metrics: r
+            .get::<_, Option<String>>(16)?
+            .map(|m| json(&m))
+            .transpose()?,
     })
 }
 
@@ -206,7 +210,7 @@ pub fn query_opt<T>(
 }
 
 /// What an active job holds of its node, from `node_id, id, gpu_uuids,
-/// gpus_per_node` ([`HOLDING_COLS`]).
+/// gpus_per_node`.
 fn holding(r: &Row) -> Result<(String, Holding)> {
     Ok((
         r.get(0)?,
@@ -218,16 +222,15 @@ fn holding(r: &Row) -> Result<(String, Holding)> {
     ))
 }
 
-const HOLDING_COLS: &str =
-    "node_id, id, gpu_uuids, COALESCE(json_extract(spec, '$.gpus_per_node'), 0)";
-
 /// What the jobs active (running or terminating) on a node hold, in order.
 pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<Holding>> {
-    let sql = format!(
-        "SELECT {HOLDING_COLS} FROM jobs WHERE node_id = ?1 AND execution_state IN {} ORDER BY seq",
-        active_states!()
+    let sql = concat!(
+        "SELECT node_id, id, gpu_uuids, gpus_per_node FROM jobs \
+         WHERE node_id = ?1 AND execution_state IN ",
+        active_states!(),
+        " ORDER BY seq"
     );
-    Ok(query(tx, &sql, params![node_id], holding)?
+    Ok(query(tx, sql, params![node_id], holding)?
         .into_iter()
         .map(|(_, h)| h)
         .collect())
@@ -243,12 +246,13 @@ pub fn with_all_jobs(tx: &Transaction, mut nodes: Vec<Node>) -> Result<Vec<Node>
     if nodes.is_empty() {
         return Ok(nodes);
     }
-    let sql = format!(
-        "SELECT {HOLDING_COLS} FROM jobs WHERE node_id IS NOT NULL AND execution_state IN {} \
-         ORDER BY seq",
-        active_states!()
+    let sql = concat!(
+        "SELECT node_id, id, gpu_uuids, gpus_per_node FROM jobs \
+         WHERE node_id IS NOT NULL AND execution_state IN ",
+        active_states!(),
+        " ORDER BY seq"
     );
-    let active = query(tx, &sql, [], holding)?;
+    let active = query(tx, sql, [], holding)?;
     let mut by_node: std::collections::HashMap<String, Vec<Holding>> =
         std::collections::HashMap::new();
     for (node, h) in active {

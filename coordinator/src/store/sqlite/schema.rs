@@ -92,8 +92,35 @@ CREATE INDEX jobs_node_state ON jobs (node_id, execution_state);
 ALTER TABLE nodes ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
 "#,
     r#"
--- The GPUs (UUIDs, a JSON array) a job's current or last attempt holds.
+-- The GPUs (UUIDs, a JSON array) a job's current or last attempt holds, and
+-- how many it asks for per node (0: the whole node) as a column, so a node's
+-- holdings are read without parsing the spec.
 ALTER TABLE jobs ADD COLUMN gpu_uuids TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN gpus_per_node INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET gpus_per_node = COALESCE(json_extract(spec, '$.gpus_per_node'), 0);
+"#,
+    r#"
+-- The GPU health history of each node (faults, recoveries, operators'
+-- clears), oldest first by seq; deleted with its node. A GPU's current
+-- health is in the node's details.
+CREATE TABLE gpu_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    gpu_index INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    code INTEGER NOT NULL,
+    fault INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    job_id TEXT
+);
+CREATE INDEX gpu_events_node ON gpu_events (node_id, seq);
+"#,
+    r#"
+-- The summary of a job's last attempt (GPU utilization, peak memory, CPU
+-- time), as JSON; NULL before an attempt ends with one.
+ALTER TABLE jobs ADD COLUMN metrics TEXT;
 "#,
 ];
 

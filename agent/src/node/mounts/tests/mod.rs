@@ -6,7 +6,7 @@ mod commands;
 mod real;
 
 use super::*;
-use bai_common::standins::{self, require, require_root};
+use bai_common::standins::{self, require_root};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -106,8 +106,5 @@ pub(super) fn environ(pid: i32) -> String {
 
 /// Root, /dev/fuse, fusermount3 and rclone, or the reason the test cannot run.
 pub(super) fn fuse_ready() -> bool {
-    require_root()
-        && require("/dev/fuse", Path::new("/dev/fuse").exists())
-        && standins::require_program("fusermount3").is_some()
-        && standins::require_program("rclone").is_some()
+    standins::require_rclone_fuse()
 }

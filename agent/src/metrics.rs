@@ -1,0 +1,213 @@
+//! Each running job's figures at a heartbeat, and its summary since it
+//! started: CPU seconds and resident memory of its processes (its process
+//! group, read from `/proc`), the GPU memory its processes hold (NVML's
+//! process lists), and the utilization of its GPUs. The summary (mean and
+//! peak GPU utilization, peak GPU memory, peak memory) is kept here, sample
+//! by sample, so that whatever the coordinator receives carries the whole
+//! run so far: a lost heartbeat loses no part of it.
+
+use crate::gpu::GpuBackend;
+use crate::gpu::health::GpuFigures;
+use crate::model::JobId;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// A running job as the meter needs it.
+#[derive(Clone, Debug)]
+pub struct RunningJob {
+    pub id: JobId,
+    pub gpu_uuids: Vec<String>,
+    /// The job's process group (its processes are its members).
+    pub pgid: i32,
+}
+
+/// One job's figures now, with its summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobFigures {
+    pub job_id: String,
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub gpu_memory_bytes: u64,
+    pub gpu_memory_peak_bytes: u64,
+    /// Mean over the job's GPUs now, and over its samples so far.
+    pub gpu_utilization_percent: f64,
+    pub gpu_utilization_mean: f64,
+    pub gpu_utilization_max: f64,
+    pub samples: u64,
+    pub gpu_uuids: Vec<String>,
+}
+
+#[derive(Default)]
+struct Summary {
+    samples: u64,
+    gpu_util_sum: f64,
+    gpu_util_max: f64,
+    gpu_memory_peak: u64,
+    memory_peak: u64,
+    /// The most CPU time seen (a process that exits takes its time along
+    /// unless its parent waited for it: the figure never moves back).
+    cpu_seconds: f64,
+}
+
+/// The summaries of the running jobs.
+#[derive(Default)]
+pub struct Meter {
+    jobs: Mutex<HashMap<JobId, Summary>>,
+}
+
+impl Meter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Samples `jobs` (blocking: `/proc` and NVML). Jobs no longer running
+    /// are forgotten.
+    pub fn sample(
+        &self,
+        jobs: &[RunningJob],
+        gpus: &[GpuFigures],
+        backend: &dyn GpuBackend,
+    ) -> Vec<JobFigures> {
+        let mut all = match self.jobs.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        all.retain(|id, _| jobs.iter().any(|j| &j.id == id));
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        let ticks = bai_common::procfs::clock_ticks() as f64;
+        // Who is in which group, in one pass over /proc.
+        let groups: HashSet<i32> = jobs.iter().map(|j| j.pgid).collect();
+        let mut members: HashMap<i32, Vec<(i32, bai_common::procfs::Stat)>> = HashMap::new();
+        for pid in bai_common::procfs::pids() {
+            if let Some(st) = bai_common::procfs::stat(pid)
+                && groups.contains(&st.pgid)
+                && st.is_running()
+            {
+                members.entry(st.pgid).or_default().push((pid, st));
+            }
+        }
+        // GPU memory by pid, from the process lists of the GPUs jobs hold.
+        let mut gpu_memory: HashMap<u32, u64> = HashMap::new();
+        let held: HashSet<&str> = jobs
+            .iter()
+            .flat_map(|j| j.gpu_uuids.iter().map(String::as_str))
+            .collect();
+        for uuid in held {
+            for p in backend.processes(uuid) {
+                *gpu_memory.entry(p.pid).or_default() += p.used_memory_bytes;
+            }
+        }
+        jobs.iter()
+            .map(|j| {
+                let procs = members.get(&j.pgid).map(Vec::as_slice).unwrap_or(&[]);
+                let cpu_ticks: u64 = procs
+                    .iter()
+                    .map(|(_, s)| s.utime + s.stime + s.cutime + s.cstime)
+                    .sum();
+                let memory: u64 = procs
+                    .iter()
+                    .filter_map(|(pid, _)| bai_common::procfs::rss_bytes(*pid))
+                    .sum();
+                let gpu_mem: u64 = procs
+                    .iter()
+                    .filter_map(|(pid, _)| gpu_memory.get(&u32::try_from(*pid).ok()?))
+                    .sum();
+                let utils: Vec<f64> = gpus
+                    .iter()
+                    .filter(|g| j.gpu_uuids.contains(&g.sample.uuid))
+                    .map(|g| f64::from(g.sample.utilization_percent))
+                    .collect();
+                let util = if utils.is_empty() {
+                    0.0
+                } else {
+                    utils.iter().sum::<f64>() / utils.len() as f64
+                };
+                let s = all.entry(j.id.clone()).or_default();
+                s.samples += 1;
+                s.gpu_util_sum += util;
+                s.gpu_util_max = s.gpu_util_max.max(util);
+                s.gpu_memory_peak = s.gpu_memory_peak.max(gpu_mem);
+                s.memory_peak = s.memory_peak.max(memory);
+                s.cpu_seconds = s.cpu_seconds.max(cpu_ticks as f64 / ticks);
+                JobFigures {
+                    job_id: j.id.as_str().to_owned(),
+                    cpu_seconds: s.cpu_seconds,
+                    memory_bytes: memory,
+                    memory_peak_bytes: s.memory_peak,
+                    gpu_memory_bytes: gpu_mem,
+                    gpu_memory_peak_bytes: s.gpu_memory_peak,
+                    gpu_utilization_percent: util,
+                    gpu_utilization_mean: s.gpu_util_sum / s.samples as f64,
+                    gpu_utilization_max: s.gpu_util_max,
+                    samples: s.samples,
+                    gpu_uuids: j.gpu_uuids.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::fake::FakeGpus;
+    use crate::gpu::health::Watch;
+    use crate::gpu::{FakeSpec, GpuBackend, GpuProcess, Script};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_jobs_summary_follows_its_gpus_and_processes() {
+        let fake = Arc::new(FakeGpus::new(
+            &FakeSpec {
+                count: 2,
+                utilization: Script {
+                    per_gpu: vec![vec![20, 60], vec![100]],
+                },
+                ..FakeSpec::default()
+            },
+            "n1",
+        ));
+        let uuids: Vec<String> = fake.inventory().gpus.into_iter().map(|g| g.uuid).collect();
+        let watch = Watch::new(fake.clone());
+        // This test process is the job: its own group, its own memory.
+        let me = std::process::id() as i32;
+        let pgid = bai_common::procfs::pgid(me).expect("our group");
+        fake.set_processes(
+            &uuids[0],
+            vec![GpuProcess {
+                pid: me as u32,
+                used_memory_bytes: 2 << 30,
+            }],
+        );
+        let job = RunningJob {
+            id: JobId::parse("11111111-1111-4111-8111-111111111111").expect("an id"),
+            gpu_uuids: vec![uuids[0].clone()],
+            pgid,
+        };
+        let meter = Meter::new();
+        let mut last = JobFigures::default();
+        for _ in 0..4 {
+            let (gpus, _) = watch.sample();
+            let f = meter.sample(std::slice::from_ref(&job), &gpus, &*fake);
+            last = f.into_iter().next().expect("one job");
+        }
+        // GPU 0 ran 20, 60, 20, 60: mean 40, max 60; GPU 1 is not the job's.
+        assert_eq!(last.samples, 4);
+        assert_eq!(last.gpu_utilization_percent, 60.0);
+        assert_eq!(last.gpu_utilization_mean, 40.0);
+        assert_eq!(last.gpu_utilization_max, 60.0);
+        assert_eq!(last.gpu_memory_bytes, 2 << 30);
+        assert_eq!(last.gpu_memory_peak_bytes, 2 << 30);
+        assert!(last.memory_bytes > 1 << 20, "{last:?}");
+        assert!(last.memory_peak_bytes >= last.memory_bytes);
+        assert!(last.cpu_seconds >= 0.0);
+        // A job that ended is forgotten: a new one starts from nothing.
+        assert!(meter.sample(&[], &[], &*fake).is_empty());
+        let (gpus, _) = watch.sample();
+        let f = meter.sample(std::slice::from_ref(&job), &gpus, &*fake);
+        assert_eq!(f[0].samples, 1);
+    }
+}
