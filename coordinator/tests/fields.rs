@@ -319,6 +319,13 @@ fn job_edit(path: &str) -> Option<JobEdit> {
         },
         "job.node_ids" => |j| j.node_ids = vec!["n".into()],
         "job.gpu_uuids" => |j| j.gpu_uuids = vec!["GPU-x".into()],
+        "job.metrics" => |j| {
+            j.metrics = Some(pb::JobMetricsSummary {
+                samples: 3,
+                cpu_seconds: 1.5,
+                ..Default::default()
+            })
+        },
         _ => return None,
     })
 }

@@ -12,6 +12,21 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A coordinator whose one-node cluster `ws/c` has `gpus` fake GPUs, idle;
+/// `extra` are more coordinator flags.
+async fn gpu_cluster(gpus: u32, extra: &[&str]) -> Result<(Coordinator, Clients)> {
+    let mut extra_args = vec!["--local-agent-fake-gpus".to_string(), gpus.to_string()];
+    extra_args.extend(extra.iter().map(|a| a.to_string()));
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args,
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    Ok((coord, c))
+}
+
 async fn submit(c: &mut Clients, name: &str, gpus: u32, cmd: &str) -> Result<pb::Job> {
     let mut job = custom_job("ws", "ex", name, "c", cmd);
     job.gpus_per_node = gpus;
@@ -46,13 +61,7 @@ async fn seen(c: &mut Clients, name: &str) -> Result<BTreeSet<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_jobs_share_a_node_with_disjoint_gpus_and_a_whole_node_job_waits() -> Result<()> {
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec!["--local-agent-fake-gpus".into(), "4".into()],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c", 1).await?;
-    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let (_coord, mut c) = gpu_cluster(4, &[]).await?;
     let n = node(&mut c).await?;
     assert_eq!(n.gpu_backend, "fake", "{n:?}");
     assert_eq!(n.gpus.len(), 4, "{n:?}");
@@ -187,22 +196,19 @@ async fn metrics_endpoint_has_dcgm_series_labelled_with_node_gpu_and_job() -> Re
         cfg.path(),
         "[gpu]\nfake_utilization = [[30], [70]]\nfake_memory_used_mib = [[1024], [2048]]\n",
     )?;
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
-            "--local-agent-fake-gpus".into(),
-            "2".into(),
-            "--local-agent-config".into(),
-            cfg.path().display().to_string(),
-            "--metrics-listen".into(),
-            "127.0.0.1:0".into(),
-            "--heartbeat-interval-secs".into(),
-            "1".into(),
+    let cfg_path = cfg.path().display().to_string();
+    let (coord, mut c) = gpu_cluster(
+        2,
+        &[
+            "--local-agent-config",
+            cfg_path.as_str(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval-secs",
+            "1",
         ],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c", 1).await?;
-    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    )
+    .await?;
     let n = node(&mut c).await?;
     let go = tempfile::tempdir()?;
     let gate = go.path().join("go");
@@ -324,18 +330,7 @@ async fn gpu_events(c: &mut Clients) -> Result<Vec<pb::GpuHealthRecord>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_xid_takes_its_gpu_out_of_scheduling_until_cleared_and_an_application_xid_does_not()
 -> Result<()> {
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
-            "--local-agent-fake-gpus".into(),
-            "4".into(),
-            "--heartbeat-interval-secs".into(),
-            "1".into(),
-        ],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c", 1).await?;
-    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let (coord, mut c) = gpu_cluster(4, &["--heartbeat-interval-secs", "1"]).await?;
     let n = node(&mut c).await?;
     assert!(n.gpus.iter().all(|g| g.health == "healthy"), "{n:?}");
 
@@ -494,18 +489,7 @@ async fn a_fault_xid_takes_its_gpu_out_of_scheduling_until_cleared_and_an_applic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_recovers_when_its_health_check_passes_after_a_reset() -> Result<()> {
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
-            "--local-agent-fake-gpus".into(),
-            "2".into(),
-            "--heartbeat-interval-secs".into(),
-            "1".into(),
-        ],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c", 1).await?;
-    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let (coord, mut c) = gpu_cluster(2, &["--heartbeat-interval-secs", "1"]).await?;
     let n = node(&mut c).await?;
     let health = |n: &pb::Node| n.gpus.iter().map(|g| g.health.clone()).collect::<Vec<_>>();
     inject(&coord, &n.node_id, "ecc 1 2\n")?;
@@ -539,10 +523,7 @@ async fn a_gpu_recovers_when_its_health_check_passes_after_a_reset() -> Result<(
 
 /// `bai <args> -o json` against the coordinator, as a user runs it.
 fn bai_json_lines(coord: &Coordinator, args: &[&str]) -> Result<Vec<serde_json::Value>> {
-    let out = std::process::Command::new(bai_tests::bin("bai"))
-        .args(args)
-        .args(["-o", "json", "--coordinator", &coord.url()])
-        .output()?;
+    let out = coord.cli().args(args).args(["-o", "json"]).output()?;
     let stdout = String::from_utf8(out.stdout)?;
     anyhow::ensure!(
         out.status.success(),
@@ -563,20 +544,17 @@ fn bai_json_lines(coord: &Coordinator, args: &[&str]) -> Result<Vec<serde_json::
 async fn a_jobs_metrics_stream_live_and_its_summary_is_kept() -> Result<()> {
     let cfg = tempfile::NamedTempFile::new()?;
     std::fs::write(cfg.path(), "[gpu]\nfake_utilization = [[20, 60], [5]]\n")?;
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
-            "--local-agent-fake-gpus".into(),
-            "2".into(),
-            "--local-agent-config".into(),
-            cfg.path().display().to_string(),
-            "--heartbeat-interval-secs".into(),
-            "1".into(),
+    let cfg_path = cfg.path().display().to_string();
+    let (coord, mut c) = gpu_cluster(
+        2,
+        &[
+            "--local-agent-config",
+            cfg_path.as_str(),
+            "--heartbeat-interval-secs",
+            "1",
         ],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c", 1).await?;
-    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    )
+    .await?;
     let go = tempfile::tempdir()?;
     let gate = go.path().join("go");
     // 256 MiB held by `tail` (one line of zeros) while the gate is shut,

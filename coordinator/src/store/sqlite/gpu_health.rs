@@ -80,26 +80,25 @@ pub fn list(
     )?;
     let rows = st.query_map(params![ws, cluster, node_id], |r| {
         let kind: String = r.get(4)?;
-        Ok((
-            GpuEvent {
-                node_id: r.get(0)?,
-                uuid: r.get(1)?,
-                index: r.get(2)?,
-                time: r.get(3)?,
-                kind: GpuEventKind::Xid,
-                code: r.get::<_, i64>(5)? as u64,
-                fault: r.get(6)?,
-                message: r.get(7)?,
-                job_id: r.get(8)?,
-            },
+        let Some(kind) = GpuEventKind::parse(&kind) else {
+            return Ok(Err(kind));
+        };
+        Ok(Ok(GpuEvent {
+            node_id: r.get(0)?,
+            uuid: r.get(1)?,
+            index: r.get(2)?,
+            time: r.get(3)?,
             kind,
-        ))
+            code: r.get::<_, i64>(5)? as u64,
+            fault: r.get(6)?,
+            message: r.get(7)?,
+            job_id: r.get(8)?,
+        }))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (mut ev, kind) = row?;
-        ev.kind = GpuEventKind::parse(&kind)
-            .ok_or_else(|| StoreError::Backend(format!("bad GPU event kind {kind:?}")))?;
+        let ev =
+            row?.map_err(|kind| StoreError::Backend(format!("bad GPU event kind {kind:?}")))?;
         out.push(ev);
     }
     Ok(out)
