@@ -39,6 +39,8 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
                 gpu_backend: r.gpus.backend,
                 gpu_driver_version: r.gpus.driver_version,
                 cuda_version: r.gpus.cuda_version,
+                job_cgroups: r.job_cgroups,
+                gpu_isolation: r.gpu_isolation,
                 ..Default::default()
             })
         }

@@ -130,6 +130,7 @@ async fn start_preparer(
         ssh_port: u32::from(ssh_port),
         file_share_driver: file_share_driver.replace("none", ""),
         blob_driver: blob_driver.replace("none", ""),
+        ..Default::default()
     };
     info!(ssh_port, file_share_driver, blob_driver, "node facts");
     Ok((handle, facts, mount_ctx))
@@ -208,7 +209,7 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "bai-agent starting"
     );
-    let (node, facts, mounts) = start_preparer(&config, &node_id).await?;
+    let (node, mut facts, mounts) = start_preparer(&config, &node_id).await?;
     let cgroups = {
         let cfg = config.cgroups.clone();
         tokio::task::spawn_blocking(move || jobs::cgroup::Cgroups::detect(&cfg))
@@ -222,6 +223,17 @@ pub async fn run_with(
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         Arc::new(gpu::health::Watch::new(backend))
     };
+    let inventory = gpus.backend().inventory();
+    let gpu_minors = inventory.minors();
+    facts.job_cgroups = cgroups.kind().to_owned();
+    facts.gpu_isolation = cgroups
+        .gpu_isolation(inventory.gpus.len(), &gpu_minors)
+        .to_owned();
+    info!(
+        job_cgroups = %facts.job_cgroups,
+        gpu_isolation = %facts.gpu_isolation,
+        "job isolation"
+    );
     let settings = JobSettings {
         layout: layout.clone(),
         shell: config.job_shell.clone(),
@@ -232,7 +244,7 @@ pub async fn run_with(
         run_as: node.run_as(),
         mounts: Some(mounts),
         cgroups: Arc::new(cgroups),
-        gpu_minors: Arc::default(),
+        gpu_minors: Arc::new(gpu_minors),
     };
     let mut jobs = JobManager::new(settings, launcher);
     let adopted = jobs

@@ -182,6 +182,10 @@ pub struct Registration {
     pub ssh_port: u32,
     pub file_share_driver: String,
     pub blob_driver: String,
+    /// `v1`, `v2` or `none`.
+    pub job_cgroups: String,
+    /// `devices-cgroup-v1`, `env-only`, or empty without GPUs.
+    pub gpu_isolation: String,
     /// Where preparation stood (none before the first PrepareNode).
     pub status: Option<crate::node::NodeStatus>,
     /// The node's GPUs and where they come from.

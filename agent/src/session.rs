@@ -83,6 +83,10 @@ pub struct NodeFacts {
     pub ssh_port: u32,
     pub file_share_driver: String,
     pub blob_driver: String,
+    /// `v1`, `v2` or `none`: what the node's job cgroups are.
+    pub job_cgroups: String,
+    /// How a job is kept to its GPUs (`Cgroups::gpu_isolation`).
+    pub gpu_isolation: String,
 }
 
 /// Runs sessions until shutdown. Never returns an error: every failure is
@@ -150,6 +154,8 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         ssh_port: ctx.facts.ssh_port,
         file_share_driver: ctx.facts.file_share_driver.clone(),
         blob_driver: ctx.facts.blob_driver.clone(),
+        job_cgroups: ctx.facts.job_cgroups.clone(),
+        gpu_isolation: ctx.facts.gpu_isolation.clone(),
         status: ctx.node.status(),
         gpus: ctx.gpus.backend().inventory(),
     }

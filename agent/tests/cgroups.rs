@@ -403,7 +403,11 @@ fn a_job_given_gpu_1_of_4_opens_only_its_device_node() {
         dev_dir: dev.clone(),
         ..CgroupConfig::default()
     });
-    assert_eq!(cgs.isolation(), "devices-cgroup-v1");
+    let minors = (0..4).map(|m| (format!("GPU-{m}"), m)).collect();
+    assert_eq!(cgs.gpu_isolation(4, &minors), "devices-cgroup-v1");
+    assert_eq!(cgs.gpu_isolation(0, &Default::default()), "");
+    // A GPU whose minor the driver did not give cannot be confined.
+    assert_eq!(cgs.gpu_isolation(5, &minors), "env-only");
     assert_eq!(cgs.devices().gpu_minors, [0, 1, 2, 3]);
     let cg = cgs.create("job-gpu", Some(&[1])).unwrap().unwrap();
     let job_dir = dir.path().join("job-gpu");
@@ -435,6 +439,7 @@ fn a_job_given_gpu_1_of_4_opens_only_its_device_node() {
         }),
         cgroup: Some(cg.clone()),
         gpu_minors: Some(vec![1]),
+        gpu_uuids: Vec::new(),
     };
     bai_agent::jobs::layout::write_record(&job_dir.join("launch.json"), &rec, 0o600).unwrap();
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_bai-agent"))

@@ -65,6 +65,12 @@ async fn gpu_jobs_share_a_node_with_disjoint_gpus_and_a_whole_node_job_waits() -
     let n = node(&mut c).await?;
     assert_eq!(n.gpu_backend, "fake", "{n:?}");
     assert_eq!(n.gpus.len(), 4, "{n:?}");
+    // Simulated GPUs have no device nodes to deny: the node says so.
+    assert_eq!(n.gpu_isolation, "env-only", "{n:?}");
+    assert!(
+        ["v1", "v2", "none"].contains(&n.job_cgroups.as_str()),
+        "{n:?}"
+    );
     let all: BTreeSet<String> = n.gpus.iter().map(|g| g.uuid.clone()).collect();
     assert_eq!(all.len(), 4, "distinct UUIDs");
     assert!(all.iter().all(|u| u.starts_with("GPU-")), "{all:?}");

@@ -53,6 +53,18 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// Each GPU's minor number (N of `/dev/nvidiaN`) by UUID; empty unless
+    /// the driver gave every GPU's, since a job's devices can be confined
+    /// only when all are known.
+    pub fn minors(&self) -> std::collections::HashMap<String, u32> {
+        let all: Option<std::collections::HashMap<String, u32>> = self
+            .gpus
+            .iter()
+            .map(|g| g.minor_number.map(|m| (g.uuid.clone(), m)))
+            .collect();
+        all.unwrap_or_default()
+    }
+
     /// A node without GPUs, and why.
     pub fn none(problem: impl Into<String>) -> Self {
         Self {

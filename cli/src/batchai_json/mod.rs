@@ -204,6 +204,8 @@ pub fn node(n: &pb::Node) -> Value {
         "gpuBackend": n.gpu_backend,
         "gpuDriverVersion": n.gpu_driver_version,
         "cudaVersion": n.cuda_version,
+        "jobCgroups": n.job_cgroups,
+        "gpuIsolation": n.gpu_isolation,
         "gpus": n.gpus.iter().map(|g| json!({
             "index": g.index,
             "uuid": g.uuid,

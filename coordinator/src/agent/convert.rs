@@ -143,6 +143,8 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                 gpu_backend: r.gpu_backend,
                 gpu_driver_version: r.gpu_driver_version,
                 cuda_version: r.cuda_version,
+                job_cgroups: r.job_cgroups,
+                gpu_isolation: r.gpu_isolation,
             },
             status: r.status.map(report_from),
             held: r

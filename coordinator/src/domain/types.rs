@@ -143,6 +143,8 @@ pub struct NodeInfo {
     pub gpu_backend: String,
     pub gpu_driver_version: String,
     pub cuda_version: String,
+    pub job_cgroups: String,
+    pub gpu_isolation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,6 +31,7 @@ pub use devices::{CharDevice, NVIDIA_MAJOR, NvidiaDevices};
 pub use job::{CgroupDir, Figures, JobCgroup, Version};
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -121,13 +122,11 @@ impl Cgroups {
             }
             Mode::V1(ctls) => info!(
                 controllers = ?ctls.iter().map(|c| c.name).collect::<Vec<_>>(),
-                isolation = cg.isolation(),
                 gpus = ?cg.devices.gpu_minors,
                 "jobs run in cgroup v1"
             ),
             Mode::V2 { jobs, .. } => info!(
                 dir = %jobs.display(),
-                isolation = cg.isolation(),
                 gpus = ?cg.devices.gpu_minors,
                 "jobs run in cgroup v2 (GPU devices are not confined: no device program)"
             ),
@@ -145,13 +144,22 @@ impl Cgroups {
         }
     }
 
-    /// How a job is kept to its GPUs on this node: `devices-cgroup-v1`
-    /// (denied by the v1 devices controller) or `env-only` (only
-    /// `CUDA_VISIBLE_DEVICES`; on v2 that needs an eBPF device program,
-    /// which the agent does not attach).
-    pub fn isolation(&self) -> &'static str {
-        match &self.mode {
-            Mode::V1(ctls) if ctls.iter().any(|c| c.name == "devices") => "devices-cgroup-v1",
+    /// How a job is kept to its GPUs on this node, given how many GPUs the
+    /// inventory has and the minors it knows (UUID → N of `/dev/nvidiaN`):
+    /// `devices-cgroup-v1` where the v1 devices controller denies the GPU
+    /// device nodes found at start and every GPU's minor is known;
+    /// `env-only` where only `CUDA_VISIBLE_DEVICES` keeps a job to its GPUs
+    /// (cgroup v2, which needs an eBPF device program the agent does not
+    /// attach; no devices controller; simulated GPUs, which have no device
+    /// nodes); empty on a node without GPUs.
+    pub fn gpu_isolation(&self, gpus: usize, minors: &HashMap<String, u32>) -> &'static str {
+        let devices_ctl =
+            matches!(&self.mode, Mode::V1(ctls) if ctls.iter().any(|c| c.name == "devices"));
+        match gpus {
+            0 => "",
+            n if devices_ctl && minors.len() == n && !self.devices.gpu_minors.is_empty() => {
+                "devices-cgroup-v1"
+            }
             _ => "env-only",
         }
     }

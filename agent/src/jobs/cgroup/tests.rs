@@ -156,7 +156,14 @@ fn v1_on_this_host_tracks_kills_and_removes_a_job() {
     }
     let cgs = Subtree(Cgroups::detect(&config("/sys/fs/cgroup")));
     assert_eq!(cgs.kind(), "v1", "{:?}", cgs.mode);
-    assert_eq!(cgs.isolation(), "devices-cgroup-v1");
+    // The devices controller confines GPUs only where the node has their
+    // device nodes (this test's host has none: simulated GPUs are env-only).
+    let expect = if cgs.devices.gpu_minors.is_empty() {
+        "env-only"
+    } else {
+        "devices-cgroup-v1"
+    };
+    assert_eq!(cgs.gpu_isolation(1, &one_gpu()), expect);
     let Mode::V1(ctls) = &cgs.mode else {
         unreachable!()
     };
@@ -212,8 +219,12 @@ fn v2_interface_of_a_hybrid_host_tracks_and_kills() {
     }
     let cgs = Subtree(Cgroups::detect(&config(root.to_str().unwrap())));
     assert_eq!(cgs.kind(), "v2", "{:?}", cgs.mode);
-    assert_eq!(cgs.isolation(), "env-only");
+    assert_eq!(cgs.gpu_isolation(1, &one_gpu()), "env-only");
     kills_an_escaped_child(&cgs);
+}
+
+fn one_gpu() -> std::collections::HashMap<String, u32> {
+    [("GPU-0".to_string(), 0)].into()
 }
 
 #[test]
@@ -223,7 +234,10 @@ fn disabled_or_unusable_cgroups_are_none() {
         ..CgroupConfig::default()
     };
     let cgs = Cgroups::detect(&off);
-    assert_eq!((cgs.kind(), cgs.isolation()), ("none", "env-only"));
+    assert_eq!(
+        (cgs.kind(), cgs.gpu_isolation(1, &one_gpu())),
+        ("none", "env-only")
+    );
     assert!(cgs.create("job-1", Some(&[0])).unwrap().is_none());
     let empty = tempfile::tempdir().unwrap();
     let cgs = Cgroups::detect(&CgroupConfig {

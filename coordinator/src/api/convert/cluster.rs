@@ -302,6 +302,8 @@ pub fn node_to(n: &Node) -> pb::Node {
         gpu_backend: n.info.gpu_backend.clone(),
         gpu_driver_version: n.info.gpu_driver_version.clone(),
         cuda_version: n.info.cuda_version.clone(),
+        job_cgroups: n.info.job_cgroups.clone(),
+        gpu_isolation: n.info.gpu_isolation.clone(),
     }
 }
 

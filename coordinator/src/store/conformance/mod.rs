@@ -95,6 +95,8 @@ fn reg(node: &str, cluster: &str) -> NodeRegistration {
             gpu_backend: "none".into(),
             gpu_driver_version: String::new(),
             cuda_version: String::new(),
+            job_cgroups: String::new(),
+            gpu_isolation: String::new(),
         },
         ready: true,
         step: String::new(),

@@ -89,6 +89,8 @@ pub struct NodeDetails {
     pub gpu_backend: String,
     pub gpu_driver_version: String,
     pub cuda_version: String,
+    pub job_cgroups: String,
+    pub gpu_isolation: String,
 }
 
 impl NodeDetails {
@@ -103,6 +105,8 @@ impl NodeDetails {
             gpu_backend: info.gpu_backend.clone(),
             gpu_driver_version: info.gpu_driver_version.clone(),
             cuda_version: info.cuda_version.clone(),
+            job_cgroups: info.job_cgroups.clone(),
+            gpu_isolation: info.gpu_isolation.clone(),
         }
     }
 
@@ -135,6 +139,8 @@ pub fn node(r: &Row) -> Result<Node> {
             gpu_backend: details.gpu_backend,
             gpu_driver_version: details.gpu_driver_version,
             cuda_version: details.cuda_version,
+            job_cgroups: details.job_cgroups,
+            gpu_isolation: details.gpu_isolation,
         },
         connected: r.get(10)?,
         last_heartbeat_time: r.get(11)?,
