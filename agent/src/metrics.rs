@@ -1,6 +1,7 @@
 //! Each running job's figures at a heartbeat, and its summary since it
-//! started: CPU seconds and resident memory of its processes (its process
-//! group, read from `/proc`), the GPU memory its processes hold (NVML's
+//! started: CPU seconds and resident memory of its processes (the members
+//! of its cgroup, with the cgroup's CPU accounting; without cgroups, its
+//! process group, read from `/proc`), the GPU memory its processes hold (NVML's
 //! process lists), and the utilization of its GPUs. The summary (mean and
 //! peak GPU utilization, peak GPU memory, peak memory) is kept here, sample
 //! by sample, so that whatever the coordinator receives carries the whole
@@ -17,8 +18,19 @@ use std::sync::Mutex;
 pub struct RunningJob {
     pub id: JobId,
     pub gpu_uuids: Vec<String>,
-    /// The job's process group (its processes are its members).
+    /// The job's process group (its members are the job's processes where
+    /// it has no cgroup).
     pub pgid: i32,
+    /// The job's cgroup: its members are the job's processes (a `setsid()`
+    /// child included) and its CPU accounting the job's time, exited
+    /// children's too.
+    pub cgroup: Option<crate::jobs::cgroup::JobCgroup>,
+}
+
+/// A job's processes now, and its CPU time (None: not known).
+struct Members {
+    pids: Vec<i32>,
+    cpu_seconds: Option<f64>,
 }
 
 /// One job's figures now, with its summary.
@@ -78,17 +90,47 @@ impl Meter {
             return Vec::new();
         }
         let ticks = bai_common::procfs::clock_ticks() as f64;
-        // Who is in which group, in one pass over /proc.
-        let groups: HashSet<i32> = jobs.iter().map(|j| j.pgid).collect();
-        let mut members: HashMap<i32, Vec<(i32, bai_common::procfs::Stat)>> = HashMap::new();
-        for pid in bai_common::procfs::pids() {
-            if let Some(st) = bai_common::procfs::stat(pid)
-                && groups.contains(&st.pgid)
-                && st.is_running()
-            {
-                members.entry(st.pgid).or_default().push((pid, st));
+        // Who is in which job: its cgroup's members where it has one, else
+        // its process group's (one pass over /proc for all of those).
+        let groups: HashSet<i32> = jobs
+            .iter()
+            .filter(|j| j.cgroup.is_none())
+            .map(|j| j.pgid)
+            .collect();
+        let mut by_group: HashMap<i32, Vec<(i32, bai_common::procfs::Stat)>> = HashMap::new();
+        if !groups.is_empty() {
+            for pid in bai_common::procfs::pids() {
+                if let Some(st) = bai_common::procfs::stat(pid)
+                    && groups.contains(&st.pgid)
+                    && st.is_running()
+                {
+                    by_group.entry(st.pgid).or_default().push((pid, st));
+                }
             }
         }
+        let members: Vec<Members> = jobs
+            .iter()
+            .map(|j| match &j.cgroup {
+                Some(cg) => {
+                    let fig = cg.figures();
+                    Members {
+                        pids: cg.procs().unwrap_or_default(),
+                        cpu_seconds: fig.cpu_seconds,
+                    }
+                }
+                None => {
+                    let procs = by_group.get(&j.pgid).map(Vec::as_slice).unwrap_or(&[]);
+                    let cpu_ticks: u64 = procs
+                        .iter()
+                        .map(|(_, s)| s.utime + s.stime + s.cutime + s.cstime)
+                        .sum();
+                    Members {
+                        pids: procs.iter().map(|(pid, _)| *pid).collect(),
+                        cpu_seconds: Some(cpu_ticks as f64 / ticks),
+                    }
+                }
+            })
+            .collect();
         // GPU memory by pid, from the process lists of the GPUs jobs hold.
         let mut gpu_memory: HashMap<u32, u64> = HashMap::new();
         let held: HashSet<&str> = jobs
@@ -101,19 +143,17 @@ impl Meter {
             }
         }
         jobs.iter()
-            .map(|j| {
-                let procs = members.get(&j.pgid).map(Vec::as_slice).unwrap_or(&[]);
-                let cpu_ticks: u64 = procs
+            .zip(members)
+            .map(|(j, m)| {
+                let memory: u64 = m
+                    .pids
                     .iter()
-                    .map(|(_, s)| s.utime + s.stime + s.cutime + s.cstime)
+                    .filter_map(|pid| bai_common::procfs::rss_bytes(*pid))
                     .sum();
-                let memory: u64 = procs
+                let gpu_mem: u64 = m
+                    .pids
                     .iter()
-                    .filter_map(|(pid, _)| bai_common::procfs::rss_bytes(*pid))
-                    .sum();
-                let gpu_mem: u64 = procs
-                    .iter()
-                    .filter_map(|(pid, _)| gpu_memory.get(&u32::try_from(*pid).ok()?))
+                    .filter_map(|pid| gpu_memory.get(&u32::try_from(*pid).ok()?))
                     .sum();
                 let utils: Vec<f64> = gpus
                     .iter()
@@ -131,7 +171,7 @@ impl Meter {
                 s.gpu_util_max = s.gpu_util_max.max(util);
                 s.gpu_memory_peak = s.gpu_memory_peak.max(gpu_mem);
                 s.memory_peak = s.memory_peak.max(memory);
-                s.cpu_seconds = s.cpu_seconds.max(cpu_ticks as f64 / ticks);
+                s.cpu_seconds = s.cpu_seconds.max(m.cpu_seconds.unwrap_or(0.0));
                 JobFigures {
                     job_id: j.id.as_str().to_owned(),
                     cpu_seconds: s.cpu_seconds,
@@ -186,6 +226,7 @@ mod tests {
             id: JobId::parse("11111111-1111-4111-8111-111111111111").expect("an id"),
             gpu_uuids: vec![uuids[0].clone()],
             pgid,
+            cgroup: None,
         };
         let meter = Meter::new();
         let mut last = JobFigures::default();

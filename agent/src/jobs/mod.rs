@@ -263,6 +263,7 @@ impl JobManager {
                     id: id.clone(),
                     gpu_uuids: s.gpu_uuids.clone(),
                     pgid,
+                    cgroup: s.cgroup.clone(),
                 })
             })
             .collect()

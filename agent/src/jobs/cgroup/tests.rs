@@ -300,3 +300,55 @@ fn the_cgroups_table_of_the_agent_config() {
     assert_eq!(none.cgroups, CgroupConfig::default());
     assert!(toml::from_str::<crate::config::FileConfig>("[cgroups]\nroots = \"/x\"\n").is_err());
 }
+
+/// The meter counts a job by its cgroup: a `setsid()` child's memory, and
+/// the CPU time of a child that burnt it and exited unwaited for, which its
+/// process group alone would not show.
+#[test]
+fn a_job_is_metered_by_its_cgroup_escaped_children_included() {
+    let root = Path::new("/sys/fs/cgroup");
+    if !gate(root) {
+        return;
+    }
+    let cgs = Subtree(Cgroups::detect(&config("/sys/fs/cgroup")));
+    assert_ne!(cgs.kind(), "none", "{:?}", cgs.mode);
+    let job = format!("job-{}", uuid::Uuid::new_v4().simple());
+    let cg = cgs.create(&job, None).unwrap().expect("a cgroup");
+    let mut child = spawn_in(
+        &cg,
+        "setsid sh -c 'i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done' & \
+         setsid sleep 31343 & echo $!; exec sleep 31344",
+    );
+    let escaped: i32 = first_line(&mut child).parse().unwrap();
+    eventually("the burner has used its CPU", || {
+        cg.figures().cpu_seconds.is_some_and(|s| s >= 0.1)
+    });
+    let backend = crate::gpu::open(
+        &crate::gpu::GpuConfig {
+            backend: crate::gpu::BackendChoice::None,
+            ..Default::default()
+        },
+        "n1",
+    );
+    // No process has the child's pid as its group: only the cgroup finds them.
+    let pgid = child.id() as i32;
+    let running = |cgroup| crate::metrics::RunningJob {
+        id: crate::model::JobId::parse("11111111-1111-4111-8111-111111111111").unwrap(),
+        gpu_uuids: Vec::new(),
+        pgid,
+        cgroup,
+    };
+    let by_group = crate::metrics::Meter::new().sample(&[running(None)], &[], &*backend);
+    assert_eq!(
+        (by_group[0].memory_bytes, by_group[0].cpu_seconds),
+        (0, 0.0)
+    );
+    let f = crate::metrics::Meter::new().sample(&[running(Some(cg.clone()))], &[], &*backend);
+    let sleepers = bai_common::procfs::rss_bytes(escaped).unwrap()
+        + bai_common::procfs::rss_bytes(pgid).unwrap();
+    assert!(f[0].memory_bytes >= sleepers, "{f:?} < {sleepers}");
+    assert!(f[0].cpu_seconds >= 0.1, "{f:?}");
+    assert!(cg.kill_all(&[]).unwrap() >= 2);
+    child.wait().unwrap();
+    cg.remove().unwrap();
+}

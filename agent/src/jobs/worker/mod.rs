@@ -87,6 +87,9 @@ pub struct Shared {
     pub gpu_uuids: Vec<String>,
     /// The job's process group, once it started.
     pub pgid: Option<i32>,
+    /// The job's cgroup, where the node has them (its figures are the
+    /// job's, whatever process groups its processes moved to).
+    pub cgroup: Option<super::cgroup::JobCgroup>,
 }
 
 /// Settings every worker shares.
@@ -137,6 +140,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Hand
         wakeups: 0,
         gpu_uuids: Vec::new(),
         pgid: None,
+        cgroup: None,
     }));
     let span = tracing::info_span!(parent: None, "job", job = %start.id);
     let w = Worker {

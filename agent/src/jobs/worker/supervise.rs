@@ -144,11 +144,12 @@ impl Worker {
             .await;
         self.files = found.files;
         self.mounted = found.mounted;
-        self.cgroup = found.cgroup;
+        self.cgroup = found.cgroup.clone();
         self.max_wall = found.max_wall;
         self.shim_pid = found.shim.as_ref().map(|h| h.pid);
         if let Ok(mut sh) = self.shared.lock() {
             sh.gpu_uuids = found.gpu_uuids;
+            sh.cgroup = found.cgroup.clone();
         }
         if let Some(exit) = found.failed {
             self.set_exit(exit).await;
