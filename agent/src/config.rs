@@ -136,6 +136,9 @@ pub struct FileConfig {
     /// Grace period between SIGTERM and SIGKILL when the coordinator gives none
     /// and for the max wall clock time [default: 10].
     pub terminate_grace_secs: Option<u64>,
+    /// Seconds between samples of running jobs and their GPUs (their
+    /// summaries and GPU health) between heartbeats [default: 2].
+    pub job_sample_secs: Option<u64>,
     /// The SSH port reported for this node [default: sshd's, else 22].
     pub ssh_port: Option<u16>,
     /// How the node reaches and mounts storage.
@@ -231,6 +234,8 @@ pub struct Config {
     pub mount_root: PathBuf,
     pub job_temp_root: PathBuf,
     pub default_grace: Duration,
+    /// How often running jobs are sampled (see `Sampling` in session.rs).
+    pub job_sample_interval: Duration,
     /// The program started as `<shim_exe> shim <job-dir>` for each job
     /// (the agent binary itself).
     pub shim_exe: PathBuf,
@@ -339,6 +344,14 @@ impl Config {
             f.job_temp_root.unwrap_or_else(|| state_dir.join("work")),
         )?;
         let gpu = resolve_gpu(cli, f.gpu, &state_dir)?;
+        let job_sample_secs = f.job_sample_secs.unwrap_or(2);
+        if !(1..=3600).contains(&job_sample_secs) {
+            return Err(ConfigError::Invalid {
+                field: "job_sample_secs",
+                value: job_sample_secs.to_string(),
+                reason: "must be 1-3600".into(),
+            });
+        }
         Ok(Self {
             coordinator,
             workspace,
@@ -349,6 +362,7 @@ impl Config {
             mount_root,
             job_temp_root,
             default_grace: Duration::from_secs(f.terminate_grace_secs.unwrap_or(10)),
+            job_sample_interval: Duration::from_secs(job_sample_secs),
             shim_exe,
             state_dir,
             reconnect_initial: Duration::from_millis(100),

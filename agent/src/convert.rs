@@ -77,25 +77,12 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             cpu_percent: sample.host.cpu_percent,
             memory_used_bytes: sample.host.memory_used_bytes,
             memory_total_bytes: sample.host.memory_total_bytes,
+            disk_used_bytes: sample.host.disk_used_bytes,
+            disk_total_bytes: sample.host.disk_total_bytes,
+            network_rx_bytes: sample.host.network_rx_bytes,
+            network_tx_bytes: sample.host.network_tx_bytes,
             gpus: sample.gpus.into_iter().map(gpu_metrics_to_pb).collect(),
-            jobs: sample
-                .jobs
-                .into_iter()
-                .map(|j| pb::JobMetrics {
-                    job_id: j.job_id,
-                    cpu_seconds: j.cpu_seconds,
-                    memory_bytes: j.memory_bytes,
-                    memory_peak_bytes: j.memory_peak_bytes,
-                    gpu_memory_bytes: j.gpu_memory_bytes,
-                    gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
-                    gpu_utilization_percent: j.gpu_utilization_percent,
-                    gpu_utilization_mean: j.gpu_utilization_mean,
-                    gpu_utilization_max: j.gpu_utilization_max,
-                    samples: j.samples,
-                    gpu_uuids: j.gpu_uuids,
-                    ..Default::default()
-                })
-                .collect(),
+            jobs: sample.jobs.into_iter().map(job_metrics_to_pb).collect(),
             ..Default::default()
         }),
         Outbound::JobStarted {
@@ -108,7 +95,14 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             pid,
             ..Default::default()
         }),
-        Outbound::JobExited { job_id, exit } => AgentMsg::JobExited(job_exited(&job_id, exit)),
+        Outbound::JobExited {
+            job_id,
+            exit,
+            metrics,
+        } => AgentMsg::JobExited(pb::JobExited {
+            metrics: metrics.map(job_metrics_to_pb),
+            ..job_exited(&job_id, exit)
+        }),
         Outbound::Refused { raw_job_id, reason } => AgentMsg::JobExited(job_exited_with_id(
             raw_job_id,
             JobExit {
@@ -143,6 +137,23 @@ fn gpu_to_pb(g: crate::gpu::Gpu) -> pb::Gpu {
         memory_bytes: g.memory_bytes,
         pci_bus_id: g.pci_bus_id,
         mig_mode: g.mig_mode,
+        ..Default::default()
+    }
+}
+
+fn job_metrics_to_pb(j: crate::metrics::JobFigures) -> pb::JobMetrics {
+    pb::JobMetrics {
+        job_id: j.job_id,
+        cpu_seconds: j.cpu_seconds,
+        memory_bytes: j.memory_bytes,
+        memory_peak_bytes: j.memory_peak_bytes,
+        gpu_memory_bytes: j.gpu_memory_bytes,
+        gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+        gpu_utilization_percent: j.gpu_utilization_percent,
+        gpu_utilization_mean: j.gpu_utilization_mean,
+        gpu_utilization_max: j.gpu_utilization_max,
+        samples: j.samples,
+        gpu_uuids: j.gpu_uuids,
         ..Default::default()
     }
 }

@@ -1,9 +1,11 @@
-//! What the node is: hostname, CPUs, memory and load, behind the [`HostInfo`]
-//! trait (the GPU issue adds NVML devices beside it), plus the node's primary
-//! IP address as seen on the route to the coordinator.
+//! What the node is: hostname, CPUs, memory and load (with the disk that
+//! holds the agent's state and the network counters), behind the
+//! [`HostInfo`] trait (GPUs are `crate::gpu`'s), plus the node's primary IP
+//! address as seen on the route to the coordinator.
 
 use crate::model::HostMetrics;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use sysinfo::System;
 
@@ -25,6 +27,11 @@ pub trait HostInfo: Send + Sync {
 /// [`HostInfo`] from the operating system (sysinfo).
 pub struct SystemHost {
     sys: Mutex<System>,
+    /// Whose file system the disk figures are (the agent's state directory:
+    /// jobs' working and temporary directories and spools live there). Only
+    /// this one is asked: a hung network or FUSE mount of a job must not
+    /// stall the heartbeat.
+    disk: Option<PathBuf>,
 }
 
 impl SystemHost {
@@ -34,8 +41,43 @@ impl SystemHost {
         sys.refresh_cpu_usage();
         Self {
             sys: Mutex::new(sys),
+            disk: None,
         }
     }
+
+    /// Also reports the disk that holds `dir`.
+    pub fn with_disk(mut self, dir: PathBuf) -> Self {
+        self.disk = Some(dir);
+        self
+    }
+}
+
+/// Bytes received and sent by every interface but loopback since boot, from
+/// `/proc/net/dev`'s text.
+pub fn network_totals(proc_net_dev: &str) -> (u64, u64) {
+    proc_net_dev
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim() != "lo")
+        .filter_map(|(_, rest)| {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|v| v.parse().ok())
+                .collect::<Option<_>>()?;
+            // receive: bytes packets errs drop fifo frame compressed multicast;
+            // then transmit: bytes ...
+            Some((*f.first()?, *f.get(8)?))
+        })
+        .fold((0, 0), |(rx, tx), (r, t)| (rx + r, tx + t))
+}
+
+/// Used and total bytes of the file system holding `dir`.
+fn disk_figures(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let frag = st.fragment_size() as u64;
+    let total = st.blocks() as u64 * frag;
+    let free = st.blocks_free() as u64 * frag;
+    Some((total.saturating_sub(free), total))
 }
 
 impl Default for SystemHost {
@@ -73,10 +115,22 @@ impl HostInfo for SystemHost {
             Ok(mut s) => {
                 s.refresh_cpu_usage();
                 s.refresh_memory();
+                let (disk_used_bytes, disk_total_bytes) = self
+                    .disk
+                    .as_deref()
+                    .and_then(disk_figures)
+                    .unwrap_or((0, 0));
+                let (network_rx_bytes, network_tx_bytes) = std::fs::read_to_string("/proc/net/dev")
+                    .map(|t| network_totals(&t))
+                    .unwrap_or((0, 0));
                 HostMetrics {
                     cpu_percent: s.global_cpu_usage(),
                     memory_used_bytes: s.used_memory(),
                     memory_total_bytes: s.total_memory(),
+                    disk_used_bytes,
+                    disk_total_bytes,
+                    network_rx_bytes,
+                    network_tx_bytes,
                 }
             }
             Err(_) => HostMetrics::default(),
@@ -113,7 +167,7 @@ mod tests {
 
     #[test]
     fn system_inventory_is_plausible() {
-        let h = SystemHost::new();
+        let h = SystemHost::new().with_disk(std::env::temp_dir());
         let inv = h.inventory();
         assert!(!inv.hostname.is_empty());
         assert!(inv.cpu_count >= 1);
@@ -121,6 +175,23 @@ mod tests {
         let m = h.metrics();
         assert!(m.memory_used_bytes > 0 && m.memory_used_bytes <= inv.memory_bytes);
         assert!((0.0..=100.0 * inv.cpu_count as f32).contains(&m.cpu_percent));
+        assert!(
+            m.disk_total_bytes > 0 && m.disk_used_bytes <= m.disk_total_bytes,
+            "{m:?}"
+        );
+        assert_eq!(SystemHost::new().metrics().disk_total_bytes, 0);
+    }
+
+    #[test]
+    fn network_totals_skip_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo: 5000      50    0    0    0     0          0         0     5000      50    0    0    0     0       0          0
+  eth0: 1200      10    0    0    0     0          0         0      300       3    0    0    0     0       0          0
+  eth1:   34       1    0    0    0     0          0         0        6       1    0    0    0     0       0          0
+";
+        assert_eq!(network_totals(text), (1234, 306));
+        assert_eq!(network_totals("garbage"), (0, 0));
     }
 
     #[tokio::test]

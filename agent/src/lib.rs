@@ -145,7 +145,8 @@ pub async fn run(
     let launcher = Arc::new(ShimLauncher {
         exe: config.shim_exe.clone(),
     });
-    run_with(config, Arc::new(SystemHost::new()), launcher, shutdown).await
+    let host = SystemHost::new().with_disk(config.state_dir.clone());
+    run_with(config, Arc::new(host), launcher, shutdown).await
 }
 
 /// [`run`] with the host facts and process launcher injected.

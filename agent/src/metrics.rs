@@ -60,7 +60,15 @@ struct Summary {
     /// The most CPU time seen (a process that exits takes its time along
     /// unless its parent waited for it: the figure never moves back).
     cpu_seconds: f64,
+    /// The figures of the latest sample, for the job's exit report.
+    last: Option<JobFigures>,
+    /// Samples since the job stopped running (its summary is kept a while
+    /// for the exit report, then forgotten).
+    gone: u32,
 }
+
+/// How many samples a job's summary outlives the job.
+const KEEP_GONE: u32 = 30;
 
 /// The summaries of the running jobs.
 #[derive(Default)]
@@ -71,6 +79,16 @@ pub struct Meter {
 impl Meter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Job `id`'s figures at its latest sample, with its whole summary (kept
+    /// for a while after it stops running, for its exit report).
+    pub fn last(&self, id: &JobId) -> Option<JobFigures> {
+        let all = match self.jobs.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        all.get(id).and_then(|s| s.last.clone())
     }
 
     /// Samples `jobs` (blocking: `/proc` and NVML). Jobs no longer running
@@ -85,7 +103,18 @@ impl Meter {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        all.retain(|id, _| jobs.iter().any(|j| &j.id == id));
+        all.retain(|id, s| {
+            if jobs.iter().any(|j| &j.id == id) {
+                // Running again after it was gone: a new attempt starts over.
+                if s.gone > 0 {
+                    *s = Summary::default();
+                }
+                true
+            } else {
+                s.gone += 1;
+                s.gone <= KEEP_GONE
+            }
+        });
         if jobs.is_empty() {
             return Vec::new();
         }
@@ -172,7 +201,7 @@ impl Meter {
                 s.gpu_memory_peak = s.gpu_memory_peak.max(gpu_mem);
                 s.memory_peak = s.memory_peak.max(memory);
                 s.cpu_seconds = s.cpu_seconds.max(m.cpu_seconds.unwrap_or(0.0));
-                JobFigures {
+                let f = JobFigures {
                     job_id: j.id.as_str().to_owned(),
                     cpu_seconds: s.cpu_seconds,
                     memory_bytes: memory,
@@ -184,7 +213,9 @@ impl Meter {
                     gpu_utilization_max: s.gpu_util_max,
                     samples: s.samples,
                     gpu_uuids: j.gpu_uuids.clone(),
-                }
+                };
+                s.last = Some(f.clone());
+                f
             })
             .collect()
     }
@@ -245,10 +276,17 @@ mod tests {
         assert!(last.memory_bytes > 1 << 20, "{last:?}");
         assert!(last.memory_peak_bytes >= last.memory_bytes);
         assert!(last.cpu_seconds >= 0.0);
-        // A job that ended is forgotten: a new one starts from nothing.
+        // A job that ended keeps its figures for its exit report...
         assert!(meter.sample(&[], &[], &*fake).is_empty());
+        assert_eq!(meter.last(&job.id), Some(last.clone()));
+        // ... and running again (a new attempt) it starts from nothing.
         let (gpus, _) = watch.sample();
         let f = meter.sample(std::slice::from_ref(&job), &gpus, &*fake);
         assert_eq!(f[0].samples, 1);
+        // Long gone, it is forgotten.
+        for _ in 0..=KEEP_GONE {
+            meter.sample(&[], &[], &*fake);
+        }
+        assert_eq!(meter.last(&job.id), None);
     }
 }

@@ -198,6 +198,12 @@ pub struct HostMetrics {
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
     pub memory_total_bytes: u64,
+    /// The file system of the agent's state directory.
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    /// Since boot, every interface but loopback.
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
 }
 
 /// What one heartbeat carries: the host, every GPU, every running job.
@@ -224,6 +230,10 @@ pub enum Outbound {
     JobExited {
         job_id: JobId,
         exit: JobExit,
+        /// The job's summary at its end (filled by the session from the
+        /// meter, so the stored summary has every sample, not only those
+        /// up to the last heartbeat).
+        metrics: Option<crate::metrics::JobFigures>,
     },
     Output {
         job_id: JobId,

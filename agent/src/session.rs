@@ -187,7 +187,16 @@ async fn one(
     let reg = registration(ctx, jobs).await;
     info!(jobs = reg.jobs.len(), ip = %reg.ip_address, "registering");
     let _ = tx.send(Outbound::Register(Box::new(reg)));
-    let outbound = UnboundedReceiverStream::new(rx).map(convert::to_pb);
+    let meter = ctx.meter.clone();
+    let outbound = UnboundedReceiverStream::new(rx).map(move |mut m| {
+        if let Outbound::JobExited {
+            job_id, metrics, ..
+        } = &mut m
+        {
+            *metrics = meter.last(job_id);
+        }
+        convert::to_pb(m)
+    });
 
     let first = async {
         let mut inbound = client.session(outbound).await?.into_inner();
@@ -240,29 +249,28 @@ async fn one(
 
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sampling adapts to the node: while jobs run, they and the GPUs are
+    // sampled every `job_sample_interval` (their summaries and GPU faults
+    // follow at that pace) and heartbeats carry the latest figures; an idle
+    // node samples only at its heartbeats (nothing wakes it in between).
+    let mut sample_tick = tokio::time::interval(ctx.config.job_sample_interval.min(heartbeat));
+    sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sources = Sources {
+        host: ctx.host.clone(),
+        gpus: ctx.gpus.clone(),
+        meter: ctx.meter.clone(),
+    };
     loop {
+        let busy = jobs.any_running();
         tokio::select! {
             _ = ctx.shutdown.wait_for(|s| *s) => return Ok(End::Stop(Stopped::Signal)),
             _ = tick.tick() => {
-                let (host, watch, meter) = (ctx.host.clone(), ctx.gpus.clone(), ctx.meter.clone());
-                let running = jobs.running();
-                let (sample, reports) = tokio::task::spawn_blocking(move || {
-                    let (gpus, reports) = watch.sample();
-                    let jobs = meter.sample(&running, &gpus, &**watch.backend());
-                    (Sample { host: host.metrics(), gpus, jobs }, reports)
-                })
-                .await
-                .unwrap_or_default();
-                for r in reports {
-                    if r.is_fault() {
-                        warn!(gpu = %r.uuid, "{}", r.message);
-                    } else {
-                        info!(gpu = %r.uuid, "{}", r.message);
-                    }
-                    jobs.log_gpu_event(&r.uuid, &r.message);
-                    let _ = tx.send(Outbound::GpuHealth(r));
-                }
+                let sample = sample(&sources, jobs, &tx).await;
+                sample_tick.reset();
                 let _ = tx.send(Outbound::Heartbeat { time: SystemTime::now(), sample: Box::new(sample) });
+            }
+            _ = sample_tick.tick(), if busy => {
+                sample(&sources, jobs, &tx).await;
             }
             msg = inbound.message() => match msg? {
                 None => return Ok(End::Closed),
@@ -274,6 +282,48 @@ async fn one(
             },
         }
     }
+}
+
+/// What a sample reads.
+struct Sources {
+    host: Arc<dyn HostInfo>,
+    gpus: Arc<Watch>,
+    meter: Arc<crate::metrics::Meter>,
+}
+
+/// Samples the host, the GPUs (their health reports go out at once) and the
+/// running jobs (their summaries move on), off the runtime.
+async fn sample(
+    src: &Sources,
+    jobs: &mut JobManager,
+    tx: &mpsc::UnboundedSender<Outbound>,
+) -> Sample {
+    let (host, watch, meter) = (src.host.clone(), src.gpus.clone(), src.meter.clone());
+    let running = jobs.running();
+    let (sample, reports) = tokio::task::spawn_blocking(move || {
+        let (gpus, reports) = watch.sample();
+        let jobs = meter.sample(&running, &gpus, &**watch.backend());
+        (
+            Sample {
+                host: host.metrics(),
+                gpus,
+                jobs,
+            },
+            reports,
+        )
+    })
+    .await
+    .unwrap_or_default();
+    for r in reports {
+        if r.is_fault() {
+            warn!(gpu = %r.uuid, "{}", r.message);
+        } else {
+            info!(gpu = %r.uuid, "{}", r.message);
+        }
+        jobs.log_gpu_event(&r.uuid, &r.message);
+        let _ = tx.send(Outbound::GpuHealth(r));
+    }
+    sample
 }
 
 /// An error with its causes, `a: b: c` (tonic's transport errors say little

@@ -315,6 +315,7 @@ impl SimAgent {
                     error: None,
                     lengths: lengths(out as u64),
                     terminated: false,
+                    metrics: None,
                 };
                 tx.send(up(Up::JobExited(exited.clone()))).await?;
                 held.insert(a.job_id, exited);
@@ -392,6 +393,10 @@ impl SimAgent {
                 .collect(),
             jobs: Vec::new(),
             memory_total_bytes: 64 << 30,
+            disk_used_bytes: 100 << 30,
+            disk_total_bytes: 1 << 40,
+            network_rx_bytes: u64::from(wobble as u32) << 20,
+            network_tx_bytes: u64::from(wobble as u32) << 19,
         }
     }
 }

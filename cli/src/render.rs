@@ -250,6 +250,9 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("Node", |v| text(v, "/nodeId")),
             ("CPU %", |v| num(v, "/cpuPercent", 0)),
             ("Memory GiB", |v| gib(v, "/memoryUsedBytes")),
+            ("Disk GiB used/total", |v| {
+                format!("{}/{}", gib(v, "/diskUsedBytes"), gib(v, "/diskTotalBytes"))
+            }),
             ("GPU util % / memory GiB", gpu_figures),
             ("Jobs (CPU s, memory MiB)", job_figures),
         ],

@@ -286,6 +286,18 @@ async fn metrics_endpoint_has_dcgm_series_labelled_with_node_gpu_and_job() -> Re
         Some(0.0),
         "{text}"
     );
+    // The node's disk (its agent's state directory) and network.
+    let node_labels = [("cluster", "c"), ("node", n.node_id.as_str())];
+    let disk_total = value(&text, "bai_node_disk_total_bytes", &node_labels).unwrap_or(0.0);
+    let disk_used = value(&text, "bai_node_disk_used_bytes", &node_labels).unwrap_or(-1.0);
+    assert!(
+        disk_total > 0.0 && (0.0..=disk_total).contains(&disk_used),
+        "{text}"
+    );
+    assert!(
+        value(&text, "bai_node_network_receive_bytes_total", &node_labels).is_some(),
+        "{text}"
+    );
     // The free GPU is there too, without a job label.
     let free_line = text
         .lines()
@@ -645,5 +657,78 @@ async fn a_jobs_metrics_stream_live_and_its_summary_is_kept() -> Result<()> {
     )?;
     assert_eq!(top.len(), 2, "{top:?}");
     assert_eq!(top[1]["gpus"].as_array().map(Vec::len), Some(2), "{top:?}");
+    Ok(())
+}
+
+/// Between heartbeats (a minute apart here) a node with running jobs samples
+/// them and their GPUs every `job_sample_secs` (1): a short job's stored
+/// summary has all its samples, and a fault XID ends its holder within
+/// seconds, not at the next heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_jobs_are_sampled_between_heartbeats() -> Result<()> {
+    let cfg = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        cfg.path(),
+        "job_sample_secs = 1\n[gpu]\nfake_utilization = [[20, 60], [5]]\n",
+    )?;
+    let cfg_path = cfg.path().display().to_string();
+    let (coord, mut c) = gpu_cluster(
+        2,
+        &[
+            "--local-agent-config",
+            cfg_path.as_str(),
+            "--heartbeat-interval-secs",
+            "60",
+        ],
+    )
+    .await?;
+    let n = node(&mut c).await?;
+    // Three seconds of busy shell, then done: well inside one heartbeat.
+    submit(
+        &mut c,
+        "short",
+        1,
+        "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done",
+    )
+    .await?;
+    let j = c.wait_job("ws", "ex", "short", WAIT).await?;
+    assert_eq!(exec_state(&j), pb::ExecutionState::Succeeded, "{j:?}");
+    let m = j
+        .metrics
+        .expect("a summary without any heartbeat during the job");
+    assert!(m.samples >= 2, "{m:?}");
+    assert_eq!(m.gpu_utilization_max, 60.0, "{m:?}");
+    assert!(m.cpu_seconds >= 1.0, "{m:?}");
+
+    let go = tempfile::tempdir()?;
+    let gate = go.path().join("go");
+    submit(
+        &mut c,
+        "victim",
+        1,
+        &format!("until [ -e {} ]; do sleep 0.05; done", gate.display()),
+    )
+    .await?;
+    bai_tests::eventually(WAIT, "the victim to run", || {
+        let mut c = c.clone();
+        async move {
+            Ok(exec_state(&c.job("ws", "ex", "victim").await?) == pb::ExecutionState::Running)
+        }
+    })
+    .await?;
+    let uuid = c.job("ws", "ex", "victim").await?.gpu_uuids.remove(0);
+    let index = n
+        .gpus
+        .iter()
+        .find(|g| g.uuid == uuid)
+        .expect("its GPU")
+        .index;
+    inject(&coord, &n.node_id, &format!("xid {index} 79\n"))?;
+    let j = c
+        .wait_job("ws", "ex", "victim", Duration::from_secs(20))
+        .await?;
+    let errors = j.execution_info.unwrap_or_default().errors;
+    assert_eq!(errors[0].code, "GpuFault", "{errors:?}");
+    std::fs::write(&gate, "")?;
     Ok(())
 }

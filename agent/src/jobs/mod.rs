@@ -251,6 +251,15 @@ impl JobManager {
         h.shared.lock().ok().map(|s| s.wakeups)
     }
 
+    /// Whether any job's process runs now (cheap: no pruning, no copies).
+    pub fn any_running(&self) -> bool {
+        self.jobs.values().any(|h| {
+            h.shared
+                .lock()
+                .is_ok_and(|s| s.pgid.is_some() && s.exit.is_none())
+        })
+    }
+
     /// The jobs whose process runs now, for their metrics.
     pub fn running(&mut self) -> Vec<crate::metrics::RunningJob> {
         self.prune();

@@ -233,6 +233,10 @@ pub fn node_metrics(m: &pb::NodeMetrics) -> Value {
         "cpuPercent": m.cpu_percent,
         "memoryUsedBytes": m.memory_used_bytes,
         "memoryTotalBytes": m.memory_total_bytes,
+        "diskUsedBytes": m.disk_used_bytes,
+        "diskTotalBytes": m.disk_total_bytes,
+        "networkRxBytes": m.network_rx_bytes,
+        "networkTxBytes": m.network_tx_bytes,
         "gpus": m.gpus.iter().map(|g| json!({
             "index": g.index,
             "uuid": g.uuid,

@@ -109,13 +109,14 @@ fn lengths_from(v: Vec<pb::StreamLength>) -> Vec<(StreamKind, u64)> {
 }
 
 fn exited_from(e: pb::JobExited, now: Millis) -> Exited {
+    let end_time = e.end_time.as_ref().map(c::from_ts).unwrap_or(now);
     Exited {
         exit: JobExit {
-            end_time: e.end_time.as_ref().map(c::from_ts).unwrap_or(now),
+            end_time,
             exit_code: e.exit_code,
             error: e.error.map(error_from),
             terminated: e.terminated,
-            metrics: None,
+            metrics: e.metrics.map(|m| job_sample_from(m).summary(end_time)),
         },
         lengths: lengths_from(e.lengths),
         job_id: e.job_id,
@@ -259,6 +260,10 @@ fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
         cpu_percent: h.cpu_percent,
         memory_used_bytes: h.memory_used_bytes,
         memory_total_bytes: h.memory_total_bytes,
+        disk_used_bytes: h.disk_used_bytes,
+        disk_total_bytes: h.disk_total_bytes,
+        network_rx_bytes: h.network_rx_bytes,
+        network_tx_bytes: h.network_tx_bytes,
         gpus: h
             .gpus
             .into_iter()
@@ -276,23 +281,23 @@ fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
                 last_xid: g.last_xid,
             })
             .collect(),
-        jobs: h
-            .jobs
-            .into_iter()
-            .map(|j| JobSample {
-                job_id: j.job_id,
-                cpu_seconds: j.cpu_seconds,
-                memory_bytes: j.memory_bytes,
-                memory_peak_bytes: j.memory_peak_bytes,
-                gpu_memory_bytes: j.gpu_memory_bytes,
-                gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
-                gpu_utilization_percent: j.gpu_utilization_percent,
-                gpu_utilization_mean: j.gpu_utilization_mean,
-                gpu_utilization_max: j.gpu_utilization_max,
-                samples: j.samples,
-                gpu_uuids: j.gpu_uuids,
-            })
-            .collect(),
+        jobs: h.jobs.into_iter().map(job_sample_from).collect(),
+    }
+}
+
+fn job_sample_from(j: pb::JobMetrics) -> JobSample {
+    JobSample {
+        job_id: j.job_id,
+        cpu_seconds: j.cpu_seconds,
+        memory_bytes: j.memory_bytes,
+        memory_peak_bytes: j.memory_peak_bytes,
+        gpu_memory_bytes: j.gpu_memory_bytes,
+        gpu_memory_peak_bytes: j.gpu_memory_peak_bytes,
+        gpu_utilization_percent: j.gpu_utilization_percent,
+        gpu_utilization_mean: j.gpu_utilization_mean,
+        gpu_utilization_max: j.gpu_utilization_max,
+        samples: j.samples,
+        gpu_uuids: j.gpu_uuids,
     }
 }
 

@@ -667,7 +667,14 @@ impl Session {
             return Ok(());
         };
         let mut exit = pending.exit.exit;
-        exit.metrics = self.core.metrics.take_job_summary(job_id);
+        // The agent's own end-of-job summary has every sample; the latest
+        // heartbeat's is the fallback (an agent that restarted mid-job may
+        // know fewer samples than the coordinator saw: the fuller one wins).
+        let latest = self.core.metrics.take_job_summary(job_id);
+        exit.metrics = match (exit.metrics.take(), latest) {
+            (Some(a), Some(l)) if l.samples > a.samples => Some(l),
+            (a, l) => a.or(l),
+        };
         if let Some(j) = self
             .core
             .store

@@ -83,6 +83,10 @@ pub struct NodeSample {
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
     pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
     pub gpus: Vec<GpuSample>,
     pub jobs: Vec<JobSample>,
 }

@@ -127,6 +127,26 @@ pub fn render(samples: &[(Source, NodeSample)], counts: &Counts) -> String {
         ),
         Family::new("bai_node_memory_used_bytes", "gauge", "Node memory in use."),
         Family::new("bai_node_memory_total_bytes", "gauge", "Node memory."),
+        Family::new(
+            "bai_node_disk_used_bytes",
+            "gauge",
+            "Used bytes of the file system of the agent's state directory.",
+        ),
+        Family::new(
+            "bai_node_disk_total_bytes",
+            "gauge",
+            "Size of the file system of the agent's state directory.",
+        ),
+        Family::new(
+            "bai_node_network_receive_bytes_total",
+            "counter",
+            "Bytes received since boot (loopback excluded).",
+        ),
+        Family::new(
+            "bai_node_network_transmit_bytes_total",
+            "counter",
+            "Bytes sent since boot (loopback excluded).",
+        ),
     ];
     let mut job = [
         Family::new(
@@ -161,6 +181,10 @@ pub fn render(samples: &[(Source, NodeSample)], counts: &Counts) -> String {
             f64::from(s.cpu_percent),
             s.memory_used_bytes as f64,
             s.memory_total_bytes as f64,
+            s.disk_used_bytes as f64,
+            s.disk_total_bytes as f64,
+            s.network_rx_bytes as f64,
+            s.network_tx_bytes as f64,
         ]) {
             f.add(&base, v);
         }
@@ -264,6 +288,10 @@ mod tests {
             cpu_percent: 150.0,
             memory_used_bytes: 4 << 30,
             memory_total_bytes: 16 << 30,
+            disk_used_bytes: 300,
+            disk_total_bytes: 1000,
+            network_rx_bytes: 7,
+            network_tx_bytes: 5,
             gpus: vec![
                 GpuSample {
                     index: 0,
@@ -330,6 +358,12 @@ mod tests {
                 r#"bai_job_cpu_seconds_total{{workspace="ws",cluster="c",node="n\"1",bai_job="ws/ex/train",job_id="{id}"}} 12.5"#
             ),
             r#"bai_node_cpu_percent{workspace="ws",cluster="c",node="n\"1"} 150"#.to_string(),
+            r#"bai_node_disk_used_bytes{workspace="ws",cluster="c",node="n\"1"} 300"#.to_string(),
+            r#"bai_node_disk_total_bytes{workspace="ws",cluster="c",node="n\"1"} 1000"#.to_string(),
+            r#"bai_node_network_receive_bytes_total{workspace="ws",cluster="c",node="n\"1"} 7"#
+                .to_string(),
+            r#"bai_node_network_transmit_bytes_total{workspace="ws",cluster="c",node="n\"1"} 5"#
+                .to_string(),
             r#"bai_jobs{workspace="ws",cluster="c",state="queued"} 3"#.to_string(),
             r#"bai_queue_length{workspace="ws",cluster="c"} 3"#.to_string(),
             r#"bai_nodes{workspace="ws",cluster="c",state="running"} 1"#.to_string(),

@@ -401,6 +401,7 @@ pub fn exited(job_id: &str, code: i32, stdout_len: u64, terminated: bool) -> pb:
             length: stdout_len,
         }],
         terminated,
+        metrics: None,
     }
 }
 

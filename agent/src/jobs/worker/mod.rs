@@ -484,6 +484,7 @@ impl Worker {
         let msg = Outbound::JobExited {
             job_id: self.id.clone(),
             exit: exit.clone(),
+            metrics: None,
         };
         if self.send(msg) {
             // Reported is a phase change without actions: no await needed.

@@ -341,6 +341,10 @@ pub fn node_metrics_to(
         cpu_percent: s.cpu_percent,
         memory_used_bytes: s.memory_used_bytes,
         memory_total_bytes: s.memory_total_bytes,
+        disk_used_bytes: s.disk_used_bytes,
+        disk_total_bytes: s.disk_total_bytes,
+        network_rx_bytes: s.network_rx_bytes,
+        network_tx_bytes: s.network_tx_bytes,
         gpus: s
             .gpus
             .iter()
