@@ -646,6 +646,7 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/bai-agent"));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.default_grace, Duration::from_secs(10));
+        assert_eq!(c.job_sample_interval, Duration::from_secs(2));
         assert_eq!(c.job_shell, PathBuf::from("bash"));
     }
 
@@ -703,6 +704,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("node-id"), "{e}");
+        let ok = resolve(
+            &["--workspace", "w", "--cluster", "c"],
+            Some("job_sample_secs = 5"),
+            EnvSource::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.job_sample_interval, Duration::from_secs(5));
+        for bad in ["job_sample_secs = 0", "job_sample_secs = 3601"] {
+            let e = resolve(
+                &["--workspace", "w", "--cluster", "c"],
+                Some(bad),
+                EnvSource::default(),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("job_sample_secs") && e.to_string().contains("1-3600"),
+                "{e}"
+            );
+        }
     }
 
     fn gpu(args: &[&str], file: &str) -> Result<GpuConfig, ConfigError> {
