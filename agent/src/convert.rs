@@ -81,6 +81,7 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
             disk_total_bytes: sample.host.disk_total_bytes,
             network_rx_bytes: sample.host.network_rx_bytes,
             network_tx_bytes: sample.host.network_tx_bytes,
+            gpu_problems: sample.gpu_problems,
             gpus: sample.gpus.into_iter().map(gpu_metrics_to_pb).collect(),
             jobs: sample.jobs.into_iter().map(job_metrics_to_pb).collect(),
             ..Default::default()

@@ -212,6 +212,8 @@ pub struct Sample {
     pub host: HostMetrics,
     pub gpus: Vec<crate::gpu::health::GpuFigures>,
     pub jobs: Vec<crate::metrics::JobFigures>,
+    /// Each distinct cause of a failed GPU query so far.
+    pub gpu_problems: Vec<String>,
 }
 
 /// A message from the agent to the coordinator.

@@ -308,6 +308,7 @@ async fn sample(
                 host: host.metrics(),
                 gpus,
                 jobs,
+                gpu_problems: watch.backend().problems().into_iter().take(32).collect(),
             },
             reports,
         )

@@ -397,6 +397,7 @@ impl SimAgent {
             disk_total_bytes: 1 << 40,
             network_rx_bytes: u64::from(wobble as u32) << 20,
             network_tx_bytes: u64::from(wobble as u32) << 19,
+            gpu_problems: Vec::new(),
         }
     }
 }

@@ -732,3 +732,55 @@ async fn running_jobs_are_sampled_between_heartbeats() -> Result<()> {
     std::fs::write(&gate, "")?;
     Ok(())
 }
+
+#[path = "../../agent/tests/fake_nvml/mod.rs"]
+mod fake_nvml;
+
+/// A real agent on the NVML backend (over the fake `libnvidia-ml.so.1`,
+/// whose GPU 1 fails every temperature read): the node shows NVML's GPUs,
+/// and the failing query in its view instead of crashing or hiding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_nvml_shows_its_gpus_and_the_queries_that_fail() -> Result<()> {
+    let lib_dir = tempfile::tempdir()?;
+    let Some(lib) = fake_nvml::build(lib_dir.path(), &[]) else {
+        return Ok(());
+    };
+    let cfg = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        cfg.path(),
+        format!(
+            "[gpu]\nbackend = \"nvml\"\nnvml_library = \"{}\"\n",
+            lib.display()
+        ),
+    )?;
+    let cfg_path = cfg.path().display().to_string();
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-config".into(),
+            cfg_path,
+            "--heartbeat-interval-secs".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c", 1).await?;
+    c.wait_idle_nodes("ws", "c", 1, WAIT).await?;
+    let mut n = node(&mut c).await?;
+    assert_eq!(n.gpu_backend, "nvml", "{n:?}");
+    assert!(n.gpus.len() >= 2, "{n:?}");
+    assert!(!n.gpu_driver_version.is_empty(), "{n:?}");
+    bai_tests::eventually(WAIT, "the failing query in the node's view", || {
+        let mut c = c.clone();
+        async move {
+            let n = node(&mut c).await?;
+            Ok(n.gpu_problems
+                .iter()
+                .any(|p| p.starts_with("temperature of GPU 1")))
+        }
+    })
+    .await?;
+    n = node(&mut c).await?;
+    assert_eq!(n.gpu_problems.len(), 1, "each cause once: {n:?}");
+    Ok(())
+}

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The C source.
+/// The C source (found from the agent's crate or any other of the
+/// workspace's: the end-to-end tests include this module too).
 pub fn source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_nvml/fake_nvml.c")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fake_nvml/fake_nvml.c")
 }
 
 /// `dir/libnvidia-ml.so.1` built from the source with `defines` (`-D` flags

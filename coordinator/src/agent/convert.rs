@@ -264,6 +264,7 @@ fn sample_from(h: pb::Heartbeat, now: Millis) -> NodeSample {
         disk_total_bytes: h.disk_total_bytes,
         network_rx_bytes: h.network_rx_bytes,
         network_tx_bytes: h.network_tx_bytes,
+        gpu_problems: h.gpu_problems,
         gpus: h
             .gpus
             .into_iter()

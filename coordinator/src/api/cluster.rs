@@ -36,6 +36,14 @@ impl ClusterApi {
 
 impl ClusterApi {
     /// Node `node_id` of cluster `ws/cluster`: `NotFound` if it is another's.
+    /// A node as the API shows it: the stored record with what only the
+    /// live session knows (its latest heartbeat time, its GPU problems).
+    fn node_view(&self, node: Node) -> pb::Node {
+        let mut v = node_to(&self.core.with_live_heartbeat(node));
+        v.gpu_problems = self.core.metrics.gpu_problems(&v.node_id);
+        v
+    }
+
     async fn node_of(&self, ws: &str, cluster: &str, node_id: &str) -> Result<Node, Error> {
         let node = self.core.store.get_node(node_id).await?;
         if node.workspace != ws || node.cluster != cluster {
@@ -184,10 +192,7 @@ impl ClusterService for ClusterApi {
             .await
             .map_err(Error::from)?;
         Ok(Response::new(pb::ListClusterNodesResponse {
-            nodes: nodes
-                .iter()
-                .map(|n| node_to(&self.core.with_live_heartbeat(n.clone())))
-                .collect(),
+            nodes: nodes.iter().map(|n| self.node_view(n.clone())).collect(),
         }))
     }
 
@@ -211,7 +216,7 @@ impl ClusterService for ClusterApi {
             .map_err(Error::from)?;
         tracing::info!(node = %node.node_id, gpu = %r.gpu, "GPU cleared by an operator");
         self.core.kick_scheduler();
-        Ok(Response::new(node_to(&self.core.with_live_heartbeat(node))))
+        Ok(Response::new(self.node_view(node)))
     }
 
     async fn list_gpu_events(

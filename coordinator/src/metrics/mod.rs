@@ -87,6 +87,8 @@ pub struct NodeSample {
     pub disk_total_bytes: u64,
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
+    /// Each distinct cause of a GPU query that failed on the node so far.
+    pub gpu_problems: Vec<String>,
     pub gpus: Vec<GpuSample>,
     pub jobs: Vec<JobSample>,
 }
@@ -133,6 +135,15 @@ impl Latest {
         if let Ok(mut m) = self.samples.lock() {
             m.insert(source.node_id.clone(), (source, sample));
         }
+    }
+
+    /// The GPU queries that failed on node `node_id`, by its latest sample.
+    pub fn gpu_problems(&self, node_id: &str) -> Vec<String> {
+        self.samples
+            .lock()
+            .ok()
+            .and_then(|m| m.get(node_id).map(|(_, s)| s.gpu_problems.clone()))
+            .unwrap_or_default()
     }
 
     /// Forgets a node (its session ended) and its jobs' summaries.

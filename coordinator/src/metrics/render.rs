@@ -292,6 +292,7 @@ mod tests {
             disk_total_bytes: 1000,
             network_rx_bytes: 7,
             network_tx_bytes: 5,
+            gpu_problems: Vec::new(),
             gpus: vec![
                 GpuSample {
                     index: 0,
