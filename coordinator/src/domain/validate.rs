@@ -747,20 +747,49 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
             script,
         } => {
             let f = "job.cntk_settings";
-            match language_type.to_ascii_lowercase().as_str() {
-                "" | "brainscript" => {
-                    required(&format!("{f}.config_file_path"), config_file_path)?;
-                    process_count(
-                        &format!("{f}.process_count"),
-                        script.process_count,
-                        node_count,
-                    )
+            let has_config = !config_file_path.is_empty();
+            let has_script = !script.python_script_file_path.is_empty();
+            // Without languageType the language is the one whose file is
+            // given, as the service inferred it.
+            let language = match language_type.to_ascii_lowercase().as_str() {
+                "brainscript" => "brainscript",
+                "python" => "python",
+                "" if has_config && has_script => {
+                    return Err(Invalid::new(
+                        format!("{f}.language_type"),
+                        "is required when both config_file_path (BrainScript) and python_script_file_path (Python) are given",
+                    ));
                 }
-                "python" => python(f, script, node_count),
-                _ => Err(Invalid::new(
-                    format!("{f}.language_type"),
-                    "must be BrainScript or Python",
-                )),
+                "" if has_script => "python",
+                "" => "brainscript",
+                _ => {
+                    return Err(Invalid::new(
+                        format!("{f}.language_type"),
+                        "must be BrainScript or Python",
+                    ));
+                }
+            };
+            if language == "brainscript" {
+                if has_script {
+                    return Err(Invalid::new(
+                        format!("{f}.python_script_file_path"),
+                        "is for languageType Python; BrainScript takes config_file_path",
+                    ));
+                }
+                required(&format!("{f}.config_file_path"), config_file_path)?;
+                process_count(
+                    &format!("{f}.process_count"),
+                    script.process_count,
+                    node_count,
+                )
+            } else {
+                if has_config {
+                    return Err(Invalid::new(
+                        format!("{f}.config_file_path"),
+                        "is for languageType BrainScript; Python takes python_script_file_path",
+                    ));
+                }
+                python(f, script, node_count)
             }
         }
         Toolkit::Caffe {

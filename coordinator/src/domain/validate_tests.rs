@@ -105,6 +105,47 @@ fn toolkit_rules() {
         err_of(&j),
         "job.cntk_settings.language_type: must be BrainScript or Python"
     );
+    // Without languageType the file given says the language.
+    let cntk = |language: &str, config: &str, py: &str| Toolkit::Cntk {
+        language_type: language.into(),
+        config_file_path: config.into(),
+        script: PythonScript {
+            python_script_file_path: py.into(),
+            ..PythonScript::default()
+        },
+    };
+    for ok in [
+        cntk("", "", "train.py"),
+        cntk("", "net.cntk", ""),
+        cntk("python", "", "train.py"),
+        cntk("BrainScript", "net.cntk", ""),
+    ] {
+        j.spec.toolkit = ok.clone();
+        assert!(job(&j).is_ok(), "{ok:?}");
+    }
+    for (bad, field) in [
+        (
+            cntk("", "net.cntk", "train.py"),
+            "language_type: is required when both",
+        ),
+        (cntk("", "", ""), "config_file_path: is required"),
+        (
+            cntk("Python", "net.cntk", "train.py"),
+            "config_file_path: is for languageType BrainScript",
+        ),
+        (
+            cntk("BrainScript", "", "train.py"),
+            "python_script_file_path: is for languageType Python",
+        ),
+        (
+            cntk("Python", "", ""),
+            "python_script_file_path: is required",
+        ),
+    ] {
+        j.spec.toolkit = bad;
+        let e = err_of(&j);
+        assert!(e.starts_with(&format!("job.cntk_settings.{field}")), "{e}");
+    }
     j.spec.toolkit = Toolkit::TensorFlow {
         script: PythonScript {
             python_script_file_path: "t.py".into(),
