@@ -23,5 +23,8 @@ if [ "$deps" -eq 1 ]; then
   fi
 fi
 
-cargo build --workspace --bins --locked
+# One build of every target: bins, tests and benches resolved together get the same
+# features (dev-dependencies add tokio's test-util and bai-common's standins), so the
+# binaries the e2e tests drive are built once and `cargo test` compiles nothing again.
+cargo build --workspace --all-targets --locked
 cargo test --workspace --locked "${args[@]}"
