@@ -6,7 +6,7 @@
 #![allow(clippy::needless_update)]
 
 use crate::model::{
-    Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, Outbound, Stream,
+    Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, Outbound, STREAMS, Stream,
 };
 use crate::node::mounts::{Secret, Volume};
 use crate::node::{AdminUser, NodeSetup, NodeStatus, Phase, SetupTask};
@@ -111,7 +111,7 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
                 end_time: SystemTime::now(),
                 error: Some(JobError::new("InvalidAssignment", reason)),
                 terminated: false,
-                lengths: [0; 3],
+                lengths: [0; STREAMS],
             },
         )),
         Outbound::Output {
@@ -249,8 +249,10 @@ fn volumes(m: pb::MountVolumes) -> Result<Vec<Volume>, String> {
 fn node_setup(p: pb::PrepareNode) -> Result<NodeSetup, String> {
     let mut held_lengths = [0; 3];
     for l in p.setup_output_lengths {
-        if let Some(s) = stream_from_pb(l.stream) {
-            held_lengths[s.index()] = l.length;
+        if let Some(s) = stream_from_pb(l.stream)
+            && let Some(held) = held_lengths.get_mut(s.index())
+        {
+            *held = l.length;
         }
     }
     Ok(NodeSetup {
@@ -307,7 +309,7 @@ fn job_exited_with_id(job_id: String, exit: JobExit) -> pb::JobExited {
     }
 }
 
-fn lengths(l: &[u64; 3]) -> Vec<pb::StreamLength> {
+fn lengths(l: &[u64; STREAMS]) -> Vec<pb::StreamLength> {
     Stream::ALL
         .iter()
         .map(|s| pb::StreamLength {
@@ -322,6 +324,8 @@ fn stream_to_pb(s: Stream) -> pb::OutputStream {
         Stream::Stdout => pb::OutputStream::Stdout,
         Stream::Stderr => pb::OutputStream::Stderr,
         Stream::ExecutionLog => pb::OutputStream::ExecutionLog,
+        Stream::JobPrepStdout => pb::OutputStream::JobPrepStdout,
+        Stream::JobPrepStderr => pb::OutputStream::JobPrepStderr,
     }
 }
 
@@ -330,6 +334,8 @@ fn stream_from_pb(v: i32) -> Option<Stream> {
         pb::OutputStream::Stdout => Some(Stream::Stdout),
         pb::OutputStream::Stderr => Some(Stream::Stderr),
         pb::OutputStream::ExecutionLog => Some(Stream::ExecutionLog),
+        pb::OutputStream::JobPrepStdout => Some(Stream::JobPrepStdout),
+        pb::OutputStream::JobPrepStderr => Some(Stream::JobPrepStderr),
         pb::OutputStream::Unspecified => None,
     }
 }
@@ -372,9 +378,6 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
         .is_some_and(|c| *c != pb::ContainerSettings::default())
     {
         return refuse("container_settings", "containers");
-    }
-    if !a.job_preparation_command_line.is_empty() {
-        return refuse("job_preparation_command_line", "job preparation");
     }
     if a.node_count > 1 {
         return refuse("node_count", "multi-node jobs");
@@ -437,6 +440,7 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 max_wall_clock_time: duration(a.max_wall_clock_time).filter(|d| !d.is_zero()),
                 volumes,
                 gpu_uuids: a.gpu_uuids,
+                preparation: Some(a.job_preparation_command_line).filter(|c| !c.is_empty()),
             })),
             Err(reason) => Inbound::BadAssignment {
                 raw_job_id: a.job_id,
@@ -537,15 +541,12 @@ mod tests {
             matches!(assign(|_| {}), Inbound::AssignJob(_)),
             "defaults and empty messages are fine"
         );
-        let cases: [(&str, Edit); 6] = [
+        let cases: [(&str, Edit); 5] = [
             ("container_settings", |a| {
                 a.container_settings = Some(pb::ContainerSettings {
                     shm_size: "1g".into(),
                     ..Default::default()
                 });
-            }),
-            ("job_preparation_command_line", |a| {
-                a.job_preparation_command_line = "apt install -y unzip".into();
             }),
             ("node_count", |a| a.node_count = 2),
             ("node_rank", |a| a.node_rank = 1),

@@ -34,16 +34,31 @@ impl fmt::Display for JobId {
     }
 }
 
-/// One of a job's three output streams (Batch AI's `stdouterr` files).
+/// How many output streams a job has.
+pub const STREAMS: usize = 5;
+
+/// One of a job's output streams: Batch AI's `stdouterr` files, the first
+/// three also a setup task's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stream {
     Stdout,
     Stderr,
     ExecutionLog,
+    /// The job preparation's output (empty for a job without one).
+    JobPrepStdout,
+    JobPrepStderr,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::ExecutionLog];
+    pub const ALL: [Stream; STREAMS] = [
+        Stream::Stdout,
+        Stream::Stderr,
+        Stream::ExecutionLog,
+        Stream::JobPrepStdout,
+        Stream::JobPrepStderr,
+    ];
+    /// The streams of a setup task (indices 0..3).
+    pub const STDOUTERR: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::ExecutionLog];
 
     /// The spool file name, as in Batch AI's `stdouterr` directory.
     pub fn file_name(self) -> &'static str {
@@ -51,15 +66,20 @@ impl Stream {
             Stream::Stdout => "stdout.txt",
             Stream::Stderr => "stderr.txt",
             Stream::ExecutionLog => "execution.log",
+            Stream::JobPrepStdout => "stdout-job_prep.txt",
+            Stream::JobPrepStderr => "stderr-job_prep.txt",
         }
     }
 
-    /// Position in `[_; 3]` arrays indexed by stream.
+    /// Position in `[_; STREAMS]` arrays indexed by stream (a setup task's
+    /// `[_; 3]` arrays hold the first three).
     pub fn index(self) -> usize {
         match self {
             Stream::Stdout => 0,
             Stream::Stderr => 1,
             Stream::ExecutionLog => 2,
+            Stream::JobPrepStdout => 3,
+            Stream::JobPrepStderr => 4,
         }
     }
 }
@@ -104,6 +124,9 @@ pub struct JobSpec {
     pub volumes: Vec<crate::node::mounts::Volume>,
     /// The GPUs of this node the job may use (UUIDs).
     pub gpu_uuids: Vec<String>,
+    /// Batch AI's jobPreparation: run with `bash -c` before the command line,
+    /// with the same environment; its failure fails the job.
+    pub preparation: Option<String>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -124,6 +147,7 @@ impl fmt::Debug for JobSpec {
             .field("max_wall_clock_time", &self.max_wall_clock_time)
             .field("volumes", &self.volumes)
             .field("gpu_uuids", &self.gpu_uuids)
+            .field("preparation", &self.preparation)
             .finish()
     }
 }
@@ -154,7 +178,7 @@ pub struct JobExit {
     /// The coordinator asked for the job to be terminated.
     pub terminated: bool,
     /// Final length of each stream (indexed by [`Stream::index`]).
-    pub lengths: [u64; 3],
+    pub lengths: [u64; STREAMS],
 }
 
 /// A job the agent holds, as listed in `Register`.
@@ -163,7 +187,7 @@ pub struct HeldJob {
     pub job_id: JobId,
     pub start_time: Option<SystemTime>,
     pub exit: Option<JobExit>,
-    pub lengths: [u64; 3],
+    pub lengths: [u64; STREAMS],
 }
 
 /// What the agent tells the coordinator about itself when it registers.
@@ -325,6 +349,7 @@ mod tests {
             max_wall_clock_time: None,
             volumes: Vec::new(),
             gpu_uuids: Vec::new(),
+            preparation: None,
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("TOKEN"));

@@ -8,7 +8,7 @@
 //! one chunk's worth of rounding (a read never asks past the window).
 
 use crate::config::ShipConfig;
-use crate::model::Stream;
+use crate::model::{STREAMS, Stream};
 use std::fs::File;
 use std::io;
 use std::io::{Read as _, Seek, SeekFrom};
@@ -38,7 +38,7 @@ pub struct Read {
 #[derive(Clone, Debug)]
 pub struct Shipper {
     cfg: ShipConfig,
-    cursors: [Cursor; 3],
+    cursors: [Cursor; STREAMS],
     next: usize,
     last_progress: Instant,
 }
@@ -47,14 +47,14 @@ impl Shipper {
     pub fn new(cfg: ShipConfig) -> Self {
         Self {
             cfg,
-            cursors: [Cursor { sent: 0, acked: 0 }; 3],
+            cursors: [Cursor { sent: 0, acked: 0 }; STREAMS],
             next: 0,
             last_progress: Instant::now(),
         }
     }
 
     /// Starts over from the coordinator's durable lengths (a new session).
-    pub fn resume(&mut self, offsets: [u64; 3], now: Instant) {
+    pub fn resume(&mut self, offsets: [u64; STREAMS], now: Instant) {
         self.cursors = offsets.map(|o| Cursor { sent: o, acked: o });
         self.last_progress = now;
     }
@@ -84,17 +84,17 @@ impl Shipper {
 
     /// The next read, given how long each spool file is now, or `None` when
     /// everything available is sent or the window is full. Streams take turns.
-    pub fn next_read(&mut self, lengths: &[u64; 3]) -> Option<Read> {
+    pub fn next_read(&mut self, lengths: &[u64; STREAMS]) -> Option<Read> {
         let room = self.cfg.max_unacked_bytes.saturating_sub(self.unacked());
         if room == 0 {
             return None;
         }
-        for i in 0..3 {
-            let idx = (self.next + i) % 3;
+        for i in 0..STREAMS {
+            let idx = (self.next + i) % STREAMS;
             let c = self.cursors[idx];
             let avail = lengths[idx].saturating_sub(c.sent);
             if avail > 0 {
-                self.next = (idx + 1) % 3;
+                self.next = (idx + 1) % STREAMS;
                 let len = avail.min(room).min(self.cfg.chunk_bytes as u64) as usize;
                 return Some(Read {
                     stream: Stream::ALL[idx],
@@ -117,7 +117,7 @@ impl Shipper {
     }
 
     /// Whether every byte up to `lengths` has been sent.
-    pub fn caught_up(&self, lengths: &[u64; 3]) -> bool {
+    pub fn caught_up(&self, lengths: &[u64; STREAMS]) -> bool {
         self.cursors
             .iter()
             .zip(lengths)
@@ -125,7 +125,7 @@ impl Shipper {
     }
 
     /// Whether every byte up to `lengths` has been acknowledged.
-    pub fn all_acked(&self, lengths: &[u64; 3]) -> bool {
+    pub fn all_acked(&self, lengths: &[u64; STREAMS]) -> bool {
         self.cursors
             .iter()
             .zip(lengths)
@@ -199,7 +199,7 @@ mod tests {
         }
     }
 
-    fn drain(s: &mut Shipper, lengths: &[u64; 3], now: Instant) -> Vec<Read> {
+    fn drain(s: &mut Shipper, lengths: &[u64; STREAMS], now: Instant) -> Vec<Read> {
         let mut out = Vec::new();
         while let Some(r) = s.next_read(lengths) {
             s.advance(r.stream, r.len as u64, now);
@@ -212,23 +212,23 @@ mod tests {
     fn reads_are_chunked_contiguous_and_windowed() {
         let now = Instant::now();
         let mut s = Shipper::new(cfg(10, 25));
-        let reads = drain(&mut s, &[40, 0, 0], now);
+        let reads = drain(&mut s, &[40, 0, 0, 0, 0], now);
         assert_eq!(
             reads.iter().map(|r| (r.offset, r.len)).collect::<Vec<_>>(),
             [(0, 10), (10, 10), (20, 5)]
         );
         assert_eq!(s.unacked(), 25);
-        assert!(s.next_read(&[40, 0, 0]).is_none(), "window full");
+        assert!(s.next_read(&[40, 0, 0, 0, 0]).is_none(), "window full");
         s.ack(Stream::Stdout, 20, now);
-        let reads = drain(&mut s, &[40, 0, 0], now);
+        let reads = drain(&mut s, &[40, 0, 0, 0, 0], now);
         assert_eq!(
             reads.iter().map(|r| (r.offset, r.len)).collect::<Vec<_>>(),
             [(25, 10), (35, 5)]
         );
-        assert!(s.caught_up(&[40, 0, 0]));
-        assert!(!s.all_acked(&[40, 0, 0]));
+        assert!(s.caught_up(&[40, 0, 0, 0, 0]));
+        assert!(!s.all_acked(&[40, 0, 0, 0, 0]));
         s.ack(Stream::Stdout, 40, now);
-        assert!(s.all_acked(&[40, 0, 0]));
+        assert!(s.all_acked(&[40, 0, 0, 0, 0]));
         assert_eq!(s.unacked(), 0);
     }
 
@@ -236,7 +236,7 @@ mod tests {
     fn streams_take_turns() {
         let now = Instant::now();
         let mut s = Shipper::new(cfg(4, 100));
-        let reads = drain(&mut s, &[8, 8, 4], now);
+        let reads = drain(&mut s, &[8, 8, 4, 0, 0], now);
         let order: Vec<Stream> = reads.iter().map(|r| r.stream).collect();
         assert_eq!(
             order,
@@ -251,15 +251,34 @@ mod tests {
     }
 
     #[test]
+    fn job_preparation_streams_are_shipped_too() {
+        let now = Instant::now();
+        let mut s = Shipper::new(cfg(4, 100));
+        let lengths = [4, 0, 0, 8, 4];
+        let reads = drain(&mut s, &lengths, now);
+        let order: Vec<(Stream, u64)> = reads.iter().map(|r| (r.stream, r.offset)).collect();
+        assert_eq!(
+            order,
+            [
+                (Stream::Stdout, 0),
+                (Stream::JobPrepStdout, 0),
+                (Stream::JobPrepStderr, 0),
+                (Stream::JobPrepStdout, 4),
+            ]
+        );
+        assert!(s.caught_up(&lengths));
+    }
+
+    #[test]
     fn resume_restarts_from_durable_offsets_and_old_acks_are_ignored() {
         let now = Instant::now();
         let mut s = Shipper::new(cfg(10, 100));
-        drain(&mut s, &[30, 5, 0], now);
-        s.resume([12, 0, 0], now);
+        drain(&mut s, &[30, 5, 0, 0, 0], now);
+        s.resume([12, 0, 0, 0, 0], now);
         assert_eq!((s.sent(Stream::Stdout), s.acked(Stream::Stdout)), (12, 12));
         s.ack(Stream::Stdout, 3, now);
         assert_eq!(s.acked(Stream::Stdout), 12, "acks never go backwards");
-        let r = s.next_read(&[30, 0, 0]).unwrap();
+        let r = s.next_read(&[30, 0, 0, 0, 0]).unwrap();
         assert_eq!((r.stream, r.offset, r.len), (Stream::Stdout, 12, 10));
     }
 
@@ -269,14 +288,14 @@ mod tests {
         let mut s = Shipper::new(cfg(10, 100));
         s.ack(Stream::Stderr, 50, now);
         assert_eq!(s.sent(Stream::Stderr), 50);
-        assert!(s.next_read(&[0, 50, 0]).is_none());
+        assert!(s.next_read(&[0, 50, 0, 0, 0]).is_none());
     }
 
     #[test]
     fn stalled_acks_rewind_to_the_acked_offset() {
         let t0 = Instant::now();
         let mut s = Shipper::new(cfg(10, 100));
-        drain(&mut s, &[30, 0, 0], t0);
+        drain(&mut s, &[30, 0, 0, 0, 0], t0);
         s.ack(Stream::Stdout, 10, t0);
         assert_eq!(s.stall_deadline(), Some(t0 + STALL_REWIND));
         assert!(!s.rewind_if_stalled(t0 + Duration::from_secs(1)));

@@ -30,22 +30,36 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// One of the three output streams of a job.
+/// One of the output streams of a job: Batch AI's `stdouterr` files (the
+/// first three also a setup task's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
     Stdout,
     Stderr,
     ExecutionLog,
+    /// The jobPreparation's output.
+    JobPrepStdout,
+    JobPrepStderr,
 }
 
 impl StreamKind {
-    pub const ALL: [Self; 3] = [Self::Stdout, Self::Stderr, Self::ExecutionLog];
+    pub const ALL: [Self; 5] = [
+        Self::Stdout,
+        Self::Stderr,
+        Self::ExecutionLog,
+        Self::JobPrepStdout,
+        Self::JobPrepStderr,
+    ];
+    /// A setup task's streams.
+    pub const STDOUTERR: [Self; 3] = [Self::Stdout, Self::Stderr, Self::ExecutionLog];
 
     pub fn file_name(self) -> &'static str {
         match self {
             Self::Stdout => "stdout.txt",
             Self::Stderr => "stderr.txt",
             Self::ExecutionLog => "execution.log",
+            Self::JobPrepStdout => "stdout-job_prep.txt",
+            Self::JobPrepStderr => "stderr-job_prep.txt",
         }
     }
 

@@ -29,15 +29,17 @@ pub struct Held {
 
 impl Held {
     pub fn len(&self, s: StreamKind) -> u64 {
-        self.lengths[index(s)]
+        index(s).map_or(0, |i| self.lengths[i])
     }
 }
 
-fn index(s: StreamKind) -> usize {
+/// Where a setup task's stream is in `[_; 3]`; `None` for a job-only stream.
+fn index(s: StreamKind) -> Option<usize> {
     match s {
-        StreamKind::Stdout => 0,
-        StreamKind::Stderr => 1,
-        StreamKind::ExecutionLog => 2,
+        StreamKind::Stdout => Some(0),
+        StreamKind::Stderr => Some(1),
+        StreamKind::ExecutionLog => Some(2),
+        StreamKind::JobPrepStdout | StreamKind::JobPrepStderr => None,
     }
 }
 
@@ -70,8 +72,9 @@ impl NodeFiles {
             Err(e) => return Err(e),
         };
         let mut lengths = [0; 3];
-        for s in StreamKind::ALL {
-            lengths[index(s)] = match std::fs::metadata(dir.join(s.file_name())) {
+        for s in StreamKind::STDOUTERR {
+            let Some(i) = index(s) else { continue };
+            lengths[i] = match std::fs::metadata(dir.join(s.file_name())) {
                 Ok(m) => m.len(),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(e),
@@ -97,7 +100,12 @@ impl NodeFiles {
                 lengths: [0; 3],
             };
         }
-        let i = index(stream);
+        let Some(i) = index(stream) else {
+            return Err(io::Error::other(format!(
+                "{} is not a setup task's output",
+                stream.file_name()
+            )));
+        };
         if let Append::Write { skip } = plan_append(held.lengths[i], offset, data.len()) {
             let path = self.dir.join(stream.file_name());
             let existed = path.exists();
@@ -124,7 +132,7 @@ impl NodeFiles {
 /// Empties the directory and records `run` in it, durably.
 fn start_run(dir: &Path, run: &str) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for s in StreamKind::ALL {
+    for s in StreamKind::STDOUTERR {
         match std::fs::remove_file(dir.join(s.file_name())) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -421,6 +421,30 @@ impl Clients {
         Ok(j)
     }
 
+    /// The files of the job's stdouterr directory: (name, length).
+    pub async fn list_output(
+        &mut self,
+        ws: &str,
+        ex: &str,
+        name: &str,
+    ) -> Result<std::collections::HashMap<String, u64>> {
+        let files = self
+            .jobs
+            .list_output_files(pb::ListOutputFilesRequest {
+                job: Some(key(ws, ex, name)),
+                output_directory_id: "stdouterr".into(),
+                directory: ".".into(),
+                max_results: 0,
+            })
+            .await?
+            .into_inner()
+            .files;
+        Ok(files
+            .into_iter()
+            .map(|f| (f.name, f.content_length))
+            .collect())
+    }
+
     /// Reads a whole output file (stdouterr/`path`) without following.
     pub async fn read_output(
         &mut self,

@@ -112,21 +112,8 @@ async fn twenty_jobs_on_two_agents_end_right_with_exact_output() -> Result<()> {
     assert_eq!(nodes.len(), 2, "both nodes ran jobs: {nodes:?}");
 
     // The files listed for stdouterr are the Batch AI ones, with their sizes.
-    let files = c
-        .jobs
-        .list_output_files(pb::ListOutputFilesRequest {
-            job: Some(bai_tests::key("ws", "ex", "binary")),
-            output_directory_id: "stdouterr".into(),
-            directory: ".".into(),
-            max_results: 0,
-        })
-        .await?
-        .into_inner()
-        .files;
-    let by_name: std::collections::HashMap<_, _> = files
-        .iter()
-        .map(|f| (f.name.as_str(), f.content_length))
-        .collect();
+    let files = c.list_output("ws", "ex", "binary").await?;
+    let by_name = &files;
     assert_eq!(
         by_name.get("stdout.txt"),
         Some(&(blob.len() as u64)),

@@ -142,6 +142,7 @@ mod tests {
             max_wall_clock_time: None,
             volumes: Vec::new(),
             gpu_uuids: Vec::new(),
+            preparation: None,
         }
     }
 

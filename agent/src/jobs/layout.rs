@@ -22,7 +22,7 @@
 //! with their directory; the shim's (`started.json`, `exit.json`) are not: like
 //! the spool output, they describe a job that a power loss ends anyway.
 
-use crate::model::{JobError, JobId, Stream};
+use crate::model::{JobError, JobId, STREAMS, Stream};
 use crate::timefmt;
 use bai_common::fs::{WriteOptions, write_atomic_with};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl JobPaths {
     }
 
     /// Current length of each spool file (0 where missing).
-    pub fn lengths(&self) -> [u64; 3] {
+    pub fn lengths(&self) -> [u64; STREAMS] {
         Stream::ALL.map(|s| std::fs::metadata(self.stream(s)).map_or(0, |m| m.len()))
     }
 }
@@ -136,6 +136,10 @@ pub struct LaunchRecord {
     /// adopted job).
     #[serde(default)]
     pub gpu_uuids: Vec<String>,
+    /// The job preparation, run before `command_line` by the same shell
+    /// process (see `shim.rs`).
+    #[serde(default)]
+    pub preparation: Option<String>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

@@ -17,7 +17,7 @@ pub mod watch;
 pub mod worker;
 
 use crate::config::ShipConfig;
-use crate::model::{Ack, HeldJob, JobId, JobSpec};
+use crate::model::{Ack, HeldJob, JobId, JobSpec, STREAMS};
 use env::BaseEnv;
 use launcher::Launcher;
 use layout::Layout;
@@ -126,7 +126,7 @@ impl JobManager {
 
     fn spawn(&mut self, start: Start) {
         let id = start.id.clone();
-        let attach = self.link.clone().map(|l| (l, [0; 3]));
+        let attach = self.link.clone().map(|l| (l, [0; STREAMS]));
         let handle = worker::spawn(start, self.deps.clone(), attach);
         self.jobs.insert(id, handle);
     }
@@ -151,7 +151,7 @@ impl JobManager {
             .map(|(id, h)| {
                 let (start_time, exit, lengths) = match h.shared.lock() {
                     Ok(s) => (s.start_time, s.exit.clone(), s.lengths),
-                    Err(_) => (None, None, [0; 3]),
+                    Err(_) => (None, None, [0; STREAMS]),
                 };
                 HeldJob {
                     job_id: id.clone(),
@@ -171,7 +171,7 @@ impl JobManager {
         self.prune();
         self.link = Some(link.clone());
         for (id, h) in &self.jobs {
-            let mut offsets = [0u64; 3];
+            let mut offsets = [0u64; STREAMS];
             for a in resume.iter().filter(|a| &a.job_id == id) {
                 offsets[a.stream.index()] = a.offset;
             }

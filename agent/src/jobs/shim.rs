@@ -20,13 +20,13 @@ use super::layout::{
 use crate::model::{JobError, Stream};
 use crate::timefmt;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::SystemTime;
 
 /// Runs the supervisor for `job_dir`; returns the shim's own exit status.
@@ -66,37 +66,128 @@ pub fn run(job_dir: &Path) -> i32 {
         Ok(None) => return not_started("JobRecordMissing", "launch.json is missing".into()),
         Err(e) => return not_started("JobRecordUnreadable", format!("launch.json: {e}")),
     };
-    let (stdout, stderr) = match (
-        open_spool(&paths, Stream::Stdout),
-        open_spool(&paths, Stream::Stderr),
-    ) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            return not_started(
-                "SpoolNotWritable",
-                format!(
-                    "cannot open the output files in {}: {e}",
-                    paths.spool.display()
-                ),
-            );
-        }
+    let (stdout, stderr) = match open_pair(&paths, Stream::Stdout, Stream::Stderr) {
+        Ok(p) => p,
+        Err(e) => return not_started("SpoolNotWritable", format!("the output files: {e}")),
     };
+    let cgroup = rec.cgroup.as_ref();
+    // Batch AI's jobPreparation runs first, as the job would (same shell,
+    // environment, user, directory and cgroup), with its output in its own
+    // two files. The command line then joins the preparation's process
+    // group — kept alive by its unreaped leader — so the job is one group
+    // from the start record on: a terminate signals both alike.
+    let mut pgid = None;
+    let mut prep_child = None;
+    if let Some(prep) = &rec.preparation {
+        let (out, err) = match open_pair(&paths, Stream::JobPrepStdout, Stream::JobPrepStderr) {
+            Ok(p) => p,
+            Err(e) => {
+                return not_started(
+                    "SpoolNotWritable",
+                    format!("the job preparation's output files: {e}"),
+                );
+            }
+        };
+        let child = match spawn(&rec, prep, out, err, None, &log) {
+            Ok(c) => c,
+            Err((code, message)) => return not_started(code, message),
+        };
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        record_start(&paths, pid, pid);
+        log(&format!(
+            "started the job preparation: process {pid} ({} -c), working directory {}",
+            rec.shell.display(),
+            rec.work_dir.display()
+        ));
+        let status = wait_unreaped(pid);
+        let failed = !matches!(status, Ok(WaitStatus::Exited(_, 0)));
+        let terminated = paths.terminate.exists();
+        if failed || terminated {
+            let status = end_group(pid, pid, cgroup, child, &log);
+            let exit_code = status.map_or(-1, exit_code);
+            log(&describe("the job preparation", status, exit_code));
+            let error = (failed && !terminated).then(|| {
+                JobError::new(
+                    "JobPreparationFailed",
+                    format!(
+                        "the job preparation exited with code {exit_code}; its output is in stdout-job_prep.txt and stderr-job_prep.txt, and the command line did not run"
+                    ),
+                )
+            });
+            return finish(ExitRecord {
+                exit_code,
+                end_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
+                error,
+            });
+        }
+        log("the job preparation exited with code 0");
+        pgid = Some(pid);
+        prep_child = Some(child);
+    }
+    let child = match spawn(&rec, &rec.command_line, stdout, stderr, pgid, &log) {
+        Ok(c) => c,
+        Err((code, message)) => return not_started(code, message),
+    };
+    if let Some(mut prep) = prep_child {
+        // Reaped only now: its pid was the group's anchor until the job joined.
+        let _ = prep.wait();
+    }
+    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let pgid = pgid.unwrap_or(pid);
+    if pgid == pid {
+        record_start(&paths, pid, pgid);
+    }
+    log(&format!(
+        "started the job: process {pid} ({} -c), working directory {}",
+        rec.shell.display(),
+        rec.work_dir.display()
+    ));
+    wait_unreaped(pid).ok();
+    let status = end_group(pid, pgid, cgroup, child, &log);
+    let (exit_code, error) = match status {
+        Some(s) => (exit_code(s), None),
+        None => (
+            -1,
+            Some(JobError::new(
+                "ExitStatusUnknown",
+                "the supervisor could not wait for the job",
+            )),
+        ),
+    };
+    log(&describe("the job", status, exit_code));
+    finish(ExitRecord {
+        exit_code,
+        end_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
+        error,
+    })
+}
+
+/// Starts `<shell> -c <line>` as the job: its environment, directory and
+/// user, stdin from /dev/null, in process group `pgid` (a new one if
+/// `None`), spawned from inside the job's cgroup so it is born there.
+fn spawn(
+    rec: &LaunchRecord,
+    line: &str,
+    stdout: File,
+    stderr: File,
+    pgid: Option<i32>,
+    log: &dyn Fn(&str),
+) -> Result<Child, (&'static str, String)> {
     // The agent's unit protects it from the OOM killer; jobs must not inherit that.
     let oom = OomScoreAdj::neutral_for_children();
     let mut cmd = Command::new(&rec.shell);
     cmd.arg("-c")
-        .arg(&rec.command_line)
+        .arg(line)
         .env_clear()
         .envs(rec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&rec.work_dir)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0);
+        .process_group(pgid.unwrap_or(0));
     if let Some(u) = &rec.run_as {
         // The cluster's admin user, not root (std drops root's
         // supplementary groups when it sets the uid).
-        use std::os::unix::process::CommandExt;
         cmd.uid(u.uid)
             .gid(u.gid)
             .env("HOME", &u.home)
@@ -110,10 +201,10 @@ pub fn run(job_dir: &Path) -> i32 {
         && let Err(e) = cg.enter()
     {
         drop(oom);
-        return not_started(
+        return Err((
             "JobCgroupFailed",
             format!("cannot enter the job's cgroup: {e}"),
-        );
+        ));
     }
     let spawned = cmd.spawn();
     if let Some(cg) = cgroup
@@ -124,31 +215,26 @@ pub fn run(job_dir: &Path) -> i32 {
         ));
     }
     drop(oom);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            return not_started(
-                "JobStartFailed",
-                format!(
-                    "cannot run {} in {}: {e}",
-                    rec.shell.display(),
-                    rec.work_dir.display()
-                ),
-            );
-        }
-    };
-    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    spawned.map_err(|e| {
+        (
+            "JobStartFailed",
+            format!(
+                "cannot run {} in {}: {e}",
+                rec.shell.display(),
+                rec.work_dir.display()
+            ),
+        )
+    })
+}
+
+/// Writes `started.json`: the job runs as process group `pgid`.
+fn record_start(paths: &JobPaths, pid: i32, pgid: i32) {
     let started = StartedRecord {
         shim_pid: std::process::id() as i32,
         pid,
-        pgid: pid,
+        pgid,
         start_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
     };
-    log(&format!(
-        "started the job: process {pid} ({} -c), working directory {}",
-        rec.shell.display(),
-        rec.work_dir.display()
-    ));
     if let Err(e) = write_record_volatile(&paths.started, &started, 0o644) {
         // The agent will still see exit.json; only the start report is lost.
         eprintln!(
@@ -156,16 +242,35 @@ pub fn run(job_dir: &Path) -> i32 {
             paths.started.display()
         );
     }
-    // Wait for the exit without reaping, so the job's pid (its process group
-    // id) cannot be reused before the group's leftovers are killed.
-    while let Err(nix::errno::Errno::EINTR) = waitid(
-        Id::Pid(Pid::from_raw(pid)),
-        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-    ) {}
+}
+
+/// Waits for `pid` to exit without reaping it, so its pid (and a process
+/// group it leads) cannot be reused before the group's leftovers are killed.
+fn wait_unreaped(pid: i32) -> nix::Result<WaitStatus> {
+    loop {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// After `pid` (of group `pgid`) exited: kills what is left in the group
+/// and the job's cgroup, then reaps `child` and returns its status.
+fn end_group(
+    pid: i32,
+    pgid: i32,
+    cgroup: Option<&super::cgroup::JobCgroup>,
+    mut child: Child,
+    log: &dyn Fn(&str),
+) -> Option<ExitStatus> {
     // Anything the job left running in its process group goes with it. The
-    // unreaped leader keeps the group alive, so success says nothing about
-    // leftovers: log nothing rather than claim a kill on every job.
-    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    // unreaped exited process keeps the group alive, so success says nothing
+    // about leftovers: log nothing rather than claim a kill on every job.
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     // And so does whatever left the group (a `setsid()` child): the cgroup
     // holds every process the job started.
     if let Some(cg) = cgroup {
@@ -174,32 +279,16 @@ pub fn run(job_dir: &Path) -> i32 {
             log(&format!("cannot kill what the job left in its cgroup: {e}"));
         }
     }
-    let status = loop {
+    loop {
         match child.wait() {
-            Ok(s) => break Some(s),
+            Ok(s) => return Some(s),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 eprintln!("bai-agent shim: wait: {e}");
-                break None;
+                return None;
             }
         }
-    };
-    let (exit_code, error) = match status {
-        Some(s) => (exit_code(s), None),
-        None => (
-            -1,
-            Some(JobError::new(
-                "ExitStatusUnknown",
-                "the supervisor could not wait for the job",
-            )),
-        ),
-    };
-    log(&describe(status, exit_code));
-    finish(ExitRecord {
-        exit_code,
-        end_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
-        error,
-    })
+    }
 }
 
 /// Sets this process's `oom_score_adj` to 0 while children are spawned
@@ -236,6 +325,12 @@ fn open_spool(paths: &JobPaths, s: Stream) -> std::io::Result<File> {
         .open(paths.stream(s))
 }
 
+/// Opens a process's stdout and stderr spool files; the error names the file.
+fn open_pair(paths: &JobPaths, out: Stream, err: Stream) -> Result<(File, File), String> {
+    let open = |s| open_spool(paths, s).map_err(|e| format!("{}: {e}", paths.stream(s).display()));
+    Ok((open(out)?, open(err)?))
+}
+
 /// The exit code reported for a status: the code, or 128+N for signal N.
 pub fn exit_code(s: ExitStatus) -> i32 {
     match (s.code(), s.signal()) {
@@ -245,13 +340,13 @@ pub fn exit_code(s: ExitStatus) -> i32 {
     }
 }
 
-fn describe(status: Option<ExitStatus>, code: i32) -> String {
+fn describe(what: &str, status: Option<ExitStatus>, code: i32) -> String {
     match status.and_then(|s| s.signal()) {
         Some(sig) => {
             let name = Signal::try_from(sig).map_or("unknown signal", |s| s.as_str());
-            format!("the job was killed by signal {sig} ({name}); exit code {code}")
+            format!("{what} was killed by signal {sig} ({name}); exit code {code}")
         }
-        None => format!("the job exited with code {code}"),
+        None => format!("{what} exited with code {code}"),
     }
 }
 
@@ -264,6 +359,6 @@ mod tests {
         assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
         assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
         assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
-        assert!(describe(Some(ExitStatus::from_raw(15)), 143).contains("SIGTERM"));
+        assert!(describe("the job", Some(ExitStatus::from_raw(15)), 143).contains("SIGTERM"));
     }
 }

@@ -60,7 +60,7 @@ impl RunFiles {
     /// The files' current lengths.
     pub fn lengths(&self) -> [u64; 3] {
         let mut l = [0; 3];
-        for s in Stream::ALL {
+        for s in Stream::STDOUTERR {
             l[s.index()] = std::fs::metadata(self.path(s)).map_or(0, |m| m.len());
         }
         l
@@ -87,7 +87,7 @@ pub async fn run(
     let dir = files.dir.clone();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        for s in Stream::ALL {
+        for s in Stream::STDOUTERR {
             std::fs::File::create(dir.join(s.file_name()))?;
         }
         Ok::<_, io::Error>(())
@@ -218,11 +218,13 @@ pub fn mirror_dir(task: &SetupTask, mount_root: &Path) -> Option<PathBuf> {
 /// `stderr-<node>.txt` and `execution-<node>.log` (blocking).
 pub fn mirror(files: &RunFiles, dir: &Path, node_id: &str) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for s in Stream::ALL {
+    for s in Stream::STDOUTERR {
         let name = match s {
             Stream::Stdout => format!("stdout-{node_id}.txt"),
             Stream::Stderr => format!("stderr-{node_id}.txt"),
             Stream::ExecutionLog => format!("execution-{node_id}.log"),
+            // Not a setup task's.
+            Stream::JobPrepStdout | Stream::JobPrepStderr => continue,
         };
         std::fs::copy(files.path(s), dir.join(name))?;
     }
@@ -281,7 +283,7 @@ impl Shipper {
 
     /// Whether every byte up to `lengths` is acknowledged.
     pub fn done(&self, lengths: &[u64; 3]) -> bool {
-        Stream::ALL
+        Stream::STDOUTERR
             .iter()
             .all(|s| self.acked[s.index()] >= lengths[s.index()])
     }
@@ -290,7 +292,7 @@ impl Shipper {
     /// the files).
     pub fn next_chunks(&mut self, lengths: &[u64; 3]) -> io::Result<Vec<SetupChunk>> {
         let mut out = Vec::new();
-        for s in Stream::ALL {
+        for s in Stream::STDOUTERR {
             let i = s.index();
             while self.sent[i] < lengths[i] && self.sent[i] - self.acked[i] < WINDOW {
                 let want = ((lengths[i] - self.sent[i]) as usize).min(CHUNK);
@@ -375,7 +377,7 @@ mod tests {
             (again[0].offset, again[0].data.as_slice()),
             (3, &b" hi\n"[..])
         );
-        for s in Stream::ALL {
+        for s in Stream::STDOUTERR {
             ship.ack("r1", s, lengths[s.index()]);
         }
         ship.ack("r0", Stream::Stdout, 0);

@@ -90,6 +90,8 @@ pub fn stream_from(v: i32) -> Option<StreamKind> {
         pb::OutputStream::Stdout => Some(StreamKind::Stdout),
         pb::OutputStream::Stderr => Some(StreamKind::Stderr),
         pb::OutputStream::ExecutionLog => Some(StreamKind::ExecutionLog),
+        pb::OutputStream::JobPrepStdout => Some(StreamKind::JobPrepStdout),
+        pb::OutputStream::JobPrepStderr => Some(StreamKind::JobPrepStderr),
         pb::OutputStream::Unspecified => None,
     }
 }
@@ -99,6 +101,8 @@ pub fn stream_to(s: StreamKind) -> pb::OutputStream {
         StreamKind::Stdout => pb::OutputStream::Stdout,
         StreamKind::Stderr => pb::OutputStream::Stderr,
         StreamKind::ExecutionLog => pb::OutputStream::ExecutionLog,
+        StreamKind::JobPrepStdout => pb::OutputStream::JobPrepStdout,
+        StreamKind::JobPrepStderr => pb::OutputStream::JobPrepStderr,
     }
 }
 
@@ -230,7 +234,7 @@ fn prepare_node(plan: NodeSetupPlan, held: Held) -> pb::PrepareNode {
             std_out_err_path_prefix: t.std_out_err_path_prefix,
             std_out_err_path_suffix: t.std_out_err_path_suffix,
         }),
-        setup_output_lengths: StreamKind::ALL
+        setup_output_lengths: StreamKind::STDOUTERR
             .into_iter()
             .filter(|s| !held.run.is_empty() && held.len(*s) > 0)
             .map(|s| pb::StreamLength {

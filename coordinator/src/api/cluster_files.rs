@@ -35,13 +35,16 @@ pub fn node_file_name(stream: StreamKind, node: &str) -> String {
         StreamKind::Stdout => format!("stdout-{node}.txt"),
         StreamKind::Stderr => format!("stderr-{node}.txt"),
         StreamKind::ExecutionLog => format!("execution-{node}.log"),
+        // Not a setup task's; named as a job's would be on that node.
+        StreamKind::JobPrepStdout => format!("stdout-job_prep-{node}.txt"),
+        StreamKind::JobPrepStderr => format!("stderr-job_prep-{node}.txt"),
     }
 }
 
 /// The stream named by `path`: "stdout.txt" or "stdout-<node>.txt" (and so on).
 fn stream_of(path: &str, node: &str) -> Option<StreamKind> {
     let path = path.trim_start_matches("./");
-    StreamKind::ALL
+    StreamKind::STDOUTERR
         .into_iter()
         .find(|s| s.file_name() == path || node_file_name(*s, node) == path)
 }
@@ -70,7 +73,7 @@ pub async fn list(
         let dir = files.dir().to_path_buf();
         let held = files.held();
         let modified = tokio::task::spawn_blocking(move || {
-            StreamKind::ALL.map(|s| {
+            StreamKind::STDOUTERR.map(|s| {
                 std::fs::metadata(dir.join(s.file_name()))
                     .and_then(|m| m.modified())
                     .ok()
@@ -79,7 +82,7 @@ pub async fn list(
             })
         })
         .await?;
-        for (s, m) in StreamKind::ALL.into_iter().zip(modified) {
+        for (s, m) in StreamKind::STDOUTERR.into_iter().zip(modified) {
             if let Some(modified) = m {
                 out.push(ClusterFile {
                     node_id: n.node_id.clone(),

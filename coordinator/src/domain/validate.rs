@@ -631,12 +631,6 @@ pub fn job(j: &Job) -> Result {
             "containers come with issue 11; the job runs on the node's own system",
         ));
     }
-    if s.job_preparation_command_line.is_some() {
-        return Err(unsupported(
-            "job.job_preparation",
-            "job preparation comes with issue 9; run it at the start of the command line",
-        ));
-    }
     // After what the node cannot give the job at all, so a recipe that needs
     // a container hears that first.
     if s.node_count > 1 {

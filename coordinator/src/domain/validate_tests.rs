@@ -374,7 +374,7 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
     assert_eq!(unsupported(job(&j)), "job.container_settings");
     let mut j = fixtures::job("w", "e", "j", "c");
     j.spec.job_preparation_command_line = Some("apt install -y unzip".into());
-    assert_eq!(unsupported(job(&j)), "job.job_preparation");
+    assert_eq!(job(&j), Ok(()), "job preparation is honoured");
     let mut j = fixtures::job("w", "e", "j", "c");
     j.spec.mount_volumes = Some(MountVolumes {
         unmanaged_file_systems: vec![UnmanagedFileSystem {

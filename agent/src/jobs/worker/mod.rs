@@ -20,7 +20,7 @@ use super::JobSettings;
 use super::launcher::{Launcher, ShimHandle};
 use super::layout::{JobPaths, StartedRecord, TerminateRecord};
 use super::watch::{Changes, JobWatch, Watcher};
-use crate::model::{JobExit, JobId, JobSpec, Outbound, Stream};
+use crate::model::{JobExit, JobId, JobSpec, Outbound, STREAMS, Stream};
 use crate::output::{Read, Shipper, read_batch};
 use crate::timefmt;
 use futures::future::BoxFuture;
@@ -60,7 +60,7 @@ pub enum Ctl {
     /// A session is up: ship from these offsets (the coordinator's lengths).
     Attach {
         link: Link,
-        resume: [u64; 3],
+        resume: [u64; STREAMS],
     },
     /// The session ended.
     Detach,
@@ -78,7 +78,7 @@ pub struct Shared {
     pub exit: Option<JobExit>,
     pub released: bool,
     /// The spool lengths the worker last saw (the final ones once exited).
-    pub lengths: [u64; 3],
+    pub lengths: [u64; STREAMS],
     pub phase: Phase,
     /// How many times the task woke up (for tests and diagnostics: an idle
     /// running job must not add to it).
@@ -128,14 +128,14 @@ pub struct Handle {
 }
 
 /// Starts the worker task.
-pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Handle {
+pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; STREAMS])>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready) = watch::channel(false);
     let shared = Arc::new(Mutex::new(Shared {
         start_time: None,
         exit: None,
         released: false,
-        lengths: [0; 3],
+        lengths: [0; STREAMS],
         phase: Phase::Preparing,
         wakeups: 0,
         gpu_uuids: Vec::new(),
@@ -148,7 +148,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; 3])>) -> Hand
         deps,
         shared: shared.clone(),
         link: None,
-        files: [None, None, None],
+        files: Default::default(),
         phase: Phase::Preparing,
         started: None,
         exit: None,
@@ -176,7 +176,7 @@ struct Worker {
     shared: Arc<Mutex<Shared>>,
     link: Option<Link>,
     shipper: Shipper,
-    files: [Option<Arc<File>>; 3],
+    files: [Option<Arc<File>>; STREAMS],
     phase: Phase,
     started: Option<StartedRecord>,
     exit: Option<JobExit>,
@@ -202,7 +202,7 @@ impl Worker {
         mut self,
         mut ctl: mpsc::UnboundedReceiver<Ctl>,
         origin: Origin,
-        attach: Option<(Link, [u64; 3])>,
+        attach: Option<(Link, [u64; STREAMS])>,
         ready: watch::Sender<bool>,
     ) {
         let Prepared { watch, shim } = self.prepare(origin).await;
@@ -388,7 +388,7 @@ impl Worker {
         }
     }
 
-    fn lengths(&mut self) -> [u64; 3] {
+    fn lengths(&mut self) -> [u64; STREAMS] {
         let lengths = match &self.exit {
             Some(e) => e.lengths,
             // fstat on descriptors held open: no path lookup, no disk IO.

@@ -133,6 +133,7 @@ pub fn prepare(
         cgroup,
         gpu_minors,
         gpu_uuids: spec.gpu_uuids.clone(),
+        preparation: spec.preparation.clone(),
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
         let _ = job_mounts::unmount_all(paths);

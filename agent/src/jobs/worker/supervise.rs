@@ -15,7 +15,7 @@ use crate::jobs::layout::{
     read_record, write_record,
 };
 use crate::jobs::watch::JobWatch;
-use crate::model::{JobError, JobExit, Stream};
+use crate::model::{JobError, JobExit, STREAMS, Stream};
 use crate::timefmt;
 use nix::sys::signal::Signal;
 use std::fs::File;
@@ -28,7 +28,7 @@ use tracing::{info, warn};
 /// What the blocking half of preparation returns.
 struct Found {
     watch: Option<JobWatch>,
-    files: [Option<Arc<File>>; 3],
+    files: [Option<Arc<File>>; STREAMS],
     shim: Option<ShimHandle>,
     /// Set for a new job that could not be started.
     failed: Option<JobExit>,
@@ -47,13 +47,13 @@ struct Adopted {
     terminate: Option<TerminateRecord>,
 }
 
-type Records = io::Result<Option<(ExitRecord, [u64; 3])>>;
+type Records = io::Result<Option<(ExitRecord, [u64; STREAMS])>>;
 
 fn read_exit(paths: &JobPaths) -> Records {
     Ok(read_record::<ExitRecord>(&paths.exit)?.map(|r| (r, paths.lengths())))
 }
 
-fn open_spool(paths: &JobPaths) -> [Option<Arc<File>>; 3] {
+fn open_spool(paths: &JobPaths) -> [Option<Arc<File>>; STREAMS] {
     Stream::ALL.map(|s| File::open(paths.stream(s)).ok().map(Arc::new))
 }
 
@@ -114,7 +114,7 @@ impl Worker {
                     cgroup: None,
                     mounted: !spec.volumes.is_empty(),
                     watch: None,
-                    files: [None, None, None],
+                    files: Default::default(),
                     shim: None,
                     failed: None,
                     adopted: None,
@@ -259,7 +259,7 @@ impl Worker {
         self.apply(Event::Started).await;
     }
 
-    async fn on_exit(&mut self, r: ExitRecord, lengths: [u64; 3]) {
+    async fn on_exit(&mut self, r: ExitRecord, lengths: [u64; STREAMS]) {
         let reason = self.terminate.map(|t| t.reason);
         let error = r.error.or_else(|| {
             (reason == Some(TerminateReason::MaxWallClockTime)).then(|| {

@@ -9,7 +9,7 @@ use crate::config::ShipConfig;
 use crate::jobs::env::BaseEnv;
 use crate::jobs::launcher::LaunchError;
 use crate::jobs::layout::{ExitRecord, Layout, TerminateReason, write_record_volatile};
-use crate::model::JobError;
+use crate::model::{JobError, STREAMS};
 use bai_common::process::ProcessHandle;
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -113,6 +113,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         max_wall_clock_time: max_wall,
         volumes: Vec::new(),
         gpu_uuids: Vec::new(),
+        preparation: None,
     }
 }
 
@@ -161,7 +162,7 @@ impl Rig {
                 origin: Origin::New(Box::new(spec)),
             },
             deps,
-            Some((Link { out: tx }, [0; 3])),
+            Some((Link { out: tx }, [0; STREAMS])),
         );
         Self {
             _dir: dir,
