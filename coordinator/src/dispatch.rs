@@ -71,8 +71,20 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         n.connected = core.sessions.is_connected(&n.node_id);
     }
     // `schedule` uses only connected nodes; `queued` holds, per cluster, at
-    // least as many jobs as it has connected idle nodes.
-    let placements = schedule(&queued, &idle);
+    // least as many jobs as it has room for, and some behind for backfill.
+    // A gang's placement would need one AssignJob per rank: until the agent
+    // protocol carries ranks (multi-node jobs are refused at create), a
+    // placement on several nodes is not taken.
+    let placements: Vec<Placement> = schedule(&queued, &idle, now_millis())
+        .into_iter()
+        .filter(|p| {
+            let single = p.node_ids.len() == 1;
+            if !single {
+                tracing::error!(job = %p.job_id, nodes = p.node_ids.len(), "multi-node placement not supported yet; the job stays queued");
+            }
+            single
+        })
+        .collect();
     if placements.is_empty() {
         return Ok(0);
     }
@@ -91,7 +103,7 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         .collect();
     let resets = match core
         .outputs
-        .reset_each(chosen.iter().map(|(p, j)| (*j, p.node_id.as_str())))
+        .reset_each(chosen.iter().map(|(p, j)| (*j, p.node_ids[0].as_str())))
         .await
     {
         Ok(r) => r,
@@ -103,7 +115,7 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
     let mut pairs = Vec::with_capacity(chosen.len());
     for ((p, job), reset) in chosen.iter().zip(resets) {
         match reset {
-            Ok(()) => pairs.push((p.job_id.clone(), p.node_id.clone())),
+            Ok(()) => pairs.push((p.job_id.clone(), p.node_ids[0].clone())),
             Err(e) => tracing::error!(
                 job = %job.id, name = %job.key, error = %e,
                 "cannot empty the job's output for a new attempt; it stays queued"

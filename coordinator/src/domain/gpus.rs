@@ -154,6 +154,9 @@ pub struct Holding {
     /// The job took the node whole (`gpus_per_node = 0`).
     pub whole_node: bool,
     pub gpu_uuids: Vec<String>,
+    /// When the job ends at the latest: its start (or assignment, before it
+    /// starts) plus its `maxWallClockTime`. What reservations plan with.
+    pub ends_by: Millis,
 }
 
 /// The job holding `uuid` on `node`, if any.
@@ -207,6 +210,46 @@ pub fn pick(node: &Node, job: &Job) -> Vec<String> {
     }
 }
 
+/// The earliest time `node` can serve `job` (cluster and connection aside)
+/// if every job on it runs to its wall-clock limit: `now` if it can now,
+/// `None` if it never can (too few healthy GPUs).
+pub fn free_at(node: &Node, job: &Job, now: Millis) -> Option<Millis> {
+    if cannot_serve(node, job).is_none() {
+        return Some(now);
+    }
+    let want = job.spec.gpus_per_node as usize;
+    let healthy_count = healthy(node).count();
+    if want == 0 {
+        if !node.info.gpus.is_empty() && healthy_count == 0 {
+            return None;
+        }
+        let last = node.holdings.iter().map(|h| h.ends_by).max();
+        return Some(last.unwrap_or(now).max(now));
+    }
+    if healthy_count < want {
+        return None;
+    }
+    // Release holdings in the order they end until the job fits.
+    let mut by_end: Vec<&Holding> = node.holdings.iter().collect();
+    by_end.sort_by_key(|h| h.ends_by);
+    let mut free_now = free(node).count();
+    let mut whole = by_end.iter().filter(|h| h.whole_node).count();
+    for h in by_end {
+        if h.whole_node {
+            whole -= 1;
+        }
+        free_now += h
+            .gpu_uuids
+            .iter()
+            .filter(|u| healthy(node).any(|g| &g.uuid == *u))
+            .count();
+        if whole == 0 && free_now >= want {
+            return Some(h.ends_by.max(now));
+        }
+    }
+    None
+}
+
 /// How many more jobs `node` could take at most (0: none): one if it has no
 /// job (a whole-node job, or as many GPU jobs as it has GPUs), else one per
 /// free GPU unless a whole-node job holds it. Bounds how many queued jobs a
@@ -250,6 +293,7 @@ mod tests {
             job_id: job_id.into(),
             whole_node: whole,
             gpu_uuids: uuids.to_vec(),
+            ends_by: 0,
         });
     }
 
@@ -359,5 +403,33 @@ mod tests {
         assert_eq!(cannot_serve(&n, &job(1)), Some("it has too few free GPUs"));
         hold(&mut n, "w", true, &[]);
         assert_eq!(room(&n), 0);
+    }
+
+    #[test]
+    fn free_at_is_when_enough_holdings_have_run_out() {
+        let mut job = fixtures::job("w", "e", "j", "c");
+        let mut n = node_with(4);
+        assert_eq!(free_at(&n, &job, 10), Some(10), "free now");
+        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
+        hold(&mut n, "a", false, &uuids[0..1]);
+        hold(&mut n, "b", false, &uuids[1..3]);
+        n.holdings[0].ends_by = 500;
+        n.holdings[1].ends_by = 200;
+        // A whole-node job: when the last holding ends.
+        assert_eq!(free_at(&n, &job, 10), Some(500));
+        // Two GPUs: one is free now, b's two free at 200.
+        job.spec.gpus_per_node = 2;
+        assert_eq!(free_at(&n, &job, 10), Some(200));
+        job.spec.gpus_per_node = 1;
+        assert_eq!(free_at(&n, &job, 10), Some(10));
+        job.spec.gpus_per_node = 5;
+        assert_eq!(free_at(&n, &job, 10), None, "more GPUs than the node has");
+        // A faulted GPU never comes back in the plan.
+        job.spec.gpus_per_node = 4;
+        n.info.gpus[3].fault = Some(Default::default());
+        assert_eq!(free_at(&n, &job, 10), None);
+        // Holdings past their limit (a job due to be stopped) count as now.
+        job.spec.gpus_per_node = 0;
+        assert_eq!(free_at(&n, &job, 900), Some(900));
     }
 }

@@ -112,6 +112,10 @@ pub struct GpuEventOutcome {
     pub terminated: Option<Job>,
 }
 
+/// How many queued jobs past a cluster's room [`Store::schedulable`] reads,
+/// so jobs behind one that must wait can be backfilled.
+pub const BACKFILL_LOOKAHEAD: usize = 32;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ------------------------------------------------------------ workspaces
@@ -236,12 +240,13 @@ pub trait Store: Send + Sync + 'static {
     /// How many jobs (by their cluster) and nodes are in each state, and the
     /// active jobs, read in one snapshot (for `/metrics`).
     async fn state_counts(&self) -> Result<StateCounts>;
-    /// What a scheduler pass needs, read in one snapshot: the nodes that may
-    /// take a job (idle with no active job, or running with free GPUs and no
-    /// whole-node job; connected or not, in node id order, with their
-    /// holdings) and, for each cluster with some, its first queued jobs in
-    /// scheduling order (priority high → low, then creation), as many as
-    /// those nodes have room for (`gpus::room`). Nothing if no job is queued.
+    /// What a scheduler pass needs, read in one snapshot: the nodes that
+    /// take jobs now or as their jobs end (idle with no active job, or
+    /// running; connected or not, in node id order, with their holdings) and,
+    /// for each cluster whose nodes have room (`gpus::room`), its first queued
+    /// jobs in scheduling order (priority high → low, then creation): as many
+    /// as the room, plus [`BACKFILL_LOOKAHEAD`] more. Nothing if no job is
+    /// queued.
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)>;
     /// For each (job id, node id), all in one transaction: job queued →
     /// running on the node, node idle → running; `None` in its place (and no

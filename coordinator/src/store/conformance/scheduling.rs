@@ -51,16 +51,28 @@ pub async fn schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order(b: 
         j.spec.scheduling_priority = p;
         s.create_job(j).await.unwrap();
     }
+    let lookahead = crate::store::BACKFILL_LOOKAHEAD;
+    for i in 0..lookahead + 8 {
+        s.create_job(fixtures::job("w", "e", &format!("f{i:02}"), "c"))
+            .await
+            .unwrap();
+    }
     let names = |v: &[Job]| v.iter().map(|j| j.key.name.clone()).collect::<Vec<_>>();
     let (idle, queued) = s.schedulable().await.unwrap();
     assert_eq!(idle.len(), 1);
-    assert_eq!(names(&queued), ["high"]);
+    let got = names(&queued);
+    assert_eq!(got.len(), 1 + lookahead, "room for one, and the lookahead");
+    assert_eq!(got[..4], ["high", "n1", "n2", "f00"]);
     for n in ["n2", "n3", "n4", "n5"] {
         s.register_node(reg(n, "c"), 10).await.unwrap();
     }
     let (idle, queued) = s.schedulable().await.unwrap();
     assert_eq!(idle.len(), 5);
-    assert_eq!(names(&queued), ["high", "n1", "n2", "low"]);
+    let got = names(&queued);
+    assert_eq!(got.len(), 5 + lookahead);
+    assert_eq!(got[..3], ["high", "n1", "n2"]);
+    assert_eq!(got.last().map(String::as_str), Some("f33"));
+    assert!(!got.contains(&"low".to_string()), "low comes last: {got:?}");
 }
 
 pub async fn idle_nodes_and_assigning_a_pass_at_once(b: &dyn Backend) {
@@ -98,15 +110,21 @@ pub async fn idle_nodes_and_assigning_a_pass_at_once(b: &dyn Backend) {
         .create_job(fixtures::job("w", "e", "c", "c"))
         .await
         .unwrap();
-    let (idle, queued) = s.schedulable().await.unwrap();
-    assert!(idle.is_empty(), "both nodes run a job");
-    assert!(queued.is_empty());
+    let (busy, queued) = s.schedulable().await.unwrap();
+    assert_eq!(busy.len(), 2, "running nodes are read, for reservations");
+    assert!(busy.iter().all(|n| crate::domain::gpus::room(n) == 0));
+    assert!(queued.is_empty(), "no room: no queued job read");
     s.finish_job(&nodes[0].running_job_ids[0], "n1", exit(0))
         .await
         .unwrap()
         .unwrap();
-    let (idle, queued) = s.schedulable().await.unwrap();
-    assert_eq!(idle.len(), 1);
+    let (nodes, queued) = s.schedulable().await.unwrap();
+    let idle: Vec<&str> = nodes
+        .iter()
+        .filter(|n| crate::domain::gpus::room(n) > 0)
+        .map(|n| n.node_id.as_str())
+        .collect();
+    assert_eq!(idle, ["n1"]);
     assert_eq!(queued[0].id, c.id);
 }
 
@@ -245,7 +263,13 @@ pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &
         Some(b2.id.as_str())
     );
     let (nodes, _) = s.schedulable().await.unwrap();
-    assert!(nodes.is_empty(), "every GPU is held");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(crate::domain::gpus::room(&nodes[0]), 0, "every GPU is held");
+    assert!(
+        nodes[0].holdings.iter().all(|h| h.ends_by > 20),
+        "holdings say when they end at the latest: {:?}",
+        nodes[0].holdings
+    );
     // One ends: its GPUs are free for a GPU job; the whole-node job still waits.
     s.finish_job(&a.id, "g1", exit(0)).await.unwrap().unwrap();
     let (nodes, queued) = s.schedulable().await.unwrap();

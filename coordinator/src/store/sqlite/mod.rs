@@ -332,7 +332,16 @@ impl Store for SqliteStore {
             }
             let mut queued = Vec::new();
             for ((ws, cluster), n) in per_cluster {
-                queued.extend(jobs::queued_head(tx, ws, cluster, n)?);
+                // As many as there is room for, and a few behind a job that
+                // must wait, which may backfill.
+                if n > 0 {
+                    queued.extend(jobs::queued_head(
+                        tx,
+                        ws,
+                        cluster,
+                        n + crate::store::BACKFILL_LOOKAHEAD,
+                    )?);
+                }
             }
             Ok((idle, queued))
         })

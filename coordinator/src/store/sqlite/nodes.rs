@@ -60,16 +60,15 @@ pub const UNOCCUPIED: &str = concat!(
     ")"
 );
 
-/// Nodes that may take a job (whether connected is the caller's to check),
-/// in node id order: idle ones without active jobs, and running ones with
-/// GPUs that have one free and no whole-node job ([`transition::takes_jobs`]
-/// and [`gpus::room`]). Running nodes without GPUs are never read.
+/// Nodes that take jobs now or as their jobs end (whether connected is the
+/// caller's to check), in node id order, with their holdings: idle ones
+/// without active jobs and running ones ([`transition::takes_jobs`]) — the
+/// scheduler places on those with room and reserves among all of them.
 pub fn placeable(tx: &Transaction) -> Result<Vec<Node>> {
     let nodes = query(
         tx,
         &select(&format!(
-            "({UNOCCUPIED}) OR (nodes.state = 'running' AND \
-             json_array_length(nodes.details, '$.gpus') > 0) ORDER BY node_id"
+            "({UNOCCUPIED}) OR nodes.state = 'running' ORDER BY node_id"
         )),
         [],
         rows::node,
@@ -80,7 +79,7 @@ pub fn placeable(tx: &Transaction) -> Result<Vec<Node>> {
     let mut out: Vec<Node> = idle
         .into_iter()
         .chain(rows::with_all_jobs(tx, running)?)
-        .filter(|n| transition::takes_jobs(n) && gpus::room(n) > 0)
+        .filter(transition::takes_jobs)
         .collect();
     out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     Ok(out)

@@ -215,8 +215,17 @@ pub fn query_opt<T>(
     Ok(query(tx, sql, params, f)?.into_iter().next())
 }
 
-/// What an active job holds of its node, from `node_id, id, gpu_uuids,
-/// gpus_per_node`.
+/// The columns [`holding`] reads: the job's latest end is its start (its
+/// assignment before it starts) plus its wall-clock limit.
+macro_rules! holding_cols {
+    () => {
+        "node_id, id, gpu_uuids, gpus_per_node, \
+         COALESCE(start_time, execution_state_transition_time) \
+         + json_extract(spec, '$.max_wall_clock_time_ms')"
+    };
+}
+
+/// What an active job holds of its node, from [`holding_cols`].
 fn holding(r: &Row) -> Result<(String, Holding)> {
     Ok((
         r.get(0)?,
@@ -224,6 +233,7 @@ fn holding(r: &Row) -> Result<(String, Holding)> {
             job_id: r.get(1)?,
             gpu_uuids: json(&r.get::<_, String>(2)?)?,
             whole_node: r.get::<_, i64>(3)? == 0,
+            ends_by: r.get::<_, Option<i64>>(4)?.unwrap_or(i64::MAX),
         },
     ))
 }
@@ -231,8 +241,9 @@ fn holding(r: &Row) -> Result<(String, Holding)> {
 /// What the jobs active (running or terminating) on a node hold, in order.
 pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<Holding>> {
     let sql = concat!(
-        "SELECT node_id, id, gpu_uuids, gpus_per_node FROM jobs \
-         WHERE node_id = ?1 AND execution_state IN ",
+        "SELECT ",
+        holding_cols!(),
+        " FROM jobs WHERE node_id = ?1 AND execution_state IN ",
         active_states!(),
         " ORDER BY seq"
     );
@@ -253,8 +264,9 @@ pub fn with_all_jobs(tx: &Transaction, mut nodes: Vec<Node>) -> Result<Vec<Node>
         return Ok(nodes);
     }
     let sql = concat!(
-        "SELECT node_id, id, gpu_uuids, gpus_per_node FROM jobs \
-         WHERE node_id IS NOT NULL AND execution_state IN ",
+        "SELECT ",
+        holding_cols!(),
+        " FROM jobs WHERE node_id IS NOT NULL AND execution_state IN ",
         active_states!(),
         " ORDER BY seq"
     );
