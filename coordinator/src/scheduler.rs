@@ -9,6 +9,11 @@
 //! GPUs and no whole-node job, so GPU jobs pack onto nodes. A job that fits
 //! nowhere stays queued and the jobs behind it still get their turn (no
 //! reservation yet: backfill with reservations comes with gang scheduling).
+//!
+//! [`queue::explain`] says, by the same rules, where each queued job stands
+//! and why it waits.
+
+pub mod queue;
 
 use crate::domain::gpus::{self, Holding};
 use crate::domain::transition;
