@@ -46,8 +46,8 @@ pub fn explain(
         .filter(|j| &j.spec.cluster == cluster)
         .collect();
     order.sort_by_key(|j| j.spec.scheduling_priority.rank());
-    let mine: Vec<Job> = order.iter().map(|j| (*j).clone()).collect();
-    let placed: HashSet<String> = schedule(&mine, &nodes)
+    // Only this cluster's nodes are given, so only its jobs can be placed.
+    let placed: HashSet<String> = schedule(queued, &nodes)
         .into_iter()
         .map(|p| p.job_id)
         .collect();
