@@ -55,13 +55,11 @@ pub fn explain(
     let mut out = Vec::with_capacity(order.len());
     for (i, job) in order.iter().enumerate() {
         let reason = if placed.contains(&job.id) {
+            placed_ahead += 1;
             "being placed".to_string()
         } else {
             why(&cluster.name, target, job, &nodes, placed_ahead)
         };
-        if placed.contains(&job.id) {
-            placed_ahead += 1;
-        }
         let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
         out.push((job.id.clone(), QueueInfo { position, reason }));
     }
