@@ -244,6 +244,9 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("State", |v| text(v, "/executionState")),
             ("Exit code", |v| text(v, "/executionInfo/exitCode")),
             ("Created", |v| text(v, "/creationTime")),
+            // A queued job's place in its cluster's queue and why it waits.
+            ("Queue", |v| text(v, "/queueInfo/position")),
+            ("Reason", |v| text(v, "/queueInfo/reason")),
         ],
         Kind::Sample => &[
             ("Time", |v| text(v, "/time")),
@@ -515,7 +518,7 @@ mod tests {
         let out = render(OutputFormat::Tsv, Kind::Job, &[job()]);
         assert_eq!(
             out,
-            "j1\te\tc1\t2\tcustom\tfailed\t3\t2024-01-02T03:04:05Z\n"
+            "j1\te\tc1\t2\tcustom\tfailed\t3\t2024-01-02T03:04:05Z\t\t\n"
         );
     }
 
@@ -524,6 +527,31 @@ mod tests {
         let out = render(OutputFormat::Table, Kind::Job, &[job()]);
         for s in ["Name", "Exit code", "j1", "c1", "failed"] {
             assert!(out.contains(s), "{s} missing in\n{out}");
+        }
+    }
+
+    #[test]
+    fn queued_jobs_show_their_place_and_why_they_wait() {
+        let mut queued = job();
+        queued["executionState"] = json!("queued");
+        queued["executionInfo"] = json!({});
+        queued["queueInfo"] =
+            json!({"position": 2, "reason": "needs 1 idle node in cluster c1: 0 idle, 1 running"});
+        let out = render(OutputFormat::Tsv, Kind::Job, &[queued.clone(), job()]);
+        assert_eq!(
+            out,
+            "j1\te\tc1\t2\tcustom\tqueued\t\t2024-01-02T03:04:05Z\t2\t\
+             needs 1 idle node in cluster c1: 0 idle, 1 running\n\
+             j1\te\tc1\t2\tcustom\tfailed\t3\t2024-01-02T03:04:05Z\t\t\n"
+        );
+        let table = render(OutputFormat::Table, Kind::Job, &[queued]);
+        let lines: Vec<&str> = table.lines().collect();
+        for h in ["Queue", "Reason"] {
+            assert!(lines[0].contains(h), "{h} missing in\n{table}");
+        }
+        // The reason may wrap on a narrow terminal; its words are all there.
+        for w in ["needs", "idle", "c1:", "running"] {
+            assert!(table.contains(w), "{w} missing in\n{table}");
         }
     }
 

@@ -414,7 +414,7 @@ async fn show_as_table_and_tsv() {
     .await;
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "j\te\tc1\t1\tcustom\tsucceeded\t0\t\n"
+        "j\te\tc1\t1\tcustom\tsucceeded\t0\t\t\t\n"
     );
     let out = run(bai(
         addr,

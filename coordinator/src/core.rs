@@ -5,13 +5,15 @@
 
 use crate::agent::registry::{Outbound, Sessions};
 use crate::domain::auto_storage::AutoStorageAccount;
-use crate::domain::{Job, JobKey, Node, now_millis};
+use crate::domain::{ClusterKey, ExecutionState, Job, JobKey, Node, now_millis};
 use crate::error::Result;
 use crate::events::JobEvents;
 use crate::output::OutputStore;
+use crate::scheduler::queue::{self, QueueInfo};
 use crate::setup_output::SetupOutputs;
 use crate::storage::AutoStorage;
 use crate::store::{Removed, Store};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -107,6 +109,34 @@ impl Core {
             job.metrics = Some(m);
         }
         job
+    }
+
+    /// Where each queued job among `jobs` stands in its cluster's queue and
+    /// why it waits, by job id: one store read per cluster of a queued job,
+    /// the nodes connected as live sessions say (as the dispatcher has them).
+    /// A job placed since it was read has none.
+    pub async fn queue_info(&self, jobs: &[Job]) -> Result<HashMap<String, QueueInfo>> {
+        let mut clusters: Vec<&ClusterKey> = Vec::new();
+        for j in jobs {
+            if j.execution_state == ExecutionState::Queued && !clusters.contains(&&j.spec.cluster) {
+                clusters.push(&j.spec.cluster);
+            }
+        }
+        let mut out = HashMap::new();
+        for c in clusters {
+            let mut q = self.store.cluster_queue(&c.workspace, &c.name).await?;
+            for n in &mut q.nodes {
+                n.connected = self.sessions.is_connected(&n.node_id);
+            }
+            out.extend(queue::explain(
+                c,
+                q.target_node_count,
+                &q.queued,
+                &q.nodes,
+                crate::domain::now_millis(),
+            ));
+        }
+        Ok(out)
     }
 
     pub fn with_live_heartbeat(&self, mut node: Node) -> Node {

@@ -17,6 +17,11 @@
 //! delay the reserved one's start; on other nodes, freely. Only that first
 //! blocked job reserves; a job that no node of the cluster could ever serve
 //! reserves nothing (it would block the queue for good).
+//!
+//! [`queue::explain`] says, by the same rules, where each queued job stands
+//! and why it waits.
+
+pub mod queue;
 
 use crate::domain::gpus::{self, Holding};
 use crate::domain::transition;

@@ -326,6 +326,12 @@ fn job_edit(path: &str) -> Option<JobEdit> {
                 ..Default::default()
             })
         },
+        "job.queue_info" => |j| {
+            j.queue_info = Some(pb::JobQueueInfo {
+                position: 7,
+                reason: "sent by the client".into(),
+            })
+        },
         _ => return None,
     })
 }

@@ -164,6 +164,17 @@ pub struct JobJson {
     pub gpu_uuids: Vec<String>,
     /// What the latest attempt used (bai's addition; read-only).
     pub metrics: Option<JobMetricsJson>,
+    /// While queued: its place in its cluster's queue and why it waits
+    /// (bai's addition; read-only).
+    pub queue_info: Option<JobQueueInfoJson>,
+}
+
+/// A queued job's place in its cluster's queue (1-based) and why it waits.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobQueueInfoJson {
+    pub position: u32,
+    pub reason: String,
 }
 
 /// A job attempt's use of its node, from its agent's samples.
@@ -469,6 +480,10 @@ impl JobJson {
                 gpu_memory_peak_bytes: m.gpu_memory_peak_bytes,
                 cpu_seconds: m.cpu_seconds,
                 memory_peak_bytes: m.memory_peak_bytes,
+            }),
+            queue_info: j.queue_info.as_ref().map(|q| JobQueueInfoJson {
+                position: q.position,
+                reason: q.reason.clone(),
             }),
             ..Default::default()
         };

@@ -140,7 +140,27 @@ fn jobs_render_flat_camel_case_without_secrets() {
     .unwrap();
     assert_eq!(
         String::from_utf8(buf).unwrap(),
-        "j1\te\tc1\t2\tcustom\tsucceeded\t0\t2023-11-14T22:13:20.123Z\n"
+        "j1\te\tc1\t2\tcustom\tsucceeded\t0\t2023-11-14T22:13:20.123Z\t\t\n"
+    );
+}
+
+#[test]
+fn a_queued_job_renders_its_queue_info_and_others_none() {
+    let mut j = full_job();
+    assert!(
+        job(&j).get("queueInfo").is_none(),
+        "a job out of the queue has none"
+    );
+    j.execution_state = pb::ExecutionState::Queued as i32;
+    j.queue_info = Some(pb::JobQueueInfo {
+        position: 2,
+        reason: "waits behind 1 job ahead of it in cluster c1".into(),
+    });
+    let v = job(&j);
+    assert_camel_case(&v, "");
+    assert_eq!(
+        v["queueInfo"],
+        serde_json::json!({"position": 2, "reason": "waits behind 1 job ahead of it in cluster c1"})
     );
 }
 

@@ -1,7 +1,7 @@
 //! JobService: create/get/list/delete, terminate, watch. Output file RPCs are
 //! in `output_files`.
 
-use super::convert::{job_from, job_key_from, job_to, output as output_convert};
+use super::convert::{job_from, job_key_from, job_read_to, job_to, output as output_convert};
 use super::{name, output_files, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
@@ -64,7 +64,9 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::Job>, Status> {
         let key = job_key_from(request.into_inner().job).map_err(Error::from)?;
         let job = self.core.store.get_job(&key).await.map_err(Error::from)?;
-        Ok(Response::new(job_to(&self.core.with_live_metrics(job))))
+        let queue = self.core.queue_info(std::slice::from_ref(&job)).await?;
+        let job = self.core.with_live_metrics(job);
+        Ok(Response::new(job_read_to(&job, queue.get(&job.id))))
     }
 
     async fn list_jobs(
@@ -81,11 +83,16 @@ impl JobService for JobApi {
             .list_jobs(&r.workspace, &r.experiment, &page)
             .await
             .map_err(Error::from)?;
+        // One queue read per cluster of the page's queued jobs.
+        let queue = self.core.queue_info(&p.items).await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: p
                 .items
                 .into_iter()
-                .map(|j| job_to(&self.core.with_live_metrics(j)))
+                .map(|j| {
+                    let q = queue.get(&j.id);
+                    job_read_to(&self.core.with_live_metrics(j), q)
+                })
                 .collect(),
             next_page_token: p.next_page_token.unwrap_or_default(),
         }))
@@ -181,7 +188,18 @@ impl Stream for UntilEnded {
     }
 }
 
-/// Sends the job, then every change of its execution state, until it ends.
+/// The job as a read shows it: with its place in the queue while queued.
+/// An error is sent for the watcher (`Err`) and ends the watch.
+async fn read_view(core: &Core, job: &Job) -> Result<pb::Job, Status> {
+    let queue = core
+        .queue_info(std::slice::from_ref(job))
+        .await
+        .map_err(|e| to_status(&e))?;
+    Ok(job_read_to(job, queue.get(&job.id)))
+}
+
+/// Sends the job, then every change of its execution state, until it ends;
+/// a queued job with its place in the queue as of the message.
 async fn watch(
     core: Arc<Core>,
     job: Job,
@@ -191,7 +209,9 @@ async fn watch(
     let mut shutdown = core.shutdown();
     let id = job.id.clone();
     let mut last = job.execution_state;
-    if tx.send(Ok(job_to(&job))).await.is_err() || last.is_ended() {
+    let first = read_view(&core, &job).await;
+    let failed = first.is_err();
+    if tx.send(first).await.is_err() || failed || last.is_ended() {
         return;
     }
     loop {
@@ -228,7 +248,9 @@ async fn watch(
         };
         if job.execution_state != last {
             last = job.execution_state;
-            if tx.send(Ok(job_to(&job))).await.is_err() {
+            let view = read_view(&core, &job).await;
+            let failed = view.is_err();
+            if tx.send(view).await.is_err() || failed {
                 return;
             }
         }

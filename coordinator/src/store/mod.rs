@@ -80,6 +80,18 @@ pub struct StateCounts {
     pub active: Vec<Job>,
 }
 
+/// A cluster's queue (see [`Store::cluster_queue`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterQueue {
+    /// The cluster's target node count; `None` if there is no such cluster.
+    pub target_node_count: Option<u32>,
+    /// Its nodes in node id order, with their holdings (`connected` as
+    /// stored: live sessions know better).
+    pub nodes: Vec<Node>,
+    /// Its queued jobs in scheduling order (priority high → low, then creation).
+    pub queued: Vec<Job>,
+}
+
 /// An agent's Register, as the store needs it.
 #[derive(Debug, Clone)]
 pub struct NodeRegistration {
@@ -248,6 +260,11 @@ pub trait Store: Send + Sync + 'static {
     /// as the room, plus [`BACKFILL_LOOKAHEAD`] more. Nothing if no job is
     /// queued.
     async fn schedulable(&self) -> Result<(Vec<Node>, Vec<Job>)>;
+    /// What says where a cluster's queued jobs stand (`scheduler::queue`),
+    /// read in one snapshot: its target node count, all its nodes and all its
+    /// queued jobs in scheduling order. An unknown cluster has no target, no
+    /// nodes and no jobs (its queued jobs failed with it).
+    async fn cluster_queue(&self, ws: &str, cluster: &str) -> Result<ClusterQueue>;
     /// For each (job id, node id), all in one transaction: job queued →
     /// running on the node, node idle → running; `None` in its place (and no
     /// change for it) if the job is no longer queued or the node cannot take

@@ -4,6 +4,7 @@ use super::common::*;
 use super::{Secrets, count, duration, from_duration, set, ts, ts_opt};
 use crate::domain::validate::Invalid;
 use crate::domain::*;
+use crate::scheduler::queue::QueueInfo;
 use bai_proto::v1 as pb;
 use bai_proto::v1::job::Toolkit as PbToolkit;
 
@@ -345,7 +346,22 @@ pub fn job_to(j: &Job) -> pb::Job {
             cpu_seconds: m.cpu_millis as f64 / 1000.0,
             memory_peak_bytes: m.memory_peak_bytes,
         }),
+        // Not the job's own: `job_read_to` adds it from the queue.
+        queue_info: None,
     }
+}
+
+/// A job for an API read with where it stands in its cluster's queue: set
+/// only while it is queued.
+pub fn job_read_to(j: &Job, queue: Option<&QueueInfo>) -> pb::Job {
+    let mut out = job_to(j);
+    out.queue_info = queue
+        .filter(|_| j.execution_state == ExecutionState::Queued)
+        .map(|q| pb::JobQueueInfo {
+            position: q.position,
+            reason: q.reason.clone(),
+        });
+    out
 }
 
 /// The job key of a request, checked.

@@ -45,6 +45,7 @@ macro_rules! suite {
             lifecycle::nodes_prepare_before_they_take_jobs,
             scheduling::concurrent_writes_commit_together_and_a_failure_poisons_none,
             scheduling::schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order,
+            scheduling::cluster_queue_reads_a_clusters_nodes_and_queued_jobs_in_scheduling_order,
             scheduling::idle_nodes_and_assigning_a_pass_at_once,
             scheduling::gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records,
             scheduling::a_gpu_fault_terminates_its_holder_and_outlives_a_reregistration,

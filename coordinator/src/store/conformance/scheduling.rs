@@ -346,3 +346,55 @@ pub async fn the_last_heartbeat_is_stored_on_disconnect_never_moving_back(b: &dy
         Some(50)
     );
 }
+
+pub async fn cluster_queue_reads_a_clusters_nodes_and_queued_jobs_in_scheduling_order(
+    b: &dyn Backend,
+) {
+    let s = seeded(b).await;
+    s.create_cluster(fixtures::cluster("w", "other", 0))
+        .await
+        .unwrap();
+    let q = s.cluster_queue("w", "c").await.unwrap();
+    assert_eq!(q.target_node_count, Some(1));
+    assert!(q.nodes.is_empty() && q.queued.is_empty());
+    for (name, cluster, p) in [
+        ("low", "c", JobPriority::Low),
+        ("n1", "c", JobPriority::Normal),
+        ("elsewhere", "other", JobPriority::High),
+        ("high", "c", JobPriority::High),
+        ("n2", "c", JobPriority::Normal),
+        ("n3", "c", JobPriority::Normal),
+    ] {
+        let mut j = fixtures::job("w", "e", name, cluster);
+        j.spec.scheduling_priority = p;
+        s.create_job(j).await.unwrap();
+    }
+    s.register_node(reg("m2", "c"), 10).await.unwrap();
+    s.register_node(reg("m1", "c"), 10).await.unwrap();
+    s.register_node(reg("x1", "other"), 10).await.unwrap();
+    let q = s.cluster_queue("w", "c").await.unwrap();
+    let names: Vec<&str> = q.queued.iter().map(|j| j.key.name.as_str()).collect();
+    assert_eq!(names, ["high", "n1", "n2", "n3", "low"]);
+    let ids: Vec<&str> = q.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2"]);
+    // A running job leaves the queue and shows on its node.
+    let high = q.queued[0].id.clone();
+    assert!(assign(&s, &high, "m1", 20).await.is_some());
+    let n1 = q.queued[1].id.clone();
+    s.terminate_job(&q.queued[1].key, 21).await.unwrap();
+    let q = s.cluster_queue("w", "c").await.unwrap();
+    let names: Vec<&str> = q.queued.iter().map(|j| j.key.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["n2", "n3", "low"],
+        "running and ended jobs are not queued"
+    );
+    assert_eq!(q.nodes[0].running_job_ids, [high]);
+    assert_eq!(q.nodes[0].state, NodeState::Running);
+    assert!(!q.queued.iter().any(|j| j.id == n1));
+    assert_eq!(
+        s.cluster_queue("w", "missing").await.unwrap(),
+        crate::store::ClusterQueue::default(),
+        "an unknown cluster has no queue"
+    );
+}

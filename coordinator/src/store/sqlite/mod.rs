@@ -347,6 +347,22 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn cluster_queue(&self, ws: &str, cluster: &str) -> Result<crate::store::ClusterQueue> {
+        let (ws, cluster) = (ws.to_string(), cluster.to_string());
+        self.read(move |tx| {
+            let target = match resources::get_cluster(tx, &ws, &cluster) {
+                Ok(c) => c.target_node_count,
+                Err(StoreError::NotFound { .. }) => return Ok(Default::default()),
+                Err(e) => return Err(e),
+            };
+            Ok(crate::store::ClusterQueue {
+                target_node_count: Some(target),
+                nodes: nodes::list_in(tx, &ws, &cluster)?,
+                queued: jobs::queued_head(tx, &ws, &cluster, usize::MAX)?,
+            })
+        })
+        .await
+    }
     async fn assign_jobs(
         &self,
         placements: Vec<(String, String)>,
