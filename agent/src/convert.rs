@@ -379,14 +379,17 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
     {
         return refuse("container_settings", "containers");
     }
-    if a.node_count > 1 {
-        return refuse("node_count", "multi-node jobs");
-    }
-    if a.node_rank > 0 {
-        return refuse("node_rank", "multi-node jobs");
-    }
-    if a.node_ids.len() > 1 {
-        return refuse("node_ids", "multi-node jobs");
+    // A rank of a multi-node job runs like a job of its own: the
+    // coordinator gives it its environment (rank, peers) and its GPUs.
+    if a.node_count > 1
+        && (a.node_rank >= a.node_count || a.node_ids.len() != a.node_count as usize)
+    {
+        return Err(format!(
+            "assign_job.node_rank: rank {} of {} with {} node ids is not a rank of the job",
+            a.node_rank,
+            a.node_count,
+            a.node_ids.len()
+        ));
     }
     match pb::ToolType::try_from(a.tool_type) {
         Ok(pb::ToolType::Mpi | pb::ToolType::Horovod) => refuse("tool_type", "mpi launch"),
@@ -541,16 +544,32 @@ mod tests {
             matches!(assign(|_| {}), Inbound::AssignJob(_)),
             "defaults and empty messages are fine"
         );
-        let cases: [(&str, Edit); 5] = [
+        let rank = |a: &mut pb::AssignJob| {
+            a.node_count = 2;
+            a.node_rank = 1;
+            a.node_ids = vec!["m".into(), "n".into()];
+        };
+        assert!(
+            matches!(assign(rank), Inbound::AssignJob(_)),
+            "a rank of a multi-node job is taken"
+        );
+        let cases: [(&str, Edit); 4] = [
             ("container_settings", |a| {
                 a.container_settings = Some(pb::ContainerSettings {
                     shm_size: "1g".into(),
                     ..Default::default()
                 });
             }),
-            ("node_count", |a| a.node_count = 2),
-            ("node_rank", |a| a.node_rank = 1),
-            ("node_ids", |a| a.node_ids.push("m".into())),
+            ("node_rank", |a| {
+                a.node_count = 2;
+                a.node_rank = 2;
+                a.node_ids = vec!["m".into(), "n".into()];
+            }),
+            ("node_rank", |a| {
+                a.node_count = 3;
+                a.node_rank = 1;
+                a.node_ids = vec!["m".into(), "n".into()];
+            }),
             ("tool_type", |a| a.tool_type = pb::ToolType::Mpi as i32),
         ];
         for (field, set) in cases {

@@ -196,9 +196,21 @@ impl Core {
         }
     }
 
-    /// After a job's attempt ended (or went back to the queue): tell watchers,
-    /// close its files, let the scheduler and provider look again.
+    /// Tells every node still running a process of the job to stop it.
+    pub fn stop_job(&self, job: &Job) {
+        for node in job.live_node_ids() {
+            self.send_terminate(&job.id, &node);
+        }
+    }
+
+    /// After a job's attempt ended (or went back to the queue), or one rank
+    /// of a multi-node job did: tell watchers, close its files, let the
+    /// scheduler and provider look again; a multi-node job whose end is
+    /// decided (it is terminating) has its other ranks stopped.
     pub fn job_attempt_ended(&self, job: &Job) {
+        if job.gang.is_some() && job.execution_state == crate::domain::ExecutionState::Terminating {
+            self.stop_job(job);
+        }
         self.events.changed(job);
         self.outputs.close(job);
         self.kick_scheduler();
@@ -217,10 +229,8 @@ impl Core {
             // still caches an earlier attempt cannot append to an ended job.
             self.outputs.close(&job);
         }
-        if job.execution_state.is_active()
-            && let Some(node) = &job.node_id
-        {
-            self.send_terminate(&job.id, node);
+        if job.execution_state.is_active() {
+            self.stop_job(&job);
         }
         Ok(job)
     }
@@ -229,10 +239,8 @@ impl Core {
     pub async fn delete_job(&self, key: &JobKey) -> Result<()> {
         let job = self.store.delete_job(key).await?;
         tracing::info!(job = %job.id, "job deleted");
-        if job.execution_state.is_active()
-            && let Some(node) = &job.node_id
-        {
-            self.send_terminate(&job.id, node);
+        if job.execution_state.is_active() {
+            self.stop_job(&job);
         }
         self.forget_job(&job).await;
         Ok(())

@@ -72,29 +72,18 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
     }
     // `schedule` uses only connected nodes; `queued` holds, per cluster, at
     // least as many jobs as it has room for, and some behind for backfill.
-    // A gang's placement would need one AssignJob per rank: until the agent
-    // protocol carries ranks (multi-node jobs are refused at create), a
-    // placement on several nodes is not taken.
-    let placements: Vec<Placement> = schedule(&queued, &idle, now_millis())
-        .into_iter()
-        .filter(|p| {
-            let single = p.node_ids.len() == 1;
-            if !single {
-                tracing::error!(job = %p.job_id, nodes = p.node_ids.len(), "multi-node placement not supported yet; the job stays queued");
-            }
-            single
-        })
-        .collect();
+    // A gang's placement names all its nodes, rank 0 first.
+    let placements: Vec<Placement> = schedule(&queued, &idle, now_millis());
     if placements.is_empty() {
         return Ok(0);
     }
     // A new attempt starts from empty output (a requeued job has its last
-    // attempt's), emptied BEFORE the job is assigned, with the new node as
-    // its only writer (an earlier attempt's node may still have a session
-    // sending chunks): a job whose output cannot be emptied stays queued, so
-    // the new attempt's bytes can never land after the old ones (and be
-    // taken for duplicates of them). A later pass (a kick, or the fallback
-    // timer) tries again.
+    // attempt's), emptied BEFORE the job is assigned, with each rank's node
+    // as its files' only writer (an earlier attempt's node may still have a
+    // session sending chunks): a job whose output cannot be emptied stays
+    // queued, so the new attempt's bytes can never land after the old ones
+    // (and be taken for duplicates of them). A later pass (a kick, or the
+    // fallback timer) tries again.
     let by_id: std::collections::HashMap<&str, &Job> =
         queued.iter().map(|j| (j.id.as_str(), j)).collect();
     let chosen: Vec<(&Placement, &Job)> = placements
@@ -103,7 +92,7 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         .collect();
     let resets = match core
         .outputs
-        .reset_each(chosen.iter().map(|(p, j)| (*j, p.node_ids[0].as_str())))
+        .reset_each(chosen.iter().map(|(p, j)| (*j, &p.node_ids[..])))
         .await
     {
         Ok(r) => r,
@@ -115,7 +104,7 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
     let mut pairs = Vec::with_capacity(chosen.len());
     for ((p, job), reset) in chosen.iter().zip(resets) {
         match reset {
-            Ok(()) => pairs.push((p.job_id.clone(), p.node_ids[0].clone())),
+            Ok(()) => pairs.push((p.job_id.clone(), p.node_ids.clone())),
             Err(e) => tracing::error!(
                 job = %job.id, name = %job.key, error = %e,
                 "cannot empty the job's output for a new attempt; it stays queued"
@@ -125,26 +114,32 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
     if pairs.is_empty() {
         return Ok(0);
     }
-    let nodes: Vec<String> = pairs.iter().map(|(_, n)| n.clone()).collect();
-    let assigned: Vec<(String, Job)> = nodes
+    let assigned: Vec<Job> = core
+        .store
+        .assign_jobs(pairs, now_millis())
+        .await?
         .into_iter()
-        .zip(core.store.assign_jobs(pairs, now_millis()).await?)
-        .filter_map(|(node, job)| Some((node, job?)))
+        .flatten()
         .collect();
     let mut placed = 0;
-    for (node_id, job) in assigned {
-        tracing::info!(job = %job.id, node = %node_id, name = %job.key, "job assigned");
+    for job in assigned {
+        let nodes = job.node_ids();
+        tracing::info!(job = %job.id, nodes = ?nodes, name = %job.key, "job assigned");
         core.events.changed(&job);
-        let sent = core.sessions.send(
-            &node_id,
-            Outbound::Assign(Box::new(env::assignment(
-                &job,
+        // Every rank that runs a process gets its assignment; a rank that
+        // runs none (a custom toolkit's other nodes) holds its node only.
+        for node_id in job.live_node_ids() {
+            let sent = core.sessions.send(
                 &node_id,
-                core.auto_storage_account(),
-            ))),
-        );
-        if !sent {
-            tracing::info!(job = %job.id, node = %node_id, "node went away; it gets the job when it registers");
+                Outbound::Assign(Box::new(env::assignment(
+                    &job,
+                    &node_id,
+                    core.auto_storage_account(),
+                ))),
+            );
+            if !sent {
+                tracing::info!(job = %job.id, node = %node_id, "node went away; it gets the job when it registers");
+            }
         }
         placed += 1;
     }

@@ -68,6 +68,60 @@ impl StreamKind {
     }
 }
 
+/// One output file of a job: a stream of one rank's. Rank 0's (a
+/// single-node job's, a multi-node job's master's) have Batch AI's names;
+/// rank r's have `-<r>` before the extension (`stdout-1.txt`,
+/// `execution-2.log`, `stderr-job_prep-1.txt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub stream: StreamKind,
+    pub rank: u32,
+}
+
+impl From<StreamKind> for FileId {
+    fn from(stream: StreamKind) -> Self {
+        Self { stream, rank: 0 }
+    }
+}
+
+impl FileId {
+    pub fn new(stream: StreamKind, rank: u32) -> Self {
+        Self { stream, rank }
+    }
+
+    pub fn file_name(self) -> String {
+        let name = self.stream.file_name();
+        if self.rank == 0 {
+            return name.to_string();
+        }
+        let (base, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+        format!("{base}-{}.{ext}", self.rank)
+    }
+
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        if let Some(stream) = StreamKind::from_file_name(name) {
+            return Some(stream.into());
+        }
+        let (stem, ext) = name.rsplit_once('.')?;
+        let (base, rank) = stem.rsplit_once('-')?;
+        if rank.starts_with('0') || rank.starts_with('+') {
+            return None;
+        }
+        let rank: u32 = rank.parse().ok()?;
+        let stream = StreamKind::from_file_name(&format!("{base}.{ext}"))?;
+        Some(Self { stream, rank })
+    }
+
+    /// Every file of a job of `ranks` ranks.
+    pub fn all(ranks: u32) -> impl Iterator<Item = Self> {
+        (0..ranks.max(1)).flat_map(|rank| {
+            StreamKind::ALL
+                .into_iter()
+                .map(move |stream| Self { stream, rank })
+        })
+    }
+}
+
 /// What to do with a chunk at `offset` of `data_len` bytes, given the file's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Append {
@@ -126,12 +180,18 @@ pub enum Lease {
 pub struct OutputFile {
     pub job_id: String,
     pub stream: StreamKind,
+    /// The rank whose output it is.
+    pub rank: u32,
     path: PathBuf,
     state: Mutex<FileState>,
     durable: watch::Sender<u64>,
 }
 
 impl OutputFile {
+    pub fn id(&self) -> FileId {
+        FileId::new(self.stream, self.rank)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -298,11 +358,13 @@ fn durable_len_on_disk(path: &Path) -> io::Result<u64> {
 }
 
 /// Removes a job's output files, and empties the open ones' state.
-fn reset_files(dir: &Path, open: &[Arc<OutputFile>]) -> io::Result<()> {
-    for s in StreamKind::ALL {
-        let f = open.iter().find(|f| f.stream == s);
+fn reset_files(dir: &Path, ids: &[FileId], open: &[Arc<OutputFile>]) -> io::Result<()> {
+    for id in ids {
+        let f = open
+            .iter()
+            .find(|f| f.stream == id.stream && f.rank == id.rank);
         let guard = f.map(|f| f.lock()).transpose()?;
-        match std::fs::remove_file(dir.join(s.file_name())) {
+        match std::fs::remove_file(dir.join(id.file_name())) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -317,10 +379,11 @@ fn reset_files(dir: &Path, open: &[Arc<OutputFile>]) -> io::Result<()> {
     Ok(())
 }
 
-fn new_file(job_id: &str, stream: StreamKind, path: PathBuf, len: u64) -> Arc<OutputFile> {
+fn new_file(job_id: &str, id: FileId, path: PathBuf, len: u64) -> Arc<OutputFile> {
     Arc::new(OutputFile {
         job_id: job_id.to_string(),
-        stream,
+        stream: id.stream,
+        rank: id.rank,
         path,
         state: Mutex::new(FileState {
             file: None,
@@ -344,7 +407,7 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
-type Key = (String, StreamKind);
+type Key = (String, FileId);
 
 /// All job output files.
 #[derive(Debug)]
@@ -395,22 +458,28 @@ impl OutputStore {
             .unwrap_or(true)
     }
 
-    /// The file of a job's stream; `None` once the job was deleted.
-    pub async fn file(&self, job: &Job, stream: StreamKind) -> io::Result<Option<Arc<OutputFile>>> {
+    /// A job's file (a stream of rank 0's, or a [`FileId`]); `None` once the
+    /// job was deleted.
+    pub async fn file(
+        &self,
+        job: &Job,
+        id: impl Into<FileId>,
+    ) -> io::Result<Option<Arc<OutputFile>>> {
+        let id = id.into();
         if self.is_deleted(&job.id) {
             return Ok(None);
         }
-        let key = (job.id.clone(), stream);
+        let key = (job.id.clone(), id);
         if let Some(f) = self.files()?.get(&key) {
             return Ok(Some(f.clone()));
         }
-        let path = self.stdouterr_dir(job).join(stream.file_name());
+        let path = self.stdouterr_dir(job).join(id.file_name());
         let p = path.clone();
         let len = blocking(move || durable_len_on_disk(&p)).await?;
         let mut files = self.files()?;
         let f = files
             .entry(key)
-            .or_insert_with(|| new_file(&job.id, stream, path, len));
+            .or_insert_with(|| new_file(&job.id, id, path, len));
         Ok(Some(f.clone()))
     }
 
@@ -491,55 +560,58 @@ impl OutputStore {
     /// the files' only writer. Open handles stay valid and see the length go
     /// back to 0.
     pub async fn reset(&self, job: &Job, node: &str) -> io::Result<()> {
-        self.reset_each([(job, node)])
+        let nodes = [node.to_string()];
+        self.reset_each([(job, &nodes[..])])
             .await?
             .pop()
             .unwrap_or(Ok(()))
     }
 
-    /// [`OutputStore::reset`] for many (job, node) in one blocking call (a
-    /// scheduler pass): one result per job, in order, so one job whose
-    /// output cannot be emptied does not hold back the others. A job whose
-    /// reset failed may have kept some of its old files: it must not start.
+    /// [`OutputStore::reset`] for many (job, nodes by rank) in one blocking
+    /// call (a scheduler pass): one result per job, in order, so one job
+    /// whose output cannot be emptied does not hold back the others. A job
+    /// whose reset failed may have kept some of its old files: it must not
+    /// start.
     ///
-    /// First, under the map's lock, each job gets an entry for each stream
-    /// (so no file can be opened meanwhile with a length read off the old
-    /// file) whose writer becomes `node`: from then on no chunk of an older
-    /// attempt is written. Then the files are removed and the entries
-    /// emptied, each under its lock (a stale chunk written in between is
-    /// removed with them). A job whose files could not all be removed has
-    /// its entries retired, so the next look measures what is on disk.
+    /// First, under the map's lock, each job gets an entry for each rank's
+    /// streams (so no file can be opened meanwhile with a length read off
+    /// the old file) whose writer becomes that rank's node: from then on no
+    /// chunk of an older attempt is written. Then the files are removed and
+    /// the entries emptied, each under its lock (a stale chunk written in
+    /// between is removed with them). A job whose files could not all be
+    /// removed has its entries retired, so the next look measures what is
+    /// on disk.
     pub async fn reset_each<'a>(
         &self,
-        jobs: impl IntoIterator<Item = (&'a Job, &'a str)>,
+        jobs: impl IntoIterator<Item = (&'a Job, &'a [String])>,
     ) -> io::Result<Vec<io::Result<()>>> {
-        let work: Vec<(PathBuf, Vec<Arc<OutputFile>>)> = {
+        type Work = (PathBuf, Vec<FileId>, Vec<Arc<OutputFile>>);
+        let work: Vec<Work> = {
             let mut files = self.files()?;
             let mut work = Vec::new();
-            for (job, node) in jobs {
+            for (job, nodes) in jobs {
                 let dir = self.stdouterr_dir(job);
-                let mut open = Vec::with_capacity(StreamKind::ALL.len());
+                let ids: Vec<FileId> = FileId::all(nodes.len() as u32).collect();
+                let mut open = Vec::with_capacity(ids.len());
                 if !self.is_deleted(&job.id) {
-                    let writer: Arc<str> = Arc::from(node);
-                    for stream in StreamKind::ALL {
+                    for id in &ids {
+                        let writer: Arc<str> = Arc::from(nodes[id.rank as usize].as_str());
                         let f = files
-                            .entry((job.id.clone(), stream))
-                            .or_insert_with(|| {
-                                new_file(&job.id, stream, dir.join(stream.file_name()), 0)
-                            })
+                            .entry((job.id.clone(), *id))
+                            .or_insert_with(|| new_file(&job.id, *id, dir.join(id.file_name()), 0))
                             .clone();
-                        f.lock()?.writer = Some(writer.clone());
+                        f.lock()?.writer = Some(writer);
                         open.push(f);
                     }
                 }
-                work.push((dir, open));
+                work.push((dir, ids, open));
             }
             work
         };
         let (work, results) = blocking(move || {
             let results: Vec<io::Result<()>> = work
                 .iter()
-                .map(|(dir, open)| reset_files(dir, open))
+                .map(|(dir, ids, open)| reset_files(dir, ids, open))
                 .collect();
             Ok((work, results))
         })
@@ -548,7 +620,7 @@ impl OutputStore {
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_err())
-            .flat_map(|((_, open), _)| open)
+            .flat_map(|((_, _, open), _)| open)
             .collect();
         if !failed.is_empty() {
             let mut files = self.files()?;

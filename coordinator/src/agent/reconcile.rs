@@ -77,7 +77,7 @@ pub fn plan(node_id: &str, active: &[Job], held: &[HeldJob]) -> Plan {
                 job.clone(),
                 BatchAiError::new(JOB_TERMINATED, "the job was terminated before it started"),
             ));
-        } else if !job.attempt_started {
+        } else if !job.started_on(node_id) {
             p.reassign.push(job.clone());
         } else {
             p.lost.push((

@@ -204,6 +204,11 @@ async fn run_registered(core: Arc<Core>, mut inbound: Inbox, tx: Sender, reg: Re
 }
 
 impl Session {
+    /// The file a stream of this node's process of `job` goes to (its rank's).
+    fn file_id(&self, job: &Job, stream: crate::output::StreamKind) -> crate::output::FileId {
+        crate::output::FileId::new(stream, job.rank_of(&self.node_id).unwrap_or(0))
+    }
+
     fn send(&self, msg: Outbound) {
         let _ = self.tx.send(Ok(msg));
     }
@@ -220,7 +225,12 @@ impl Session {
             if let Some(job) = active.iter().find(|j| &j.id == id) {
                 self.jobs.insert(id.clone(), job.clone());
                 for stream in crate::output::StreamKind::ALL {
-                    if let Some(f) = self.core.outputs.file(job, stream).await? {
+                    if let Some(f) = self
+                        .core
+                        .outputs
+                        .file(job, self.file_id(job, stream))
+                        .await?
+                    {
                         resume.push((id.clone(), stream, f.durable_len()));
                     }
                 }
@@ -418,7 +428,12 @@ impl Session {
             tracing::debug!(job = %job_id, "output of a job not running here; dropped");
             return Ok(false);
         };
-        let Some(file) = self.core.outputs.file(&job, stream).await? else {
+        let Some(file) = self
+            .core
+            .outputs
+            .file(&job, self.file_id(&job, stream))
+            .await?
+        else {
             return Ok(false);
         };
         let mine = match file.lease(&self.node_id)? {
@@ -561,7 +576,7 @@ impl Session {
         if let Some(job) = out.terminated {
             tracing::warn!(job = %job.id, gpu = %uuid, "terminating the job holding a faulted GPU");
             self.core.events.changed(&job);
-            self.core.send_terminate(&job.id, &self.node_id);
+            self.core.stop_job(&job);
         }
         Ok(())
     }
@@ -631,7 +646,12 @@ impl Session {
         };
         let mut short = Vec::new();
         for (stream, want) in pending.exit.lengths.clone() {
-            let have = match self.core.outputs.file(&job, stream).await? {
+            let have = match self
+                .core
+                .outputs
+                .file(&job, self.file_id(&job, stream))
+                .await?
+            {
                 Some(f) => f.durable_len(),
                 None => want,
             };

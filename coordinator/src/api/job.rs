@@ -39,6 +39,16 @@ impl JobService for JobApi {
         let j = required("job", request.into_inner().job)?;
         let job = job_from(j, now_millis()).map_err(Error::from)?;
         validate::job(&job).map_err(Error::from)?;
+        if job.spec.node_count > 1 {
+            let c = &job.spec.cluster;
+            let cluster = self
+                .core
+                .store
+                .get_cluster(&c.workspace, &c.name)
+                .await
+                .map_err(Error::from)?;
+            validate::node_count(&job, &cluster).map_err(Error::from)?;
+        }
         if job.spec.gpus_per_node > 0 {
             let c = &job.spec.cluster;
             let nodes = self

@@ -15,7 +15,7 @@ use crate::domain::validate::Invalid;
 use crate::domain::{Job, JobKey, Millis};
 use crate::error::{Error, to_status};
 use crate::events::{JobEvent, Subscription};
-use crate::output::{OutputFile, StreamKind};
+use crate::output::{FileId, OutputFile};
 use crate::store::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -56,7 +56,7 @@ pub struct ListRequest {
 /// One file of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
-    pub name: &'static str,
+    pub name: String,
     /// The durable length (what a stream can read now).
     pub length: u64,
     pub modified: Millis,
@@ -104,15 +104,16 @@ pub async fn list(core: &Core, r: ListRequest) -> Result<Vec<FileEntry>, Error> 
         return Err(Error::not_found("directory", format!("{STDOUTERR}/{sub}")));
     }
     let mut files = Vec::new();
-    for stream in StreamKind::ALL {
-        let Some(f) = core.outputs.file(&job, stream).await? else {
+    // Rank 0's files (Batch AI's names), then each other rank's.
+    for id in FileId::all(job.spec.node_count) {
+        let Some(f) = core.outputs.file(&job, id).await? else {
             continue;
         };
         let path = f.path().to_path_buf();
         let modified = tokio::task::spawn_blocking(move || modified_millis(&path)).await?;
         if let Some(modified) = modified {
             files.push(FileEntry {
-                name: stream.file_name(),
+                name: id.file_name(),
                 length: f.durable_len(),
                 modified,
             });
@@ -141,15 +142,16 @@ pub async fn stream(core: Arc<Core>, r: StreamRequest) -> Result<Chunks, Error> 
     let events = core.events.subscribe(&key);
     let job = core.store.get_job(&key).await?;
     directory(&job, &dir)?;
-    let stream = StreamKind::from_file_name(r.path.trim_start_matches("./"))
+    let id = FileId::from_file_name(r.path.trim_start_matches("./"))
+        .filter(|id| id.rank < job.spec.node_count.max(1))
         .ok_or_else(|| Error::not_found("file", format!("{dir}/{}", r.path)))?;
     let file = core
         .outputs
-        .file(&job, stream)
+        .file(&job, id)
         .await?
         .ok_or_else(|| Error::not_found("job", key.to_string()))?;
     let (tx, rx) = mpsc::channel(4);
-    let span = tracing::info_span!("stream_output", job = %job.id, file = stream.file_name());
+    let span = tracing::info_span!("stream_output", job = %job.id, file = id.file_name());
     let follower = Follower {
         core,
         key,
@@ -233,7 +235,7 @@ impl Follower {
         match self.core.store.get_job_by_id(&self.job_id).await {
             Ok(_) => Error::Aborted(format!(
                 "{}: the job's output restarted (the job was requeued); stream it again from offset 0",
-                self.file.stream.file_name()
+                self.file.id().file_name()
             )),
             Err(StoreError::NotFound { .. }) => Error::Deleted {
                 kind: "job",
@@ -289,7 +291,7 @@ impl Follower {
         if data.is_empty() {
             return Err(Error::Internal(format!(
                 "read output: {} is shorter than its durable length",
-                self.file.stream.file_name()
+                self.file.id().file_name()
             )));
         }
         let n = data.len() as u64;

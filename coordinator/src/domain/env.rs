@@ -38,10 +38,22 @@ pub struct Assignment {
     pub tool_type: ToolType,
 }
 
-/// The assignment of `job` to `node_id` (single-node jobs: rank 0 of 1), its
-/// volumes with the auto-storage ones of `auto` added if it asks for them.
+/// The assignment of `job` to `node_id` (its rank there: 0 for a
+/// single-node job), its volumes with the auto-storage ones of `auto` added
+/// if it asks for them.
 pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -> Assignment {
     let s = &job.spec;
+    let rank = job.rank_of(node_id).unwrap_or(0);
+    let gpu_uuids = match &job.gang {
+        Some(g) => g
+            .ranks
+            .get(rank as usize)
+            .map(|r| r.gpu_uuids.clone())
+            .unwrap_or_default(),
+        None => job.gpu_uuids.clone(),
+    };
+    let mut system_environment_variables = system_env(job);
+    system_environment_variables.extend(rank_env(job, rank));
     Assignment {
         job_id: job.id.clone(),
         workspace: job.key.workspace.clone(),
@@ -50,12 +62,15 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
         command_line: command_line(&s.toolkit),
         environment_variables: s.environment_variables.clone(),
         secrets: s.secrets.clone(),
-        system_environment_variables: system_env(job),
+        system_environment_variables,
         max_wall_clock_time_ms: s.max_wall_clock_time_ms,
         node_count: s.node_count,
-        node_rank: 0,
-        node_ids: vec![node_id.to_string()],
-        gpu_uuids: job.gpu_uuids.clone(),
+        node_rank: rank,
+        node_ids: match job.node_ids() {
+            ids if ids.is_empty() => vec![node_id.to_string()],
+            ids => ids,
+        },
+        gpu_uuids,
         mount_volumes: s
             .mount_volumes
             .as_ref()
@@ -64,6 +79,72 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
         job_preparation_command_line: s.job_preparation_command_line.clone(),
         tool_type: s.toolkit.tool_type(),
     }
+}
+
+/// Whether the toolkit runs a process on `rank` of a job: a custom
+/// toolkit's command line runs on the master only (Batch AI's rule: it may
+/// reach the other nodes itself); PyTorch's script runs on every node.
+pub fn runs_on_rank(t: &Toolkit, rank: u32) -> bool {
+    match t {
+        Toolkit::PyTorch { .. } => true,
+        _ => rank == 0,
+    }
+}
+
+/// The port rank 0 of a job listens on for its peers' rendezvous
+/// (`MASTER_PORT`): 29500, PyTorch's default, plus a spread from the job id
+/// over 1000 ports, so jobs sharing a host (local mode) rarely meet.
+pub fn master_port(job: &Job) -> u16 {
+    let spread = job.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) % 1000;
+    29500 + spread as u16
+}
+
+/// The variables of one rank: `AZ_BATCHAI_TASK_INDEX` (the rank), and for
+/// PyTorch the rendezvous torch.distributed reads from the environment
+/// (`MASTER_ADDR`, `MASTER_PORT`, `WORLD_SIZE`, `RANK`, `LOCAL_RANK`, the
+/// same as `AZ_BATCHAI_PYTORCH_INIT_METHOD`, and the backend if given).
+fn rank_env(job: &Job, rank: u32) -> Vec<EnvVar> {
+    let var = |name: &str, value: String| EnvVar {
+        name: name.to_string(),
+        value,
+    };
+    let mut vars = vec![var("AZ_BATCHAI_TASK_INDEX", rank.to_string())];
+    if let Toolkit::PyTorch {
+        communication_backend,
+        ..
+    } = &job.spec.toolkit
+    {
+        let master = match &job.gang {
+            Some(g) => g
+                .ranks
+                .first()
+                .map(|r| r.address.clone())
+                .unwrap_or_default(),
+            // One node: its peers are itself.
+            None => "127.0.0.1".to_string(),
+        };
+        let port = master_port(job);
+        vars.extend([
+            var("MASTER_ADDR", master.clone()),
+            var("MASTER_PORT", port.to_string()),
+            var("WORLD_SIZE", job.spec.node_count.to_string()),
+            var("RANK", rank.to_string()),
+            var("LOCAL_RANK", "0".to_string()),
+            var(
+                "AZ_BATCHAI_PYTORCH_INIT_METHOD",
+                format!("tcp://{master}:{port}"),
+            ),
+        ]);
+        if !communication_backend.is_empty() {
+            vars.push(var(
+                "AZ_BATCHAI_PYTORCH_BACKEND",
+                communication_backend.to_lowercase(),
+            ));
+        }
+    }
+    vars
 }
 
 /// The `AZ_BATCHAI_*` variables the coordinator computes for a job.

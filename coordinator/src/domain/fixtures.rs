@@ -96,6 +96,7 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
         requeue_on_exit: false,
         gpu_uuids: vec![],
         metrics: None,
+        gang: None,
     }
 }
 

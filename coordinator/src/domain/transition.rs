@@ -10,7 +10,7 @@
 
 use super::spec::{BatchAiError, DeallocationOption};
 use super::state::{ExecutionState, JOB_LOST, JOB_TERMINATED, JobExit, NODE_REMOVED, NodeState};
-use super::types::{Job, Millis, Node};
+use super::types::{Gang, GangEnd, Job, JobRank, Millis, Node};
 
 /// A change the state machine does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +105,7 @@ pub fn requeue(job: Job, now: Millis) -> Result<Job> {
     job.errors.clear();
     job.metrics = None;
     job.gpu_uuids.clear();
+    job.gang = None;
     Ok(job)
 }
 
@@ -112,31 +113,75 @@ pub fn requeue(job: Job, now: Millis) -> Result<Job> {
 /// (whose state the caller then derives from its jobs). Fails if the job is
 /// not queued or the node cannot take it.
 pub fn assign(job: Job, node: &Node, now: Millis) -> Result<Job> {
-    if let Some(why) = cannot_take(node, &job) {
-        return Err(TransitionError::NodeNotFree {
-            node: node.node_id.clone(),
-            job: job.id,
-            why,
-        });
+    assign_gang(job, &[node], now)
+}
+
+/// Queued → running on `nodes`, rank by rank (rank 0, the master, first),
+/// each with the GPUs [`super::gpus::pick`] gives it; a job of one node is
+/// not a gang. Fails if the job is not queued, the count is not the job's
+/// `nodeCount`, a node is named twice, or any node cannot take it (a gang
+/// starts on all its nodes or not at all).
+pub fn assign_gang(job: Job, nodes: &[&Node], now: Millis) -> Result<Job> {
+    for (i, node) in nodes.iter().enumerate() {
+        let why = if nodes[..i].iter().any(|n| n.node_id == node.node_id) {
+            Some("it is named twice")
+        } else {
+            cannot_take(node, &job)
+        };
+        if let Some(why) = why {
+            return Err(TransitionError::NodeNotFree {
+                node: node.node_id.clone(),
+                job: job.id,
+                why,
+            });
+        }
     }
-    if job.execution_state != ExecutionState::Queued {
+    if job.execution_state != ExecutionState::Queued || nodes.len() != job.spec.node_count as usize
+    {
         return Err(TransitionError::Job {
             job: job.id,
             from: job.execution_state.as_str(),
             to: ExecutionState::Running.as_str(),
         });
     }
-    let gpus = super::gpus::pick(node, &job);
+    let gang = (nodes.len() > 1).then(|| Gang {
+        ranks: nodes
+            .iter()
+            .enumerate()
+            .map(|(rank, n)| {
+                let launched = super::env::runs_on_rank(&job.spec.toolkit, rank as u32);
+                JobRank {
+                    node_id: n.node_id.clone(),
+                    address: n.info.ip_address.clone(),
+                    gpu_uuids: super::gpus::pick(n, &job),
+                    launched,
+                    started: false,
+                    // A rank that runs nothing has nothing to wait for.
+                    ended: !launched,
+                }
+            })
+            .collect(),
+        end: None,
+    });
+    let gpus = super::gpus::pick(nodes[0], &job);
     let mut job = transition(job, ExecutionState::Running, now)?;
-    job.node_id = Some(node.node_id.clone());
+    job.node_id = Some(nodes[0].node_id.clone());
     job.gpu_uuids = gpus;
     job.attempt_started = false;
     job.requeue_on_exit = false;
+    job.gang = gang;
     Ok(job)
 }
 
 /// The job's process started at `start` (the job must be active).
-pub fn started(mut job: Job, start: Millis) -> Result<Job> {
+pub fn started(job: Job, start: Millis) -> Result<Job> {
+    let node = job.node_id.clone().unwrap_or_default();
+    started_on(job, &node, start)
+}
+
+/// The job's process on `node` started at `start` (the job must be active;
+/// the job's start is its latest rank's).
+pub fn started_on(mut job: Job, node: &str, start: Millis) -> Result<Job> {
     if !job.execution_state.is_active() {
         return Err(TransitionError::Job {
             job: job.id,
@@ -144,9 +189,24 @@ pub fn started(mut job: Job, start: Millis) -> Result<Job> {
             to: "started",
         });
     }
-    job.start_time = Some(start);
+    if let Some(r) = rank_mut(&mut job, node) {
+        r.started = true;
+    }
+    // The attempt's start is its first rank's.
+    job.start_time = match job.start_time {
+        Some(s) if job.attempt_started => Some(s.min(start)),
+        _ => Some(start),
+    };
     job.attempt_started = true;
     Ok(job)
+}
+
+fn rank_mut<'a>(job: &'a mut Job, node: &str) -> Option<&'a mut JobRank> {
+    job.gang
+        .as_mut()?
+        .ranks
+        .iter_mut()
+        .find(|r| r.node_id == node)
 }
 
 /// The job's process exited: its final state from the exit, or back to the
@@ -170,6 +230,91 @@ pub fn finish(job: Job, exit: &JobExit) -> Result<Job> {
     job.errors.extend(outcome.errors);
     if exit.metrics.is_some() {
         job.metrics = exit.metrics;
+    }
+    Ok(job)
+}
+
+/// The job's process on `node` exited. A single-node job ends
+/// ([`finish`]). A multi-node job's rank ends; the master's exit decides how
+/// the job ends, and so does a rank that fails on its own (exit code not 0,
+/// not terminated); the job then terminates until its other ranks are gone
+/// too ([`settle`]). A rank ending 0 before its master changes nothing else.
+pub fn finish_on(mut job: Job, node: &str, exit: &JobExit) -> Result<Job> {
+    if job.gang.is_none() {
+        return finish(job, exit);
+    }
+    let rank = job.rank_of(node);
+    if !job.is_active_on(node) || rank.is_none() {
+        return Err(TransitionError::Job {
+            job: job.id,
+            from: job.execution_state.as_str(),
+            to: "exited",
+        });
+    }
+    let requeue = job.requeue_on_exit;
+    let state = job.execution_state;
+    let gang = job.gang.as_mut().expect("a gang");
+    gang.ranks[rank.unwrap_or(0) as usize].ended = true;
+    let failed_alone = exit.exit_code != 0 && !exit.terminated;
+    if gang.end.is_none() && (rank == Some(0) || failed_alone) {
+        let mut outcome = super::state::exit_outcome(state, requeue, exit);
+        if rank != Some(0) {
+            outcome.errors.insert(
+                0,
+                super::spec::BatchAiError::new(
+                    "RankFailed",
+                    format!(
+                        "rank {} on node {node} exited with code {}; the job's other ranks were stopped",
+                        rank.unwrap_or(0),
+                        exit.exit_code
+                    ),
+                ),
+            );
+        }
+        gang.end = Some(GangEnd {
+            requeue: outcome.state == ExecutionState::Queued,
+            succeeded: outcome.state == ExecutionState::Succeeded,
+            exit_code: outcome.exit_code,
+            errors: outcome.errors,
+            end_time: exit.end_time,
+            metrics: exit.metrics,
+        });
+    } else if rank == Some(0)
+        && let Some(end) = gang.end.as_mut()
+        && exit.metrics.is_some()
+    {
+        end.metrics = exit.metrics;
+    }
+    settle(job, exit.end_time)
+}
+
+/// A multi-node job whose end is decided: ended (or requeued as a whole)
+/// once no rank's process is left, else terminating (its live ranks are to
+/// be stopped). Unchanged while the end is open.
+pub fn settle(job: Job, now: Millis) -> Result<Job> {
+    let Some(gang) = &job.gang else {
+        return Ok(job);
+    };
+    let Some(end) = gang.end.clone() else {
+        return Ok(job);
+    };
+    if gang.ranks.iter().any(|r| !r.ended) {
+        return transition(job, ExecutionState::Terminating, now);
+    }
+    if end.requeue {
+        return requeue(job, now);
+    }
+    let to = if end.succeeded {
+        ExecutionState::Succeeded
+    } else {
+        ExecutionState::Failed
+    };
+    let mut job = transition(job, to, now)?;
+    job.end_time = Some(end.end_time);
+    job.exit_code = end.exit_code;
+    job.errors.extend(end.errors);
+    if end.metrics.is_some() {
+        job.metrics = end.metrics;
     }
     Ok(job)
 }
@@ -252,7 +397,7 @@ pub fn on_node_removed(job: Job, node_id: &str, now: Millis) -> Result<Job> {
         NODE_REMOVED,
         format!("node {node_id} was removed while the job ran"),
     );
-    end_without_exit(job, error, now)
+    lost_on(job, node_id, error, now)
 }
 
 /// A job on `node_id` whose node was lost with `cause`: requeued if it was to
@@ -262,7 +407,39 @@ pub fn on_node_lost(job: Job, node_id: &str, cause: &BatchAiError, now: Millis) 
         JOB_LOST,
         format!("node {node_id} was lost: {}", cause.message),
     );
-    end_without_exit(job, error, now)
+    lost_on(job, node_id, error, now)
+}
+
+/// The job's process on `node_id` is gone without an exit (its node was
+/// lost or removed, or its agent lost it): a single-node job ends as
+/// [`end_without_exit`] says; a multi-node job's rank ends, the job is to
+/// end failed with `error` (or be requeued as a whole if it was to be) and
+/// terminates until its other ranks are gone ([`settle`]): never half a job.
+pub fn lost_on(mut job: Job, node_id: &str, error: BatchAiError, now: Millis) -> Result<Job> {
+    if job.gang.is_none() || !job.execution_state.is_active() {
+        return end_without_exit(job, error, now);
+    }
+    let requeue = job.requeue_on_exit;
+    let gang = job.gang.as_mut().expect("a gang");
+    let Some(r) = gang.ranks.iter_mut().find(|r| r.node_id == node_id) else {
+        return Ok(job);
+    };
+    if r.launched && r.ended {
+        // Its process finished before: the node's loss takes nothing.
+        return Ok(job);
+    }
+    r.ended = true;
+    if gang.end.is_none() {
+        gang.end = Some(GangEnd {
+            requeue,
+            succeeded: false,
+            exit_code: None,
+            errors: vec![error],
+            end_time: now,
+            metrics: None,
+        });
+    }
+    settle(job, now)
 }
 
 /// Checks that `node` may move to `to` (see [`NodeState::can_become`]).

@@ -206,6 +206,49 @@ pub struct Job {
     /// What the last attempt used, as its agent summed it up (stored when
     /// the attempt ends; a running job's comes from its heartbeats).
     pub metrics: Option<JobMetricsSummary>,
+    /// A multi-node job's ranks in its current (or last) attempt; `None`
+    /// for a single-node job. `node_id` and `gpu_uuids` are rank 0's.
+    pub gang: Option<Gang>,
+}
+
+/// The ranks of a multi-node job's attempt (rank 0, the master, first) and,
+/// once decided, how the job ends: it ends when its master ends (or a rank
+/// fails, or a node is lost), but only once every rank's process is gone
+/// and its output stored, so the job is terminating meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Gang {
+    pub ranks: Vec<JobRank>,
+    pub end: Option<GangEnd>,
+}
+
+/// One rank of a multi-node job.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JobRank {
+    pub node_id: String,
+    /// The node's address when the job was assigned: where its peers reach it.
+    pub address: String,
+    /// The GPUs of its node this rank holds.
+    pub gpu_uuids: Vec<String>,
+    /// Whether this rank runs a process (a custom toolkit's run on the
+    /// master only; the others hold their nodes for it).
+    pub launched: bool,
+    pub started: bool,
+    /// Its process is gone (exited, never started, or lost with its node).
+    pub ended: bool,
+}
+
+/// How a multi-node job ends once all its ranks have.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct GangEnd {
+    /// Back to the queue as a whole (its node was removed with requeue).
+    pub requeue: bool,
+    pub succeeded: bool,
+    pub exit_code: Option<i32>,
+    pub errors: Vec<BatchAiError>,
+    pub end_time: Millis,
+    pub metrics: Option<JobMetricsSummary>,
 }
 
 /// A job attempt's use of its node, from its agent's samples. Fractions are
@@ -234,9 +277,56 @@ impl Job {
         )
     }
 
-    /// Whether the job occupies `node` (running or terminating there).
+    /// Whether the job's process on `node` is wanted: the job is running or
+    /// terminating there (for a multi-node job: its rank there has not ended).
     pub fn is_active_on(&self, node: &str) -> bool {
-        self.execution_state.is_active() && self.node_id.as_deref() == Some(node)
+        if !self.execution_state.is_active() {
+            return false;
+        }
+        match &self.gang {
+            None => self.node_id.as_deref() == Some(node),
+            Some(g) => g
+                .ranks
+                .iter()
+                .any(|r| r.node_id == node && r.launched && !r.ended),
+        }
+    }
+
+    /// The rank of `node` in the job's current attempt (0 for a single-node
+    /// job on it).
+    pub fn rank_of(&self, node: &str) -> Option<u32> {
+        match &self.gang {
+            None => (self.node_id.as_deref() == Some(node)).then_some(0),
+            Some(g) => g
+                .ranks
+                .iter()
+                .position(|r| r.node_id == node)
+                .map(|i| i as u32),
+        }
+    }
+
+    /// The nodes of the current (or last) attempt, by rank.
+    pub fn node_ids(&self) -> Vec<String> {
+        match &self.gang {
+            None => self.node_id.iter().cloned().collect(),
+            Some(g) => g.ranks.iter().map(|r| r.node_id.clone()).collect(),
+        }
+    }
+
+    /// The nodes whose process of the job is wanted (see [`Job::is_active_on`]).
+    pub fn live_node_ids(&self) -> Vec<String> {
+        self.node_ids()
+            .into_iter()
+            .filter(|n| self.is_active_on(n))
+            .collect()
+    }
+
+    /// Whether the process on `node` started (the current attempt's).
+    pub fn started_on(&self, node: &str) -> bool {
+        match &self.gang {
+            None => self.attempt_started,
+            Some(g) => g.ranks.iter().any(|r| r.node_id == node && r.started),
+        }
     }
 }
 

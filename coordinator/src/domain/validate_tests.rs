@@ -52,8 +52,37 @@ fn node_count_rules() {
     let mut j = fixtures::job("w", "e", "j", "c");
     j.spec.node_count = 0;
     assert_eq!(err_of(&j), "job.node_count: must be at least 1");
-    j.spec.node_count = 2;
-    assert!(err_of(&j).starts_with("job.node_count: must be 1"));
+    j.spec.node_count = 101;
+    assert_eq!(err_of(&j), "job.node_count: must be at most 100");
+    j.spec.node_count = 3;
+    assert!(err_of(&j).starts_with("job.node_count: must be 1: multi-node jobs"));
+    j.spec.toolkit = Toolkit::Chainer {
+        script: PythonScript {
+            python_script_file_path: "train.py".into(),
+            ..PythonScript::default()
+        },
+    };
+    let e = err_of(&j);
+    assert!(
+        e.starts_with("job.node_count: must be 1 for a Chainer job") && e.contains("MPI launch"),
+        "{e}"
+    );
+    let mut c = valid_cluster("c", 2);
+    j.spec.toolkit = Toolkit::Custom {
+        command_line: "x".into(),
+    };
+    assert!(
+        node_count(&j, &c)
+            .unwrap_err()
+            .to_string()
+            .starts_with("job.node_count: must be at most 2")
+    );
+    c.target_node_count = 0;
+    assert_eq!(
+        node_count(&j, &c),
+        Ok(()),
+        "a parked cluster takes jobs that wait"
+    );
 }
 
 #[test]
@@ -391,12 +420,20 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
             python_script_file_path: "train.py".into(),
             ..PythonScript::default()
         },
-        communication_backend: "gloo".into(),
+        communication_backend: "mpi".into(),
     };
     assert_eq!(
         unsupported(job(&j)),
         "job.py_torch_settings.communication_backend"
     );
+    if let Toolkit::PyTorch {
+        communication_backend,
+        ..
+    } = &mut j.spec.toolkit
+    {
+        *communication_backend = "Gloo".into();
+    }
+    assert_eq!(job(&j), Ok(()), "gloo is honoured");
     j.spec.toolkit = Toolkit::TensorFlow {
         script: PythonScript {
             python_script_file_path: "train.py".into(),

@@ -445,7 +445,7 @@ impl LocalProvider {
                         .await?;
                     for job in &removal.terminating {
                         self.core.events.changed(job);
-                        self.core.send_terminate(&job.id, &id);
+                        self.core.stop_job(job);
                     }
                 }
                 if let Some(a) = self.agents.get_mut(&id) {

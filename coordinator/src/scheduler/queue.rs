@@ -48,10 +48,8 @@ pub fn explain(
         .collect();
     order.sort_by_key(|j| j.spec.scheduling_priority.rank());
     // Only this cluster's nodes are given, so only its jobs can be placed.
-    // As the dispatcher does, gangs aside until multi-node jobs land.
     let placed: HashSet<String> = schedule(queued, &nodes, now)
         .into_iter()
-        .filter(|p| p.node_ids.len() == 1)
         .map(|p| p.job_id)
         .collect();
     let mut placed_ahead = 0;
@@ -111,12 +109,6 @@ fn why(
         .filter(|n| n.connected && transition::cannot_take(n, job).is_none())
         .count();
     if able >= need {
-        if job.spec.node_count != 1 {
-            return format!(
-                "needs {need} nodes at once in cluster {cluster}: {able} can take it, \
-                 but jobs of more than one node are not scheduled yet"
-            );
-        }
         // A node could take it but the pass gave it none: the jobs placed
         // ahead of it took that room.
         return match (placed_ahead, blocked_ahead) {

@@ -262,9 +262,8 @@ fn multi_node_jobs_say_how_many_nodes_they_need() {
     two.spec.node_count = 2;
     assert_eq!(
         reasons(Some(3), &[two], &nodes),
-        [
-            "needs 2 nodes at once in cluster c1: 2 can take it, but jobs of more than one node are not scheduled yet"
-        ]
+        ["being placed"],
+        "a gang the nodes can take is placed"
     );
 }
 

@@ -265,13 +265,13 @@ pub trait Store: Send + Sync + 'static {
     /// queued jobs in scheduling order. An unknown cluster has no target, no
     /// nodes and no jobs (its queued jobs failed with it).
     async fn cluster_queue(&self, ws: &str, cluster: &str) -> Result<ClusterQueue>;
-    /// For each (job id, node id), all in one transaction: job queued →
-    /// running on the node, node idle → running; `None` in its place (and no
-    /// change for it) if the job is no longer queued or the node cannot take
-    /// it (`domain::transition::assign`).
+    /// For each (job id, its node ids by rank), all in one transaction: job
+    /// queued → running on the nodes, nodes idle → running; `None` in its
+    /// place (and no change for it) if the job is no longer queued or any
+    /// node cannot take it (`domain::transition::assign_gang`).
     async fn assign_jobs(
         &self,
-        placements: Vec<(String, String)>,
+        placements: Vec<(String, Vec<String>)>,
         now: Millis,
     ) -> Result<Vec<Option<Job>>>;
     /// Records that the job's process started; `None` if the job is not active on the node.

@@ -271,6 +271,7 @@ pub fn job_from(j: pb::Job, now: Millis) -> Result<Job, Invalid> {
         requeue_on_exit: false,
         gpu_uuids: Vec::new(),
         metrics: None,
+        gang: None,
     })
 }
 

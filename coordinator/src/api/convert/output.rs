@@ -20,7 +20,7 @@ pub fn files_to(files: &[FileEntry]) -> pb::ListOutputFilesResponse {
     pb::ListOutputFilesResponse {
         files: files
             .iter()
-            .map(|f| file_to(f.name, f.length, Some(f.modified)))
+            .map(|f| file_to(&f.name, f.length, Some(f.modified)))
             .collect(),
     }
 }
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn files_and_chunks_go_back_unchanged() {
         let r = files_to(&[FileEntry {
-            name: "stdout.txt",
+            name: "stdout.txt".to_string(),
             length: 12,
             modified: 1_500,
         }]);

@@ -120,7 +120,7 @@ fn page(n: i32, token: &str) -> PageRequest {
 
 /// Assigns one job (a pass of one placement).
 async fn assign(s: &Arc<dyn Store>, job_id: &str, node_id: &str, now: Millis) -> Option<Job> {
-    s.assign_jobs(vec![(job_id.to_string(), node_id.to_string())], now)
+    s.assign_jobs(vec![(job_id.to_string(), vec![node_id.to_string()])], now)
         .await
         .unwrap()
         .pop()

@@ -94,9 +94,9 @@ pub async fn idle_nodes_and_assigning_a_pass_at_once(b: &dyn Backend) {
     let out = s
         .assign_jobs(
             vec![
-                (a.id.clone(), "n1".into()),
-                (b.id.clone(), "n1".into()), // n1 is taken by then
-                (b.id.clone(), "n2".into()),
+                (a.id.clone(), vec!["n1".into()]),
+                (b.id.clone(), vec!["n1".into()]), // n1 is taken by then
+                (b.id.clone(), vec!["n2".into()]),
             ],
             20,
         )
@@ -242,9 +242,9 @@ pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &
     let out = s
         .assign_jobs(
             vec![
-                (a.id.clone(), "g1".into()),
-                (whole.id.clone(), "g1".into()), // taken by a GPU job
-                (b2.id.clone(), "g1".into()),
+                (a.id.clone(), vec!["g1".into()]),
+                (whole.id.clone(), vec!["g1".into()]), // taken by a GPU job
+                (b2.id.clone(), vec!["g1".into()]),
             ],
             20,
         )
@@ -282,20 +282,20 @@ pub async fn gpu_jobs_share_a_node_with_disjoint_gpus_kept_in_their_records(b: &
         ["whole"]
     );
     let out = s
-        .assign_jobs(vec![(whole.id.clone(), "g1".into())], 30)
+        .assign_jobs(vec![(whole.id.clone(), vec!["g1".into()])], 30)
         .await
         .unwrap();
     assert!(out[0].is_none(), "a whole-node job waits for an empty node");
     let one = s.create_job(gpu_job("one", 1)).await.unwrap();
     let out = s
-        .assign_jobs(vec![(one.id.clone(), "g1".into())], 40)
+        .assign_jobs(vec![(one.id.clone(), vec!["g1".into()])], 40)
         .await
         .unwrap();
     assert_eq!(out[0].as_ref().unwrap().gpu_uuids, ["GPU-0"]);
     s.finish_job(&b2.id, "g1", exit(0)).await.unwrap().unwrap();
     s.finish_job(&one.id, "g1", exit(0)).await.unwrap().unwrap();
     let out = s
-        .assign_jobs(vec![(whole.id.clone(), "g1".into())], 50)
+        .assign_jobs(vec![(whole.id.clone(), vec!["g1".into()])], 50)
         .await
         .unwrap();
     assert_eq!(
@@ -320,7 +320,7 @@ pub async fn state_counts_group_jobs_and_nodes_by_cluster_and_state(b: &dyn Back
         .unwrap();
     s.register_node(reg("n1", "c"), 10).await.unwrap();
     s.register_node(reg("n2", "c"), 10).await.unwrap();
-    s.assign_jobs(vec![(a.id.clone(), "n1".into())], 20)
+    s.assign_jobs(vec![(a.id.clone(), vec!["n1".into()])], 20)
         .await
         .unwrap();
     let c = s.state_counts().await.unwrap();

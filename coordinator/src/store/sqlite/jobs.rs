@@ -68,7 +68,8 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
         tx,
         "UPDATE jobs SET execution_state = ?2, execution_state_transition_time = ?3, \
          start_time = ?4, end_time = ?5, exit_code = ?6, errors = ?7, node_id = ?8, \
-         attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11, metrics = ?12 WHERE id = ?1",
+         attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11, metrics = ?12, \
+         gang = ?13 WHERE id = ?1",
         params![
             job.id,
             job.execution_state.as_str(),
@@ -82,8 +83,45 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
             job.requeue_on_exit,
             to_json(&job.gpu_uuids)?,
             job.metrics.as_ref().map(to_json).transpose()?,
+            job.gang.as_ref().map(to_json).transpose()?,
         ],
     )?;
+    if job.spec.node_count > 1 {
+        save_ranks(tx, job)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the `job_ranks` rows of a multi-node job from its gang: its
+/// ranks after the master while it is active, none once it is not.
+fn save_ranks(tx: &Transaction, job: &Job) -> Result<()> {
+    rows::exec(tx, "DELETE FROM job_ranks WHERE job_id = ?1", [&job.id])?;
+    let Some(gang) = job
+        .gang
+        .as_ref()
+        .filter(|_| job.execution_state.is_active())
+    else {
+        return Ok(());
+    };
+    for (rank, r) in gang.ranks.iter().enumerate().skip(1) {
+        rows::exec(
+            tx,
+            "INSERT INTO job_ranks (job_id, rank, node_id, gpu_uuids) VALUES (?1, ?2, ?3, ?4)",
+            params![job.id, rank as i64, r.node_id, to_json(&r.gpu_uuids)?],
+        )?;
+    }
+    Ok(())
+}
+
+/// Refreshes the state of the job's nodes other than `except` (a change of
+/// a multi-node job on one node can end its hold on all of them).
+pub fn refresh_other_nodes(tx: &Transaction, job: &Job, except: &str, now: Millis) -> Result<()> {
+    if job.gang.is_none() {
+        return Ok(());
+    }
+    for n in job.node_ids().iter().filter(|n| n.as_str() != except) {
+        nodes::refresh_state(tx, n, now)?;
+    }
     Ok(())
 }
 
@@ -151,13 +189,15 @@ pub fn queued_for_cluster(tx: &Transaction, ws: &str, cluster: &str) -> Result<V
     )
 }
 
+/// The jobs active (running or terminating) with a rank on the node, in
+/// creation order (a multi-node job's rank there may have ended already).
 pub fn active_on_node(tx: &Transaction, node_id: &str) -> Result<Vec<Job>> {
     query(
         tx,
         &select(concat!(
-            "node_id = ?1 AND execution_state IN ",
+            "id IN (SELECT id FROM jobs WHERE node_id = ?1 AND execution_state IN ",
             rows::active_states!(),
-            " ORDER BY seq"
+            " UNION ALL SELECT job_id FROM job_ranks WHERE node_id = ?1) ORDER BY seq"
         )),
         [node_id],
         rows::job,
@@ -181,6 +221,7 @@ pub fn active(tx: &Transaction) -> Result<Vec<Job>> {
 pub fn delete(tx: &Transaction, key: &JobKey) -> Result<Job> {
     let job = get(tx, key)?;
     rows::exec(tx, "DELETE FROM jobs WHERE id = ?1", [&job.id])?;
+    rows::exec(tx, "DELETE FROM job_ranks WHERE job_id = ?1", [&job.id])?;
     Ok(job)
 }
 
@@ -218,20 +259,33 @@ pub fn queued_head(tx: &Transaction, ws: &str, cluster: &str, limit: usize) -> R
     )
 }
 
-/// Job queued → running on the node, node idle → running; `None` (and no
-/// change) if the job or node is gone or [`transition::assign`] refuses.
-pub fn assign(tx: &Transaction, job_id: &str, node_id: &str, now: Millis) -> Result<Option<Job>> {
+/// Job queued → running on the nodes (rank order), the nodes idle →
+/// running; `None` (and no change) if the job or a node is gone or
+/// [`transition::assign_gang`] refuses: all of a gang's nodes or none.
+pub fn assign(
+    tx: &Transaction,
+    job_id: &str,
+    node_ids: &[String],
+    now: Millis,
+) -> Result<Option<Job>> {
     let Some(job) = query_opt(tx, &select("id = ?1"), [job_id], rows::job)? else {
         return Ok(None);
     };
-    let Some(node) = nodes::get_opt(tx, node_id)? else {
-        return Ok(None);
-    };
-    let Ok(job) = transition::assign(job, &node, now) else {
+    let mut nodes = Vec::with_capacity(node_ids.len());
+    for id in node_ids {
+        let Some(node) = nodes::get_opt(tx, id)? else {
+            return Ok(None);
+        };
+        nodes.push(node);
+    }
+    let refs: Vec<&crate::domain::Node> = nodes.iter().collect();
+    let Ok(job) = transition::assign_gang(job, &refs, now) else {
         return Ok(None);
     };
     save(tx, &job)?;
-    nodes::refresh_state(tx, node_id, now)?;
+    for id in node_ids {
+        nodes::refresh_state(tx, id, now)?;
+    }
     Ok(Some(job))
 }
 
@@ -248,7 +302,7 @@ pub fn started(
     let Some(job) = active_on(tx, job_id, node_id)? else {
         return Ok(None);
     };
-    let job = transition::started(job, start)?;
+    let job = transition::started_on(job, node_id, start)?;
     save(tx, &job)?;
     Ok(Some(job))
 }
@@ -262,9 +316,10 @@ pub fn finish(
     let Some(job) = active_on(tx, job_id, node_id)? else {
         return Ok(None);
     };
-    let job = transition::finish(job, exit)?;
+    let job = transition::finish_on(job, node_id, exit)?;
     save(tx, &job)?;
     nodes::refresh_state(tx, node_id, exit.end_time)?;
+    refresh_other_nodes(tx, &job, node_id, exit.end_time)?;
     Ok(Some(job))
 }
 
@@ -278,7 +333,9 @@ pub fn fail(
     let Some(job) = active_on(tx, job_id, node_id)? else {
         return Ok(None);
     };
-    let job = end_without_exit(tx, job, error, now)?;
+    let job = transition::lost_on(job, node_id, error, now)?;
+    save(tx, &job)?;
     nodes::refresh_state(tx, node_id, now)?;
+    refresh_other_nodes(tx, &job, node_id, now)?;
     Ok(Some(job))
 }

@@ -365,13 +365,13 @@ impl Store for SqliteStore {
     }
     async fn assign_jobs(
         &self,
-        placements: Vec<(String, String)>,
+        placements: Vec<(String, Vec<String>)>,
         now: Millis,
     ) -> Result<Vec<Option<Job>>> {
         self.tx(move |tx| {
             placements
                 .iter()
-                .map(|(job, node)| jobs::assign(tx, job, node, now))
+                .map(|(job, nodes)| jobs::assign(tx, job, nodes, now))
                 .collect()
         })
         .await

@@ -57,7 +57,7 @@ pub const UNOCCUPIED: &str = concat!(
     "nodes.state = 'idle' AND NOT EXISTS (SELECT 1 FROM jobs \
      WHERE jobs.node_id = nodes.node_id AND jobs.execution_state IN ",
     rows::active_states!(),
-    ")"
+    ") AND NOT EXISTS (SELECT 1 FROM job_ranks WHERE job_ranks.node_id = nodes.node_id)"
 );
 
 /// Nodes that take jobs now or as their jobs end (whether connected is the
@@ -268,6 +268,7 @@ pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> 
     for job in jobs::active_on_node(tx, node_id)? {
         let job = transition::on_node_removed(job, node_id, now)?;
         jobs::save(tx, &job)?;
+        jobs::refresh_other_nodes(tx, &job, node_id, now)?;
         changed.push(job);
     }
     rows::exec(tx, "DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
@@ -286,6 +287,7 @@ pub fn mark_lost(
     for job in jobs::active_on_node(tx, node_id)? {
         let job = transition::on_node_lost(job, node_id, &error, now)?;
         jobs::save(tx, &job)?;
+        jobs::refresh_other_nodes(tx, &job, node_id, now)?;
         changed.push(job);
     }
     set_state(tx, &node, transition::node_lost(node.state), now)?;

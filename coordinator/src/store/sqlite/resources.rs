@@ -78,11 +78,10 @@ pub fn delete_workspace(tx: &Transaction, name: &str, now: Millis) -> Result<Rem
         delete_cluster_in(tx, name, &c, now, &mut removed)?;
     }
     for j in &removed.deleted_jobs {
-        if let Some(node) = &j.node_id
-            && j.execution_state.is_active()
-            && !removed.stop.iter().any(|(id, _)| id == &j.id)
-        {
-            removed.stop.push((j.id.clone(), node.clone()));
+        if !removed.stop.iter().any(|(id, _)| id == &j.id) {
+            for node in j.live_node_ids() {
+                removed.stop.push((j.id.clone(), node));
+            }
         }
     }
     // Changed jobs of this workspace are deleted now; keep only the others.
@@ -153,10 +152,8 @@ pub fn delete_experiment(tx: &Transaction, ws: &str, name: &str) -> Result<Remov
         ..Removed::default()
     };
     for j in &removed.deleted_jobs {
-        if let Some(node) = &j.node_id
-            && j.execution_state.is_active()
-        {
-            removed.stop.push((j.id.clone(), node.clone()));
+        for node in j.live_node_ids() {
+            removed.stop.push((j.id.clone(), node));
         }
     }
     tx.execute(

@@ -153,7 +153,7 @@ pub fn node(r: &Row) -> Result<Node> {
 
 pub const JOB_COLS: &str = "id, workspace, experiment, name, spec, creation_time, execution_state, \
      execution_state_transition_time, start_time, end_time, exit_code, errors, node_id, \
-     attempt_started, requeue_on_exit, gpu_uuids, metrics";
+     attempt_started, requeue_on_exit, gpu_uuids, metrics, gang";
 
 pub fn job(r: &Row) -> Result<Job> {
     let state: String = r.get(6)?;
@@ -180,6 +180,10 @@ pub fn job(r: &Row) -> Result<Job> {
         metrics: r
             .get::<_, Option<String>>(16)?
             .map(|m| json(&m))
+            .transpose()?,
+        gang: r
+            .get::<_, Option<String>>(17)?
+            .map(|g| json(&g))
             .transpose()?,
     })
 }
@@ -216,12 +220,23 @@ pub fn query_opt<T>(
 }
 
 /// The columns [`holding`] reads: the job's latest end is its start (its
-/// assignment before it starts) plus its wall-clock limit.
+/// assignment before it starts) plus its wall-clock limit; then its `seq`.
 macro_rules! holding_cols {
     () => {
         "node_id, id, gpu_uuids, gpus_per_node, \
          COALESCE(start_time, execution_state_transition_time) \
-         + json_extract(spec, '$.max_wall_clock_time_ms')"
+         + json_extract(spec, '$.max_wall_clock_time_ms'), seq"
+    };
+}
+
+/// [`holding_cols`] of a multi-node job's other ranks, from `job_ranks`
+/// joined with `jobs` (which only active jobs have rows in).
+macro_rules! rank_holding_cols {
+    () => {
+        "job_ranks.node_id, jobs.id, job_ranks.gpu_uuids, jobs.gpus_per_node, \
+         COALESCE(jobs.start_time, jobs.execution_state_transition_time) \
+         + json_extract(jobs.spec, '$.max_wall_clock_time_ms'), jobs.seq \
+         FROM job_ranks JOIN jobs ON jobs.id = job_ranks.job_id"
     };
 }
 
@@ -238,14 +253,17 @@ fn holding(r: &Row) -> Result<(String, Holding)> {
     ))
 }
 
-/// What the jobs active (running or terminating) on a node hold, in order.
+/// What the jobs active (running or terminating) on a node hold, in order
+/// (rank 0 from the job's row, other ranks from `job_ranks`).
 pub fn node_jobs(tx: &Transaction, node_id: &str) -> Result<Vec<Holding>> {
     let sql = concat!(
         "SELECT ",
         holding_cols!(),
         " FROM jobs WHERE node_id = ?1 AND execution_state IN ",
         active_states!(),
-        " ORDER BY seq"
+        " UNION ALL SELECT ",
+        rank_holding_cols!(),
+        " WHERE job_ranks.node_id = ?1 ORDER BY 6"
     );
     Ok(query(tx, sql, params![node_id], holding)?
         .into_iter()
@@ -268,7 +286,9 @@ pub fn with_all_jobs(tx: &Transaction, mut nodes: Vec<Node>) -> Result<Vec<Node>
         holding_cols!(),
         " FROM jobs WHERE node_id IS NOT NULL AND execution_state IN ",
         active_states!(),
-        " ORDER BY seq"
+        " UNION ALL SELECT ",
+        rank_holding_cols!(),
+        " ORDER BY 6"
     );
     let active = query(tx, sql, [], holding)?;
     let mut by_node: std::collections::HashMap<String, Vec<Holding>> =

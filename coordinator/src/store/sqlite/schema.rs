@@ -122,6 +122,21 @@ CREATE INDEX gpu_events_node ON gpu_events (node_id, seq);
 -- time), as JSON; NULL before an attempt ends with one.
 ALTER TABLE jobs ADD COLUMN metrics TEXT;
 "#,
+    r#"
+-- A multi-node job's ranks and pending end, as JSON (NULL: one node); the
+-- row's node_id and gpu_uuids are rank 0's. job_ranks indexes the other
+-- ranks of each active multi-node job by node, so a node's holdings are
+-- found without parsing JSON; it is rewritten from the JSON with the row.
+ALTER TABLE jobs ADD COLUMN gang TEXT;
+CREATE TABLE job_ranks (
+    job_id TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    gpu_uuids TEXT NOT NULL,
+    PRIMARY KEY (job_id, rank)
+) STRICT;
+CREATE INDEX job_ranks_node ON job_ranks (node_id);
+"#,
 ];
 
 /// The schema version this build writes.
