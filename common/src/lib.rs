@@ -18,6 +18,8 @@
 //! - [`telemetry`]: [`telemetry::init`], the one tracing setup both daemons call: text or JSON
 //!   lines on stderr, filtered by `RUST_LOG` (default `info`), the same JSON shape in both;
 //!   under journald, text lines carry no timestamp or colour (the journal stamps them).
+//! - [`hash`]: FNV-1a 64 ([`hash::fnv1a64`], [`hash::fnv1a64_update`]), stable across builds,
+//!   for names and ids derived from others (mount records, fake GPU UUIDs, a job's port).
 //! - [`names`]: the Batch AI resource-name rule ([`names::check_name`], [`names::is_name`]):
 //!   1–64 ASCII letters, digits, `-` and `_`.
 //! - `standins` (feature `standins`, for tests only): real servers started on loopback for a
@@ -25,6 +27,7 @@
 //!   `standins::require`, the "skip outside CI, fail in CI" gate.
 
 pub mod fs;
+pub mod hash;
 pub mod names;
 pub mod process;
 pub mod procfs;

@@ -358,12 +358,9 @@ fn durable_len_on_disk(path: &Path) -> io::Result<u64> {
 }
 
 /// Removes a job's output files, and empties the open ones' state.
-fn reset_files(dir: &Path, ids: &[FileId], open: &[Arc<OutputFile>]) -> io::Result<()> {
-    for id in ids {
-        let f = open
-            .iter()
-            .find(|f| f.stream == id.stream && f.rank == id.rank);
-        let guard = f.map(|f| f.lock()).transpose()?;
+fn reset_files(dir: &Path, files: &[(FileId, Option<Arc<OutputFile>>)]) -> io::Result<()> {
+    for (id, f) in files {
+        let guard = f.as_ref().map(|f| f.lock()).transpose()?;
         match std::fs::remove_file(dir.join(id.file_name())) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -585,33 +582,38 @@ impl OutputStore {
         &self,
         jobs: impl IntoIterator<Item = (&'a Job, &'a [String])>,
     ) -> io::Result<Vec<io::Result<()>>> {
-        type Work = (PathBuf, Vec<FileId>, Vec<Arc<OutputFile>>);
+        // Each job's directory and files, with the entry of each (none for
+        // a deleted job: its files are only removed).
+        type Work = (PathBuf, Vec<(FileId, Option<Arc<OutputFile>>)>);
         let work: Vec<Work> = {
             let mut files = self.files()?;
             let mut work = Vec::new();
             for (job, nodes) in jobs {
                 let dir = self.stdouterr_dir(job);
-                let ids: Vec<FileId> = FileId::all(nodes.len() as u32).collect();
-                let mut open = Vec::with_capacity(ids.len());
-                if !self.is_deleted(&job.id) {
-                    for id in &ids {
+                let deleted = self.is_deleted(&job.id);
+                let mut entries = Vec::new();
+                for id in FileId::all(nodes.len() as u32) {
+                    let open = if deleted {
+                        None
+                    } else {
                         let writer: Arc<str> = Arc::from(nodes[id.rank as usize].as_str());
                         let f = files
-                            .entry((job.id.clone(), *id))
-                            .or_insert_with(|| new_file(&job.id, *id, dir.join(id.file_name()), 0))
+                            .entry((job.id.clone(), id))
+                            .or_insert_with(|| new_file(&job.id, id, dir.join(id.file_name()), 0))
                             .clone();
                         f.lock()?.writer = Some(writer);
-                        open.push(f);
-                    }
+                        Some(f)
+                    };
+                    entries.push((id, open));
                 }
-                work.push((dir, ids, open));
+                work.push((dir, entries));
             }
             work
         };
         let (work, results) = blocking(move || {
             let results: Vec<io::Result<()>> = work
                 .iter()
-                .map(|(dir, ids, open)| reset_files(dir, ids, open))
+                .map(|(dir, entries)| reset_files(dir, entries))
                 .collect();
             Ok((work, results))
         })
@@ -620,7 +622,7 @@ impl OutputStore {
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_err())
-            .flat_map(|((_, _, open), _)| open)
+            .flat_map(|((_, entries), _)| entries.iter().filter_map(|(_, f)| f.as_ref()))
             .collect();
         if !failed.is_empty() {
             let mut files = self.files()?;

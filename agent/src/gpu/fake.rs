@@ -249,15 +249,10 @@ impl GpuBackend for FakeGpus {
 /// like the UUIDs NVIDIA's driver reports.
 pub fn fake_uuid(node_id: &str, index: u32) -> String {
     let hash = |salt: u8| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in [salt]
-            .iter()
-            .chain(node_id.as_bytes())
-            .chain(&[0])
-            .chain(&index.to_le_bytes())
-        {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        use bai_common::hash::{fnv1a64, fnv1a64_update};
+        let mut h = fnv1a64(&[salt]);
+        for piece in [node_id.as_bytes(), &[0], &index.to_le_bytes()] {
+            h = fnv1a64_update(h, piece);
         }
         // A final mix, so nearby inputs differ in every digit.
         h ^= h >> 33;

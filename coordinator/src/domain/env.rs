@@ -95,9 +95,7 @@ pub fn runs_on_rank(t: &Toolkit, rank: u32) -> bool {
 /// (`MASTER_PORT`): 29500, PyTorch's default, plus a spread from the job id
 /// over 1000 ports, so jobs sharing a host (local mode) rarely meet.
 pub fn master_port(job: &Job) -> u16 {
-    let spread = job.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    }) % 1000;
+    let spread = bai_common::hash::fnv1a64(job.id.as_bytes()) % 1000;
     29500 + spread as u16
 }
 

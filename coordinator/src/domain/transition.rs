@@ -144,26 +144,24 @@ pub fn assign_gang(job: Job, nodes: &[&Node], now: Millis) -> Result<Job> {
             to: ExecutionState::Running.as_str(),
         });
     }
-    let gang = (nodes.len() > 1).then(|| Gang {
-        ranks: nodes
-            .iter()
-            .enumerate()
-            .map(|(rank, n)| {
-                let launched = super::env::runs_on_rank(&job.spec.toolkit, rank as u32);
-                JobRank {
-                    node_id: n.node_id.clone(),
-                    address: n.info.ip_address.clone(),
-                    gpu_uuids: super::gpus::pick(n, &job),
-                    launched,
-                    started: false,
-                    // A rank that runs nothing has nothing to wait for.
-                    ended: !launched,
-                }
-            })
-            .collect(),
-        end: None,
-    });
-    let gpus = super::gpus::pick(nodes[0], &job);
+    let ranks: Vec<JobRank> = nodes
+        .iter()
+        .enumerate()
+        .map(|(rank, n)| {
+            let launched = super::env::runs_on_rank(&job.spec.toolkit, rank as u32);
+            JobRank {
+                node_id: n.node_id.clone(),
+                address: n.info.ip_address.clone(),
+                gpu_uuids: super::gpus::pick(n, &job),
+                launched,
+                started: false,
+                // A rank that runs nothing has nothing to wait for.
+                ended: !launched,
+            }
+        })
+        .collect();
+    let gpus = ranks[0].gpu_uuids.clone();
+    let gang = (ranks.len() > 1).then_some(Gang { ranks, end: None });
     let mut job = transition(job, ExecutionState::Running, now)?;
     job.node_id = Some(nodes[0].node_id.clone());
     job.gpu_uuids = gpus;
@@ -180,7 +178,7 @@ pub fn started(job: Job, start: Millis) -> Result<Job> {
 }
 
 /// The job's process on `node` started at `start` (the job must be active;
-/// the job's start is its latest rank's).
+/// the attempt's start is its first rank's).
 pub fn started_on(mut job: Job, node: &str, start: Millis) -> Result<Job> {
     if !job.execution_state.is_active() {
         return Err(TransitionError::Job {
@@ -223,13 +221,35 @@ pub fn finish(job: Job, exit: &JobExit) -> Result<Job> {
             to: outcome.state.as_str(),
         });
     }
-    let mut job = transition(job, outcome.state, exit.end_time)?;
-    job.end_time = Some(exit.end_time);
-    job.exit_code = outcome.exit_code;
-    // Errors the attempt gathered while it ran (a GPU fault) come first.
-    job.errors.extend(outcome.errors);
-    if exit.metrics.is_some() {
-        job.metrics = exit.metrics;
+    ended(
+        job,
+        outcome.state,
+        exit.end_time,
+        exit.end_time,
+        outcome.exit_code,
+        outcome.errors,
+        exit.metrics,
+    )
+}
+
+/// An active job goes to `to` at `now`, ended at `end_time` with its exit
+/// code, its errors after those the attempt gathered while it ran (a GPU
+/// fault comes first), and the attempt's summary if there is one.
+fn ended(
+    job: Job,
+    to: ExecutionState,
+    now: Millis,
+    end_time: Millis,
+    exit_code: Option<i32>,
+    errors: Vec<BatchAiError>,
+    metrics: Option<super::types::JobMetricsSummary>,
+) -> Result<Job> {
+    let mut job = transition(job, to, now)?;
+    job.end_time = Some(end_time);
+    job.exit_code = exit_code;
+    job.errors.extend(errors);
+    if metrics.is_some() {
+        job.metrics = metrics;
     }
     Ok(job)
 }
@@ -243,29 +263,27 @@ pub fn finish_on(mut job: Job, node: &str, exit: &JobExit) -> Result<Job> {
     if job.gang.is_none() {
         return finish(job, exit);
     }
-    let rank = job.rank_of(node);
-    if !job.is_active_on(node) || rank.is_none() {
+    let (Some(rank), true) = (job.rank_of(node), job.is_active_on(node)) else {
         return Err(TransitionError::Job {
             job: job.id,
             from: job.execution_state.as_str(),
             to: "exited",
         });
-    }
+    };
     let requeue = job.requeue_on_exit;
     let state = job.execution_state;
     let gang = job.gang.as_mut().expect("a gang");
-    gang.ranks[rank.unwrap_or(0) as usize].ended = true;
+    gang.ranks[rank as usize].ended = true;
     let failed_alone = exit.exit_code != 0 && !exit.terminated;
-    if gang.end.is_none() && (rank == Some(0) || failed_alone) {
+    if gang.end.is_none() && (rank == 0 || failed_alone) {
         let mut outcome = super::state::exit_outcome(state, requeue, exit);
-        if rank != Some(0) {
+        if rank != 0 {
             outcome.errors.insert(
                 0,
-                super::spec::BatchAiError::new(
+                BatchAiError::new(
                     "RankFailed",
                     format!(
-                        "rank {} on node {node} exited with code {}; the job's other ranks were stopped",
-                        rank.unwrap_or(0),
+                        "rank {rank} on node {node} exited with code {}; the job's other ranks were stopped",
                         exit.exit_code
                     ),
                 ),
@@ -279,7 +297,7 @@ pub fn finish_on(mut job: Job, node: &str, exit: &JobExit) -> Result<Job> {
             end_time: exit.end_time,
             metrics: exit.metrics,
         });
-    } else if rank == Some(0)
+    } else if rank == 0
         && let Some(end) = gang.end.as_mut()
         && exit.metrics.is_some()
     {
@@ -309,14 +327,15 @@ pub fn settle(job: Job, now: Millis) -> Result<Job> {
     } else {
         ExecutionState::Failed
     };
-    let mut job = transition(job, to, now)?;
-    job.end_time = Some(end.end_time);
-    job.exit_code = end.exit_code;
-    job.errors.extend(end.errors);
-    if end.metrics.is_some() {
-        job.metrics = end.metrics;
-    }
-    Ok(job)
+    ended(
+        job,
+        to,
+        now,
+        end.end_time,
+        end.exit_code,
+        end.errors,
+        end.metrics,
+    )
 }
 
 /// A GPU the running job holds faulted: the job is terminated (it cannot

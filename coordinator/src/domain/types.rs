@@ -285,10 +285,8 @@ impl Job {
         }
         match &self.gang {
             None => self.node_id.as_deref() == Some(node),
-            Some(g) => g
-                .ranks
-                .iter()
-                .any(|r| r.node_id == node && r.launched && !r.ended),
+            // A rank that runs nothing is ended from the start.
+            Some(g) => g.ranks.iter().any(|r| r.node_id == node && !r.ended),
         }
     }
 
@@ -315,10 +313,16 @@ impl Job {
 
     /// The nodes whose process of the job is wanted (see [`Job::is_active_on`]).
     pub fn live_node_ids(&self) -> Vec<String> {
-        self.node_ids()
-            .into_iter()
-            .filter(|n| self.is_active_on(n))
-            .collect()
+        match &self.gang {
+            _ if !self.execution_state.is_active() => Vec::new(),
+            None => self.node_id.iter().cloned().collect(),
+            Some(g) => g
+                .ranks
+                .iter()
+                .filter(|r| !r.ended)
+                .map(|r| r.node_id.clone())
+                .collect(),
+        }
     }
 
     /// Whether the process on `node` started (the current attempt's).

@@ -156,15 +156,7 @@ impl Volume {
     }
 }
 
-/// FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`. Not for secrets.
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub(crate) use bai_common::hash::fnv1a64;
 
 /// `root/relative`, refusing a relative path that is empty, absolute or climbs out (`..`).
 /// Lexical only; [`super::mount`] checks again after resolving symlinks.
