@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::domain::fixtures;
-use crate::domain::state::CLUSTER_DELETED;
+use crate::domain::spec::{PythonScript, Toolkit};
+use crate::domain::state::{CLUSTER_DELETED, JOB_LOST, JOB_TERMINATED};
 use ExecutionState::*;
 
 /// A job in `state` on node `n1` (if active), with a past attempt's traces.
@@ -305,4 +306,184 @@ fn node_moves_follow_the_node_state_machine() {
         }
         assert!(node_to(&fixtures::node("n", "w", "c", from), node_lost(from)).is_ok());
     }
+}
+
+/// A queued job of `n` nodes with `toolkit`, and idle nodes n1..=n`n`.
+fn gang_of(n: u32, toolkit: Toolkit) -> (Job, Vec<Node>) {
+    let mut j = job_in(Queued);
+    j.spec.node_count = n;
+    j.spec.toolkit = toolkit;
+    let nodes = (1..=n).map(|i| idle(&format!("n{i}"))).collect();
+    (j, nodes)
+}
+
+fn pytorch() -> Toolkit {
+    Toolkit::PyTorch {
+        script: PythonScript {
+            python_script_file_path: "train.py".into(),
+            python_interpreter_path: String::new(),
+            command_line_args: String::new(),
+            process_count: 0,
+        },
+        communication_backend: String::new(),
+    }
+}
+
+fn assigned_gang(n: u32, toolkit: Toolkit) -> Job {
+    let (j, nodes) = gang_of(n, toolkit);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    assign_gang(j, &refs, 70).unwrap()
+}
+
+#[test]
+fn a_gang_starts_on_all_its_nodes_or_none() {
+    let (j, nodes) = gang_of(3, pytorch());
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let g = assign_gang(j.clone(), &refs, 70).unwrap();
+    assert_eq!(g.execution_state, Running);
+    assert_eq!(g.node_id.as_deref(), Some("n1"), "rank 0 is the master");
+    assert_eq!(g.node_ids(), ["n1", "n2", "n3"]);
+    assert_eq!(g.rank_of("n3"), Some(2));
+    assert_eq!(g.rank_of("n9"), None);
+    let gang = g.gang.as_ref().unwrap();
+    assert!(
+        gang.ranks
+            .iter()
+            .all(|r| r.launched && !r.ended && !r.started)
+    );
+    assert!(gang.end.is_none());
+
+    // Too few nodes, a node twice, or one busy node: nothing assigned.
+    assert!(assign_gang(j.clone(), &refs[..2], 70).is_err());
+    assert!(matches!(
+        assign_gang(j.clone(), &[refs[0], refs[1], refs[0]], 70),
+        Err(TransitionError::NodeNotFree { .. })
+    ));
+    let mut busy = nodes[2].clone();
+    busy.running_job_ids.push("other".into());
+    assert!(matches!(
+        assign_gang(j, &[refs[0], refs[1], &busy], 70),
+        Err(TransitionError::NodeNotFree { .. })
+    ));
+
+    // A custom toolkit runs on the master only: the other ranks hold their
+    // nodes but have no process to wait for.
+    let c = assigned_gang(
+        2,
+        Toolkit::Custom {
+            command_line: "x".into(),
+        },
+    );
+    let ranks = &c.gang.as_ref().unwrap().ranks;
+    assert!(ranks[0].launched && !ranks[0].ended);
+    assert!(!ranks[1].launched && ranks[1].ended);
+    assert_eq!(c.live_node_ids(), ["n1"], "one process");
+    assert_eq!(c.node_ids(), ["n1", "n2"], "both nodes are held");
+    // One node is not a gang.
+    assert!(assigned_gang(1, pytorch()).gang.is_none());
+}
+
+#[test]
+fn a_gang_starts_with_its_first_rank() {
+    let g = assigned_gang(3, pytorch());
+    let g = started_on(g, "n2", 90).unwrap();
+    let g = started_on(g, "n1", 80).unwrap();
+    let g = started_on(g, "n3", 95).unwrap();
+    assert_eq!(g.start_time, Some(80));
+    assert!(g.started_on("n2") && g.attempt_started);
+    assert!(!g.started_on("n9"));
+}
+
+#[test]
+fn a_gang_ends_with_its_master_once_every_rank_is_gone() {
+    let g = assigned_gang(3, pytorch());
+    // A worker ending 0 before its master changes nothing else.
+    let g = finish_on(g, "n2", &exit(0, false)).unwrap();
+    assert_eq!(g.execution_state, Running);
+    // The same rank's exit again is refused (it already ended).
+    assert!(finish_on(g.clone(), "n2", &exit(0, false)).is_err());
+    assert!(finish_on(g.clone(), "n9", &exit(0, false)).is_err());
+    // The master's exit decides the end; rank 2 is still to be stopped.
+    let g = finish_on(g, "n1", &exit(0, false)).unwrap();
+    assert_eq!(g.execution_state, Terminating);
+    assert_eq!(g.live_node_ids(), ["n3"]);
+    // Stopped by the terminate: the job still ends as its master did.
+    let g = finish_on(g, "n3", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Succeeded);
+    assert_eq!(g.exit_code, Some(0));
+    assert_eq!(g.end_time, Some(50));
+    assert!(g.errors.is_empty(), "{:?}", g.errors);
+    assert!(g.live_node_ids().is_empty());
+}
+
+#[test]
+fn a_rank_failing_alone_fails_the_gang() {
+    let g = assigned_gang(3, pytorch());
+    let g = finish_on(g, "n3", &exit(7, false)).unwrap();
+    assert_eq!(g.execution_state, Terminating);
+    let g = finish_on(g, "n1", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Terminating, "rank 1 is still running");
+    let g = finish_on(g, "n2", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Failed);
+    assert_eq!(g.exit_code, Some(7));
+    assert_eq!(g.errors[0].code, "RankFailed");
+    assert!(g.errors[0].message.contains("rank 2 on node n3"));
+}
+
+#[test]
+fn a_terminated_gang_fails_once_every_rank_is_stopped() {
+    let g = assigned_gang(2, pytorch());
+    let g = terminate(g, 60).unwrap();
+    assert_eq!(g.execution_state, Terminating);
+    let g = finish_on(g, "n2", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Terminating);
+    let g = finish_on(g, "n1", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Failed);
+    assert_eq!(g.errors[0].code, JOB_TERMINATED);
+}
+
+#[test]
+fn a_lost_node_ends_or_requeues_the_whole_gang() {
+    let cause = BatchAiError::new("NodeLost", "away");
+    let g = assigned_gang(3, pytorch());
+    let g = on_node_lost(g, "n2", &cause, 100).unwrap();
+    assert_eq!(
+        g.execution_state, Terminating,
+        "its other ranks are stopped"
+    );
+    assert_eq!(g.live_node_ids(), ["n1", "n3"]);
+    let g = finish_on(g, "n1", &exit(143, true)).unwrap();
+    let g = finish_on(g, "n3", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Failed);
+    assert_eq!(g.errors[0].code, JOB_LOST);
+    assert_eq!(g.exit_code, None);
+
+    // Requeued as a whole, never half: every rank's record goes.
+    let mut g = assigned_gang(2, pytorch());
+    g.requeue_on_exit = true;
+    let g = on_node_removed(g, "n1", 100).unwrap();
+    assert_eq!(g.execution_state, Terminating);
+    let g = finish_on(g, "n2", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Queued);
+    assert!(g.gang.is_none() && g.node_id.is_none());
+
+    // A rank that already finished loses nothing with its node.
+    let g = assigned_gang(2, pytorch());
+    let g = finish_on(g, "n2", &exit(0, false)).unwrap();
+    let g = on_node_lost(g, "n2", &cause, 100).unwrap();
+    assert_eq!(g.execution_state, Running);
+    assert!(g.gang.as_ref().unwrap().end.is_none());
+
+    // A custom gang's worker node runs nothing, yet the master counted on it.
+    let g = assigned_gang(
+        2,
+        Toolkit::Custom {
+            command_line: "x".into(),
+        },
+    );
+    let g = on_node_lost(g, "n2", &cause, 100).unwrap();
+    assert_eq!(g.execution_state, Terminating);
+    let g = finish_on(g, "n1", &exit(143, true)).unwrap();
+    assert_eq!(g.execution_state, Failed);
+    assert_eq!(g.errors[0].code, JOB_LOST);
 }

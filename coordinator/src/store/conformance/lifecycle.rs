@@ -264,3 +264,154 @@ pub async fn nodes_prepare_before_they_take_jobs(b: &dyn Backend) {
             .is_err()
     );
 }
+
+/// A pyTorch job of `n` nodes named `name` (every rank runs the script).
+fn gang_job(name: &str, n: u32) -> Job {
+    let mut j = fixtures::job("w", "e", name, "c");
+    j.spec.node_count = n;
+    j.spec.toolkit = Toolkit::PyTorch {
+        script: PythonScript {
+            python_script_file_path: "train.py".into(),
+            python_interpreter_path: String::new(),
+            command_line_args: String::new(),
+            process_count: 0,
+        },
+        communication_backend: String::new(),
+    };
+    j
+}
+
+pub async fn a_gang_holds_every_node_until_every_rank_is_gone(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let job = s.create_job(gang_job("g", 3)).await.unwrap();
+    for n in ["n1", "n2", "n3", "n4"] {
+        s.register_node(reg(n, "c"), 10).await.unwrap();
+    }
+    // One busy node among the gang's: nothing of the gang is assigned.
+    let solo = s
+        .create_job(fixtures::job("w", "e", "solo", "c"))
+        .await
+        .unwrap();
+    assign(&s, &solo.id, "n4", 15).await.unwrap();
+    let gang = |nodes: &[&str]| {
+        vec![(
+            job.id.clone(),
+            nodes.iter().map(|n| n.to_string()).collect(),
+        )]
+    };
+    let out = s.assign_jobs(gang(&["n1", "n4", "n2"]), 20).await.unwrap();
+    assert!(out[0].is_none());
+    for n in ["n1", "n2"] {
+        let node = s.get_node(n).await.unwrap();
+        assert_eq!(node.state, NodeState::Idle, "{n} is untouched");
+        assert!(node.running_job_ids.is_empty());
+    }
+    let j = s.assign_jobs(gang(&["n2", "n1", "n3"]), 20).await.unwrap()[0]
+        .clone()
+        .expect("the gang is assigned");
+    assert_eq!(j.node_ids(), ["n2", "n1", "n3"]);
+    assert_eq!(j.node_id.as_deref(), Some("n2"), "rank 0 is the first node");
+    // Every node holds it, after a restart too.
+    drop(s);
+    let s = b.open();
+    for (rank, n) in ["n2", "n1", "n3"].iter().enumerate() {
+        let node = s.get_node(n).await.unwrap();
+        assert_eq!(node.state, NodeState::Running, "{n}");
+        assert_eq!(node.running_job_ids, vec![job.id.clone()], "{n}");
+        let on = s.jobs_on_node(n).await.unwrap();
+        assert_eq!(on.len(), 1, "{n}");
+        assert_eq!(on[0].rank_of(n), Some(rank as u32));
+    }
+    // A reconnecting worker is given its rank back.
+    let (_, held) = s.register_node(reg("n3", "c"), 25).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].id, job.id);
+
+    for n in ["n1", "n2", "n3"] {
+        s.record_job_started(&job.id, n, 30).await.unwrap().unwrap();
+    }
+    // The master ends: the job terminates until its workers are gone.
+    let j = s.finish_job(&job.id, "n2", exit(0)).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Terminating);
+    assert_eq!(j.live_node_ids(), ["n1", "n3"]);
+    let mut stopped = exit(143);
+    stopped.terminated = true;
+    let j = s
+        .finish_job(&job.id, "n1", stopped.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Terminating);
+    assert!(
+        s.finish_job(&job.id, "n1", stopped.clone())
+            .await
+            .unwrap()
+            .is_none(),
+        "a repeated exit changes nothing"
+    );
+    let j = s.finish_job(&job.id, "n3", stopped).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Succeeded);
+    assert_eq!(j.exit_code, Some(0));
+    for n in ["n1", "n2", "n3"] {
+        let node = s.get_node(n).await.unwrap();
+        assert_eq!(node.state, NodeState::Idle, "{n} is free again");
+        assert!(node.running_job_ids.is_empty(), "{n}");
+        assert!(s.jobs_on_node(n).await.unwrap().is_empty(), "{n}");
+    }
+    assert_eq!(s.get_job(&job.key).await.unwrap(), j);
+}
+
+pub async fn a_lost_gang_node_requeues_the_whole_job(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let job = s.create_job(gang_job("g", 2)).await.unwrap();
+    for n in ["n1", "n2"] {
+        s.register_node(reg(n, "c"), 10).await.unwrap();
+    }
+    s.assign_jobs(vec![(job.id.clone(), vec!["n1".into(), "n2".into()])], 20)
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
+    // Removal with requeue: the job is to go back to the queue as a whole.
+    let removal = s
+        .begin_node_removal("n2", DeallocationOption::Requeue, 30)
+        .await
+        .unwrap();
+    assert_eq!(removal.terminating.len(), 1);
+    let changed = s.remove_node("n2", 40).await.unwrap();
+    assert_eq!(changed[0].execution_state, ExecutionState::Terminating);
+    assert_eq!(
+        changed[0].live_node_ids(),
+        ["n1"],
+        "the master is still to stop"
+    );
+    let mut stopped = exit(143);
+    stopped.terminated = true;
+    let j = s.finish_job(&job.id, "n1", stopped).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Queued);
+    assert!(j.gang.is_none() && j.node_id.is_none());
+    assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Idle);
+
+    // A lost node without requeue fails it, once the master is stopped.
+    s.register_node(reg("n3", "c"), 50).await.unwrap();
+    s.assign_jobs(vec![(job.id.clone(), vec!["n1".into(), "n3".into()])], 60)
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
+    let changed = s
+        .mark_node_lost("n3", BatchAiError::new("NodeLost", "gone"), 70)
+        .await
+        .unwrap();
+    assert_eq!(changed[0].execution_state, ExecutionState::Terminating);
+    assert_eq!(s.get_node("n3").await.unwrap().state, NodeState::Unusable);
+    let j = s
+        .fail_job(&job.id, "n1", BatchAiError::new(JOB_LOST, "lost"), 80)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Failed);
+    assert_eq!(j.errors[0].code, JOB_LOST);
+    assert!(j.errors[0].message.contains("n3"), "{:?}", j.errors);
+    assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Idle);
+}
