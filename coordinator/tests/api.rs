@@ -291,15 +291,43 @@ async fn job_create_rules() {
     let c = Coordinator::start(dir.path()).await;
     c.seed(0).await;
     let mut jobs = c.jobs();
+    // A toolkit whose launch across nodes is missing says so.
     let mut two = job("two", "x");
     two.node_count = 2;
+    two.toolkit = Some(pb::job::Toolkit::ChainerSettings(pb::ChainerSettings {
+        python_script_file_path: "train.py".into(),
+        ..Default::default()
+    }));
     let s = status(
         jobs.create_job(pb::CreateJobRequest { job: Some(two) })
             .await,
     );
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(
-        s.message().starts_with("job.node_count: must be 1"),
+        s.message()
+            .starts_with("job.node_count: must be 1 for a Chainer job")
+            && s.message().contains("MPI launch"),
+        "{}",
+        s.message()
+    );
+    // More nodes than the cluster has (its manual target) is refused.
+    c.clusters()
+        .create_cluster(pb::CreateClusterRequest {
+            cluster: Some(cluster("small", 1)),
+        })
+        .await
+        .unwrap();
+    let mut wide = job("wide", "x");
+    wide.node_count = 2;
+    wide.cluster.as_mut().unwrap().name = "small".into();
+    let s = status(
+        jobs.create_job(pb::CreateJobRequest { job: Some(wide) })
+            .await,
+    );
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message()
+            .starts_with("job.node_count: must be at most 1, cluster w/small's target"),
         "{}",
         s.message()
     );

@@ -204,11 +204,6 @@ fn script_toolkit(path: &str) -> Option<T> {
             process_count: count,
             ..Default::default()
         }),
-        "job.py_torch_settings.communication_backend" => T::PyTorchSettings(pb::PyTorchSettings {
-            python_script_file_path: script,
-            communication_backend: "gloo".into(),
-            ..Default::default()
-        }),
         "job.caffe_settings.process_count" => T::CaffeSettings(pb::CaffeSettings {
             config_file_path: "solver.prototxt".into(),
             process_count: count,
@@ -275,7 +270,6 @@ fn job_edit(path: &str) -> Option<JobEdit> {
             .map(|(_, e)| *e);
     }
     Some(match path {
-        "job.node_count" => |j| j.node_count = 2,
         "job.container_settings" => |j| {
             j.container_settings = Some(pb::ContainerSettings {
                 image_source_registry: Some(pb::ImageSourceRegistry {
@@ -345,7 +339,6 @@ macro_rules! toolkit_edits {
 const TOOLKIT_EDITS: &[(&str, JobEdit)] = toolkit_edits![
     "job.cntk_settings.process_count",
     "job.py_torch_settings.process_count",
-    "job.py_torch_settings.communication_backend",
     "job.caffe_settings.process_count",
     "job.chainer_settings.process_count",
     "job.tensor_flow_settings.worker_command_line_args",

@@ -271,7 +271,7 @@ async fn invalid_requests_are_rejected_and_store_nothing() -> Result<()> {
         String::from_utf8_lossy(&out.stderr).contains("node-count"),
         "{out:?}"
     );
-    let out = cli_job("2")?;
+    let out = cli_job("101")?;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("node_count"),

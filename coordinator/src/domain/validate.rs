@@ -641,13 +641,6 @@ pub fn job(j: &Job) -> Result {
     // a container hears that first.
     if s.node_count > 1 {
         multi_node(&s.toolkit)?;
-        // The store, scheduler, dispatcher and agents take gangs; the
-        // end-to-end tests of a 3-node job have not run yet, so the door
-        // stays shut until they do (issue 9).
-        return Err(Invalid::new(
-            "job.node_count",
-            "must be 1: multi-node jobs are not supported yet (issue 9)",
-        ));
     }
     toolkit(&s.toolkit, s.node_count)?;
     let mut ids = HashSet::new();
@@ -751,15 +744,18 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
         } => {
             let f = "job.py_torch_settings";
             python(f, script, node_count)?;
-            // Gloo, NCCL and TCP reach the job as AZ_BATCHAI_PYTORCH_BACKEND
-            // (domain::env); refused with multi-node jobs until those land.
-            if !communication_backend.is_empty() {
-                return Err(unsupported(
-                    &format!("{f}.communication_backend"),
-                    "distributed pytorch jobs come with issue 9",
-                ));
+            // The backend reaches the script as AZ_BATCHAI_PYTORCH_BACKEND
+            // (domain::env), lower-cased; the script's init_process_group
+            // uses it. MPI would need every rank started by mpirun.
+            let f = format!("{f}.communication_backend");
+            match communication_backend.to_ascii_lowercase().as_str() {
+                "" | "tcp" | "gloo" | "nccl" => Ok(()),
+                "mpi" => Err(unsupported(
+                    &f,
+                    "the MPI backend needs the MPI launch across nodes, which comes later in issue 9; use gloo or nccl",
+                )),
+                _ => Err(Invalid::new(f, "must be one of tcp, gloo, nccl, mpi")),
             }
-            Ok(())
         }
         Toolkit::Chainer { script } => python("job.chainer_settings", script, node_count),
         Toolkit::Caffe2 { script } => python("job.caffe2_settings", script, node_count),

@@ -55,7 +55,7 @@ fn node_count_rules() {
     j.spec.node_count = 101;
     assert_eq!(err_of(&j), "job.node_count: must be at most 100");
     j.spec.node_count = 3;
-    assert!(err_of(&j).starts_with("job.node_count: must be 1: multi-node jobs"));
+    assert_eq!(job(&j), Ok(()), "a custom job may use several nodes");
     j.spec.toolkit = Toolkit::Chainer {
         script: PythonScript {
             python_script_file_path: "train.py".into(),
@@ -420,12 +420,28 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
             python_script_file_path: "train.py".into(),
             ..PythonScript::default()
         },
-        communication_backend: "gloo".into(),
+        communication_backend: "Gloo".into(),
     };
-    assert_eq!(
-        unsupported(job(&j)),
-        "job.py_torch_settings.communication_backend"
-    );
+    job(&j).expect("gloo reaches the script");
+    for (backend, want) in [
+        (
+            "mpi",
+            "job.py_torch_settings.communication_backend: is not supported yet",
+        ),
+        (
+            "smoke",
+            "job.py_torch_settings.communication_backend: must be one of",
+        ),
+    ] {
+        if let Toolkit::PyTorch {
+            communication_backend,
+            ..
+        } = &mut j.spec.toolkit
+        {
+            *communication_backend = backend.into();
+        }
+        assert!(err_of(&j).starts_with(want), "{backend}: {}", err_of(&j));
+    }
 
     j.spec.toolkit = Toolkit::TensorFlow {
         script: PythonScript {

@@ -178,12 +178,12 @@ impl Cgroups {
         &self.devices
     }
 
-    /// Creates job `job_id`'s cgroup, denying the GPUs it was not given
-    /// (see `devices.rs` for `gpu_minors`), before anything runs in it.
+    /// Creates a job's cgroup directory `name`, denying the GPUs it was not
+    /// given (see `devices.rs` for `gpu_minors`), before anything runs in it.
     /// `Ok(None)` where the host has no cgroups. Blocking.
     pub fn create(
         &self,
-        job_id: &str,
+        name: &str,
         gpu_minors: Option<&[u32]>,
     ) -> Result<Option<JobCgroup>, CgroupError> {
         let err = |what, path: &Path, e: io::Error| CgroupError {
@@ -201,7 +201,7 @@ impl Cgroups {
                     .filter(|c| c.name != "devices" || !deny.is_empty())
                     .map(|c| CgroupDir {
                         controller: c.name.to_owned(),
-                        path: c.base.join(job_id),
+                        path: c.base.join(name),
                         home: c.home.clone(),
                     })
                     .collect(),
@@ -210,7 +210,7 @@ impl Cgroups {
                 version: Version::V2,
                 dirs: vec![CgroupDir {
                     controller: String::new(),
-                    path: jobs.join(job_id),
+                    path: jobs.join(name),
                     home: home.clone(),
                 }],
             },

@@ -97,10 +97,13 @@ pub fn prepare(
     };
     let gpu_minors =
         gpu_minors(&spec.gpu_uuids, &settings.gpu_minors).inspect_err(|_| undo_mounts())?;
-    // Before launch.json: the shim reads the cgroup from it.
+    // Before launch.json: the shim reads the cgroup from it. Named with the
+    // node too: in local mode the agents share a host and its cgroups, and
+    // each rank of a multi-node job kills only its own processes.
+    let name = format!("{}.{}", spec.job_id.as_str(), settings.node_id);
     let cgroup = settings
         .cgroups
-        .create(spec.job_id.as_str(), gpu_minors.as_deref())
+        .create(&name, gpu_minors.as_deref())
         .map_err(|e| {
             undo_mounts();
             JobError::new("JobCgroupFailed", e.to_string())

@@ -335,7 +335,7 @@ pub fn job_to(j: &Job) -> pb::Job {
             exit_code: j.exit_code,
             errors: errors_to(&j.errors),
         }),
-        node_ids: j.node_id.iter().cloned().collect(),
+        node_ids: j.node_ids(),
         gpus_per_node: s.gpus_per_node,
         gpu_uuids: j.gpu_uuids.clone(),
         metrics: j.metrics.map(|m| pb::JobMetricsSummary {
