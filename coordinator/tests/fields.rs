@@ -214,32 +214,6 @@ fn script_toolkit(path: &str) -> Option<T> {
             process_count: count,
             ..Default::default()
         }),
-        "job.tensor_flow_settings.worker_command_line_args" => {
-            T::TensorFlowSettings(pb::TensorFlowSettings {
-                python_script_file_path: script,
-                worker_command_line_args: "--w".into(),
-                ..Default::default()
-            })
-        }
-        "job.tensor_flow_settings.parameter_server_command_line_args" => {
-            T::TensorFlowSettings(pb::TensorFlowSettings {
-                python_script_file_path: script,
-                parameter_server_command_line_args: "--ps".into(),
-                ..Default::default()
-            })
-        }
-        "job.tensor_flow_settings.worker_count" => T::TensorFlowSettings(pb::TensorFlowSettings {
-            python_script_file_path: script,
-            worker_count: count,
-            ..Default::default()
-        }),
-        "job.tensor_flow_settings.parameter_server_count" => {
-            T::TensorFlowSettings(pb::TensorFlowSettings {
-                python_script_file_path: script,
-                parameter_server_count: 1,
-                ..Default::default()
-            })
-        }
         "job.custom_mpi_settings" => T::CustomMpiSettings(pb::CustomMpiSettings {
             command_line: "mpirun true".into(),
             process_count: 1,
@@ -341,10 +315,6 @@ const TOOLKIT_EDITS: &[(&str, JobEdit)] = toolkit_edits![
     "job.py_torch_settings.process_count",
     "job.caffe_settings.process_count",
     "job.chainer_settings.process_count",
-    "job.tensor_flow_settings.worker_command_line_args",
-    "job.tensor_flow_settings.parameter_server_command_line_args",
-    "job.tensor_flow_settings.worker_count",
-    "job.tensor_flow_settings.parameter_server_count",
     "job.custom_mpi_settings",
     "job.horovod_settings",
 ];

@@ -189,3 +189,113 @@ async fn terminate_stops_every_rank_of_a_three_node_job() -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Each task prints what it was told, as one JSON line: its argv, task
+/// index, host lists and TF_CONFIG; a parameter server then serves until
+/// it is stopped, as TensorFlow's do.
+const TF_TASK: &str = r#"
+import json, os, sys, time
+print("task " + json.dumps({
+    "argv": sys.argv[1:],
+    "index": os.environ.get("AZ_BATCHAI_TASK_INDEX"),
+    "workers": os.environ.get("AZ_BATCHAI_WORKER_HOSTS"),
+    "ps": os.environ.get("AZ_BATCHAI_PS_HOSTS"),
+    "tf_config": json.loads(os.environ["TF_CONFIG"]),
+}), flush=True)
+if "--ps" in sys.argv:
+    while True:
+        time.sleep(1)
+time.sleep(0.5)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tensorflow_tasks_get_their_roles_hosts_and_tf_config_on_every_node() -> Result<()> {
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let script = coord.state_dir().join("tf_task.py");
+    std::fs::write(&script, TF_TASK)?;
+    // The distributed TensorFlow recipe's shape: 2 nodes, 2 workers, 1 ps.
+    let job = pb::Job {
+        node_count: 2,
+        toolkit: Some(pb::job::Toolkit::TensorFlowSettings(
+            pb::TensorFlowSettings {
+                python_script_file_path: script.display().to_string(),
+                python_interpreter_path: "python3".into(),
+                master_command_line_args: "--master --task_index=$AZ_BATCHAI_TASK_INDEX".into(),
+                worker_command_line_args: "--worker --task_index=$AZ_BATCHAI_TASK_INDEX".into(),
+                parameter_server_command_line_args: "--ps --task_index=$AZ_BATCHAI_TASK_INDEX"
+                    .into(),
+                worker_count: 2,
+                parameter_server_count: 1,
+            },
+        )),
+        ..bai_tests::custom_job("ws", "ex", "tf", "c1", "unused")
+    };
+    submit(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "tf", Duration::from_secs(90))
+        .await?;
+    let mut tasks = Vec::new();
+    for file in ["stdout.txt", "stdout-1.txt"] {
+        let out = text(&mut c, "tf", file).await?;
+        for line in out.lines().filter_map(|l| l.strip_prefix("task ")) {
+            let t: serde_json::Value = serde_json::from_str(line)?;
+            tasks.push((file, t));
+        }
+    }
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "the ps is stopped once the master ends: {done:?}\n{tasks:?}"
+    );
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    let role = |t: &serde_json::Value| t["argv"][0].as_str().unwrap_or("").to_string();
+    let find = |r: &str| {
+        tasks
+            .iter()
+            .find(|(_, t)| role(t) == r)
+            .unwrap_or_else(|| panic!("no {r} task in {tasks:?}"))
+    };
+    let (master_file, master) = find("--master");
+    let (worker_file, worker) = find("--worker");
+    let (ps_file, ps) = find("--ps");
+    assert_eq!(*master_file, "stdout.txt", "the master runs on rank 0");
+    assert_eq!((*worker_file, *ps_file), ("stdout-1.txt", "stdout-1.txt"));
+    // The flags' lists and TF_CONFIG agree, on every node.
+    let workers: Vec<&str> = master["workers"].as_str().unwrap().split(',').collect();
+    let ps_hosts: Vec<&str> = master["ps"].as_str().unwrap().split(',').collect();
+    assert_eq!((workers.len(), ps_hosts.len()), (2, 1), "{master}");
+    for (t, index, kind, tf_index) in [
+        (master, "0", "master", 0),
+        (worker, "1", "worker", 0),
+        (ps, "0", "ps", 0),
+    ] {
+        assert_eq!(t["index"], index, "{t}");
+        assert_eq!(t["argv"][1], format!("--task_index={index}"), "{t}");
+        assert_eq!(t["workers"], master["workers"], "{t}");
+        assert_eq!(t["ps"], master["ps"], "{t}");
+        let config = &t["tf_config"];
+        assert_eq!(config["task"]["type"], kind, "{t}");
+        assert_eq!(config["task"]["index"], tf_index, "{t}");
+        assert_eq!(config["environment"], "cloud", "{t}");
+        assert_eq!(
+            config["cluster"]["master"],
+            serde_json::json!([workers[0]]),
+            "{t}"
+        );
+        assert_eq!(
+            config["cluster"]["worker"],
+            serde_json::json!([workers[1]]),
+            "{t}"
+        );
+        assert_eq!(config["cluster"]["ps"], serde_json::json!(ps_hosts), "{t}");
+    }
+    let mut all: Vec<&str> = workers.iter().chain(&ps_hosts).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 3, "every task has its own address: {all:?}");
+    c.wait_idle_nodes("ws", "c1", 2, Duration::from_secs(20))
+        .await?;
+    Ok(())
+}

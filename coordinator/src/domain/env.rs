@@ -54,12 +54,19 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
     };
     let mut system_environment_variables = system_env(job);
     system_environment_variables.extend(rank_env(job, rank));
+    let command_line = match super::tensorflow::rank_launch(job, rank) {
+        Some((vars, line)) => {
+            system_environment_variables.extend(vars);
+            line
+        }
+        None => command_line(&s.toolkit),
+    };
     Assignment {
         job_id: job.id.clone(),
         workspace: job.key.workspace.clone(),
         experiment: job.key.experiment.clone(),
         job_name: job.key.name.clone(),
-        command_line: command_line(&s.toolkit),
+        command_line,
         environment_variables: s.environment_variables.clone(),
         secrets: s.secrets.clone(),
         system_environment_variables,
@@ -81,12 +88,14 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
     }
 }
 
-/// Whether the toolkit runs a process on `rank` of a job: a custom
-/// toolkit's command line runs on the master only (Batch AI's rule: it may
-/// reach the other nodes itself); PyTorch's script runs on every node.
-pub fn runs_on_rank(t: &Toolkit, rank: u32) -> bool {
-    match t {
+/// Whether the job runs a process on `rank`: a custom toolkit's command
+/// line runs on the master only (Batch AI's rule: it may reach the other
+/// nodes itself); PyTorch's script runs on every node; TensorFlow's tasks
+/// where [`super::tensorflow`] lays them out.
+pub fn runs_on_rank(job: &Job, rank: u32) -> bool {
+    match &job.spec.toolkit {
         Toolkit::PyTorch { .. } => true,
+        Toolkit::TensorFlow { .. } => super::tensorflow::runs_on_rank(job, rank),
         _ => rank == 0,
     }
 }
@@ -179,7 +188,7 @@ fn join(parts: &[&str]) -> String {
         .join(" ")
 }
 
-fn python(s: &PythonScript, args: &str) -> String {
+pub(super) fn python(s: &PythonScript, args: &str) -> String {
     let interpreter = if s.python_interpreter_path.is_empty() {
         "python"
     } else {

@@ -11,6 +11,7 @@ pub mod paging;
 pub mod secret;
 pub mod spec;
 pub mod state;
+pub mod tensorflow;
 pub mod transition;
 pub mod types;
 pub mod validate;

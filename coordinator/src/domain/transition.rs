@@ -148,7 +148,7 @@ pub fn assign_gang(job: Job, nodes: &[&Node], now: Millis) -> Result<Job> {
         .iter()
         .enumerate()
         .map(|(rank, n)| {
-            let launched = super::env::runs_on_rank(&job.spec.toolkit, rank as u32);
+            let launched = super::env::runs_on_rank(&job, rank as u32);
             JobRank {
                 node_id: n.node_id.clone(),
                 address: n.info.ip_address.clone(),

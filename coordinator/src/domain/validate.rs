@@ -667,14 +667,14 @@ pub fn job(j: &Job) -> Result {
 }
 
 /// The toolkits a job of several nodes can use today: a custom command line
-/// (run on the master, which reaches its peers itself) and PyTorch (the
-/// script on every node with the rendezvous in its environment). The
-/// others launch through MPI or TensorFlow's roles, which come later.
+/// (run on the master, which reaches its peers itself), PyTorch (the script
+/// on every node with the rendezvous in its environment) and TensorFlow
+/// (its workers and parameter servers over the nodes). The others launch
+/// through MPI, which comes later.
 fn multi_node(t: &Toolkit) -> Result {
     let missing = match t {
-        Toolkit::Custom { .. } | Toolkit::PyTorch { .. } => return Ok(()),
-        Toolkit::TensorFlow { .. } => {
-            "the TensorFlow launch across nodes (TF_CONFIG, parameter servers)"
+        Toolkit::Custom { .. } | Toolkit::PyTorch { .. } | Toolkit::TensorFlow { .. } => {
+            return Ok(());
         }
         Toolkit::Cntk { .. }
         | Toolkit::Caffe { .. }
@@ -686,7 +686,7 @@ fn multi_node(t: &Toolkit) -> Result {
     Err(Invalid::new(
         "job.node_count",
         format!(
-            "must be 1 for a {:?} job: bai does not support {missing} yet (issue 9); custom and pyTorch jobs may use several nodes",
+            "must be 1 for a {:?} job: bai does not support {missing} yet (issue 9); custom, pyTorch and tensorFlow jobs may use several nodes",
             t.tool_type()
         ),
     ))
@@ -769,26 +769,45 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
         } => {
             let f = "job.tensor_flow_settings";
             python(f, script, node_count)?;
-            process_count(&format!("{f}.worker_count"), *worker_count, node_count)?;
-            for (name, args) in [
-                ("worker_command_line_args", worker_command_line_args),
+            // Batch AI's limits: at most 4 GPU workers and 1 ps per node.
+            if *worker_count > 4 * node_count {
+                return Err(Invalid::new(
+                    format!("{f}.worker_count"),
+                    format!("must be at most 4 per node ({})", 4 * node_count),
+                ));
+            }
+            if *parameter_server_count > node_count {
+                return Err(Invalid::new(
+                    format!("{f}.parameter_server_count"),
+                    format!("must be at most node_count ({node_count}): one per node"),
+                ));
+            }
+            // A single process (one node, at most one worker, no ps) runs
+            // the master's arguments alone: the others would be ignored.
+            let distributed = node_count > 1 || *worker_count > 1 || *parameter_server_count > 0;
+            let workers = if *worker_count == 0 {
+                node_count
+            } else {
+                *worker_count
+            };
+            for (name, args, used) in [
+                (
+                    "worker_command_line_args",
+                    worker_command_line_args,
+                    distributed && workers > 1,
+                ),
                 (
                     "parameter_server_command_line_args",
                     parameter_server_command_line_args,
+                    distributed,
                 ),
             ] {
-                if !args.is_empty() {
-                    return Err(unsupported(
-                        &format!("{f}.{name}"),
-                        "distributed tensorflow jobs come with issue 9; a single-node job runs with master_command_line_args",
+                if !args.is_empty() && !used {
+                    return Err(Invalid::new(
+                        format!("{f}.{name}"),
+                        "runs no task of this job: a single worker runs master_command_line_args (set worker_count or parameter_server_count, or node_count above 1)",
                     ));
                 }
-            }
-            if *parameter_server_count > 0 {
-                return Err(Invalid::new(
-                    format!("{f}.parameter_server_count"),
-                    "must be 0 until distributed tensorflow jobs land",
-                ));
             }
             Ok(())
         }

@@ -186,7 +186,30 @@ fn toolkit_rules() {
         worker_count: 0,
         parameter_server_count: 1,
     };
-    assert!(err_of(&j).starts_with("job.tensor_flow_settings.parameter_server_count"));
+    job(&j).expect("one node may run a worker and a ps");
+    let tf = |j: &mut Job, workers: u32, ps: u32, nodes: u32| {
+        j.spec.node_count = nodes;
+        if let Toolkit::TensorFlow {
+            worker_count,
+            parameter_server_count,
+            ..
+        } = &mut j.spec.toolkit
+        {
+            (*worker_count, *parameter_server_count) = (workers, ps);
+        }
+    };
+    tf(&mut j, 0, 2, 1);
+    assert_eq!(
+        err_of(&j),
+        "job.tensor_flow_settings.parameter_server_count: must be at most node_count (1): one per node"
+    );
+    tf(&mut j, 9, 1, 2);
+    assert!(
+        err_of(&j)
+            .starts_with("job.tensor_flow_settings.worker_count: must be at most 4 per node (8)")
+    );
+    tf(&mut j, 8, 2, 2);
+    job(&j).expect("4 workers and 1 ps per node");
 }
 
 #[test]
@@ -454,10 +477,14 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
         worker_count: 0,
         parameter_server_count: 0,
     };
-    assert_eq!(
-        unsupported(job(&j)),
-        "job.tensor_flow_settings.worker_command_line_args"
+    // One node, one worker: the worker's and ps's args would run nowhere.
+    assert!(
+        err_of(&j).starts_with("job.tensor_flow_settings.worker_command_line_args: runs no task"),
+        "{}",
+        err_of(&j)
     );
+    j.spec.node_count = 2;
+    job(&j).expect("two nodes: worker 1 runs the worker args");
 
     let mut c = valid_cluster("c", 1);
     c.spec.node_setup = Some(NodeSetup {
