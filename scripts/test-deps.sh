@@ -3,7 +3,8 @@
 # rclone + fuse3 (FUSE mounts), samba (an SMB server for File shares), openssh-server +
 # sshpass (node SSH), cifs-utils (the `mount -t cifs` path, used where the kernel has cifs),
 # Node.js + npm and Azurite (a Blob service), gcc (cc builds the fake libnvidia-ml.so.1 the
-# NVML backend's tests load). Idempotent: it installs only what is missing,
+# NVML backend's tests load), openmpi-bin (mpirun across a job's nodes) and python3 (the
+# distributed jobs' scripts). Idempotent: it installs only what is missing,
 # runs `apt-get update` at most once (and goes on if it fails: the install then says what
 # it could not find), and starts no service (each test starts its own on
 # loopback and stops it).
@@ -30,12 +31,15 @@ declare -A provides=(
   [sudo]=sudo
   [passwd]=useradd
   [gcc]=cc
+  [openmpi-bin]=mpirun
+  [python3]=python3
 )
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 missing=()
 # sudo: the admin user gets passwordless sudo, tested where sudo exists.
-for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd gcc; do
+# openmpi-bin: multi-node MPI jobs run a real mpirun; python3: the distributed jobs' scripts.
+for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd gcc openmpi-bin python3; do
   have "${provides[$pkg]}" || missing+=("$pkg")
 done
 # The tests also run jobs through bash and use coreutils (seq, head, od) and util-linux

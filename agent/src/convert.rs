@@ -6,7 +6,8 @@
 #![allow(clippy::needless_update)]
 
 use crate::model::{
-    Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, Outbound, STREAMS, Stream,
+    Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, MpiHosts, Outbound, STREAMS,
+    Stream,
 };
 use crate::node::mounts::{Secret, Volume};
 use crate::node::{AdminUser, NodeSetup, NodeStatus, Phase, SetupTask};
@@ -392,7 +393,6 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
         ));
     }
     match pb::ToolType::try_from(a.tool_type) {
-        Ok(pb::ToolType::Mpi | pb::ToolType::Horovod) => refuse("tool_type", "mpi launch"),
         Ok(_) => Ok(()),
         Err(_) => refuse("tool_type", "an unknown toolkit"),
     }
@@ -444,6 +444,10 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 volumes,
                 gpu_uuids: a.gpu_uuids,
                 preparation: Some(a.job_preparation_command_line).filter(|c| !c.is_empty()),
+                mpi: (a.mpi_slots > 0).then(|| MpiHosts {
+                    node_ids: a.node_ids.clone(),
+                    slots: a.mpi_slots,
+                }),
             })),
             Err(reason) => Inbound::BadAssignment {
                 raw_job_id: a.job_id,
@@ -553,6 +557,20 @@ mod tests {
             matches!(assign(rank), Inbound::AssignJob(_)),
             "a rank of a multi-node job is taken"
         );
+        let mpi = assign(|a| {
+            a.node_count = 2;
+            a.node_rank = 1;
+            a.node_ids = vec!["m".into(), "n".into()];
+            a.tool_type = pb::ToolType::Horovod as i32;
+            a.mpi_slots = 2;
+        });
+        let Inbound::AssignJob(spec) = mpi else {
+            panic!("an MPI job is refused: {mpi:?}");
+        };
+        assert_eq!(
+            spec.mpi.as_ref().map(|m| m.hostfile()).as_deref(),
+            Some("m slots=2\nn slots=2\n")
+        );
         let cases: [(&str, Edit); 4] = [
             ("container_settings", |a| {
                 a.container_settings = Some(pb::ContainerSettings {
@@ -570,7 +588,7 @@ mod tests {
                 a.node_rank = 1;
                 a.node_ids = vec!["m".into(), "n".into()];
             }),
-            ("tool_type", |a| a.tool_type = pb::ToolType::Mpi as i32),
+            ("tool_type", |a| a.tool_type = 99),
         ];
         for (field, set) in cases {
             match assign(set) {

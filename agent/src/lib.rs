@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod metrics;
 pub mod model;
+pub mod mpi;
 pub mod node;
 pub mod output;
 pub mod session;
@@ -246,6 +247,7 @@ pub async fn run_with(
         mounts: Some(mounts),
         cgroups: Arc::new(cgroups),
         gpu_minors: Arc::new(gpu_minors),
+        mpi_launcher: jobs::mpi_launcher(),
     };
     let mut jobs = JobManager::new(settings, launcher);
     let adopted = jobs

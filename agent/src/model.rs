@@ -127,6 +127,27 @@ pub struct JobSpec {
     /// Batch AI's jobPreparation: run with `bash -c` before the command line,
     /// with the same environment; its failure fails the job.
     pub preparation: Option<String>,
+    /// The job's OpenMPI hosts, where it has them: every node of the job
+    /// (by id, rank order) with this many slots each.
+    pub mpi: Option<MpiHosts>,
+}
+
+/// The nodes of a job's OpenMPI hostfile and the slots of each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MpiHosts {
+    pub node_ids: Vec<String>,
+    pub slots: u32,
+}
+
+impl MpiHosts {
+    /// The hostfile: `<node id> slots=<n>` per line (`bai-mpi` reaches a
+    /// node by its id).
+    pub fn hostfile(&self) -> String {
+        self.node_ids
+            .iter()
+            .map(|n| format!("{n} slots={}\n", self.slots))
+            .collect()
+    }
 }
 
 impl fmt::Debug for JobSpec {
@@ -148,6 +169,7 @@ impl fmt::Debug for JobSpec {
             .field("volumes", &self.volumes)
             .field("gpu_uuids", &self.gpu_uuids)
             .field("preparation", &self.preparation)
+            .field("mpi", &self.mpi)
             .finish()
     }
 }
@@ -350,6 +372,7 @@ mod tests {
             volumes: Vec::new(),
             gpu_uuids: Vec::new(),
             preparation: None,
+            mpi: None,
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("TOKEN"));

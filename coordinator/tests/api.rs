@@ -291,10 +291,10 @@ async fn job_create_rules() {
     let c = Coordinator::start(dir.path()).await;
     c.seed(0).await;
     let mut jobs = c.jobs();
-    // A toolkit whose launch across nodes is missing says so.
+    // A toolkit that runs one process refuses several nodes.
     let mut two = job("two", "x");
     two.node_count = 2;
-    two.toolkit = Some(pb::job::Toolkit::ChainerSettings(pb::ChainerSettings {
+    two.toolkit = Some(pb::job::Toolkit::Caffe2Settings(pb::Caffe2Settings {
         python_script_file_path: "train.py".into(),
         ..Default::default()
     }));
@@ -305,8 +305,7 @@ async fn job_create_rules() {
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(
         s.message()
-            .starts_with("job.node_count: must be 1 for a Chainer job")
-            && s.message().contains("MPI launch"),
+            .starts_with("job.node_count: must be 1 for a caffe2 job"),
         "{}",
         s.message()
     );

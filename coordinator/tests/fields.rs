@@ -194,32 +194,9 @@ type ClusterEdit = fn(&mut pb::Cluster);
 fn script_toolkit(path: &str) -> Option<T> {
     let (script, count) = (String::from("train.py"), 2);
     Some(match path {
-        "job.cntk_settings.process_count" => T::CntkSettings(pb::CntkSettings {
-            config_file_path: "a.cntk".into(),
-            process_count: count,
-            ..Default::default()
-        }),
         "job.py_torch_settings.process_count" => T::PyTorchSettings(pb::PyTorchSettings {
             python_script_file_path: script,
             process_count: count,
-            ..Default::default()
-        }),
-        "job.caffe_settings.process_count" => T::CaffeSettings(pb::CaffeSettings {
-            config_file_path: "solver.prototxt".into(),
-            process_count: count,
-            ..Default::default()
-        }),
-        "job.chainer_settings.process_count" => T::ChainerSettings(pb::ChainerSettings {
-            python_script_file_path: script,
-            process_count: count,
-            ..Default::default()
-        }),
-        "job.custom_mpi_settings" => T::CustomMpiSettings(pb::CustomMpiSettings {
-            command_line: "mpirun true".into(),
-            process_count: 1,
-        }),
-        "job.horovod_settings" => T::HorovodSettings(pb::HorovodSettings {
-            python_script_file_path: script,
             ..Default::default()
         }),
         _ => return None,
@@ -310,14 +287,7 @@ macro_rules! toolkit_edits {
     };
 }
 
-const TOOLKIT_EDITS: &[(&str, JobEdit)] = toolkit_edits![
-    "job.cntk_settings.process_count",
-    "job.py_torch_settings.process_count",
-    "job.caffe_settings.process_count",
-    "job.chainer_settings.process_count",
-    "job.custom_mpi_settings",
-    "job.horovod_settings",
-];
+const TOOLKIT_EDITS: &[(&str, JobEdit)] = toolkit_edits!["job.py_torch_settings.process_count",];
 
 /// Sets the field of a row that is not honoured on a valid cluster request.
 fn cluster_edit(path: &str) -> Option<ClusterEdit> {

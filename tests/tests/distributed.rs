@@ -1,8 +1,10 @@
 //! Multi-node jobs on local agents: a 3-node pyTorch job whose ranks meet
 //! over TCP at the rendezvous their environment names, each rank's output
-//! kept apart, and a terminate that stops every rank on every node.
+//! kept apart, a terminate that stops every rank on every node, TensorFlow's
+//! roles, and real `mpirun` (OpenMPI) across 3 nodes through `bai-mpi`.
 
 use anyhow::Result;
+use bai_common::standins;
 use bai_proto::v1 as pb;
 use bai_tests::{Clients, Coordinator, exec_state, exit_code, procs};
 use std::path::Path;
@@ -86,6 +88,9 @@ fn var<'a>(out: &'a str, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_ranks_of_a_pytorch_job_meet_at_their_rendezvous() -> Result<()> {
+    if standins::require_program("python3").is_none() {
+        return Ok(());
+    }
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 3).await?;
@@ -156,6 +161,9 @@ async fn three_ranks_of_a_pytorch_job_meet_at_their_rendezvous() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_stops_every_rank_of_a_three_node_job() -> Result<()> {
+    if standins::require_program("python3").is_none() {
+        return Ok(());
+    }
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 3).await?;
@@ -210,6 +218,9 @@ time.sleep(0.5)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tensorflow_tasks_get_their_roles_hosts_and_tf_config_on_every_node() -> Result<()> {
+    if standins::require_program("python3").is_none() {
+        return Ok(());
+    }
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 2).await?;
@@ -297,5 +308,126 @@ async fn tensorflow_tasks_get_their_roles_hosts_and_tf_config_on_every_node() ->
     assert_eq!(all.len(), 3, "every task has its own address: {all:?}");
     c.wait_idle_nodes("ws", "c1", 2, Duration::from_secs(20))
         .await?;
+    Ok(())
+}
+
+/// Each MPI process says who it is: its rank in the world, the node whose
+/// job environment it runs in, and its argv.
+const WHOAMI: &str =
+    "echo \"mpi rank=$OMPI_COMM_WORLD_RANK size=$OMPI_COMM_WORLD_SIZE node=$BAI_NODE_ID args=$*\"";
+
+/// `(rank, node)` of each `mpi rank=… node=…` line.
+fn mpi_ranks(out: &str) -> Vec<(u32, String)> {
+    let mut v: Vec<(u32, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("mpi "))
+        .filter_map(|l| {
+            let field = |k: &str| l.split(' ').find_map(|kv| kv.strip_prefix(k));
+            Some((field("rank=")?.parse().ok()?, field("node=")?.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_mpi_runs_mpirun_across_three_nodes_without_ssh() -> Result<()> {
+    if standins::require_program("mpirun").is_none() {
+        return Ok(());
+    }
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 3).await?;
+    let script = coord.state_dir().join("whoami.sh");
+    std::fs::write(&script, WHOAMI)?;
+    let job = pb::Job {
+        node_count: 3,
+        toolkit: Some(pb::job::Toolkit::CustomMpiSettings(pb::CustomMpiSettings {
+            command_line: format!("bash {} one two", script.display()),
+            process_count: 3,
+        })),
+        ..bai_tests::custom_job("ws", "ex", "mpi", "c1", "unused")
+    };
+    submit(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "mpi", Duration::from_secs(120))
+        .await?;
+    let out = text(&mut c, "mpi", "stdout.txt").await?;
+    let err = text(&mut c, "mpi", "stderr.txt").await?;
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "{done:?}\nstdout:\n{out}\nstderr:\n{err}\n{}",
+        coord.agent_logs()
+    );
+    // mpirun gathers every process's output on the master.
+    let ranks = mpi_ranks(&out);
+    assert_eq!(
+        ranks.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "{out}"
+    );
+    let mut nodes: Vec<String> = ranks.iter().map(|r| r.1.clone()).collect();
+    nodes.sort();
+    let mut want = done.node_ids.clone();
+    want.sort();
+    assert_eq!(nodes, want, "one process in each node's job: {out}");
+    assert!(out.contains("size=3 "), "{out}");
+    assert!(out.contains("args=one two"), "{out}");
+    c.wait_idle_nodes("ws", "c1", 3, Duration::from_secs(20))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn horovod_runs_the_script_under_mpirun_on_every_node() -> Result<()> {
+    if standins::require_program("mpirun").is_none()
+        || standins::require_program("python3").is_none()
+    {
+        return Ok(());
+    }
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let script = coord.state_dir().join("hvd.py");
+    std::fs::write(
+        &script,
+        "import os, sys\n\
+         print('mpi rank=%s size=%s node=%s args=%s' % (os.environ['OMPI_COMM_WORLD_RANK'], \
+         os.environ['OMPI_COMM_WORLD_SIZE'], os.environ['BAI_NODE_ID'], ' '.join(sys.argv[1:])), flush=True)\n",
+    )?;
+    // Two processes on each of two nodes, as the Horovod recipes ask.
+    let job = pb::Job {
+        node_count: 2,
+        toolkit: Some(pb::job::Toolkit::HorovodSettings(pb::HorovodSettings {
+            python_script_file_path: script.display().to_string(),
+            python_interpreter_path: "python3".into(),
+            command_line_args: "--epochs 1".into(),
+            process_count: 4,
+        })),
+        ..bai_tests::custom_job("ws", "ex", "hvd", "c1", "unused")
+    };
+    submit(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "hvd", Duration::from_secs(120))
+        .await?;
+    let out = text(&mut c, "hvd", "stdout.txt").await?;
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "{done:?}\n{out}\n{}",
+        text(&mut c, "hvd", "stderr.txt").await?
+    );
+    let ranks = mpi_ranks(&out);
+    assert_eq!(
+        ranks.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "{out}"
+    );
+    for node in &done.node_ids {
+        let here = ranks.iter().filter(|r| &r.1 == node).count();
+        assert_eq!(here, 2, "two slots on {node}: {out}");
+    }
+    assert!(out.contains("args=--epochs 1"), "{out}");
     Ok(())
 }

@@ -62,6 +62,41 @@ pub struct NodePaths<'a> {
     pub job_mount_root: &'a Path,
     /// The UUIDs of the GPUs the job was given (none: it sees no GPU).
     pub gpu_uuids: &'a [String],
+    /// Where the job has an OpenMPI hostfile, what its MPI launch needs.
+    pub mpi: Option<MpiEnv<'a>>,
+}
+
+/// A job's OpenMPI setting on this node: its hostfile, and `mpirun`'s
+/// remote launch through `bai-mpi` (no SSH between nodes; tree spawn off,
+/// so every daemon is launched from the master).
+#[derive(Clone, Debug)]
+pub struct MpiEnv<'a> {
+    pub hostfile: &'a Path,
+    pub launcher: &'a Path,
+    pub node_id: &'a str,
+    /// The job runs as root, which mpirun refuses unless told.
+    pub as_root: bool,
+}
+
+impl MpiEnv<'_> {
+    fn vars(&self) -> Vec<EnvVar> {
+        let launcher = self.launcher.display().to_string();
+        let mut v = vec![
+            EnvVar::new(
+                "AZ_BATCHAI_MPI_HOST_FILE",
+                self.hostfile.display().to_string(),
+            ),
+            EnvVar::new(crate::mpi::NODE_VAR, self.node_id),
+            EnvVar::new("BAI_MPI_LAUNCHER", &launcher),
+            EnvVar::new("OMPI_MCA_plm_rsh_agent", &launcher),
+            EnvVar::new("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
+        ];
+        if self.as_root {
+            v.push(EnvVar::new("OMPI_ALLOW_RUN_AS_ROOT", "1"));
+            v.push(EnvVar::new("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"));
+        }
+        v
+    }
 }
 
 impl NodePaths<'_> {
@@ -100,6 +135,7 @@ pub fn job_env(base: &BaseEnv, spec: &JobSpec, node: &NodePaths<'_>) -> Vec<(Str
         base.vars(),
         spec.system_environment_variables.clone(),
         node.vars(),
+        node.mpi.as_ref().map(MpiEnv::vars).unwrap_or_default(),
         spec.environment_variables.clone(),
         spec.secrets.clone(),
         node.gpu_vars(),
@@ -143,6 +179,7 @@ mod tests {
             volumes: Vec::new(),
             gpu_uuids: Vec::new(),
             preparation: None,
+            mpi: None,
         }
     }
 
@@ -174,6 +211,7 @@ mod tests {
             mount_root: &m,
             job_mount_root: &jm,
             gpu_uuids: gpus,
+            mpi: None,
         };
         job_env(&base, spec, &node)
     }

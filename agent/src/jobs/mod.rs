@@ -52,6 +52,9 @@ pub struct JobSettings {
     /// how a job's `gpu_uuids` name its device nodes. Empty: not known (no
     /// inventory), and a job's GPU devices are not confined.
     pub gpu_minors: Arc<HashMap<String, u32>>,
+    /// `bai-mpi`, OpenMPI's remote launcher for multi-node jobs (installed
+    /// beside the agent).
+    pub mpi_launcher: PathBuf,
 }
 
 /// The jobs this node holds, each with its worker task.
@@ -313,4 +316,14 @@ impl JobManager {
         let h = self.jobs.get(id)?;
         h.shared.lock().ok().map(|s| s.phase)
     }
+}
+
+/// `bai-mpi` beside the running agent binary (where packages and
+/// `cargo build` put both), else on `PATH`.
+pub fn mpi_launcher() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("bai-mpi")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("bai-mpi"))
 }

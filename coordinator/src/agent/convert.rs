@@ -367,6 +367,7 @@ pub fn assign_job(a: Assignment) -> pb::AssignJob {
             .map(|c| container_to(c, Secrets::Reveal)),
         job_preparation_command_line: a.job_preparation_command_line.unwrap_or_default(),
         tool_type: tool_type_to(a.tool_type) as i32,
+        mpi_slots: a.mpi_slots,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Assignment {
     pub container_settings: Option<ContainerSettings>,
     pub job_preparation_command_line: Option<String>,
     pub tool_type: ToolType,
+    /// Slots per node of the job's OpenMPI hostfile; 0: no hostfile.
+    pub mpi_slots: u32,
 }
 
 /// The assignment of `job` to `node_id` (its rank there: 0 for a
@@ -54,12 +56,18 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
     };
     let mut system_environment_variables = system_env(job);
     system_environment_variables.extend(rank_env(job, rank));
+    let mut secrets = s.secrets.clone();
+    if let Some((peers, token)) = super::mpi::rank_env(job) {
+        system_environment_variables.push(peers);
+        secrets.push(token);
+    }
     let command_line = match super::tensorflow::rank_launch(job, rank) {
         Some((vars, line)) => {
             system_environment_variables.extend(vars);
             line
         }
-        None => command_line(&s.toolkit),
+        None if rank > 0 && super::mpi::serves(job) => super::mpi::SERVE_LINE.to_string(),
+        None => super::mpi::mpirun_line(job).unwrap_or_else(|| command_line(&s.toolkit)),
     };
     Assignment {
         job_id: job.id.clone(),
@@ -68,7 +76,7 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
         job_name: job.key.name.clone(),
         command_line,
         environment_variables: s.environment_variables.clone(),
-        secrets: s.secrets.clone(),
+        secrets,
         system_environment_variables,
         max_wall_clock_time_ms: s.max_wall_clock_time_ms,
         node_count: s.node_count,
@@ -85,18 +93,19 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
         container_settings: s.container_settings.clone(),
         job_preparation_command_line: s.job_preparation_command_line.clone(),
         tool_type: s.toolkit.tool_type(),
+        mpi_slots: super::mpi::slots(job),
     }
 }
 
 /// Whether the job runs a process on `rank`: a custom toolkit's command
-/// line runs on the master only (Batch AI's rule: it may reach the other
-/// nodes itself); PyTorch's script runs on every node; TensorFlow's tasks
-/// where [`super::tensorflow`] lays them out.
+/// line and `mpirun` run on the master (Batch AI's rule), the other ranks
+/// serving its MPI launches ([`super::mpi`]); PyTorch's script runs on
+/// every node; TensorFlow's tasks where [`super::tensorflow`] lays them out.
 pub fn runs_on_rank(job: &Job, rank: u32) -> bool {
     match &job.spec.toolkit {
         Toolkit::PyTorch { .. } => true,
         Toolkit::TensorFlow { .. } => super::tensorflow::runs_on_rank(job, rank),
-        _ => rank == 0,
+        _ => rank == 0 || super::mpi::serves(job),
     }
 }
 

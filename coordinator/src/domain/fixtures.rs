@@ -100,6 +100,22 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
     }
 }
 
+/// A TensorFlow toolkit of script `t.py` with `workers` workers and `ps`
+/// parameter servers (no arguments).
+pub fn tensorflow(workers: u32, ps: u32) -> Toolkit {
+    Toolkit::TensorFlow {
+        script: PythonScript {
+            python_script_file_path: "t.py".into(),
+            ..PythonScript::default()
+        },
+        master_command_line_args: String::new(),
+        worker_command_line_args: String::new(),
+        parameter_server_command_line_args: String::new(),
+        worker_count: workers,
+        parameter_server_count: ps,
+    }
+}
+
 pub fn node(id: &str, ws: &str, cluster: &str, state: NodeState) -> Node {
     Node {
         node_id: id.into(),

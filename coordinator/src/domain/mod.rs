@@ -5,6 +5,7 @@
 pub mod auto_storage;
 pub mod env;
 pub mod gpus;
+pub mod mpi;
 pub mod names;
 pub mod node_setup;
 pub mod paging;

@@ -265,7 +265,7 @@ mod tests {
                         ended: false,
                     })
                     .collect(),
-                end: None,
+                ..Gang::default()
             });
         }
         j

@@ -161,7 +161,11 @@ pub fn assign_gang(job: Job, nodes: &[&Node], now: Millis) -> Result<Job> {
         })
         .collect();
     let gpus = ranks[0].gpu_uuids.clone();
-    let gang = (ranks.len() > 1).then_some(Gang { ranks, end: None });
+    let gang = (ranks.len() > 1).then(|| Gang {
+        ranks,
+        end: None,
+        token: super::Secret::new(uuid::Uuid::new_v4().simple().to_string()),
+    });
     let mut job = transition(job, ExecutionState::Running, now)?;
     job.node_id = Some(nodes[0].node_id.clone());
     job.gpu_uuids = gpus;

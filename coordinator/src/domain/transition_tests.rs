@@ -367,18 +367,27 @@ fn a_gang_starts_on_all_its_nodes_or_none() {
     ));
 
     // A custom toolkit runs on the master only: the other ranks hold their
-    // nodes but have no process to wait for.
+    // nodes but have no process to wait for: a TensorFlow job of 3 nodes
+    // with one worker and one ps runs nothing on rank 1.
+    let c = assigned_gang(3, fixtures::tensorflow(1, 1));
+    let ranks = &c.gang.as_ref().unwrap().ranks;
+    assert!(ranks[0].launched && !ranks[0].ended);
+    assert!(!ranks[1].launched && ranks[1].ended);
+    assert!(ranks[2].launched && !ranks[2].ended);
+    assert_eq!(c.live_node_ids(), ["n1", "n3"], "two processes");
+    assert_eq!(c.node_ids(), ["n1", "n2", "n3"], "every node is held");
+    // A custom job's other ranks serve its MPI launches.
     let c = assigned_gang(
         2,
         Toolkit::Custom {
             command_line: "x".into(),
         },
     );
-    let ranks = &c.gang.as_ref().unwrap().ranks;
-    assert!(ranks[0].launched && !ranks[0].ended);
-    assert!(!ranks[1].launched && ranks[1].ended);
-    assert_eq!(c.live_node_ids(), ["n1"], "one process");
-    assert_eq!(c.node_ids(), ["n1", "n2"], "both nodes are held");
+    assert!(c.gang.as_ref().unwrap().ranks.iter().all(|r| r.launched));
+    assert!(
+        !c.gang.as_ref().unwrap().token.is_empty(),
+        "a token per attempt"
+    );
     // One node is not a gang.
     assert!(assigned_gang(1, pytorch()).gang.is_none());
 }
@@ -474,7 +483,8 @@ fn a_lost_node_ends_or_requeues_the_whole_gang() {
     assert_eq!(g.execution_state, Running);
     assert!(g.gang.as_ref().unwrap().end.is_none());
 
-    // A custom gang's worker node runs nothing, yet the master counted on it.
+    // A custom gang's worker node only serves launches, yet the master
+    // counted on it.
     let g = assigned_gang(
         2,
         Toolkit::Custom {

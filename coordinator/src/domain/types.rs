@@ -219,6 +219,10 @@ pub struct Job {
 pub struct Gang {
     pub ranks: Vec<JobRank>,
     pub end: Option<GangEnd>,
+    /// The attempt's own secret: its ranks prove with it that an MPI
+    /// launch comes from the job (`domain::mpi`).
+    #[serde(default)]
+    pub token: super::Secret,
 }
 
 /// One rank of a multi-node job.

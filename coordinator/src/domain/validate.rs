@@ -669,27 +669,17 @@ pub fn job(j: &Job) -> Result {
 /// The toolkits a job of several nodes can use today: a custom command line
 /// (run on the master, which reaches its peers itself), PyTorch (the script
 /// on every node with the rendezvous in its environment) and TensorFlow
-/// (its workers and parameter servers over the nodes). The others launch
-/// through MPI, which comes later.
+/// (its workers and parameter servers over the nodes) and the MPI ones
+/// (customMpi, Horovod, Chainer, CNTK, Caffe: `mpirun` over the nodes).
+/// Caffe2 runs one process: Batch AI had no launch across nodes for it.
 fn multi_node(t: &Toolkit) -> Result {
-    let missing = match t {
-        Toolkit::Custom { .. } | Toolkit::PyTorch { .. } | Toolkit::TensorFlow { .. } => {
-            return Ok(());
-        }
-        Toolkit::Cntk { .. }
-        | Toolkit::Caffe { .. }
-        | Toolkit::Caffe2 { .. }
-        | Toolkit::Chainer { .. }
-        | Toolkit::Horovod { .. }
-        | Toolkit::CustomMpi { .. } => "the MPI launch across nodes",
-    };
-    Err(Invalid::new(
-        "job.node_count",
-        format!(
-            "must be 1 for a {:?} job: bai does not support {missing} yet (issue 9); custom, pyTorch and tensorFlow jobs may use several nodes",
-            t.tool_type()
-        ),
-    ))
+    if let Toolkit::Caffe2 { .. } = t {
+        return Err(Invalid::new(
+            "job.node_count",
+            "must be 1 for a caffe2 job: it runs one process (use customMpi or horovod to run across nodes)",
+        ));
+    }
+    Ok(())
 }
 
 /// A job's node count against its cluster's size: at most the autoscale
@@ -715,11 +705,23 @@ pub fn node_count(j: &Job, c: &crate::domain::Cluster) -> Result {
     Ok(())
 }
 
-fn process_count(field: &str, count: u32, node_count: u32) -> Result {
-    if count > node_count {
+/// How a toolkit's processes are started: one per node by bai, or by
+/// `mpirun` over the job's hostfile (up to 4 per node, Batch AI's limit).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    PerNode,
+    Mpi,
+}
+
+fn process_count(field: &str, count: u32, node_count: u32, launch: Launch) -> Result {
+    let (most, why) = match launch {
+        Launch::PerNode => (node_count, "one process per node"),
+        Launch::Mpi => (4 * node_count, "at most 4 MPI processes per node"),
+    };
+    if count > most {
         return Err(Invalid::new(
             field,
-            format!("must be at most node_count ({node_count}) until multi-process jobs land"),
+            format!("must be at most {most} ({why}, node_count {node_count})"),
         ));
     }
     Ok(())
@@ -730,20 +732,28 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
         Toolkit::Custom { command_line } => {
             required("job.custom_toolkit_settings.command_line", command_line)
         }
-        Toolkit::CustomMpi { .. } => Err(unsupported(
-            "job.custom_mpi_settings",
-            "mpi jobs come with issue 9",
-        )),
-        Toolkit::Horovod { .. } => Err(unsupported(
-            "job.horovod_settings",
-            "horovod jobs need mpi, which comes with issue 9",
-        )),
+        Toolkit::CustomMpi {
+            command_line,
+            process_count: count,
+        } => {
+            let f = "job.custom_mpi_settings";
+            required(&format!("{f}.command_line"), command_line)?;
+            process_count(
+                &format!("{f}.process_count"),
+                *count,
+                node_count,
+                Launch::Mpi,
+            )
+        }
+        Toolkit::Horovod { script } => {
+            python("job.horovod_settings", script, node_count, Launch::Mpi)
+        }
         Toolkit::PyTorch {
             script,
             communication_backend,
         } => {
             let f = "job.py_torch_settings";
-            python(f, script, node_count)?;
+            python(f, script, node_count, Launch::PerNode)?;
             // The backend reaches the script as AZ_BATCHAI_PYTORCH_BACKEND
             // (domain::env), lower-cased; the script's init_process_group
             // uses it. MPI would need every rank started by mpirun.
@@ -757,8 +767,12 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
                 _ => Err(Invalid::new(f, "must be one of tcp, gloo, nccl, mpi")),
             }
         }
-        Toolkit::Chainer { script } => python("job.chainer_settings", script, node_count),
-        Toolkit::Caffe2 { script } => python("job.caffe2_settings", script, node_count),
+        Toolkit::Chainer { script } => {
+            python("job.chainer_settings", script, node_count, Launch::Mpi)
+        }
+        Toolkit::Caffe2 { script } => {
+            python("job.caffe2_settings", script, node_count, Launch::PerNode)
+        }
         Toolkit::TensorFlow {
             script,
             worker_count,
@@ -768,7 +782,7 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
             ..
         } => {
             let f = "job.tensor_flow_settings";
-            python(f, script, node_count)?;
+            python(f, script, node_count, Launch::PerNode)?;
             // Batch AI's limits: at most 4 GPU workers and 1 ps per node.
             if *worker_count > 4 * node_count {
                 return Err(Invalid::new(
@@ -851,6 +865,7 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
                     &format!("{f}.process_count"),
                     script.process_count,
                     node_count,
+                    Launch::Mpi,
                 )
             } else {
                 if has_config {
@@ -859,7 +874,7 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
                         "is for languageType BrainScript; Python takes python_script_file_path",
                     ));
                 }
-                python(f, script, node_count)
+                python(f, script, node_count, Launch::Mpi)
             }
         }
         Toolkit::Caffe {
@@ -879,14 +894,15 @@ fn toolkit(t: &Toolkit, node_count: u32) -> Result {
                     &format!("{f}.process_count"),
                     script.process_count,
                     node_count,
+                    Launch::Mpi,
                 ),
-                (true, false) => python(f, script, node_count),
+                (true, false) => python(f, script, node_count, Launch::Mpi),
             }
         }
     }
 }
 
-fn python(field: &str, s: &super::spec::PythonScript, node_count: u32) -> Result {
+fn python(field: &str, s: &super::spec::PythonScript, node_count: u32, launch: Launch) -> Result {
     required(
         &format!("{field}.python_script_file_path"),
         &s.python_script_file_path,
@@ -895,6 +911,7 @@ fn python(field: &str, s: &super::spec::PythonScript, node_count: u32) -> Result
         &format!("{field}.process_count"),
         s.process_count,
         node_count,
+        launch,
     )
 }
 

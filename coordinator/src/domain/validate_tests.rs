@@ -62,9 +62,16 @@ fn node_count_rules() {
             ..PythonScript::default()
         },
     };
+    job(&j).expect("chainer runs across nodes through MPI");
+    j.spec.toolkit = Toolkit::Caffe2 {
+        script: PythonScript {
+            python_script_file_path: "train.py".into(),
+            ..PythonScript::default()
+        },
+    };
     let e = err_of(&j);
     assert!(
-        e.starts_with("job.node_count: must be 1 for a Chainer job") && e.contains("MPI launch"),
+        e.starts_with("job.node_count: must be 1 for a caffe2 job"),
         "{e}"
     );
     let mut c = valid_cluster("c", 2);
@@ -97,9 +104,32 @@ fn toolkit_rules() {
     );
     j.spec.toolkit = Toolkit::CustomMpi {
         command_line: "x".into(),
-        process_count: 1,
+        process_count: 4,
     };
-    assert!(err_of(&j).starts_with("job.custom_mpi_settings: is not supported"));
+    job(&j).expect("4 MPI processes on one node");
+    j.spec.toolkit = Toolkit::CustomMpi {
+        command_line: "x".into(),
+        process_count: 5,
+    };
+    assert_eq!(
+        err_of(&j),
+        "job.custom_mpi_settings.process_count: must be at most 4 (at most 4 MPI processes per node, node_count 1)"
+    );
+    j.spec.toolkit = Toolkit::CustomMpi {
+        command_line: String::new(),
+        process_count: 0,
+    };
+    assert_eq!(
+        err_of(&j),
+        "job.custom_mpi_settings.command_line: is required"
+    );
+    j.spec.toolkit = Toolkit::Horovod {
+        script: PythonScript::default(),
+    };
+    assert_eq!(
+        err_of(&j),
+        "job.horovod_settings.python_script_file_path: is required"
+    );
     j.spec.toolkit = Toolkit::PyTorch {
         script: PythonScript::default(),
         communication_backend: String::new(),
@@ -175,17 +205,7 @@ fn toolkit_rules() {
         let e = err_of(&j);
         assert!(e.starts_with(&format!("job.cntk_settings.{field}")), "{e}");
     }
-    j.spec.toolkit = Toolkit::TensorFlow {
-        script: PythonScript {
-            python_script_file_path: "t.py".into(),
-            ..PythonScript::default()
-        },
-        master_command_line_args: String::new(),
-        worker_command_line_args: String::new(),
-        parameter_server_command_line_args: String::new(),
-        worker_count: 0,
-        parameter_server_count: 1,
-    };
+    j.spec.toolkit = fixtures::tensorflow(0, 1);
     job(&j).expect("one node may run a worker and a ps");
     let tf = |j: &mut Job, workers: u32, ps: u32, nodes: u32| {
         j.spec.node_count = nodes;

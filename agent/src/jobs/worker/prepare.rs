@@ -5,7 +5,7 @@
 
 use crate::jobs::JobSettings;
 use crate::jobs::cgroup::JobCgroup;
-use crate::jobs::env::{NodePaths, job_env};
+use crate::jobs::env::{MpiEnv, NodePaths, job_env};
 use crate::jobs::job_mounts;
 use crate::jobs::layout::{self, JobPaths, LaunchRecord, log_line, write_record};
 use crate::model::{JobError, JobExit, JobSpec, Stream};
@@ -109,6 +109,16 @@ pub fn prepare(
             JobError::new("JobCgroupFailed", e.to_string())
         })?;
     let layout = &settings.layout;
+    let hostfile = paths.temp.join("hostfile");
+    if let Some(m) = &spec.mpi
+        && let Err(e) = std::fs::write(&hostfile, m.hostfile())
+    {
+        undo_mounts();
+        if let Some(cg) = &cgroup {
+            let _ = cg.remove();
+        }
+        return Err(fail("the MPI hostfile", &hostfile, e));
+    }
     let env = job_env(
         &settings.base_env,
         spec,
@@ -120,6 +130,12 @@ pub fn prepare(
             mount_root: &layout.mount_root,
             job_mount_root: &paths.mount_root,
             gpu_uuids: &spec.gpu_uuids,
+            mpi: spec.mpi.as_ref().map(|_| MpiEnv {
+                hostfile: &hostfile,
+                launcher: &settings.mpi_launcher,
+                node_id: &settings.node_id,
+                as_root: run_as.is_none() && nix::unistd::geteuid().is_root(),
+            }),
         },
     );
     let rec = LaunchRecord {

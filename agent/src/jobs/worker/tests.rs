@@ -114,6 +114,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         volumes: Vec::new(),
         gpu_uuids: Vec::new(),
         preparation: None,
+        mpi: None,
     }
 }
 
@@ -144,6 +145,7 @@ impl Rig {
                 max_unacked_bytes: 1 << 20,
             },
             node_id: "n1".into(),
+            mpi_launcher: "/usr/bin/bai-mpi".into(),
         };
         let shim = Arc::new(FakeShim::default());
         let deps = Deps {
