@@ -8,9 +8,20 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BAI_GIT_REV");
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
     // Rebuild when HEAD moves (a checkout or a commit on the current branch).
-    for p in ["../.git/HEAD", "../.git/logs/HEAD"] {
-        if std::path::Path::new(&dir).join(p).exists() {
-            println!("cargo:rerun-if-changed={p}");
+    // Ask git where they are: in a worktree `.git` is a file and HEAD lives
+    // under the main repository's `.git/worktrees/<name>/`.
+    for p in ["HEAD", "logs/HEAD"] {
+        let path = Command::new("git")
+            .args(["rev-parse", "--path-format=absolute", "--git-path", p])
+            .current_dir(&dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| format!("../.git/{p}"));
+        if std::path::Path::new(&dir).join(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     let rev = std::env::var("BAI_GIT_REV")

@@ -13,10 +13,11 @@ pub struct Opts {
     /// The scenario to run.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Jobs to run (latency 200, throughput 2000, throughput-sim 50000).
+    /// Jobs to run (latency 200, throughput 2000, throughput-sim 50000, gang 300).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Agents (throughput 4 real, throughput-sim 1000 simulated, scale 10000 simulated).
+    /// Agents (throughput 4 real, throughput-sim 1000 simulated, scale 10000
+    /// simulated, gang 64 simulated).
     #[arg(long)]
     pub nodes: Option<usize>,
     /// Bytes the stream job writes to stdout (default 1 GiB).
@@ -41,7 +42,7 @@ pub struct Opts {
     /// CreateJob calls in flight at once (throughput scenarios).
     #[arg(long, default_value_t = 64)]
     pub submit_concurrency: usize,
-    /// WatchJob streams open at once (throughput scenarios).
+    /// WatchJob streams open at once (throughput scenarios, gang).
     #[arg(long, default_value_t = 256)]
     pub watch_window: usize,
     /// Client HTTP/2 connections the bench spreads its job calls over.
@@ -76,6 +77,9 @@ pub enum Scenario {
     Scale,
     /// CPU and memory of one idle real agent.
     AgentIdle,
+    /// Multi-node jobs of mixed sizes and run times on simulated agents:
+    /// makespan, utilization, and how long big and small jobs wait.
+    Gang,
 }
 
 impl Scenario {
@@ -88,6 +92,7 @@ impl Scenario {
             Scenario::Stream => "stream",
             Scenario::Scale => "scale",
             Scenario::AgentIdle => "agent-idle",
+            Scenario::Gang => "gang",
         }
     }
 }
@@ -98,6 +103,7 @@ impl Opts {
         self.jobs.unwrap_or(match self.scenario {
             Scenario::Latency => 200,
             Scenario::ThroughputSim => 50_000,
+            Scenario::Gang => 300,
             _ => 2000,
         })
     }
@@ -108,6 +114,7 @@ impl Opts {
             Scenario::ThroughputSim => 1000,
             Scenario::Scale => 10_000,
             Scenario::Throughput => 4,
+            Scenario::Gang => 64,
             _ => 1,
         })
     }
@@ -138,6 +145,8 @@ mod tests {
         let o = Opts::try_parse_from(["bai-bench", "scale", "--nodes", "10"]).expect("parse");
         assert_eq!(o.nodes(), 10);
         assert_eq!(o.duration_s, 30.0);
+        let o = Opts::try_parse_from(["bai-bench", "gang"]).expect("parse");
+        assert_eq!((o.jobs(), o.nodes()), (300, 64));
         let o = Opts::try_parse_from(["bai-bench", "stream"]).expect("parse");
         assert_eq!(o.bytes(), 1 << 30);
     }

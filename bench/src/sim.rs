@@ -3,8 +3,12 @@
 //! would — Register first, heartbeats (with GPU metrics) at the interval the
 //! coordinator's Registered names, and for every AssignJob a JobStarted, an
 //! optional OutputChunk and a JobExited(0) at once, with the streams' final
-//! lengths. A job is held until ReleaseJob; a re-sent AssignJob for a held job
-//! is answered with its exit again and never "runs" twice.
+//! lengths. With [`SimConfig::run_sleeps`] a job whose command line is
+//! `sleep <seconds>` "runs" that long instead: JobStarted at once, its output
+//! and JobExited(0) when the time is up, or JobExited(143, terminated) at once
+//! on TerminateJob. A job is held until ReleaseJob; a re-sent AssignJob for a
+//! held or running job is answered with its state (JobExited or JobStarted
+//! again) and never "runs" twice.
 //!
 //! Connections: by default each simulated agent has its own HTTP/2 connection
 //! (`sessions_per_channel = 1`), as real agents on separate machines do, so the
@@ -15,6 +19,8 @@
 
 use anyhow::{Context, Result, bail};
 use bai_proto::v1 as pb;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use pb::agent_message::Msg as Up;
 use pb::agent_service_client::AgentServiceClient;
 use pb::coordinator_message::Msg as Down;
@@ -40,6 +46,10 @@ pub struct SimConfig {
     pub connect_concurrency: usize,
     /// Bytes of stdout each job "writes" (one OutputChunk); 0 sends none.
     pub output_bytes: usize,
+    /// A job whose command line is `sleep <seconds>` (see [`sleep_duration`])
+    /// runs for that long; any other command still ends at once. Off: every
+    /// job ends at once, whatever its command.
+    pub run_sleeps: bool,
 }
 
 /// Counters the simulated agents keep.
@@ -53,9 +63,11 @@ pub struct SimStats {
     pub heartbeats: AtomicU64,
     /// Jobs the agents started and finished (JobExited sent once per job).
     pub jobs_done: AtomicU64,
+    /// Of those, running jobs ended by TerminateJob.
+    pub jobs_terminated: AtomicU64,
     /// Jobs the coordinator released.
     pub jobs_released: AtomicU64,
-    /// AssignJob for a job already held (answered with its exit again).
+    /// AssignJob for a job already running or held (answered with its state).
     pub reassigned: AtomicU64,
     /// The first few errors, for the report.
     pub errors: Mutex<Vec<String>>,
@@ -212,8 +224,36 @@ struct SimAgent {
     stats: Arc<SimStats>,
 }
 
-/// A job the agent holds until released: its exit message, to re-send.
-type Held = HashMap<String, pb::JobExited>;
+/// A job the agent holds until released.
+enum Held {
+    /// Running until its timer fires. `run` tells this run's timer from that
+    /// of an earlier run of the same job id (released, then assigned again).
+    Running { started: pb::JobStarted, run: u64 },
+    /// Exited: its exit message, to re-send (boxed: it is the larger by far).
+    Exited(Box<pb::JobExited>),
+}
+
+/// The agent's jobs and the timers of the running ones. The session loop owns
+/// both, so a timer and a TerminateJob (or a re-sent AssignJob) never both
+/// answer for one job, and no timer outlives its session.
+#[derive(Default)]
+struct Jobs {
+    held: HashMap<String, Held>,
+    /// Each resolves to (job id, run) when that run's time is up.
+    timers: FuturesUnordered<BoxFuture<'static, (String, u64)>>,
+    runs: u64,
+}
+
+/// The run time of a job whose command line is `sleep <seconds>` (seconds a
+/// non-negative decimal, fractions allowed, no unit suffix); `None` for any
+/// other command line.
+pub fn sleep_duration(command_line: &str) -> Option<Duration> {
+    let mut words = command_line.split_whitespace();
+    let (Some("sleep"), Some(secs), None) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    Duration::try_from_secs_f64(secs.parse::<f64>().ok()?).ok()
+}
 
 impl SimAgent {
     fn node_id(&self) -> String {
@@ -253,7 +293,7 @@ impl SimAgent {
         let phase = interval.mul_f64(((self.idx as f64) * 0.618_033_988_75).fract());
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut held = Held::new();
+        let mut jobs = Jobs::default();
         loop {
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
@@ -261,9 +301,18 @@ impl SimAgent {
                     tx.send(up(Up::Heartbeat(self.heartbeat()))).await?;
                     self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
+                Some((job_id, run)) = jobs.timers.next(), if !jobs.timers.is_empty() => {
+                    let current = matches!(
+                        jobs.held.get(&job_id),
+                        Some(Held::Running { run: r, .. }) if *r == run
+                    );
+                    if current {
+                        self.exit(&tx, &mut jobs, job_id, 0, false).await?;
+                    }
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => {
-                        if self.handle(m, &tx, &mut held).await? {
+                        if self.handle(m, &tx, &mut jobs).await? {
                             return Ok(());
                         }
                     }
@@ -281,45 +330,52 @@ impl SimAgent {
         &self,
         m: pb::CoordinatorMessage,
         tx: &mpsc::Sender<pb::AgentMessage>,
-        held: &mut Held,
+        jobs: &mut Jobs,
     ) -> Result<bool> {
         match m.msg {
             Some(Down::AssignJob(a)) => {
-                if let Some(exited) = held.get(&a.job_id) {
-                    // Rule 4: never run a job twice; answer with its state.
+                // Rule 4: never run a job twice; answer with its state.
+                let again = match jobs.held.get(&a.job_id) {
+                    Some(Held::Exited(exited)) => Some(Up::JobExited((**exited).clone())),
+                    Some(Held::Running { started, .. }) => Some(Up::JobStarted(started.clone())),
+                    None => None,
+                };
+                if let Some(state) = again {
                     self.stats.reassigned.fetch_add(1, Ordering::Relaxed);
-                    tx.send(up(Up::JobExited(exited.clone()))).await?;
+                    tx.send(up(state)).await?;
                     return Ok(false);
                 }
-                let now = SystemTime::now();
-                tx.send(up(Up::JobStarted(pb::JobStarted {
+                let started = pb::JobStarted {
                     job_id: a.job_id.clone(),
-                    start_time: Some(now.into()),
+                    start_time: Some(SystemTime::now().into()),
                     pid: 1_000_000 + (self.idx as i32),
-                })))
-                .await?;
-                let out = self.cfg.output_bytes;
-                if out > 0 {
-                    tx.send(up(Up::Output(pb::OutputChunk {
-                        job_id: a.job_id.clone(),
-                        stream: pb::OutputStream::Stdout as i32,
-                        offset: 0,
-                        data: vec![b'x'; out],
-                    })))
-                    .await?;
-                }
-                let exited = pb::JobExited {
-                    job_id: a.job_id.clone(),
-                    end_time: Some(SystemTime::now().into()),
-                    exit_code: 0,
-                    error: None,
-                    lengths: lengths(out as u64),
-                    terminated: false,
-                    metrics: None,
                 };
-                tx.send(up(Up::JobExited(exited.clone()))).await?;
-                held.insert(a.job_id, exited);
-                self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
+                tx.send(up(Up::JobStarted(started.clone()))).await?;
+                match self
+                    .cfg
+                    .run_sleeps
+                    .then(|| sleep_duration(&a.command_line))
+                    .flatten()
+                {
+                    Some(d) => {
+                        jobs.runs += 1;
+                        let run = jobs.runs;
+                        let job_id = a.job_id.clone();
+                        jobs.timers.push(Box::pin(async move {
+                            tokio::time::sleep(d).await;
+                            (job_id, run)
+                        }));
+                        jobs.held.insert(a.job_id, Held::Running { started, run });
+                    }
+                    None => self.exit(tx, jobs, a.job_id, 0, false).await?,
+                }
+            }
+            Some(Down::TerminateJob(t)) => {
+                if matches!(jobs.held.get(&t.job_id), Some(Held::Running { .. })) {
+                    // As a job killed by SIGTERM: 128 + 15.
+                    self.exit(tx, jobs, t.job_id, 143, true).await?;
+                    self.stats.jobs_terminated.fetch_add(1, Ordering::Relaxed);
+                }
             }
             // A simulated node has nothing to prepare: it is ready at once
             // for whatever setup its cluster has.
@@ -332,20 +388,53 @@ impl SimAgent {
                 .await?;
             }
             Some(Down::ReleaseJob(r)) => {
-                if held.remove(&r.job_id).is_some() {
+                if jobs.held.remove(&r.job_id).is_some() {
                     self.stats.jobs_released.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // Every job ends at once, so there is never one to terminate, and
-            // an output ack needs no action (nothing is spooled).
-            Some(Down::TerminateJob(_))
-            | Some(Down::OutputAck(_))
+            // An output ack needs no action (nothing is spooled).
+            Some(Down::OutputAck(_))
             | Some(Down::Registered(_))
             | Some(Down::SetupOutputAck(_))
             | None => {}
             Some(Down::Shutdown(_)) => return Ok(true),
         }
         Ok(false)
+    }
+
+    /// Ends job `job_id`: its output (rule 3: before the exit), then
+    /// JobExited, kept to answer a re-sent assignment.
+    async fn exit(
+        &self,
+        tx: &mpsc::Sender<pb::AgentMessage>,
+        jobs: &mut Jobs,
+        job_id: String,
+        exit_code: i32,
+        terminated: bool,
+    ) -> Result<()> {
+        let out = self.cfg.output_bytes;
+        if out > 0 {
+            tx.send(up(Up::Output(pb::OutputChunk {
+                job_id: job_id.clone(),
+                stream: pb::OutputStream::Stdout as i32,
+                offset: 0,
+                data: vec![b'x'; out],
+            })))
+            .await?;
+        }
+        let exited = pb::JobExited {
+            job_id: job_id.clone(),
+            end_time: Some(SystemTime::now().into()),
+            exit_code,
+            error: None,
+            lengths: lengths(out as u64),
+            terminated,
+            metrics: None,
+        };
+        tx.send(up(Up::JobExited(exited.clone()))).await?;
+        jobs.held.insert(job_id, Held::Exited(Box::new(exited)));
+        self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn register(&self) -> pb::Register {
@@ -419,4 +508,42 @@ fn lengths(stdout: u64) -> Vec<pb::StreamLength> {
         length,
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleep_commands_give_their_run_time() {
+        assert_eq!(sleep_duration("sleep 2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            sleep_duration("sleep 0.25"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            sleep_duration("  sleep\t0.05 "),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(sleep_duration("sleep 0"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn other_command_lines_are_not_sleeps() {
+        for c in [
+            "true",
+            "sleep",
+            "sleep -1",
+            "sleep abc",
+            "sleep 1s",
+            "sleep 1 2",
+            "sleep inf",
+            "sleep NaN",
+            "/bin/sleep 1",
+            "sleep 1; rm -rf x",
+            "",
+        ] {
+            assert_eq!(sleep_duration(c), None, "{c:?}");
+        }
+    }
 }

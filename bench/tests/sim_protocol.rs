@@ -2,7 +2,9 @@
 //! agent.proto: they register first, heartbeat with GPU metrics at the
 //! interval Registered names, answer AssignJob with JobStarted, their output
 //! and JobExited carrying the right lengths, never start a re-sent job twice,
-//! forget a job on ReleaseJob and leave on Shutdown.
+//! forget a job on ReleaseJob and leave on Shutdown; with `run_sleeps`, a
+//! `sleep <s>` job runs that long, a re-sent assignment of a running job is
+//! answered with JobStarted again, and TerminateJob ends one at once (143).
 
 use bai_bench::sim::{Fleet, SimConfig};
 use bai_proto::v1 as pb;
@@ -19,8 +21,19 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 /// Every agent message the fake received, with the node id of its session.
 type Log = mpsc::UnboundedSender<(String, Up)>;
 
+/// What the fake coordinator does after the first two heartbeats.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Assign `true` twice, release, shut down.
+    Instant,
+    /// Assign `sleep 0.3` twice, wait for its exit; assign `sleep 30`,
+    /// terminate it; shut down.
+    Timed,
+}
+
 struct Fake {
     log: Log,
+    script: Script,
 }
 
 fn down(m: Down) -> Result<pb::CoordinatorMessage, tonic::Status> {
@@ -62,7 +75,7 @@ impl AgentService for Fake {
             ));
         };
         let node = reg.node_id.clone();
-        let log = self.log.clone();
+        let (log, script) = (self.log.clone(), self.script);
         let _ = log.send((node.clone(), Up::Register(reg)));
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -83,21 +96,46 @@ impl AgentService for Fake {
                 beats == 2
             })
             .await;
-            let assign = || {
+            let assign = |id: &str, cmd: &str| {
                 Down::AssignJob(pb::AssignJob {
-                    job_id: "j1".into(),
-                    command_line: "true".into(),
+                    job_id: id.into(),
+                    command_line: cmd.into(),
                     ..Default::default()
                 })
             };
-            for _ in 0..2 {
-                let _ = send(assign()).await;
-                until(&mut inbound, &node, &log, |m| matches!(m, Up::JobExited(_))).await;
+            match script {
+                Script::Instant => {
+                    for _ in 0..2 {
+                        let _ = send(assign("j1", "true")).await;
+                        until(&mut inbound, &node, &log, |m| matches!(m, Up::JobExited(_))).await;
+                    }
+                    let _ = send(Down::ReleaseJob(pb::ReleaseJob {
+                        job_id: "j1".into(),
+                    }))
+                    .await;
+                }
+                Script::Timed => {
+                    for _ in 0..2 {
+                        let _ = send(assign("j1", "sleep 0.3")).await;
+                        until(&mut inbound, &node, &log, |m| {
+                            matches!(m, Up::JobStarted(_))
+                        })
+                        .await;
+                    }
+                    until(&mut inbound, &node, &log, |m| matches!(m, Up::JobExited(_))).await;
+                    let _ = send(assign("j2", "sleep 30")).await;
+                    until(&mut inbound, &node, &log, |m| {
+                        matches!(m, Up::JobStarted(_))
+                    })
+                    .await;
+                    let _ = send(Down::TerminateJob(pb::TerminateJob {
+                        job_id: "j2".into(),
+                        grace_period: None,
+                    }))
+                    .await;
+                    until(&mut inbound, &node, &log, |m| matches!(m, Up::JobExited(_))).await;
+                }
             }
-            let _ = send(Down::ReleaseJob(pb::ReleaseJob {
-                job_id: "j1".into(),
-            }))
-            .await;
             let _ = send(Down::Shutdown(pb::Shutdown {
                 reason: "test".into(),
             }))
@@ -109,32 +147,50 @@ impl AgentService for Fake {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulated_agents_follow_the_agent_protocol() {
+/// A fake coordinator running `script` and a fleet of `nodes` simulated agents
+/// (two sessions per connection) connected to it, all registered.
+async fn fake_and_fleet(
+    script: Script,
+    nodes: usize,
+    run_sleeps: bool,
+) -> (
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    mpsc::UnboundedReceiver<(String, Up)>,
+    Fleet,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (log_tx, mut log_rx) = mpsc::unbounded_channel();
+    let (log_tx, log_rx) = mpsc::unbounded_channel();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AgentServiceServer::new(Fake { log: log_tx }))
+            .add_service(AgentServiceServer::new(Fake {
+                log: log_tx,
+                script,
+            }))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-
     let fleet = Fleet::start(
         &format!("http://{addr}"),
         SimConfig {
             workspace: "ws".into(),
             cluster: "c".into(),
-            nodes: 3,
+            nodes,
             gpus_per_node: 8,
             sessions_per_channel: 2,
             connect_concurrency: 2,
             output_bytes: 5,
+            run_sleeps,
         },
     )
     .expect("start fleet");
+    (server, log_rx, fleet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_agents_follow_the_agent_protocol() {
+    let (server, mut log_rx, fleet) = fake_and_fleet(Script::Instant, 3, false).await;
     fleet
         .wait_registered(Duration::from_secs(10))
         .await
@@ -223,5 +279,84 @@ async fn simulated_agents_follow_the_agent_protocol() {
                 .find(|l| l.stream == pb::OutputStream::Stdout as i32);
             assert_eq!(stdout.map(|l| l.length), Some(5), "{node}: {e:?}");
         }
+    }
+}
+
+/// Seconds from `a` to `b`.
+fn secs_between(a: &prost_types::Timestamp, b: &prost_types::Timestamp) -> f64 {
+    (b.seconds - a.seconds) as f64 + f64::from(b.nanos - a.nanos) / 1e9
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_agents_run_sleep_jobs_for_their_time_and_terminate_them() {
+    let (server, mut log_rx, fleet) = fake_and_fleet(Script::Timed, 2, true).await;
+    fleet
+        .wait_registered(Duration::from_secs(10))
+        .await
+        .expect("all register");
+    let stats = fleet.stats.clone();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stats.jobs_terminated.load(Ordering::Relaxed) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every agent had its second job terminated");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        stats.jobs_done.load(Ordering::Relaxed),
+        4,
+        "two runs per node"
+    );
+    assert_eq!(
+        stats.reassigned.load(Ordering::Relaxed),
+        2,
+        "one re-sent each"
+    );
+    assert_eq!(
+        stats.lost.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        stats.first_errors()
+    );
+    fleet.stop().await;
+    server.abort();
+
+    let mut by_node: std::collections::BTreeMap<String, Vec<Up>> = Default::default();
+    while let Ok((node, m)) = log_rx.try_recv() {
+        if !matches!(m, Up::Heartbeat(_) | Up::Register(_)) {
+            by_node.entry(node).or_default().push(m);
+        }
+    }
+    assert_eq!(by_node.len(), 2, "{by_node:?}");
+    for (node, job) in &by_node {
+        // j1: started, started again (the re-sent assignment), its output,
+        // exited 0 after its 0.3 s; j2: started, its output, exited 143.
+        assert_eq!(job.len(), 7, "{node}: {job:?}");
+        let (Up::JobStarted(s1), Up::JobStarted(s1b), Up::Output(o1), Up::JobExited(e1)) =
+            (&job[0], &job[1], &job[2], &job[3])
+        else {
+            panic!("{node}: {job:?}")
+        };
+        assert_eq!(s1, s1b, "{node}: the same run, not a second one");
+        assert_eq!((o1.job_id.as_str(), o1.data.len()), ("j1", 5));
+        assert_eq!(
+            (e1.job_id.as_str(), e1.exit_code, e1.terminated),
+            ("j1", 0, false)
+        );
+        let ran = secs_between(
+            s1.start_time.as_ref().expect("start"),
+            e1.end_time.as_ref().expect("end"),
+        );
+        assert!((0.3..5.0).contains(&ran), "{node}: ran {ran} s");
+        let (Up::JobStarted(s2), Up::Output(_), Up::JobExited(e2)) = (&job[4], &job[5], &job[6])
+        else {
+            panic!("{node}: {job:?}")
+        };
+        assert_eq!(s2.job_id, "j2");
+        assert_eq!(
+            (e2.job_id.as_str(), e2.exit_code, e2.terminated),
+            ("j2", 143, true)
+        );
     }
 }

@@ -146,6 +146,24 @@ fn throughput_sim_runs_every_job_on_simulated_agents() {
 }
 
 #[test]
+fn gang_runs_every_multi_node_job_once_on_simulated_agents() {
+    let v = bench(&["gang", "--jobs", "30", "--nodes", "16"]);
+    assert_eq!(v["params"]["nodes"], 16, "{v}");
+    assert_eq!(v["jobs_succeeded"], 30, "{v}");
+    // Each job was run once, by its master; its other ranks only held nodes.
+    assert_eq!(v["sim_jobs_done"], 30, "{v}");
+    assert_eq!(v["sim_sessions_lost"], 0, "{v}");
+    // The jobs sleep 0.05–0.5 s, so the batch takes at least the longest.
+    assert!(num(&v, "makespan_s") >= 0.05, "{v}");
+    let u = num(&v, "utilization");
+    assert!(u > 0.0 && u <= 1.0, "{v}");
+    assert!(
+        num(&v, "makespan_s") >= num(&v, "makespan_lower_bound_s"),
+        "{v}"
+    );
+}
+
+#[test]
 fn stream_delivers_and_stores_every_byte() {
     let v = bench(&["stream", "--bytes", "1000000"]);
     assert_eq!(v["params"]["bytes"], 1_000_000, "{v}");

@@ -2,6 +2,7 @@
 //! with a ready cluster, and measuring processes' CPU over a window.
 
 mod agent_idle;
+mod gang;
 mod latency;
 mod scale;
 mod stream;
@@ -26,6 +27,7 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
         Scenario::Stream => stream::run(opts, bins).await,
         Scenario::Scale => scale::run(opts, bins).await,
         Scenario::AgentIdle => agent_idle::run(opts, bins).await,
+        Scenario::Gang => gang::run(opts, bins).await,
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
             sessions_per_channel: opts.sessions_per_channel,
             connect_concurrency: opts.connect_concurrency,
             output_bytes: 0,
+            run_sleeps: false,
         },
     )?;
     let within = Duration::from_secs(60 + nodes as u64 / 20);
