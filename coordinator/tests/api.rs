@@ -291,24 +291,6 @@ async fn job_create_rules() {
     let c = Coordinator::start(dir.path()).await;
     c.seed(0).await;
     let mut jobs = c.jobs();
-    // A toolkit that runs one process refuses several nodes.
-    let mut two = job("two", "x");
-    two.node_count = 2;
-    two.toolkit = Some(pb::job::Toolkit::Caffe2Settings(pb::Caffe2Settings {
-        python_script_file_path: "train.py".into(),
-        ..Default::default()
-    }));
-    let s = status(
-        jobs.create_job(pb::CreateJobRequest { job: Some(two) })
-            .await,
-    );
-    assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(
-        s.message()
-            .starts_with("job.node_count: must be 1 for a caffe2 job"),
-        "{}",
-        s.message()
-    );
     // More nodes than the cluster has (its manual target) is refused.
     c.clusters()
         .create_cluster(pb::CreateClusterRequest {

@@ -99,11 +99,12 @@ pub fn assignment(job: &Job, node_id: &str, auto: Option<&AutoStorageAccount>) -
 
 /// Whether the job runs a process on `rank`: a custom toolkit's command
 /// line and `mpirun` run on the master (Batch AI's rule), the other ranks
-/// serving its MPI launches ([`super::mpi`]); PyTorch's script runs on
-/// every node; TensorFlow's tasks where [`super::tensorflow`] lays them out.
+/// serving its MPI launches ([`super::mpi`]); PyTorch's and Caffe2's script
+/// runs on every node (each rank told its own by `AZ_BATCHAI_TASK_INDEX`);
+/// TensorFlow's tasks where [`super::tensorflow`] lays them out.
 pub fn runs_on_rank(job: &Job, rank: u32) -> bool {
     match &job.spec.toolkit {
-        Toolkit::PyTorch { .. } => true,
+        Toolkit::PyTorch { .. } | Toolkit::Caffe2 { .. } => true,
         Toolkit::TensorFlow { .. } => super::tensorflow::runs_on_rank(job, rank),
         _ => rank == 0 || super::mpi::serves(job),
     }

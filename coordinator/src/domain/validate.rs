@@ -638,10 +638,8 @@ pub fn job(j: &Job) -> Result {
         ));
     }
     // After what the node cannot give the job at all, so a recipe that needs
-    // a container hears that first.
-    if s.node_count > 1 {
-        multi_node(&s.toolkit)?;
-    }
+    // a container hears that first. Every toolkit runs on several nodes
+    // (`domain::env::runs_on_rank` says which ranks run what).
     toolkit(&s.toolkit, s.node_count)?;
     let mut ids = HashSet::new();
     for (i, d) in s.input_directories.iter().enumerate() {
@@ -661,22 +659,6 @@ pub fn job(j: &Job) -> Result {
         return Err(Invalid::new(
             "job.constraints.max_wall_clock_time",
             "must be positive",
-        ));
-    }
-    Ok(())
-}
-
-/// The toolkits a job of several nodes can use today: a custom command line
-/// (run on the master, which reaches its peers itself), PyTorch (the script
-/// on every node with the rendezvous in its environment) and TensorFlow
-/// (its workers and parameter servers over the nodes) and the MPI ones
-/// (customMpi, Horovod, Chainer, CNTK, Caffe: `mpirun` over the nodes).
-/// Caffe2 runs one process: Batch AI had no launch across nodes for it.
-fn multi_node(t: &Toolkit) -> Result {
-    if let Toolkit::Caffe2 { .. } = t {
-        return Err(Invalid::new(
-            "job.node_count",
-            "must be 1 for a caffe2 job: it runs one process (use customMpi or horovod to run across nodes)",
         ));
     }
     Ok(())
