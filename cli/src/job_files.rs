@@ -37,19 +37,29 @@ pub async fn run(ctx: &Ctx, cmd: JobFileCmd) -> Result<(), CliError> {
             path,
         } => {
             let api = ctx.api().await?;
-            let r = api
-                .jobs
-                .clone()
-                .list_output_files(pb::ListOutputFilesRequest {
-                    job: Some(key(&job)),
-                    output_directory_id,
-                    directory: path,
-                    max_results: 0,
-                })
-                .await
-                .map_err(|s| api.error(s))?
-                .into_inner();
-            let files: Vec<_> = r.files.iter().map(batchai_json::file).collect();
+            // Every page: a directory of checkpoints may hold thousands.
+            let mut files = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = api
+                    .jobs
+                    .clone()
+                    .list_output_files(pb::ListOutputFilesRequest {
+                        job: Some(key(&job)),
+                        output_directory_id: output_directory_id.clone(),
+                        directory: path.clone(),
+                        max_results: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(|s| api.error(s))?
+                    .into_inner();
+                files.extend(r.files.iter().map(batchai_json::file));
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
             ctx.print_many(Kind::File, &files)
         }
         JobFileCmd::Stream {

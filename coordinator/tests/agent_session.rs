@@ -112,6 +112,7 @@ async fn register_assign_output_exit() {
             output_directory_id: "stdouterr".into(),
             directory: ".".into(),
             max_results: 0,
+            page_token: String::new(),
         })
         .await
         .unwrap()

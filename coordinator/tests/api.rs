@@ -383,6 +383,7 @@ async fn job_create_rules() {
             output_directory_id: String::new(),
             directory: String::new(),
             max_results: 0,
+            page_token: String::new(),
         })
         .await,
     );
@@ -394,6 +395,7 @@ async fn job_create_rules() {
             output_directory_id: "MODEL".into(),
             directory: String::new(),
             max_results: 0,
+            page_token: String::new(),
         })
         .await,
     );
@@ -407,6 +409,7 @@ async fn job_create_rules() {
             output_directory_id: "stdouterr".into(),
             directory: String::new(),
             max_results: 0,
+            page_token: String::new(),
         })
         .await
         .unwrap()

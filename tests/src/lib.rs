@@ -435,6 +435,7 @@ impl Clients {
                 output_directory_id: "stdouterr".into(),
                 directory: ".".into(),
                 max_results: 0,
+                page_token: String::new(),
             })
             .await?
             .into_inner()

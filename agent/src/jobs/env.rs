@@ -113,6 +113,48 @@ impl NodePaths<'_> {
         ]
     }
 
+    /// `value` with the node-local paths it names (`$AZ_BATCHAI_MOUNT_ROOT`,
+    /// `${AZ_BATCHAI_JOB_MOUNT_ROOT}`, …) filled in: the coordinator's input
+    /// and output directories may start with them, and a job's shell would
+    /// not expand a variable inside another's value. Other `$` text stays.
+    pub fn expand(&self, value: &str) -> String {
+        let vars = self.vars();
+        let known = |name: &str| {
+            vars.iter()
+                .find(|v| v.name == name && v.name != "AZ_BATCHAI_NUM_GPUS")
+                .map(|v| v.value.clone())
+        };
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let (name, len) = match after.strip_prefix('{') {
+                Some(braced) => match braced.find('}') {
+                    Some(end) => (&braced[..end], end + 2),
+                    None => ("", 0),
+                },
+                None => {
+                    let end = after.find(|c| !word(c)).unwrap_or(after.len());
+                    (&after[..end], end)
+                }
+            };
+            match known(name) {
+                Some(v) if len > 0 => {
+                    out.push_str(&v);
+                    rest = &after[len..];
+                }
+                _ => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// CUDA's and the NVIDIA container runtime's names for the job's GPUs;
     /// an empty `CUDA_VISIBLE_DEVICES` hides every GPU from CUDA.
     fn gpu_vars(&self) -> Vec<EnvVar> {
@@ -131,9 +173,14 @@ impl NodePaths<'_> {
 /// The job's full environment, in a stable order.
 pub fn job_env(base: &BaseEnv, spec: &JobSpec, node: &NodePaths<'_>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let system = spec
+        .system_environment_variables
+        .iter()
+        .map(|v| EnvVar::new(&v.name, node.expand(&v.value)))
+        .collect();
     let layers = [
         base.vars(),
-        spec.system_environment_variables.clone(),
+        system,
         node.vars(),
         node.mpi.as_ref().map(MpiEnv::vars).unwrap_or_default(),
         spec.environment_variables.clone(),
@@ -235,6 +282,45 @@ mod tests {
         );
         assert_eq!(get(&e, "NVIDIA_VISIBLE_DEVICES"), Some("void"));
         assert_eq!(get(&e, "AZ_BATCHAI_NUM_GPUS"), Some("0"));
+    }
+
+    #[test]
+    fn input_and_output_paths_get_the_nodes_paths() {
+        let mut s = spec();
+        s.system_environment_variables.extend([
+            EnvVar::new(
+                "AZ_BATCHAI_OUTPUT_MODEL",
+                "$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/ws/u-1/models",
+            ),
+            EnvVar::new("AZ_BATCHAI_INPUT_DATA", "${AZ_BATCHAI_MOUNT_ROOT}/bfs/data"),
+            EnvVar::new(
+                "AZ_BATCHAI_INPUT_TMP",
+                "$AZ_BATCHAI_JOB_TEMP_DIR/x:$AZ_BATCHAI_JOB_TEMP",
+            ),
+            EnvVar::new(
+                "AZ_BATCHAI_INPUT_RAW",
+                "$HOME/$AZ_BATCHAI_MOUNT_ROOTX/${NOPE}/$",
+            ),
+        ]);
+        s.environment_variables
+            .push(EnvVar::new("MINE", "$AZ_BATCHAI_MOUNT_ROOT"));
+        let e = env_with(&s, &[]);
+        assert_eq!(
+            get(&e, "AZ_BATCHAI_OUTPUT_MODEL"),
+            Some("/s/job-mounts/j1/afs/ws/u-1/models")
+        );
+        assert_eq!(get(&e, "AZ_BATCHAI_INPUT_DATA"), Some("/m/bfs/data"));
+        assert_eq!(get(&e, "AZ_BATCHAI_INPUT_TMP"), Some("/w/x:/w/j1"));
+        assert_eq!(
+            get(&e, "AZ_BATCHAI_INPUT_RAW"),
+            Some("$HOME/$AZ_BATCHAI_MOUNT_ROOTX/${NOPE}/$"),
+            "only the node's paths, whole names only"
+        );
+        assert_eq!(
+            get(&e, "MINE"),
+            Some("$AZ_BATCHAI_MOUNT_ROOT"),
+            "the job's own values are its own"
+        );
     }
 
     fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {

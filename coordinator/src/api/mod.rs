@@ -9,6 +9,7 @@ pub mod convert;
 pub mod experiment;
 pub mod job;
 mod metrics_watch;
+mod output_dirs;
 mod output_files;
 pub mod workspace;
 

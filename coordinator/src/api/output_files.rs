@@ -10,7 +10,9 @@
 //! Requests and answers are in the domain form below; `convert::output`
 //! converts them from and to the wire.
 
+use super::output_dirs;
 use crate::core::Core;
+use crate::domain::paging::{Page, PageRequest};
 use crate::domain::validate::Invalid;
 use crate::domain::{Job, JobKey, Millis};
 use crate::error::{Error, to_status};
@@ -19,6 +21,7 @@ use crate::output::{FileId, OutputFile};
 use crate::store::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
@@ -28,17 +31,22 @@ pub const CHUNK: u64 = 1 << 20;
 
 const STDOUTERR: &str = "stdouterr";
 
-/// Checks the output directory id of a request.
-fn directory(job: &Job, id: &str) -> Result<(), Error> {
+/// Where a request reads: the coordinator's copy of `stdouterr`, or one of
+/// the job's output directories on this machine (its path and prefix).
+enum Directory {
+    StdOutErr,
+    Output { root: PathBuf, prefix: PathBuf },
+}
+
+/// Resolves the output directory id of a request.
+fn directory(job: &Job, id: &str) -> Result<Directory, Error> {
     if id == STDOUTERR {
-        return Ok(());
+        return Ok(Directory::StdOutErr);
     }
-    if job.spec.output_directories.iter().any(|d| d.id == id) {
-        return Err(Error::FailedPrecondition(format!(
-            "output directory {id:?} is on the job's mounted storage, which the coordinator cannot read; only \"stdouterr\" is served"
-        )));
+    match output_dirs::root(job, id)? {
+        Some((root, prefix)) => Ok(Directory::Output { root, prefix }),
+        None => Err(Error::not_found("output directory", id)),
     }
-    Err(Error::not_found("output directory", id))
 }
 
 /// A ListOutputFiles request.
@@ -51,15 +59,18 @@ pub struct ListRequest {
     pub directory: String,
     /// 1..=1000; 0 for the default (1000).
     pub max_results: i32,
+    /// The previous page's `next_page_token`; empty for the first page.
+    pub page_token: String,
 }
 
 /// One file of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     pub name: String,
-    /// The durable length (what a stream can read now).
+    /// The durable length (what a stream can read now); 0 for a directory.
     pub length: u64,
     pub modified: Millis,
+    pub is_dir: bool,
 }
 
 /// A StreamOutputFile request.
@@ -84,29 +95,62 @@ pub struct OutputChunk {
 /// A stream's chunks; an error (made by `error::to_status`) ends it.
 pub type Chunks = mpsc::Receiver<Result<OutputChunk, tonic::Status>>;
 
-pub async fn list(core: &Core, r: ListRequest) -> Result<Vec<FileEntry>, Error> {
+pub async fn list(core: &Core, r: ListRequest) -> Result<Page<FileEntry>, Error> {
     let key = r.job;
     if r.output_directory_id.is_empty() {
         return Err(Invalid::new("output_directory_id", "is required (e.g. stdouterr)").into());
     }
-    let limit = match r.max_results {
-        0 => 1000,
-        n @ 1..=1000 => n as usize,
-        _ => return Err(Invalid::new("max_results", "must be between 1 and 1000").into()),
-    };
-    let sub = r.directory.trim_matches('/');
+    // File names are not resource names: the token is the last one listed.
+    let mut page = PageRequest::new(r.max_results, "")?;
+    if !r.page_token.is_empty() {
+        if r.page_token.contains(['/', '\0']) {
+            return Err(
+                Invalid::new("page_token", "is not a token from an earlier list response").into(),
+            );
+        }
+        page.after = Some(r.page_token.clone());
+    }
+    let sub = r.directory.trim_matches('/').to_string();
     if sub.split('/').any(|p| p == "..") {
         return Err(Invalid::new("directory", "must not contain '..'").into());
     }
     let job = core.store.get_job(&key).await?;
-    directory(&job, &r.output_directory_id)?;
+    let (root, prefix) = match directory(&job, &r.output_directory_id)? {
+        Directory::StdOutErr => return stdouterr_list(core, &job, &sub, &page).await,
+        Directory::Output { root, prefix } => (root, prefix),
+    };
+    let listed =
+        tokio::task::spawn_blocking(move || output_dirs::list(&root, &prefix, &sub, &page))
+            .await??;
+    Ok(Page {
+        items: listed
+            .items
+            .into_iter()
+            .map(|e| FileEntry {
+                name: e.name,
+                length: e.length,
+                modified: e.modified,
+                is_dir: e.is_dir,
+            })
+            .collect(),
+        next_page_token: listed.next_page_token,
+    })
+}
+
+/// The `stdouterr` files: rank 0's (Batch AI's names), then each other
+/// rank's; a page token names the last file of the previous page.
+async fn stdouterr_list(
+    core: &Core,
+    job: &Job,
+    sub: &str,
+    page: &PageRequest,
+) -> Result<Page<FileEntry>, Error> {
     if !(sub.is_empty() || sub == ".") {
         return Err(Error::not_found("directory", format!("{STDOUTERR}/{sub}")));
     }
     let mut files = Vec::new();
-    // Rank 0's files (Batch AI's names), then each other rank's.
     for id in FileId::all(job.spec.node_count) {
-        let Some(f) = core.outputs.file(&job, id).await? else {
+        let Some(f) = core.outputs.file(job, id).await? else {
             continue;
         };
         let path = f.path().to_path_buf();
@@ -116,11 +160,20 @@ pub async fn list(core: &Core, r: ListRequest) -> Result<Vec<FileEntry>, Error> 
                 name: id.file_name(),
                 length: f.durable_len(),
                 modified,
+                is_dir: false,
             });
         }
     }
-    files.truncate(limit);
-    Ok(files)
+    if let Some(after) = &page.after {
+        let Some(at) = files.iter().position(|f| &f.name == after) else {
+            return Err(
+                Invalid::new("page_token", "is not a token from an earlier list response").into(),
+            );
+        };
+        files.drain(..=at);
+    }
+    files.truncate(page.limit as usize + 1);
+    Ok(Page::from_overfetch(files, page.limit, |f| f.name.clone()))
 }
 
 /// The file's modification time, or `None` if it does not exist.
@@ -141,7 +194,24 @@ pub async fn stream(core: Arc<Core>, r: StreamRequest) -> Result<Chunks, Error> 
     };
     let events = core.events.subscribe(&key);
     let job = core.store.get_job(&key).await?;
-    directory(&job, &dir)?;
+    if let Directory::Output { root, prefix } = directory(&job, &dir)? {
+        let path = r.path.clone();
+        let file =
+            tokio::task::spawn_blocking(move || output_dirs::open(&root, &prefix, &path)).await??;
+        let (tx, rx) = mpsc::channel(4);
+        let tail = Tail {
+            core,
+            job_id: job.id.clone(),
+            ended: job.execution_state.is_ended(),
+            file: Arc::new(file),
+            offset: r.offset,
+            follow: r.follow,
+            tx,
+        };
+        let span = tracing::info_span!("stream_output", job = %job.id, file = %r.path);
+        tokio::spawn(tail.run().instrument(span));
+        return Ok(rx);
+    }
     let id = FileId::from_file_name(r.path.trim_start_matches("./"))
         .filter(|id| id.rank < job.spec.node_count.max(1))
         .ok_or_else(|| Error::not_found("file", format!("{dir}/{}", r.path)))?;
@@ -305,6 +375,69 @@ impl Follower {
         }
         self.offset += n;
         Ok(())
+    }
+}
+
+/// A file of an output directory, sent from an offset; with `follow`, its
+/// growth too (polled: the coordinator is not told when a node writes to a
+/// share) until the job has ended and the file stopped growing.
+struct Tail {
+    core: Arc<Core>,
+    job_id: String,
+    ended: bool,
+    file: Arc<File>,
+    offset: u64,
+    follow: bool,
+    tx: ChunkSender,
+}
+
+/// How often a followed output-directory file is looked at.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Tail {
+    async fn run(mut self) {
+        if let Err(e) = self.pump().await {
+            let _ = self.tx.send(Err(to_status(&e))).await;
+        }
+    }
+
+    async fn pump(&mut self) -> Result<(), Error> {
+        let mut shutdown = self.core.shutdown();
+        loop {
+            let (f, offset) = (self.file.clone(), self.offset);
+            let data = tokio::task::spawn_blocking(move || read_at(&f, offset, CHUNK as usize))
+                .await?
+                .map_err(|e| Error::internal("read output", e))?;
+            if !data.is_empty() {
+                let n = data.len() as u64;
+                if self
+                    .tx
+                    .send(Ok(OutputChunk { offset, data }))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                self.offset += n;
+                continue;
+            }
+            if !self.follow || self.ended {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = self.tx.closed() => return Ok(()),
+                _ = crate::core::stopped(&mut shutdown) => {
+                    return Err(Error::Unavailable("the coordinator is shutting down".into()));
+                }
+                _ = tokio::time::sleep(TAIL_POLL) => {}
+            }
+            // Ended now: one more read takes what was written before the end.
+            match self.core.store.get_job_by_id(&self.job_id).await {
+                Ok(j) => self.ended = j.execution_state.is_ended(),
+                Err(StoreError::NotFound { .. }) => self.ended = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

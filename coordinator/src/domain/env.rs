@@ -5,7 +5,8 @@
 //! `AZ_BATCHAI_OUTPUT_<id>` (`<path_prefix>/<job output segment>[/<path_suffix>]`).
 //! These values may refer to `$AZ_BATCHAI_MOUNT_ROOT` or
 //! `$AZ_BATCHAI_JOB_MOUNT_ROOT`, which only the node knows: the agent expands
-//! them and adds the node-local variables itself (`AZ_BATCHAI_MOUNT_ROOT`,
+//! them (`jobs::env::NodePaths::expand`), creates the output directories,
+//! and adds the node-local variables itself (`AZ_BATCHAI_MOUNT_ROOT`,
 //! `AZ_BATCHAI_JOB_MOUNT_ROOT`, `AZ_BATCHAI_JOB_TEMP`, `AZ_BATCHAI_JOB_TEMP_DIR`,
 //! `AZ_BATCHAI_SHARED_JOB_TEMP`, `AZ_BATCHAI_STDOUTERR_DIR`, `AZ_BATCHAI_NUM_GPUS`).
 

@@ -36,8 +36,11 @@ pub fn gpu_minors(
         .map(Some)
 }
 
-/// Creates the job's directories, spool files, cgroup and `launch.json`;
-/// returns the cgroup (none where the host has none).
+/// The variables naming a job's output directories.
+const OUTPUT_PREFIX: &str = "AZ_BATCHAI_OUTPUT_";
+
+/// Creates the job's directories (its output directories too), spool files,
+/// cgroup and `launch.json`; returns the cgroup (none where the host has none).
 pub fn prepare(
     settings: &JobSettings,
     spec: &JobSpec,
@@ -138,6 +141,34 @@ pub fn prepare(
             }),
         },
     );
+    // Batch AI made the output directories before the job; on a share the
+    // mount's own permissions decide who may write, so a chown it refuses
+    // is only noted.
+    let mut notes = Vec::new();
+    for (name, dir) in env.iter().filter(|(n, _)| n.starts_with(OUTPUT_PREFIX)) {
+        let dir = Path::new(dir);
+        if !dir.is_absolute() {
+            continue;
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            undo_mounts();
+            if let Some(cg) = &cgroup {
+                let _ = cg.remove();
+            }
+            return Err(JobError::new(
+                "JobOutputDirectoryFailed",
+                format!("cannot create {name} {}: {e}", dir.display()),
+            ));
+        }
+        if let Some(u) = &run_as
+            && let Err(e) = std::os::unix::fs::chown(dir, Some(u.uid), Some(u.gid))
+        {
+            notes.push(format!(
+                "{name} {}: not given to the job's user: {e}",
+                dir.display()
+            ));
+        }
+    }
     let rec = LaunchRecord {
         job_id: spec.job_id.as_str().to_owned(),
         shell: settings.shell.clone(),
@@ -173,7 +204,7 @@ pub fn prepare(
             spec.job_id
         ),
     );
-    for line in mounted {
+    for line in mounted.into_iter().chain(notes) {
         let _ = log_line(&paths.stream(Stream::ExecutionLog), &line);
     }
     Ok(rec.cgroup)

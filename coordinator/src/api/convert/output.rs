@@ -4,6 +4,7 @@
 use super::{file_to, job_key_from};
 use crate::api::cluster_files::{ClusterFile, StreamRequest as ClusterStreamRequest};
 use crate::api::output_files::{FileEntry, ListRequest, OutputChunk, StreamRequest};
+use crate::domain::paging::Page;
 use crate::domain::validate::Invalid;
 use bai_proto::v1 as pb;
 
@@ -13,15 +14,24 @@ pub fn list_request_from(r: pb::ListOutputFilesRequest) -> Result<ListRequest, I
         output_directory_id: r.output_directory_id,
         directory: r.directory,
         max_results: r.max_results,
+        page_token: r.page_token,
     })
 }
 
-pub fn files_to(files: &[FileEntry]) -> pb::ListOutputFilesResponse {
+pub fn files_to(page: &Page<FileEntry>) -> pb::ListOutputFilesResponse {
     pb::ListOutputFilesResponse {
-        files: files
+        files: page
+            .items
             .iter()
-            .map(|f| file_to(&f.name, f.length, Some(f.modified)))
+            .map(|f| {
+                let mut file = file_to(&f.name, f.length, Some(f.modified));
+                if f.is_dir {
+                    file.file_type = pb::FileType::Directory as i32;
+                }
+                file
+            })
             .collect(),
+        next_page_token: page.next_page_token.clone().unwrap_or_default(),
     }
 }
 
@@ -93,8 +103,10 @@ mod tests {
             output_directory_id: "stdouterr".into(),
             directory: "sub".into(),
             max_results: 7,
+            page_token: "stdout.txt".into(),
         })
         .unwrap();
+        assert_eq!(l.page_token, "stdout.txt");
         assert_eq!(l.job.to_string(), "w/e/j");
         assert_eq!(
             (
@@ -122,13 +134,28 @@ mod tests {
 
     #[test]
     fn files_and_chunks_go_back_unchanged() {
-        let r = files_to(&[FileEntry {
-            name: "stdout.txt".to_string(),
-            length: 12,
-            modified: 1_500,
-        }]);
-        assert_eq!(r.files.len(), 1);
+        let r = files_to(&Page {
+            items: vec![
+                FileEntry {
+                    name: "stdout.txt".to_string(),
+                    length: 12,
+                    modified: 1_500,
+                    is_dir: false,
+                },
+                FileEntry {
+                    name: "models".to_string(),
+                    length: 0,
+                    modified: 1_500,
+                    is_dir: true,
+                },
+            ],
+            next_page_token: Some("models".into()),
+        });
+        assert_eq!(r.files.len(), 2);
+        assert_eq!(r.next_page_token, "models");
+        assert_eq!(r.files[1].file_type, pb::FileType::Directory as i32);
         let f = &r.files[0];
+        assert_eq!(f.file_type, pb::FileType::File as i32);
         assert_eq!((f.name.as_str(), f.content_length), ("stdout.txt", 12));
         assert_eq!(
             f.last_modified.map(|t| (t.seconds, t.nanos)),
