@@ -431,3 +431,49 @@ async fn horovod_runs_the_script_under_mpirun_on_every_node() -> Result<()> {
     assert!(out.contains("args=--epochs 1"), "{out}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_preparation_runs_on_every_node_and_one_failing_fails_the_job() -> Result<()> {
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    // Rank 1's preparation fails; the master's succeeds and its command
+    // line would run for a long while if nothing stopped it.
+    let mut job = bai_tests::custom_job("ws", "ex", "prep", "c1", "sleep 41999");
+    job.node_count = 2;
+    job.job_preparation = Some(pb::JobPreparation {
+        command_line: "echo prep-on-$AZ_BATCHAI_TASK_INDEX; \
+                       [ \"$AZ_BATCHAI_TASK_INDEX\" = 0 ] || { echo broke >&2; exit 3; }"
+            .into(),
+    });
+    submit(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "prep", Duration::from_secs(60))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    let errors = &done.execution_info.as_ref().unwrap().errors;
+    assert_eq!(errors[0].code, "RankFailed", "{errors:?}");
+    assert!(errors[0].message.contains("rank 1"), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.code == "JobPreparationFailed"),
+        "{errors:?}"
+    );
+    // Each node's preparation output is kept, under its rank's names.
+    assert_eq!(
+        text(&mut c, "prep", "stdout-job_prep.txt").await?,
+        "prep-on-0\n"
+    );
+    assert_eq!(
+        text(&mut c, "prep", "stdout-job_prep-1.txt").await?,
+        "prep-on-1\n"
+    );
+    assert_eq!(
+        text(&mut c, "prep", "stderr-job_prep-1.txt").await?,
+        "broke\n"
+    );
+    assert!(
+        procs::alive_with_cmdline("sleep 41999").is_empty(),
+        "the master's command line was not stopped"
+    );
+    Ok(())
+}
