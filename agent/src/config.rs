@@ -88,6 +88,10 @@ pub struct Cli {
     /// Simulate N GPUs (1-64); implies --gpu-backend fake
     #[arg(long, value_name = "N")]
     pub fake_gpus: Option<i64>,
+    /// A directory every node of the cluster has at the same path (an NFS share): each job's
+    /// $AZ_BATCHAI_SHARED_JOB_TEMP is <DIR>/<job id> [default: a directory in the job's own temp]
+    #[arg(long, value_name = "DIR")]
+    pub shared_job_temp_root: Option<PathBuf>,
 }
 
 /// `--gpu-backend`'s values.
@@ -133,6 +137,10 @@ pub struct FileConfig {
     pub mount_root: Option<PathBuf>,
     /// `$AZ_BATCHAI_JOB_TEMP_DIR` [default: <state-dir>/work].
     pub job_temp_root: Option<PathBuf>,
+    /// A directory every node of the cluster has at the same path (an NFS
+    /// share): each job's `$AZ_BATCHAI_SHARED_JOB_TEMP` is `<dir>/<job id>`,
+    /// seen by all its nodes [default: `<job temp>/shared`, this node's own].
+    pub shared_job_temp_root: Option<PathBuf>,
     /// Grace period between SIGTERM and SIGKILL when the coordinator gives none
     /// and for the max wall clock time [default: 10].
     pub terminate_grace_secs: Option<u64>,
@@ -233,6 +241,8 @@ pub struct Config {
     pub job_shell: PathBuf,
     pub mount_root: PathBuf,
     pub job_temp_root: PathBuf,
+    /// Where the jobs' shared temp directories go (`None`: in each job's temp).
+    pub shared_job_temp_root: Option<PathBuf>,
     pub default_grace: Duration,
     /// How often running jobs are sampled (see `Sampling` in session.rs).
     pub job_sample_interval: Duration,
@@ -343,6 +353,12 @@ impl Config {
             "job_temp_root",
             f.job_temp_root.unwrap_or_else(|| state_dir.join("work")),
         )?;
+        let shared_job_temp_root = cli
+            .shared_job_temp_root
+            .clone()
+            .or(f.shared_job_temp_root)
+            .map(|p| absolute("shared_job_temp_root", p))
+            .transpose()?;
         let gpu = resolve_gpu(cli, f.gpu, &state_dir)?;
         let job_sample_secs = f.job_sample_secs.unwrap_or(2);
         if !(1..=3600).contains(&job_sample_secs) {
@@ -361,6 +377,7 @@ impl Config {
             job_shell: f.job_shell.unwrap_or_else(|| PathBuf::from("bash")),
             mount_root,
             job_temp_root,
+            shared_job_temp_root,
             default_grace: Duration::from_secs(f.terminate_grace_secs.unwrap_or(10)),
             job_sample_interval: Duration::from_secs(job_sample_secs),
             shim_exe,
@@ -403,6 +420,7 @@ impl Config {
             file_endpoint: None,
             gpu_backend: None,
             fake_gpus: None,
+            shared_job_temp_root: None,
         };
         Self::resolve(&cli, None, &EnvSource::default(), shim_exe.to_owned())
     }

@@ -444,6 +444,7 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 volumes,
                 gpu_uuids: a.gpu_uuids,
                 preparation: Some(a.job_preparation_command_line).filter(|c| !c.is_empty()),
+                rank: a.node_rank,
                 mpi: (a.mpi_slots > 0).then(|| MpiHosts {
                     node_ids: a.node_ids.clone(),
                     slots: a.mpi_slots,

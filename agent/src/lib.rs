@@ -160,15 +160,17 @@ pub async fn run_with(
     // Directories, the hostname and the node id are file and /proc work:
     // done on the blocking pool, like everything else the agent reads.
     let (layout, node_id) = {
-        let (host, state_dir, job_temp_root, mount_root, node_id) = (
+        let (host, state_dir, job_temp_root, mount_root, node_id, shared) = (
             host.clone(),
             config.state_dir.clone(),
             config.job_temp_root.clone(),
             config.mount_root.clone(),
             config.node_id.clone(),
+            config.shared_job_temp_root.clone(),
         );
         let setup = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
-            let layout = Layout::new(&state_dir, &job_temp_root, &mount_root);
+            let layout =
+                Layout::new(&state_dir, &job_temp_root, &mount_root).with_shared_temp_root(shared);
             // The state directory is traversable (not listable) so the
             // admin user reaches its job's directories and the mounts;
             // what is private inside it is 0700 or 0600.

@@ -130,6 +130,8 @@ pub struct JobSpec {
     /// The job's OpenMPI hosts, where it has them: every node of the job
     /// (by id, rank order) with this many slots each.
     pub mpi: Option<MpiHosts>,
+    /// This node's rank in the job (0: the master, or a single-node job).
+    pub rank: u32,
 }
 
 /// The nodes of a job's OpenMPI hostfile and the slots of each.
@@ -170,6 +172,7 @@ impl fmt::Debug for JobSpec {
             .field("gpu_uuids", &self.gpu_uuids)
             .field("preparation", &self.preparation)
             .field("mpi", &self.mpi)
+            .field("rank", &self.rank)
             .finish()
     }
 }
@@ -373,6 +376,7 @@ mod tests {
             gpu_uuids: Vec::new(),
             preparation: None,
             mpi: None,
+            rank: 0,
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("TOKEN"));

@@ -193,12 +193,19 @@ pub async fn run(
     let lost_nodes = tokio::spawn(dispatch::run_lost_nodes(core.clone()));
     let provider = if config.local_agents {
         let agent_bin = local_provider::agent_bin(&config)?;
+        // The local agents share this machine, so they share one directory
+        // for the jobs' shared temp, as a cluster's nodes share an NFS one.
+        let mut args = vec![
+            "--shared-job-temp-root".to_string(),
+            state.join("shared-job-temp").display().to_string(),
+        ];
+        args.extend(config.local_agent_args.iter().cloned());
         let p = local_provider::LocalProvider::new(
             core.clone(),
             addr,
             agent_bin,
             state.join("local-nodes"),
-            config.local_agent_args.clone(),
+            args,
         );
         Some(tokio::spawn(p.run()))
     } else {

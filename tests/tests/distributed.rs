@@ -477,3 +477,58 @@ async fn job_preparation_runs_on_every_node_and_one_failing_fails_the_job() -> R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_job_temp_is_one_directory_for_every_node() -> Result<()> {
+    if standins::require_program("python3").is_none() {
+        return Ok(());
+    }
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let script = coord.state_dir().join("shared.py");
+    // Caffe2's recipe meets in $AZ_BATCHAI_SHARED_JOB_TEMP: rank 1 leaves a
+    // file there and the master reads it.
+    std::fs::write(
+        &script,
+        "import os, time\n\
+         d = os.environ['AZ_BATCHAI_SHARED_JOB_TEMP']\n\
+         print('shared=' + d, flush=True)\n\
+         if os.environ['RANK'] == '1':\n\
+         \x20   open(os.path.join(d, 'from-1'), 'w').write('hello from rank 1')\n\
+         else:\n\
+         \x20   p = os.path.join(d, 'from-1')\n\
+         \x20   for _ in range(600):\n\
+         \x20       if os.path.exists(p): break\n\
+         \x20       time.sleep(0.05)\n\
+         \x20   print('read=' + open(p).read(), flush=True)\n",
+    )?;
+    submit(&mut c, pytorch_job("meet", 2, &script)).await?;
+    let done = c
+        .wait_job("ws", "ex", "meet", Duration::from_secs(60))
+        .await?;
+    let master = text(&mut c, "meet", "stdout.txt").await?;
+    let worker = text(&mut c, "meet", "stdout-1.txt").await?;
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "{done:?}\n{master}\n{worker}"
+    );
+    assert!(master.contains("read=hello from rank 1\n"), "{master}");
+    let dir = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("shared="))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let shared = dir(&master);
+    assert_eq!(shared, dir(&worker), "one directory: {master}\n{worker}");
+    assert!(shared.ends_with(&done.id), "{shared}");
+    // The master's node removes it once the job is released.
+    bai_tests::eventually(Duration::from_secs(20), "the shared temp removed", || {
+        let gone = !std::path::Path::new(&shared).exists();
+        async move { Ok(gone) }
+    })
+    .await?;
+    Ok(())
+}

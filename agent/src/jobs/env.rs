@@ -227,6 +227,7 @@ mod tests {
             gpu_uuids: Vec::new(),
             preparation: None,
             mpi: None,
+            rank: 0,
         }
     }
 

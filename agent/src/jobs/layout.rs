@@ -12,7 +12,8 @@
 //!     mounts/          a record per mount the job has (see `job_mounts.rs`)
 //!     mount-private/   their credentials, configs and FUSE logs (0700)
 //! <job-temp-root>/<job-id>/          $AZ_BATCHAI_JOB_TEMP, the job's working directory
-//! <job-temp-root>/<job-id>/shared/   $AZ_BATCHAI_SHARED_JOB_TEMP
+//! <job-temp-root>/<job-id>/shared/   $AZ_BATCHAI_SHARED_JOB_TEMP, or with a shared
+//!                                    root (an NFS share on every node): <root>/<job-id>/
 //! <state-dir>/job-mounts/<job-id>/   $AZ_BATCHAI_JOB_MOUNT_ROOT
 //! ```
 //!
@@ -39,6 +40,9 @@ pub struct Layout {
     pub job_temp_root: PathBuf,
     pub job_mounts_root: PathBuf,
     pub mount_root: PathBuf,
+    /// Where the jobs' shared temp directories go, if every node of the
+    /// cluster has this directory (else in each job's own temp).
+    pub shared_temp_root: Option<PathBuf>,
 }
 
 impl Layout {
@@ -48,15 +52,26 @@ impl Layout {
             job_temp_root: job_temp_root.to_owned(),
             job_mounts_root: state_dir.join("job-mounts"),
             mount_root: mount_root.to_owned(),
+            shared_temp_root: None,
         }
     }
 
+    /// With the jobs' shared temp directories under `root`.
+    pub fn with_shared_temp_root(mut self, root: Option<PathBuf>) -> Self {
+        self.shared_temp_root = root;
+        self
+    }
+
     pub fn job(&self, id: &JobId) -> JobPaths {
-        JobPaths::new(
+        let mut paths = JobPaths::new(
             self.jobs_root.join(id.as_str()),
             self.job_temp_root.join(id.as_str()),
             self.job_mounts_root.join(id.as_str()),
-        )
+        );
+        if let Some(root) = &self.shared_temp_root {
+            paths.shared_temp = root.join(id.as_str());
+        }
+        paths
     }
 }
 
@@ -140,6 +155,11 @@ pub struct LaunchRecord {
     /// process (see `shim.rs`).
     #[serde(default)]
     pub preparation: Option<String>,
+    /// The job's shared temp directory on the cluster's shared root, which
+    /// this node (the master's) removes when the job is released; absent
+    /// where it lies in the job's own temp or another node owns it.
+    #[serde(default)]
+    pub shared_temp: Option<PathBuf>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

@@ -528,7 +528,15 @@ impl Worker {
             if mounted && let Err(e) = super::job_mounts::unmount_all(&paths) {
                 warn!(error = %e, "cannot remove the job's mounts: their records go with the job");
             }
-            for dir in [&paths.dir, &paths.temp] {
+            // Before the record that names it goes with the job directory.
+            let shared = super::layout::read_record::<super::layout::LaunchRecord>(&paths.launch)
+                .ok()
+                .flatten()
+                .and_then(|r| r.shared_temp);
+            for dir in [Some(&paths.dir), Some(&paths.temp), shared.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 if let Err(e) = std::fs::remove_dir_all(dir)
                     && e.kind() != std::io::ErrorKind::NotFound
                 {

@@ -73,7 +73,13 @@ pub fn prepare(
     let run_as = settings.run_as.borrow().clone();
     for (what, dir, owned) in [
         ("the job temp directory", &paths.temp, true),
-        ("the shared job temp directory", &paths.shared_temp, false),
+        // Given to the job's user on a shared root (every node's admin user
+        // is the same user); inside the job's temp it stays the agent's.
+        (
+            "the shared job temp directory",
+            &paths.shared_temp,
+            settings.layout.shared_temp_root.is_some(),
+        ),
         ("the job mount root", &paths.mount_root, true),
     ] {
         public.create(dir).map_err(|e| fail(what, dir, e))?;
@@ -184,6 +190,9 @@ pub fn prepare(
         gpu_minors,
         gpu_uuids: spec.gpu_uuids.clone(),
         preparation: spec.preparation.clone(),
+        // On the cluster's shared root the master's node removes it.
+        shared_temp: (settings.layout.shared_temp_root.is_some() && spec.rank == 0)
+            .then(|| paths.shared_temp.clone()),
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
         let _ = job_mounts::unmount_all(paths);

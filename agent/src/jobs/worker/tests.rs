@@ -115,6 +115,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         gpu_uuids: Vec::new(),
         preparation: None,
         mpi: None,
+        rank: 0,
     }
 }
 
