@@ -47,8 +47,10 @@ pub struct SimConfig {
     /// Bytes of stdout each job "writes" (one OutputChunk); 0 sends none.
     pub output_bytes: usize,
     /// A job whose command line is `sleep <seconds>` (see [`sleep_duration`])
-    /// runs for that long; any other command still ends at once. Off: every
-    /// job ends at once, whatever its command.
+    /// runs for that long, and another rank than the master of a multi-node
+    /// job (a custom job's other ranks serve MPI launches) runs until it is
+    /// terminated, as the real ones do; any other command still ends at
+    /// once. Off: every job ends at once, whatever its command.
     pub run_sleeps: bool,
 }
 
@@ -61,8 +63,12 @@ pub struct SimStats {
     /// or broke them, or Register was refused).
     pub lost: AtomicUsize,
     pub heartbeats: AtomicU64,
-    /// Jobs the agents started and finished (JobExited sent once per job).
+    /// Jobs the agents started and finished (JobExited sent once per job;
+    /// a multi-node job's other ranks, with `run_sleeps`, count in
+    /// `ranks_stopped` instead).
     pub jobs_done: AtomicU64,
+    /// Other ranks of multi-node jobs that ran until terminated.
+    pub ranks_stopped: AtomicU64,
     /// Of those, running jobs ended by TerminateJob.
     pub jobs_terminated: AtomicU64,
     /// Jobs the coordinator released.
@@ -242,6 +248,8 @@ struct Jobs {
     /// Each resolves to (job id, run) when that run's time is up.
     timers: FuturesUnordered<BoxFuture<'static, (String, u64)>>,
     runs: u64,
+    /// Running ranks other than a master: they end only when terminated.
+    serving: std::collections::HashSet<String>,
 }
 
 /// The run time of a job whose command line is `sleep <seconds>` (seconds a
@@ -351,6 +359,12 @@ impl SimAgent {
                     pid: 1_000_000 + (self.idx as i32),
                 };
                 tx.send(up(Up::JobStarted(started.clone()))).await?;
+                if self.cfg.run_sleeps && a.node_rank > 0 {
+                    jobs.serving.insert(a.job_id.clone());
+                    jobs.held
+                        .insert(a.job_id, Held::Running { started, run: 0 });
+                    return Ok(false);
+                }
                 match self
                     .cfg
                     .run_sleeps
@@ -372,9 +386,12 @@ impl SimAgent {
             }
             Some(Down::TerminateJob(t)) => {
                 if matches!(jobs.held.get(&t.job_id), Some(Held::Running { .. })) {
+                    let rank = jobs.serving.contains(&t.job_id);
                     // As a job killed by SIGTERM: 128 + 15.
                     self.exit(tx, jobs, t.job_id, 143, true).await?;
-                    self.stats.jobs_terminated.fetch_add(1, Ordering::Relaxed);
+                    if !rank {
+                        self.stats.jobs_terminated.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             // A simulated node has nothing to prepare: it is ready at once
@@ -432,8 +449,13 @@ impl SimAgent {
             metrics: None,
         };
         tx.send(up(Up::JobExited(exited.clone()))).await?;
+        let counter = if jobs.serving.remove(&job_id) {
+            &self.stats.ranks_stopped
+        } else {
+            &self.stats.jobs_done
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         jobs.held.insert(job_id, Held::Exited(Box::new(exited)));
-        self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

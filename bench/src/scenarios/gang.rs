@@ -269,10 +269,11 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
     let out = submit_and_watch(&api, &specs, opts.watch_window).await;
     let cpu_s = cpu.cpu_s();
     let stats = &fleet.stats;
-    let (done, reassigned, lost) = (
+    let (done, reassigned, lost, ranks_stopped) = (
         stats.jobs_done.load(Ordering::Relaxed),
         stats.reassigned.load(Ordering::Relaxed),
         stats.lost.load(Ordering::Relaxed),
+        stats.ranks_stopped.load(Ordering::Relaxed),
     );
     let errors = stats.first_errors();
     fleet.stop().await;
@@ -320,6 +321,7 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
         )
         .figure("cpu_s", round3(cpu_s))
         .figure("sim_jobs_done", done)
+        .figure("sim_ranks_stopped", ranks_stopped)
         .figure("sim_reassigned", reassigned)
         .figure("sim_sessions_lost", lost);
     if !errors.is_empty() {
