@@ -412,4 +412,35 @@ mod tests {
             "a whole-node job shares with no one"
         );
     }
+
+    #[test]
+    fn a_gpu_gang_needs_its_gpus_free_on_every_node() {
+        // n1 has 1 of 2 GPUs held; a gang of 2 nodes x 2 GPUs cannot use it,
+        // so it takes n2 and n3; with 1 GPU per node it packs onto n1 too.
+        let mut n1 = gpu_node("n1", 2);
+        n1.state = NodeState::Running;
+        n1.running_job_ids.push("held".into());
+        n1.holdings.push(Holding {
+            job_id: "held".into(),
+            whole_node: false,
+            gpu_uuids: vec!["n1-gpu0".into()],
+            ends_by: NOW + 100,
+        });
+        let nodes = [n1, gpu_node("n2", 2), gpu_node("n3", 2)];
+        let mut two = gpu_job("two", 2);
+        two.spec.node_count = 2;
+        assert_eq!(
+            gangs(&schedule(&[two.clone()], &nodes, NOW)),
+            [("two", vec!["n2", "n3"])]
+        );
+        let mut one = gpu_job("one", 1);
+        one.spec.node_count = 3;
+        assert_eq!(
+            gangs(&schedule(&[one], &nodes, NOW)),
+            [("one", vec!["n1", "n2", "n3"])]
+        );
+        // Three nodes with two free GPUs each do not exist: it waits.
+        two.spec.node_count = 3;
+        assert!(schedule(&[two], &nodes, NOW).is_empty());
+    }
 }

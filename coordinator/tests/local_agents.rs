@@ -125,10 +125,12 @@ async fn agents_follow_the_target_and_come_back_after_a_restart() {
         let read = || std::fs::read_to_string(d.join("args")).unwrap_or_default();
         eventually("the agent's arguments", || !read().trim().is_empty()).await;
         let args = read();
+        // Local agents share this machine, so they share the jobs' shared temp.
         let want = format!(
-            "--coordinator http://{} --workspace w --cluster c --node-id {id} --state-dir {}",
+            "--coordinator http://{} --workspace w --cluster c --node-id {id} --state-dir {} --shared-job-temp-root {}",
             c.addr,
-            d.display()
+            d.display(),
+            state.join("shared-job-temp").display()
         );
         assert_eq!(args.trim(), want);
         let rec: serde_json::Value =
