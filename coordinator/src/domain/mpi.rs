@@ -10,8 +10,9 @@
 //! inside the job, and the agent points OpenMPI's remote launch at
 //! `bai-mpi`, which reaches a rank's server through `BAI_MPI_PEERS` and
 //! proves it belongs to the job with the attempt's `BAI_MPI_TOKEN` (see the
-//! agent's `mpi` module). Each rank's server listens on its own port, from
-//! a range per job, so local agents sharing a host never meet.
+//! agent's `mpi` module). Each rank's server listens on its own port, hashed
+//! from the job id and the rank, distinct within the job, so local agents
+//! sharing a host rarely meet.
 
 use super::spec::{EnvVar, SecretEnvVar, Toolkit};
 use super::types::Job;
@@ -69,21 +70,34 @@ pub fn mpirun_line(job: &Job) -> Option<String> {
 /// What a serving rank runs.
 pub const SERVE_LINE: &str = "exec \"$BAI_MPI_LAUNCHER\" serve";
 
-/// The port rank `rank`'s server listens on: from 10000, a block of 100 per
-/// job from its id (a job has at most 100 nodes).
-fn port(job: &Job, rank: usize) -> u32 {
-    10_000 + (bai_common::hash::fnv1a64(job.id.as_bytes()) % 90) as u32 * 100 + rank as u32
+/// The ports the ranks' servers listen on, in rank order: each from 10000
+/// to 19999 by a hash of the job id and the rank (so two jobs' ranks on one
+/// host rarely meet), the next free one where an earlier rank of the job has
+/// it (local agents share a host).
+fn ports(job: &Job, ranks: usize) -> Vec<u32> {
+    use bai_common::hash::{fnv1a64, fnv1a64_update};
+    let mut out: Vec<u32> = Vec::with_capacity(ranks);
+    for rank in 0..ranks {
+        let h = fnv1a64_update(fnv1a64(job.id.as_bytes()), &(rank as u64).to_le_bytes());
+        let mut port = 10_000 + (h % 10_000) as u32;
+        while out.contains(&port) {
+            port = 10_000 + (port - 10_000 + 1) % 10_000;
+        }
+        out.push(port);
+    }
+    out
 }
 
 /// `BAI_MPI_PEERS` and the `BAI_MPI_TOKEN` secret of a multi-node job's
 /// ranks; nothing for a single-node job (its launches stay on its node).
 pub fn rank_env(job: &Job) -> Option<(EnvVar, SecretEnvVar)> {
     let gang = job.gang.as_ref()?;
+    let ports = ports(job, gang.ranks.len());
     let peers = gang
         .ranks
         .iter()
-        .enumerate()
-        .map(|(rank, r)| format!("{}={}:{}", r.node_id, r.address, port(job, rank)))
+        .zip(ports)
+        .map(|(r, port)| format!("{}={}:{port}", r.node_id, r.address))
         .collect::<Vec<_>>()
         .join(",");
     Some((
@@ -199,12 +213,17 @@ mod tests {
             ..Gang::default()
         });
         let (peers, token) = rank_env(&j).unwrap();
-        let base = port(&j, 0);
+        let p = ports(&j, 2);
         assert_eq!(
             peers.value,
-            format!("a=10.0.0.0:{base},b=10.0.0.1:{}", base + 1)
+            format!("a=10.0.0.0:{},b=10.0.0.1:{}", p[0], p[1])
         );
         assert_eq!(token.value.expose(), "t0k");
-        assert!((10_000..19_000).contains(&base));
+        // Every rank of a job of 100 nodes has its own port in the range.
+        let mut all = ports(&j, 100);
+        assert!(all.iter().all(|p| (10_000..20_000).contains(p)));
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 100);
     }
 }
