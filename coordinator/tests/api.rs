@@ -312,6 +312,27 @@ async fn job_create_rules() {
         "{}",
         s.message()
     );
+    // A container setting that does not parse is named, before containers
+    // are refused at all.
+    let mut boxed = job("boxed", "x");
+    boxed.container_settings = Some(pb::ContainerSettings {
+        image_source_registry: Some(pb::ImageSourceRegistry {
+            image: "tensorflow/tensorflow:1.8.0-gpu".into(),
+            ..Default::default()
+        }),
+        shm_size: "-2g".into(),
+    });
+    let s = status(
+        jobs.create_job(pb::CreateJobRequest { job: Some(boxed) })
+            .await,
+    );
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message()
+            .starts_with("job.container_settings.shm_size: must be a positive size"),
+        "{}",
+        s.message()
+    );
     let mut zero = job("zero", "x");
     zero.node_count = 0;
     let s = status(

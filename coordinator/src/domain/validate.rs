@@ -610,10 +610,22 @@ pub fn job(j: &Job) -> Result {
         mount_volumes("job.mount_volumes", m)?;
     }
     if let Some(c) = &s.container_settings {
-        required(
-            "job.container_settings.image_source_registry.image",
-            &c.image,
-        )?;
+        let f = "job.container_settings.image_source_registry";
+        required(&format!("{f}.image"), &c.image)?;
+        super::container::parse_image(&c.image).map_err(|why| {
+            Invalid::new(
+                format!("{f}.image"),
+                format!("{why}: not an image reference (e.g. tensorflow/tensorflow:1.8.0-gpu)"),
+            )
+        })?;
+        if !c.server_url.is_empty() {
+            super::container::check_server_url(&c.server_url)
+                .map_err(|why| Invalid::new(format!("{f}.server_url"), why))?;
+        }
+        if !c.shm_size.is_empty() {
+            super::container::parse_shm_size(&c.shm_size)
+                .map_err(|why| Invalid::new("job.container_settings.shm_size", why))?;
+        }
         if let Some(cred) = &c.credentials {
             let f = "job.container_settings.image_source_registry.credentials";
             required(&format!("{f}.username"), &cred.username)?;

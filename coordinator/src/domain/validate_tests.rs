@@ -306,6 +306,53 @@ fn other_job_rules() {
         err_of(&j),
         "job.container_settings.image_source_registry.image: is required"
     );
+    // Bad container settings are named before containers are refused.
+    let container = |image: &str, server: &str, shm: &str| {
+        let mut j = fixtures::job("w", "e", "j", "c");
+        j.spec.container_settings = Some(ContainerSettings {
+            server_url: server.into(),
+            image: image.into(),
+            credentials: None,
+            shm_size: shm.into(),
+        });
+        err_of(&j)
+    };
+    let f = "job.container_settings";
+    for (image, server, shm, want) in [
+        (
+            "Ubuntu:x",
+            "",
+            "",
+            format!("{f}.image_source_registry.image: has a name"),
+        ),
+        (
+            "ubuntu",
+            "ftp://x",
+            "",
+            format!("{f}.image_source_registry.server_url: is not"),
+        ),
+        (
+            "ubuntu",
+            "",
+            "-1g",
+            format!("{f}.shm_size: must be a positive size"),
+        ),
+        (
+            "ubuntu",
+            "",
+            "lots",
+            format!("{f}.shm_size: must be a positive size"),
+        ),
+        (
+            "ubuntu",
+            "myreg.io",
+            "2g",
+            format!("{f}: is not supported yet"),
+        ),
+    ] {
+        let e = container(image, server, shm);
+        assert!(e.starts_with(&want), "{image} {server} {shm}: {e}");
+    }
     let mut j = fixtures::job("w", "e", "j", "c");
     j.spec.mount_volumes = Some(MountVolumes {
         unmanaged_file_systems: vec![UnmanagedFileSystem {
