@@ -155,6 +155,9 @@ pub struct FileConfig {
     /// Job cgroups (`jobs/cgroup/`).
     #[serde(default)]
     pub cgroups: crate::jobs::cgroup::CgroupConfig,
+    /// The container runtime (`jobs/container.rs`).
+    #[serde(default)]
+    pub containers: crate::jobs::container::ContainerConfig,
     /// The node's GPUs.
     #[serde(default)]
     pub gpu: GpuFile,
@@ -256,6 +259,7 @@ pub struct Config {
     pub ssh_port: Option<u16>,
     pub storage: StorageConfig,
     pub cgroups: crate::jobs::cgroup::CgroupConfig,
+    pub containers: crate::jobs::container::ContainerConfig,
     /// Where the node's GPUs come from (see [`crate::gpu::open`]).
     pub gpu: GpuConfig,
 }
@@ -393,6 +397,7 @@ impl Config {
                 blob_driver: f.storage.blob_driver,
             },
             cgroups: f.cgroups,
+            containers: f.containers,
             gpu,
         })
     }

@@ -6,8 +6,8 @@
 #![allow(clippy::needless_update)]
 
 use crate::model::{
-    Ack, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, MpiHosts, Outbound, STREAMS,
-    Stream,
+    Ack, ContainerImage, EnvVar, HeldJob, Inbound, JobError, JobExit, JobId, JobSpec, MpiHosts,
+    Outbound, STREAMS, Stream,
 };
 use crate::node::mounts::{Secret, Volume};
 use crate::node::{AdminUser, NodeSetup, NodeStatus, Phase, SetupTask};
@@ -42,6 +42,7 @@ pub fn to_pb(msg: Outbound) -> pb::AgentMessage {
                 cuda_version: r.gpus.cuda_version,
                 job_cgroups: r.job_cgroups,
                 gpu_isolation: r.gpu_isolation,
+                container_runtime: r.container_runtime,
                 ..Default::default()
             })
         }
@@ -374,11 +375,30 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
             "assign_job.{field}: this agent does not implement it yet ({why})"
         ))
     };
-    if a.container_settings
-        .as_ref()
-        .is_some_and(|c| *c != pb::ContainerSettings::default())
+    if let Some(c) = &a.container_settings
+        && *c != pb::ContainerSettings::default()
     {
-        return refuse("container_settings", "containers");
+        let registry = c.image_source_registry.clone().unwrap_or_default();
+        if registry.image.is_empty() {
+            return Err(
+                "assign_job.container_settings.image_source_registry.image: is required".into(),
+            );
+        }
+        if registry.credentials.is_some() {
+            return refuse(
+                "container_settings.image_source_registry.credentials",
+                "registry credentials",
+            );
+        }
+        if !a.job_preparation_command_line.is_empty() {
+            return refuse(
+                "job_preparation_command_line",
+                "a job preparation inside the container",
+            );
+        }
+        if a.node_count > 1 {
+            return refuse("node_count", "a multi-node container job");
+        }
     }
     // A rank of a multi-node job runs like a job of its own: the
     // coordinator gives it its environment (rank, peers) and its GPUs.
@@ -445,6 +465,18 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 gpu_uuids: a.gpu_uuids,
                 preparation: Some(a.job_preparation_command_line).filter(|c| !c.is_empty()),
                 rank: a.node_rank,
+                container: a
+                    .container_settings
+                    .take()
+                    .filter(|c| *c != pb::ContainerSettings::default())
+                    .map(|c| {
+                        let r = c.image_source_registry.unwrap_or_default();
+                        ContainerImage {
+                            image: r.image,
+                            server_url: r.server_url,
+                            shm_size: c.shm_size,
+                        }
+                    }),
                 mpi: (a.mpi_slots > 0).then(|| MpiHosts {
                     node_ids: a.node_ids.clone(),
                     slots: a.mpi_slots,

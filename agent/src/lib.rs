@@ -229,6 +229,23 @@ pub async fn run_with(
     };
     let inventory = gpus.backend().inventory();
     let gpu_minors = inventory.minors();
+    let containers = {
+        let cfg = config.containers.clone();
+        tokio::task::spawn_blocking(move || jobs::container::detect(&cfg))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    };
+    let containers = match containers {
+        Ok(rt) => rt.map(Arc::new),
+        Err(e) => {
+            tracing::warn!(problem = %e, "no container runtime: container jobs are not placed on this node");
+            None
+        }
+    };
+    facts.container_runtime = containers
+        .as_ref()
+        .map(|rt| rt.version.clone())
+        .unwrap_or_default();
     facts.job_cgroups = cgroups.kind().to_owned();
     facts.gpu_isolation = cgroups
         .gpu_isolation(inventory.gpus.len(), &gpu_minors)
@@ -236,6 +253,7 @@ pub async fn run_with(
     info!(
         job_cgroups = %facts.job_cgroups,
         gpu_isolation = %facts.gpu_isolation,
+        container_runtime = %facts.container_runtime,
         "job isolation"
     );
     let settings = JobSettings {
@@ -250,6 +268,7 @@ pub async fn run_with(
         cgroups: Arc::new(cgroups),
         gpu_minors: Arc::new(gpu_minors),
         mpi_launcher: jobs::mpi_launcher(),
+        containers,
     };
     let mut jobs = JobManager::new(settings, launcher);
     let adopted = jobs

@@ -132,6 +132,28 @@ pub struct JobSpec {
     pub mpi: Option<MpiHosts>,
     /// This node's rank in the job (0: the master, or a single-node job).
     pub rank: u32,
+    /// The image the job runs in, if it runs in a container.
+    pub container: Option<ContainerImage>,
+}
+
+/// Where a container job's image comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContainerImage {
+    pub image: String,
+    /// The registry (`host[:port]` or an http(s) URL); empty: the image's own.
+    pub server_url: String,
+    /// As the runtime takes it (`2g`); empty: the runtime's default.
+    pub shm_size: String,
+}
+
+impl fmt::Debug for ContainerImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerImage")
+            .field("image", &self.image)
+            .field("server_url", &self.server_url)
+            .field("shm_size", &self.shm_size)
+            .finish()
+    }
 }
 
 /// The nodes of a job's OpenMPI hostfile and the slots of each.
@@ -173,6 +195,7 @@ impl fmt::Debug for JobSpec {
             .field("preparation", &self.preparation)
             .field("mpi", &self.mpi)
             .field("rank", &self.rank)
+            .field("container", &self.container)
             .finish()
     }
 }
@@ -235,6 +258,8 @@ pub struct Registration {
     pub job_cgroups: String,
     /// `devices-cgroup-v1`, `env-only`, or empty without GPUs.
     pub gpu_isolation: String,
+    /// The container runtime's version line; empty: none.
+    pub container_runtime: String,
     /// Where preparation stood (none before the first PrepareNode).
     pub status: Option<crate::node::NodeStatus>,
     /// The node's GPUs and where they come from.
@@ -377,6 +402,7 @@ mod tests {
             preparation: None,
             mpi: None,
             rank: 0,
+            container: None,
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("TOKEN"));

@@ -87,6 +87,8 @@ pub struct NodeFacts {
     pub job_cgroups: String,
     /// How a job is kept to its GPUs (`Cgroups::gpu_isolation`).
     pub gpu_isolation: String,
+    /// The container runtime's version line; empty: none.
+    pub container_runtime: String,
 }
 
 /// Runs sessions until shutdown. Never returns an error: every failure is
@@ -156,6 +158,7 @@ async fn registration(ctx: &SessionCtx, jobs: &mut JobManager) -> Registration {
         blob_driver: ctx.facts.blob_driver.clone(),
         job_cgroups: ctx.facts.job_cgroups.clone(),
         gpu_isolation: ctx.facts.gpu_isolation.clone(),
+        container_runtime: ctx.facts.container_runtime.clone(),
         status: ctx.node.status(),
         gpus: ctx.gpus.backend().inventory(),
     }

@@ -442,6 +442,7 @@ fn a_job_given_gpu_1_of_4_opens_only_its_device_node() {
         gpu_uuids: Vec::new(),
         preparation: None,
         shared_temp: None,
+        container: None,
     };
     bai_agent::jobs::layout::write_record(&job_dir.join("launch.json"), &rec, 0o600).unwrap();
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_bai-agent"))

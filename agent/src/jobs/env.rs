@@ -228,6 +228,7 @@ mod tests {
             preparation: None,
             mpi: None,
             rank: 0,
+            container: None,
         }
     }
 

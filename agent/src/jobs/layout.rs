@@ -160,6 +160,9 @@ pub struct LaunchRecord {
     /// where it lies in the job's own temp or another node owns it.
     #[serde(default)]
     pub shared_temp: Option<PathBuf>,
+    /// Run the command line in this container (absent: on the node).
+    #[serde(default)]
+    pub container: Option<super::container::ContainerLaunch>,
 }
 
 /// The job's process is running (`started.json`, written by the shim).

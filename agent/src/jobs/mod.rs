@@ -8,6 +8,7 @@
 //! process; the job's worker reports its current state instead.
 
 pub mod cgroup;
+pub mod container;
 pub mod env;
 pub mod job_mounts;
 pub mod launcher;
@@ -55,6 +56,8 @@ pub struct JobSettings {
     /// `bai-mpi`, OpenMPI's remote launcher for multi-node jobs (installed
     /// beside the agent).
     pub mpi_launcher: PathBuf,
+    /// The node's container runtime, if it has one.
+    pub containers: Option<Arc<container::Runtime>>,
 }
 
 /// The jobs this node holds, each with its worker task.

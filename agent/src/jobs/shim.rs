@@ -137,13 +137,29 @@ pub fn run(job_dir: &Path) -> i32 {
     if pgid == pid {
         record_start(&paths, pid, pgid);
     }
-    log(&format!(
-        "started the job: process {pid} ({} -c), working directory {}",
-        rec.shell.display(),
-        rec.work_dir.display()
-    ));
+    match &rec.container {
+        Some(c) => log(&format!(
+            "started the job in container {} of {}: process {pid} ({}), working directory {}",
+            c.run.name,
+            c.run.image,
+            c.runtime.kind.name(),
+            rec.work_dir.display()
+        )),
+        None => log(&format!(
+            "started the job: process {pid} ({} -c), working directory {}",
+            rec.shell.display(),
+            rec.work_dir.display()
+        )),
+    }
     wait_unreaped(pid).ok();
     let status = end_group(pid, pgid, cgroup, child, &log);
+    // A client killed after the grace period leaves its container running:
+    // it goes by name, so nothing of the job outlives it.
+    if let Some(c) = &rec.container
+        && let Err(e) = super::container::remove(&c.runtime, &c.run.name)
+    {
+        log(&format!("cannot remove the job's container: {e}"));
+    }
     let (exit_code, error) = match status {
         Some(s) => (exit_code(s), None),
         None => (
@@ -175,17 +191,30 @@ fn spawn(
 ) -> Result<Child, (&'static str, String)> {
     // The agent's unit protects it from the OOM killer; jobs must not inherit that.
     let oom = OomScoreAdj::neutral_for_children();
-    let mut cmd = Command::new(&rec.shell);
-    cmd.arg("-c")
-        .arg(line)
-        .env_clear()
+    let mut cmd = match &rec.container {
+        // The runtime's client runs as the agent (root); the container runs
+        // as the job's user (`--user`) with the job's variables by name.
+        Some(c) => {
+            let argv =
+                super::container::run_argv(&c.runtime, &c.run, &rec.env, &rec.work_dir, line);
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(&rec.shell);
+            cmd.arg("-c").arg(line);
+            cmd
+        }
+    };
+    cmd.env_clear()
         .envs(rec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&rec.work_dir)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
         .process_group(pgid.unwrap_or(0));
-    if let Some(u) = &rec.run_as {
+    if let Some(u) = rec.run_as.as_ref().filter(|_| rec.container.is_none()) {
         // The cluster's admin user, not root (std drops root's
         // supplementary groups when it sets the uid).
         cmd.uid(u.uid)

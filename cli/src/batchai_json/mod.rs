@@ -206,6 +206,7 @@ pub fn node(n: &pb::Node) -> Value {
         "cudaVersion": n.cuda_version,
         "jobCgroups": n.job_cgroups,
         "gpuIsolation": n.gpu_isolation,
+        "containerRuntime": n.container_runtime,
         "gpuProblems": n.gpu_problems,
         "gpus": n.gpus.iter().map(|g| json!({
             "index": g.index,

@@ -150,6 +150,7 @@ pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
                 cuda_version: r.cuda_version,
                 job_cgroups: r.job_cgroups,
                 gpu_isolation: r.gpu_isolation,
+                container_runtime: r.container_runtime,
             },
             status: r.status.map(report_from),
             held: r

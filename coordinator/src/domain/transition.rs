@@ -57,11 +57,14 @@ pub fn is_free(node: &Node) -> bool {
 }
 
 /// Why `node` cannot take `job` as far as the store knows (connection aside),
-/// or `None` if it can: of the job's cluster, in a state that takes jobs, and
-/// unoccupied for a whole-node job or with enough free GPUs for a GPU job.
+/// or `None` if it can: of the job's cluster, in a state that takes jobs, a
+/// container runtime for a container job, and unoccupied for a whole-node
+/// job or with enough free GPUs for a GPU job.
 pub fn cannot_take(node: &Node, job: &Job) -> Option<&'static str> {
     if node.workspace != job.spec.cluster.workspace || node.cluster != job.spec.cluster.name {
         Some("it belongs to another cluster")
+    } else if job.spec.container_settings.is_some() && node.info.container_runtime.is_empty() {
+        Some("it has no container runtime")
     } else if !takes_jobs(node) {
         Some("it is not idle or running")
     } else {

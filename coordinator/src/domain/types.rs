@@ -145,6 +145,8 @@ pub struct NodeInfo {
     pub cuda_version: String,
     pub job_cgroups: String,
     pub gpu_isolation: String,
+    /// The node's container runtime's version line; empty: none.
+    pub container_runtime: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -637,11 +637,27 @@ pub fn job(j: &Job) -> Result {
     if let Some(cmd) = &s.job_preparation_command_line {
         required("job.job_preparation.command_line", cmd)?;
     }
-    if s.container_settings.is_some() {
-        return Err(unsupported(
-            "job.container_settings",
-            "containers come with issue 11; the job runs on the node's own system",
-        ));
+    if let Some(c) = &s.container_settings {
+        // What the container path does not do yet is refused by name.
+        let f = "job.container_settings";
+        if c.credentials.is_some() {
+            return Err(unsupported(
+                &format!("{f}.image_source_registry.credentials"),
+                "registry credentials come later in issue 11; a public or unauthenticated registry works",
+            ));
+        }
+        if s.job_preparation_command_line.is_some() {
+            return Err(unsupported(
+                "job.job_preparation",
+                "with container_settings: a preparation inside the container comes later in issue 11",
+            ));
+        }
+        if s.node_count > 1 {
+            return Err(unsupported(
+                "job.node_count",
+                "above 1 with container_settings: multi-node container jobs come later in issue 11",
+            ));
+        }
     }
     if s.node_count > MAX_NODES {
         return Err(Invalid::new(

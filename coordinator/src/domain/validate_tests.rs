@@ -343,12 +343,6 @@ fn other_job_rules() {
             "lots",
             format!("{f}.shm_size: must be a positive size"),
         ),
-        (
-            "ubuntu",
-            "myreg.io",
-            "2g",
-            format!("{f}: is not supported yet"),
-        ),
     ] {
         let e = container(image, server, shm);
         assert!(e.starts_with(&want), "{image} {server} {shm}: {e}");
@@ -486,7 +480,23 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
         credentials: None,
         shm_size: String::new(),
     });
-    assert_eq!(unsupported(job(&j)), "job.container_settings");
+    job(&j).expect("a container job on one node");
+    j.spec.job_preparation_command_line = Some("pip install x".into());
+    assert_eq!(unsupported(job(&j)), "job.job_preparation");
+    j.spec.job_preparation_command_line = None;
+    j.spec.node_count = 2;
+    assert_eq!(unsupported(job(&j)), "job.node_count");
+    j.spec.node_count = 1;
+    if let Some(c) = &mut j.spec.container_settings {
+        c.credentials = Some(PrivateRegistryCredentials {
+            username: "me".into(),
+            password: Secret::new("pw"),
+        });
+    }
+    assert_eq!(
+        unsupported(job(&j)),
+        "job.container_settings.image_source_registry.credentials"
+    );
     let mut j = fixtures::job("w", "e", "j", "c");
     j.spec.job_preparation_command_line = Some("apt install -y unzip".into());
     assert_eq!(job(&j), Ok(()), "job preparation is honoured");

@@ -96,6 +96,13 @@ fn why(
             None => format!("cluster {cluster} has no nodes"),
         };
     }
+    if job.spec.container_settings.is_some()
+        && nodes.iter().all(|n| n.info.container_runtime.is_empty())
+    {
+        return format!(
+            "it runs in a container and no node of cluster {cluster} has a container runtime (podman or docker)"
+        );
+    }
     let want = job.spec.gpus_per_node;
     let most_gpus = nodes.iter().map(|n| n.info.gpus.len()).max().unwrap_or(0);
     if want as usize > most_gpus {

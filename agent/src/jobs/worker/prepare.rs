@@ -5,6 +5,7 @@
 
 use crate::jobs::JobSettings;
 use crate::jobs::cgroup::JobCgroup;
+use crate::jobs::container::{self, ContainerLaunch, ContainerRun};
 use crate::jobs::env::{MpiEnv, NodePaths, job_env};
 use crate::jobs::job_mounts;
 use crate::jobs::layout::{self, JobPaths, LaunchRecord, log_line, write_record};
@@ -175,6 +176,19 @@ pub fn prepare(
             ));
         }
     }
+    let container = match &spec.container {
+        None => None,
+        Some(image) => match container_launch(settings, spec, paths, image, run_as.as_ref()) {
+            Ok(launch) => Some(launch),
+            Err(e) => {
+                undo_mounts();
+                if let Some(cg) = &cgroup {
+                    let _ = cg.remove();
+                }
+                return Err(e);
+            }
+        },
+    };
     let rec = LaunchRecord {
         job_id: spec.job_id.as_str().to_owned(),
         shell: settings.shell.clone(),
@@ -193,6 +207,7 @@ pub fn prepare(
         // On the cluster's shared root the master's node removes it.
         shared_temp: (settings.layout.shared_temp_root.is_some() && spec.rank == 0)
             .then(|| paths.shared_temp.clone()),
+        container,
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
         let _ = job_mounts::unmount_all(paths);
@@ -217,6 +232,53 @@ pub fn prepare(
         let _ = log_line(&paths.stream(Stream::ExecutionLog), &line);
     }
     Ok(rec.cgroup)
+}
+
+/// Pulls a container job's image (a `pulling` line and the runtime's
+/// progress in `execution.log`) and says how the shim runs it.
+fn container_launch(
+    settings: &JobSettings,
+    spec: &JobSpec,
+    paths: &JobPaths,
+    image: &crate::model::ContainerImage,
+    run_as: Option<&crate::node::admin_user::RunAs>,
+) -> Result<ContainerLaunch, JobError> {
+    let runtime = settings.containers.as_deref().ok_or_else(|| {
+        JobError::new(
+            "ContainerRuntimeMissing",
+            "this node has no container runtime (podman or docker)",
+        )
+    })?;
+    if !spec.gpu_uuids.is_empty() {
+        return Err(JobError::new(
+            "ContainerGpusUnavailable",
+            "the job was given GPUs, and passing GPUs into a container is not implemented yet (issue 11)",
+        ));
+    }
+    let reference = container::reference(&image.image, &image.server_url);
+    let log = paths.stream(Stream::ExecutionLog);
+    let _ = log_line(&log, &format!("pulling {reference}"));
+    container::pull(runtime, &reference, &image.server_url, &log)
+        .map_err(|e| JobError::new("ImagePullFailed", e))?;
+    let _ = log_line(&log, &format!("pulled {reference}"));
+    let mut binds = vec![
+        settings.layout.mount_root.clone(),
+        paths.mount_root.clone(),
+        paths.temp.clone(),
+        paths.shared_temp.clone(),
+        paths.spool.clone(),
+    ];
+    binds.dedup();
+    Ok(ContainerLaunch {
+        runtime: runtime.clone(),
+        run: ContainerRun {
+            image: reference,
+            name: container::name(spec.job_id.as_str(), &settings.node_id),
+            binds,
+            user: run_as.map(|u| format!("{}:{}", u.uid, u.gid)),
+            shm_size: Some(image.shm_size.clone()).filter(|s| !s.is_empty()),
+        },
+    })
 }
 
 /// Records a job that could not be started: an `execution.log` line and

@@ -116,6 +116,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         preparation: None,
         mpi: None,
         rank: 0,
+        container: None,
     }
 }
 
@@ -147,6 +148,7 @@ impl Rig {
             },
             node_id: "n1".into(),
             mpi_launcher: "/usr/bin/bai-mpi".into(),
+            containers: None,
         };
         let shim = Arc::new(FakeShim::default());
         let deps = Deps {

@@ -304,6 +304,7 @@ pub fn node_to(n: &Node) -> pb::Node {
         cuda_version: n.info.cuda_version.clone(),
         job_cgroups: n.info.job_cgroups.clone(),
         gpu_isolation: n.info.gpu_isolation.clone(),
+        container_runtime: n.info.container_runtime.clone(),
         gpu_problems: Vec::new(),
     }
 }

@@ -100,6 +100,7 @@ fn reg(node: &str, cluster: &str) -> NodeRegistration {
             cuda_version: String::new(),
             job_cgroups: String::new(),
             gpu_isolation: String::new(),
+            container_runtime: String::new(),
         },
         ready: true,
         step: String::new(),

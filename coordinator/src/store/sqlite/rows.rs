@@ -91,6 +91,7 @@ pub struct NodeDetails {
     pub cuda_version: String,
     pub job_cgroups: String,
     pub gpu_isolation: String,
+    pub container_runtime: String,
 }
 
 impl NodeDetails {
@@ -107,6 +108,7 @@ impl NodeDetails {
             cuda_version: info.cuda_version.clone(),
             job_cgroups: info.job_cgroups.clone(),
             gpu_isolation: info.gpu_isolation.clone(),
+            container_runtime: info.container_runtime.clone(),
         }
     }
 
@@ -141,6 +143,7 @@ pub fn node(r: &Row) -> Result<Node> {
             cuda_version: details.cuda_version,
             job_cgroups: details.job_cgroups,
             gpu_isolation: details.gpu_isolation,
+            container_runtime: details.container_runtime,
         },
         connected: r.get(10)?,
         last_heartbeat_time: r.get(11)?,

@@ -1,0 +1,366 @@
+//! The container runtime seam: which runtime a node has (podman first, docker
+//! second, or none), and how a job runs in a container with it.
+//!
+//! A container job's process is the runtime's client: `<runtime> run --rm
+//! --name bai-<job>-<node> --network host -e NAME… -v <path>:<path>… -w <dir>
+//! [--user uid:gid] [--shm-size N] <image> sh -c '<runner>' <command line>`,
+//! spawned by the shim like any job (its output is the job's stdout and
+//! stderr). The job's variables pass by name only (`-e NAME`: the runtime
+//! copies the value from its own environment, which is the job's), so no value
+//! — secrets included — is ever on a command line. The node's mount root, the
+//! job's mounts, temp, shared temp and stdouterr directories appear at the
+//! same paths inside. The container is removed by name when the job ends, so
+//! a SIGKILLed client leaves nothing running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The agent config's `[containers]` table.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerConfig {
+    /// `auto` (podman, else docker, else none), `podman`, `docker` or `none`.
+    pub runtime: String,
+    /// Flags before `run` (e.g. podman's `--runtime runc`).
+    pub global_args: Vec<String>,
+    /// Flags added to every `run` (e.g. `--ulimit nofile=1024:1024`).
+    pub run_args: Vec<String>,
+}
+
+impl Default for ContainerConfig {
+    fn default() -> Self {
+        Self {
+            runtime: "auto".into(),
+            global_args: Vec::new(),
+            run_args: Vec::new(),
+        }
+    }
+}
+
+/// Which runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Podman,
+    Docker,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Podman => "podman",
+            Kind::Docker => "docker",
+        }
+    }
+}
+
+/// A node's container runtime.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Runtime {
+    pub kind: Kind,
+    pub program: PathBuf,
+    /// What `<program> --version` said, e.g. "podman version 4.3.1".
+    pub version: String,
+    pub global_args: Vec<String>,
+    pub run_args: Vec<String>,
+}
+
+/// Finds `program` on `PATH` (or as given with a `/`).
+fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Path::new(program).is_file().then(|| PathBuf::from(program));
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn version(program: &Path) -> Option<String> {
+    let out = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The runtime the config names, or the first found for `auto`; `Ok(None)`
+/// for none; `Err` when the named one is missing or does not answer.
+/// Blocking (runs `--version`).
+pub fn detect(cfg: &ContainerConfig) -> Result<Option<Runtime>, String> {
+    let candidates: &[Kind] = match cfg.runtime.as_str() {
+        "none" => return Ok(None),
+        "auto" => &[Kind::Podman, Kind::Docker],
+        "podman" => &[Kind::Podman],
+        "docker" => &[Kind::Docker],
+        other => {
+            return Err(format!(
+                "containers.runtime: {other:?} is not auto, podman, docker or none"
+            ));
+        }
+    };
+    for &kind in candidates {
+        if let Some(program) = which(kind.name())
+            && let Some(version) = version(&program)
+        {
+            return Ok(Some(Runtime {
+                kind,
+                program,
+                version,
+                global_args: cfg.global_args.clone(),
+                run_args: cfg.run_args.clone(),
+            }));
+        }
+    }
+    if cfg.runtime == "auto" {
+        Ok(None)
+    } else {
+        Err(format!(
+            "containers.runtime: {} is not installed or does not answer --version",
+            cfg.runtime
+        ))
+    }
+}
+
+/// What one container job needs beyond the job's own launch record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerRun {
+    pub image: String,
+    /// The container's name (one per job and node).
+    pub name: String,
+    /// Directories shown inside at the same path.
+    pub binds: Vec<PathBuf>,
+    /// `uid:gid` to run as inside (the cluster's admin user), if any.
+    pub user: Option<String>,
+    /// `--shm-size` as the job gave it (`2g`), checked by the coordinator.
+    pub shm_size: Option<String>,
+}
+
+/// What the shim needs to run a container job (kept in `launch.json`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerLaunch {
+    pub runtime: Runtime,
+    pub run: ContainerRun,
+}
+
+/// The image reference to pull: the image as given, or under `server_url`'s
+/// host when the image names no registry of its own.
+pub fn reference(image: &str, server_url: &str) -> String {
+    let host = server_url
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let first = image.split('/').next().unwrap_or("");
+    let has_registry =
+        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if host.is_empty() || has_registry {
+        image.to_string()
+    } else {
+        format!("{host}/{image}")
+    }
+}
+
+/// Pulls `reference` (over plain HTTP where `server_url` says `http://`),
+/// the runtime's progress and answer appended to `log`. `Err` carries the
+/// runtime's last lines (the registry's answer). Blocking.
+pub fn pull(rt: &Runtime, reference: &str, server_url: &str, log: &Path) -> Result<(), String> {
+    let log_file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+    let mut cmd = Command::new(&rt.program);
+    cmd.args(&rt.global_args).arg("pull");
+    if server_url.starts_with("http://") {
+        cmd.arg(match rt.kind {
+            Kind::Podman => "--tls-verify=false",
+            // docker takes insecure registries from its daemon's config.
+            Kind::Docker => "--quiet",
+        });
+    }
+    let out = cmd
+        .arg(reference)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", rt.program.display()))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    use std::io::Write;
+    let _ = (&log_file).write_all(err.as_bytes());
+    if out.status.success() {
+        return Ok(());
+    }
+    let last: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = last[last.len().saturating_sub(3)..].join("; ");
+    Err(format!("{} pull {reference}: {tail}", rt.kind.name()))
+}
+
+/// The container's name for `job` on `node`.
+pub fn name(job: &str, node: &str) -> String {
+    format!("bai-{job}-{node}")
+}
+
+/// Variables the container keeps its image's own values of: the host's
+/// would break the image (its PATH, its HOME).
+const IMAGE_OWN: [&str; 4] = ["PATH", "HOME", "SHELL", "HOSTNAME"];
+
+/// In the container: bash where the image has it, else sh, runs the command
+/// line (passed as `$0`, never through another layer of quoting).
+const RUNNER: &str =
+    "if command -v bash >/dev/null 2>&1; then exec bash -c \"$0\"; else exec sh -c \"$0\"; fi";
+
+/// The runtime's argv (program first) that runs `line` in the container
+/// with the job's variables `env` (names only), in `work_dir`.
+pub fn run_argv(
+    rt: &Runtime,
+    run: &ContainerRun,
+    env: &[(String, String)],
+    work_dir: &Path,
+    line: &str,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![rt.program.display().to_string()];
+    a.extend(rt.global_args.iter().cloned());
+    a.extend(
+        [
+            "run",
+            "--rm",
+            "--name",
+            &run.name,
+            "--network",
+            "host",
+            "--stop-timeout",
+            "0",
+        ]
+        .map(String::from),
+    );
+    a.extend(rt.run_args.iter().cloned());
+    for (name, _) in env.iter().filter(|(n, _)| !IMAGE_OWN.contains(&n.as_str())) {
+        a.extend(["-e".to_string(), name.clone()]);
+    }
+    for b in &run.binds {
+        a.extend(["-v".to_string(), format!("{0}:{0}", b.display())]);
+    }
+    a.extend(["-w".to_string(), work_dir.display().to_string()]);
+    if let Some(u) = &run.user {
+        a.extend(["--user".to_string(), u.clone()]);
+    }
+    if let Some(s) = &run.shm_size {
+        a.extend(["--shm-size".to_string(), s.clone()]);
+    }
+    a.extend([
+        run.image.clone(),
+        "sh".to_string(),
+        "-c".to_string(),
+        RUNNER.to_string(),
+        line.to_string(),
+    ]);
+    a
+}
+
+/// Removes the container `name` (stopping it first if it runs); a missing
+/// one is fine. Blocking.
+pub fn remove(rt: &Runtime, name: &str) -> Result<(), String> {
+    let out = Command::new(&rt.program)
+        .args(&rt.global_args)
+        .args(["rm", "--force", "--time", "0", name])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", rt.program.display()))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success()
+        || err.contains("no such container")
+        || err.contains("No such container")
+    {
+        return Ok(());
+    }
+    Err(format!("{} rm {name}: {}", rt.kind.name(), err.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn podman() -> Runtime {
+        Runtime {
+            kind: Kind::Podman,
+            program: "/usr/bin/podman".into(),
+            version: "podman version 4.3.1".into(),
+            global_args: vec!["--runtime".into(), "runc".into()],
+            run_args: vec!["--ulimit".into(), "nofile=1024:1024".into()],
+        }
+    }
+
+    #[test]
+    fn the_run_line_passes_variables_by_name_only() {
+        let run = ContainerRun {
+            image: "tensorflow/tensorflow:1.8.0-gpu".into(),
+            name: name("j1", "n1"),
+            binds: vec!["/mnt/batch".into(), "/work/j1".into()],
+            user: Some("1000:1000".into()),
+            shm_size: Some("2g".into()),
+        };
+        let env = vec![
+            ("PATH".to_string(), "/usr/bin".to_string()),
+            ("TOKEN".to_string(), "s3cr3t".to_string()),
+            ("AZ_BATCHAI_JOB_TEMP".to_string(), "/work/j1".to_string()),
+        ];
+        let a = run_argv(&podman(), &run, &env, Path::new("/work/j1"), "echo $TOKEN");
+        let line = a.join(" ");
+        assert!(
+            !line.contains("s3cr3t"),
+            "a value on the command line: {line}"
+        );
+        assert!(
+            line.starts_with(
+                "/usr/bin/podman --runtime runc run --rm --name bai-j1-n1 --network host"
+            ),
+            "{line}"
+        );
+        assert!(line.contains(" -e TOKEN -e AZ_BATCHAI_JOB_TEMP "), "{line}");
+        assert!(
+            !line.contains("-e PATH"),
+            "the image keeps its PATH: {line}"
+        );
+        assert!(line.contains(" --ulimit nofile=1024:1024 "), "{line}");
+        assert!(
+            line.contains(" -v /mnt/batch:/mnt/batch -v /work/j1:/work/j1 -w /work/j1 "),
+            "{line}"
+        );
+        assert!(line.contains(" --user 1000:1000 --shm-size 2g "), "{line}");
+        let n = a.len();
+        assert_eq!(
+            a[n - 5..n - 2],
+            [
+                "tensorflow/tensorflow:1.8.0-gpu".to_string(),
+                "sh".into(),
+                "-c".into()
+            ]
+        );
+        assert_eq!(a[n - 1], "echo $TOKEN", "the command line is one argument");
+    }
+
+    #[test]
+    fn detection_follows_the_config() {
+        let none = ContainerConfig {
+            runtime: "none".into(),
+            ..ContainerConfig::default()
+        };
+        assert_eq!(detect(&none), Ok(None));
+        let bad = ContainerConfig {
+            runtime: "lxc".into(),
+            ..ContainerConfig::default()
+        };
+        assert!(detect(&bad).unwrap_err().contains("lxc"));
+        // `auto` finds whatever this machine has, or nothing; never an error.
+        assert!(detect(&ContainerConfig::default()).is_ok());
+    }
+}

@@ -1,0 +1,290 @@
+//! Container jobs through podman, against a local registry (Debian's
+//! docker-registry on loopback) serving a tiny image the test builds from
+//! busybox-static: the job runs in the image with its variables (secrets
+//! passed by name, never on a command line), mounts and `shmSize`, its output
+//! exact; terminate stops and removes the container; an image the registry
+//! does not have fails the job with the registry's answer.
+
+use anyhow::{Context, Result, bail};
+use bai_common::standins;
+use bai_proto::v1 as pb;
+use bai_tests::{Clients, Coordinator, CoordinatorOpts, exec_state};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A registry on loopback with `IMAGE` pushed to it.
+struct Registry {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const IMAGE: &str = "batchaitraining/busybox:1";
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn registry() -> Result<Registry> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("rootfs");
+    for d in ["bin", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d)).context("rootfs")?;
+    }
+    let busybox = standins::require_program("busybox").context("busybox")?;
+    std::fs::copy(&busybox, root.join("bin/busybox")).context("copy busybox")?;
+    for applet in [
+        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).context("symlink")?;
+    }
+    let tar = dir.path().join("image.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."))?;
+    let port = standins::free_port()?;
+    let url = format!("127.0.0.1:{port}");
+    let config = dir.path().join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {url}}}\n",
+            dir.path().join("data").display()
+        ),
+    )?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("docker-registry")?;
+    let reg = Registry {
+        child,
+        url: url.clone(),
+        _dir: dir,
+    };
+    let tagged = format!("{url}/{IMAGE}");
+    run(Command::new("podman").args(["import", &tar.display().to_string(), &tagged]))?;
+    let mut pushed = false;
+    for _ in 0..50 {
+        let ok = Command::new("podman")
+            .args(["push", "--tls-verify=false", &tagged])
+            .output()?
+            .status
+            .success();
+        if ok {
+            pushed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !pushed {
+        bail!("could not push {tagged}");
+    }
+    // The node pulls it itself.
+    let _ = Command::new("podman").args(["rmi", "-f", &tagged]).output();
+    Ok(reg)
+}
+
+/// podman as this host needs it (runc: crun refuses hybrid cgroups here;
+/// limits at or below the host's).
+fn agent_config(dir: &Path) -> Result<std::path::PathBuf> {
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        "[containers]\nruntime = \"podman\"\n\
+         global_args = [\"--runtime\", \"runc\", \"--cgroup-manager\", \"cgroupfs\"]\n\
+         run_args = [\"--ulimit\", \"nofile=1024:1024\", \"--ulimit\", \"nproc=1024:1024\"]\n",
+    )?;
+    Ok(p)
+}
+
+fn container_job(name: &str, registry: &str, image: &str, cmd: &str) -> pb::Job {
+    let mut job = bai_tests::custom_job("ws", "ex", name, "c1", cmd);
+    job.container_settings = Some(pb::ContainerSettings {
+        image_source_registry: Some(pb::ImageSourceRegistry {
+            server_url: format!("http://{registry}"),
+            image: image.into(),
+            credentials: None,
+        }),
+        shm_size: "64m".into(),
+    });
+    job
+}
+
+fn containers_named(prefix: &str) -> Vec<String> {
+    let out = Command::new("podman")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn start(c: &mut Clients, job: pb::Job) -> Result<()> {
+    c.jobs
+        .create_job(pb::CreateJobRequest { job: Some(job) })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result<()> {
+    if !standins::require_root()
+        || standins::require_program("podman").is_none()
+        || standins::require_program("docker-registry").is_none()
+        || standins::require_program("busybox").is_none()
+    {
+        return Ok(());
+    }
+    let reg = registry().context("the registry")?;
+    let tmp = tempfile::tempdir()?;
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-config".into(),
+            agent_config(tmp.path())?.display().to_string(),
+        ],
+        ..Default::default()
+    })
+    .context("the coordinator")?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 1).await?;
+    let node = c
+        .clusters
+        .list_cluster_nodes(pb::ListClusterNodesRequest {
+            workspace: "ws".into(),
+            cluster: "c1".into(),
+        })
+        .await?
+        .into_inner()
+        .nodes
+        .remove(0);
+    assert!(
+        node.container_runtime.starts_with("podman version"),
+        "{node:?}"
+    );
+
+    // Inside: no Debian (the image is busybox alone), the job's variables,
+    // its temp directory writable at the same path, /dev/shm of 64 MiB.
+    let cmd = "[ ! -e /etc/debian_version ] && echo in-the-image; \
+               echo \"A=$A TOKEN=$TOKEN\"; \
+               echo written > \"$AZ_BATCHAI_JOB_TEMP/from-container\"; \
+               df -k /dev/shm | while read fs blocks rest; do echo \"shm=$blocks\"; done; \
+               until [ -e \"$AZ_BATCHAI_JOB_TEMP/go\" ]; do sleep 0.1; done; echo done";
+    let mut job = container_job("boxed", &reg.url, IMAGE, cmd);
+    job.environment_variables.push(pb::EnvironmentVariable {
+        name: "A".into(),
+        value: "1".into(),
+    });
+    job.secrets.push(pb::EnvironmentVariableWithSecretValue {
+        name: "TOKEN".into(),
+        value: "hunter2-in-a-box".into(),
+        value_secret_reference: None,
+    });
+    start(&mut c, job).await?;
+    // While it runs: the secret is on no command line on this host.
+    bai_tests::eventually(
+        Duration::from_secs(120),
+        "the container running",
+        || async { Ok(!containers_named("bai-").is_empty()) },
+    )
+    .await?;
+    let leaked = bai_tests::procs::with_cmdline("hunter2-in-a-box");
+    assert!(leaked.is_empty(), "the secret is in an argv: {leaked:?}");
+    let temp = coord.state_dir().join("local-nodes");
+    // The job's temp is under the node's state: find its "from-container".
+    let mut written = None;
+    bai_tests::eventually(Duration::from_secs(30), "the job's file", || {
+        written = bai_tests::files_under(&temp)
+            .into_iter()
+            .find(|p| p.ends_with("from-container"));
+        let found = written.is_some();
+        async move { Ok(found) }
+    })
+    .await?;
+    let written = written.unwrap();
+    // Written inside, seen on the node (the temp goes with the job).
+    assert_eq!(std::fs::read_to_string(&written)?, "written\n");
+    std::fs::write(written.with_file_name("go"), b"")?;
+    let done = c
+        .wait_job("ws", "ex", "boxed", Duration::from_secs(60))
+        .await?;
+    let out = String::from_utf8(c.read_output("ws", "ex", "boxed", "stdout.txt").await?)?;
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "{done:?}\n{out}"
+    );
+    assert_eq!(
+        out,
+        "in-the-image\nA=1 TOKEN=hunter2-in-a-box\nshm=1K-blocks\nshm=65536\ndone\n"
+    );
+    let log = String::from_utf8(c.read_output("ws", "ex", "boxed", "execution.log").await?)?;
+    assert!(
+        log.contains(&format!("pulling {}/{IMAGE}", reg.url)),
+        "{log}"
+    );
+    bai_tests::eventually(Duration::from_secs(20), "the container removed", || async {
+        Ok(containers_named("bai-").is_empty())
+    })
+    .await?;
+
+    // Terminate: the container is stopped and removed.
+    start(&mut c, container_job("long", &reg.url, IMAGE, "sleep 600")).await?;
+    bai_tests::eventually(Duration::from_secs(60), "the long container", || async {
+        Ok(!containers_named("bai-").is_empty())
+    })
+    .await?;
+    c.jobs
+        .terminate_job(pb::TerminateJobRequest {
+            job: Some(bai_tests::key("ws", "ex", "long")),
+        })
+        .await?;
+    let done = c
+        .wait_job("ws", "ex", "long", Duration::from_secs(60))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    bai_tests::eventually(
+        Duration::from_secs(20),
+        "the long container removed",
+        || async { Ok(containers_named("bai-").is_empty()) },
+    )
+    .await?;
+
+    // An image the registry does not have fails the job, with its answer.
+    start(
+        &mut c,
+        container_job("nope", &reg.url, "batchaitraining/none:1", "true"),
+    )
+    .await?;
+    let done = c
+        .wait_job("ws", "ex", "nope", Duration::from_secs(60))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    let errors = &done.execution_info.as_ref().unwrap().errors;
+    assert_eq!(errors[0].code, "ImagePullFailed", "{errors:?}");
+    assert!(
+        errors[0].message.contains("batchaitraining/none"),
+        "{errors:?}"
+    );
+    Ok(())
+}
