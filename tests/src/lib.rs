@@ -379,6 +379,19 @@ impl Clients {
             .into_inner())
     }
 
+    /// The nodes of cluster `ws/cluster`.
+    pub async fn nodes(&mut self, ws: &str, cluster: &str) -> Result<Vec<pb::Node>> {
+        Ok(self
+            .clusters
+            .list_cluster_nodes(pb::ListClusterNodesRequest {
+                workspace: ws.into(),
+                cluster: cluster.into(),
+            })
+            .await?
+            .into_inner()
+            .nodes)
+    }
+
     pub async fn job(&mut self, ws: &str, ex: &str, name: &str) -> Result<pb::Job> {
         Ok(self
             .jobs

@@ -168,16 +168,7 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
     .context("the coordinator")?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 1).await?;
-    let node = c
-        .clusters
-        .list_cluster_nodes(pb::ListClusterNodesRequest {
-            workspace: "ws".into(),
-            cluster: "c1".into(),
-        })
-        .await?
-        .into_inner()
-        .nodes
-        .remove(0);
+    let node = c.nodes("ws", "c1").await?.remove(0);
     assert!(
         node.container_runtime.starts_with("podman version"),
         "{node:?}"

@@ -29,14 +29,7 @@ fn setup_task(command_line: &str, prefix: &str) -> pb::SetupTask {
 }
 
 async fn nodes(c: &mut Clients, ws: &str, cluster: &str) -> Result<Vec<pb::Node>> {
-    Ok(c.clusters
-        .list_cluster_nodes(pb::ListClusterNodesRequest {
-            workspace: ws.into(),
-            cluster: cluster.into(),
-        })
-        .await?
-        .into_inner()
-        .nodes)
+    c.nodes(ws, cluster).await
 }
 
 async fn wait_nodes(

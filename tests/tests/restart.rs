@@ -106,15 +106,7 @@ async fn coordinator_kill9_loses_nothing_and_runs_nothing_twice() -> Result<()> 
     // The two nodes are still there and idle, not duplicated by the restarts.
     c.wait_idle_nodes("ws", "c1", 2, Duration::from_secs(30))
         .await?;
-    let nodes = c
-        .clusters
-        .list_cluster_nodes(pb::ListClusterNodesRequest {
-            workspace: "ws".into(),
-            cluster: "c1".into(),
-        })
-        .await?
-        .into_inner()
-        .nodes;
+    let nodes = c.nodes("ws", "c1").await?;
     assert_eq!(nodes.len(), 2, "{nodes:?}");
     let agents = std::fs::read_dir(coord.state_dir().join("local-nodes"))?.count();
     assert_eq!(agents, 2, "local agents were duplicated");
