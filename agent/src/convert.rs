@@ -384,10 +384,11 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
                 "assign_job.container_settings.image_source_registry.image: is required".into(),
             );
         }
-        if registry.credentials.is_some() {
-            return refuse(
-                "container_settings.image_source_registry.credentials",
-                "registry credentials",
+        if let Some(c) = &registry.credentials
+            && (c.username.is_empty() || c.password.is_empty())
+        {
+            return Err(
+                "assign_job.container_settings.image_source_registry.credentials: a username and a password are required".into(),
             );
         }
         if !a.job_preparation_command_line.is_empty() {
@@ -475,6 +476,7 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                             image: r.image,
                             server_url: r.server_url,
                             shm_size: c.shm_size,
+                            credentials: r.credentials.map(|c| (c.username, c.password)),
                         }
                     }),
                 mpi: (a.mpi_slots > 0).then(|| MpiHosts {

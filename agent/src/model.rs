@@ -144,6 +144,9 @@ pub struct ContainerImage {
     pub server_url: String,
     /// As the runtime takes it (`2g`); empty: the runtime's default.
     pub shm_size: String,
+    /// The registry's user and password, if it needs them (the password
+    /// goes to the runtime's stdin only).
+    pub credentials: Option<(String, String)>,
 }
 
 impl fmt::Debug for ContainerImage {
@@ -152,6 +155,13 @@ impl fmt::Debug for ContainerImage {
             .field("image", &self.image)
             .field("server_url", &self.server_url)
             .field("shm_size", &self.shm_size)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
+            )
             .finish()
     }
 }

@@ -221,20 +221,6 @@ fn job_edit(path: &str) -> Option<JobEdit> {
             .map(|(_, e)| *e);
     }
     Some(match path {
-        "job.container_settings.image_source_registry.credentials" => |j| {
-            j.container_settings = Some(pb::ContainerSettings {
-                image_source_registry: Some(pb::ImageSourceRegistry {
-                    image: "ubuntu:22.04".into(),
-                    credentials: Some(pb::PrivateRegistryCredentials {
-                        username: "me".into(),
-                        password: "pw".into(),
-                        password_secret_reference: None,
-                    }),
-                    ..Default::default()
-                }),
-                shm_size: String::new(),
-            })
-        },
         "job.job_preparation" => |j| {
             j.job_preparation = Some(pb::JobPreparation {
                 command_line: "apt install -y unzip".into(),

@@ -38,6 +38,29 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn registry() -> Result<Registry> {
+    registry_with(None)
+}
+
+/// Runs `cmd` with `input` on its stdin.
+fn run_with_stdin(cmd: &mut Command, input: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A registry that wants `user`/`password` (htpasswd, bcrypt) when given.
+fn registry_with(auth: Option<(&str, &str)>) -> Result<Registry> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("rootfs");
     for d in ["bin", "tmp", "etc"] {
@@ -60,13 +83,24 @@ fn registry() -> Result<Registry> {
     let port = standins::free_port()?;
     let url = format!("127.0.0.1:{port}");
     let config = dir.path().join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {url}}}\n",
-            dir.path().join("data").display()
-        ),
-    )?;
+    let mut yaml = format!(
+        "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {url}}}\n",
+        dir.path().join("data").display()
+    );
+    let authfile = dir.path().join("push-auth.json");
+    if let Some((user, password)) = auth {
+        let htpasswd = dir.path().join("htpasswd");
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .context("htpasswd")?;
+        std::fs::write(&htpasswd, out.stdout)?;
+        yaml.push_str(&format!(
+            "auth: {{htpasswd: {{realm: bai, path: {}}}}}\n",
+            htpasswd.display()
+        ));
+    }
+    std::fs::write(&config, yaml)?;
     let child = Command::new("docker-registry")
         .arg("serve")
         .arg(&config)
@@ -82,12 +116,33 @@ fn registry() -> Result<Registry> {
     let tagged = format!("{url}/{IMAGE}");
     run(Command::new("podman").args(["import", &tar.display().to_string(), &tagged]))?;
     let mut pushed = false;
+    let authfile = authfile.display().to_string();
     for _ in 0..50 {
-        let ok = Command::new("podman")
-            .args(["push", "--tls-verify=false", &tagged])
-            .output()?
-            .status
-            .success();
+        if let Some((user, password)) = auth {
+            let login = run_with_stdin(
+                Command::new("podman").args([
+                    "login",
+                    "--tls-verify=false",
+                    "--authfile",
+                    &authfile,
+                    "--username",
+                    user,
+                    "--password-stdin",
+                    &url,
+                ]),
+                password,
+            );
+            if login.is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        let mut push = Command::new("podman");
+        push.args(["push", "--tls-verify=false", &tagged]);
+        if auth.is_some() {
+            push.args(["--authfile", &authfile]);
+        }
+        let ok = push.output()?.status.success();
         if ok {
             pushed = true;
             break;
@@ -277,5 +332,79 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
         errors[0].message.contains("batchaitraining/none"),
         "{errors:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_registry_credentials_are_used_and_never_shown() -> Result<()> {
+    if !standins::require_root()
+        || standins::require_program("podman").is_none()
+        || standins::require_program("docker-registry").is_none()
+        || standins::require_program("busybox").is_none()
+        || standins::require_program("htpasswd").is_none()
+    {
+        return Ok(());
+    }
+    let reg = registry_with(Some(("puller", "Reg-pa55word"))).context("the registry")?;
+    let tmp = tempfile::tempdir()?;
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-config".into(),
+            agent_config(tmp.path())?.display().to_string(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 1).await?;
+    let with = |name: &str, password: &str| {
+        let mut job = container_job(name, &reg.url, IMAGE, "echo pulled-with-credentials");
+        if let Some(r) = job
+            .container_settings
+            .as_mut()
+            .and_then(|s| s.image_source_registry.as_mut())
+        {
+            r.credentials = Some(pb::PrivateRegistryCredentials {
+                username: "puller".into(),
+                password: password.into(),
+                password_secret_reference: None,
+            });
+        }
+        job
+    };
+    start(&mut c, with("good", "Reg-pa55word")).await?;
+    let done = c
+        .wait_job("ws", "ex", "good", Duration::from_secs(120))
+        .await?;
+    let out = String::from_utf8(c.read_output("ws", "ex", "good", "stdout.txt").await?)?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+    assert_eq!(out, "pulled-with-credentials\n");
+    // Write-only: a read shows the user, not the password.
+    let creds = done
+        .container_settings
+        .and_then(|s| s.image_source_registry)
+        .and_then(|r| r.credentials)
+        .unwrap();
+    assert_eq!(
+        (creds.username.as_str(), creds.password.as_str()),
+        ("puller", "")
+    );
+
+    start(&mut c, with("bad", "Wrong-pa55word")).await?;
+    let done = c
+        .wait_job("ws", "ex", "bad", Duration::from_secs(120))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    let errors = &done.execution_info.as_ref().unwrap().errors;
+    assert_eq!(errors[0].code, "ImagePullFailed", "{errors:?}");
+    assert!(errors[0].message.contains("login"), "{errors:?}");
+    for job in ["good", "bad"] {
+        let log = String::from_utf8(c.read_output("ws", "ex", job, "execution.log").await?)?;
+        assert!(
+            !log.contains("pa55word"),
+            "{job}: a password in the log: {log}"
+        );
+    }
+    assert!(!format!("{errors:?}").contains("pa55word"));
+    assert!(!coord.log().contains("pa55word") && !coord.agent_logs().contains("pa55word"));
     Ok(())
 }

@@ -168,17 +168,108 @@ pub fn reference(image: &str, server_url: &str) -> String {
     }
 }
 
-/// Pulls `reference` (over plain HTTP where `server_url` says `http://`),
-/// the runtime's progress and answer appended to `log`. `Err` carries the
-/// runtime's last lines (the registry's answer). Blocking.
-pub fn pull(rt: &Runtime, reference: &str, server_url: &str, log: &Path) -> Result<(), String> {
+/// The registry host of `reference` (Docker Hub's when it names none).
+fn registry_of(reference: &str) -> &str {
+    let first = reference.split('/').next().unwrap_or("");
+    if reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+    {
+        first
+    } else {
+        "docker.io"
+    }
+}
+
+/// Logs in to `reference`'s registry as `user`, the password written to the
+/// runtime's stdin (never an argument), the token kept in `auth_dir` (0700:
+/// podman's `--authfile`, docker's `--config`); returns the flags a pull
+/// then takes. Blocking.
+fn login(
+    rt: &Runtime,
+    reference: &str,
+    server_url: &str,
+    (user, password): (&str, &str),
+    auth_dir: &Path,
+) -> Result<Vec<String>, String> {
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(auth_dir)
+        .map_err(|e| format!("cannot create {}: {e}", auth_dir.display()))?;
+    let auth = match rt.kind {
+        Kind::Podman => vec![
+            "--authfile".to_string(),
+            auth_dir.join("auth.json").display().to_string(),
+        ],
+        Kind::Docker => vec![],
+    };
+    let mut cmd = Command::new(&rt.program);
+    cmd.args(&rt.global_args);
+    if rt.kind == Kind::Docker {
+        cmd.arg("--config").arg(auth_dir);
+    }
+    cmd.arg("login").args(&auth);
+    if server_url.starts_with("http://") && rt.kind == Kind::Podman {
+        cmd.arg("--tls-verify=false");
+    }
+    let mut child = cmd
+        .args([
+            "--username",
+            user,
+            "--password-stdin",
+            registry_of(reference),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", rt.program.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(password.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).replace(password, "<redacted>");
+        return Err(format!(
+            "{} login to {} as {user}: {}",
+            rt.kind.name(),
+            registry_of(reference),
+            err.trim()
+        ));
+    }
+    Ok(auth)
+}
+
+/// Pulls `reference` (over plain HTTP where `server_url` says `http://`;
+/// logged in first with `credentials`, their token kept in `auth_dir`), the
+/// runtime's progress and answer appended to `log`. `Err` carries the
+/// runtime's last lines (the registry's answer), never the password.
+/// Blocking.
+pub fn pull(
+    rt: &Runtime,
+    reference: &str,
+    server_url: &str,
+    credentials: Option<(&str, &str)>,
+    auth_dir: &Path,
+    log: &Path,
+) -> Result<(), String> {
+    let auth = match credentials {
+        Some(c) => login(rt, reference, server_url, c, auth_dir)?,
+        None => Vec::new(),
+    };
     let log_file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(log)
         .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let mut cmd = Command::new(&rt.program);
-    cmd.args(&rt.global_args).arg("pull");
+    cmd.args(&rt.global_args);
+    if credentials.is_some() && rt.kind == Kind::Docker {
+        cmd.arg("--config").arg(auth_dir);
+    }
+    cmd.arg("pull").args(&auth);
     if server_url.starts_with("http://") {
         cmd.arg(match rt.kind {
             Kind::Podman => "--tls-verify=false",

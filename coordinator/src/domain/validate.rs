@@ -637,15 +637,8 @@ pub fn job(j: &Job) -> Result {
     if let Some(cmd) = &s.job_preparation_command_line {
         required("job.job_preparation.command_line", cmd)?;
     }
-    if let Some(c) = &s.container_settings {
+    if s.container_settings.is_some() {
         // What the container path does not do yet is refused by name.
-        let f = "job.container_settings";
-        if c.credentials.is_some() {
-            return Err(unsupported(
-                &format!("{f}.image_source_registry.credentials"),
-                "registry credentials come later in issue 11; a public or unauthenticated registry works",
-            ));
-        }
         if s.job_preparation_command_line.is_some() {
             return Err(unsupported(
                 "job.job_preparation",

@@ -493,10 +493,7 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
             password: Secret::new("pw"),
         });
     }
-    assert_eq!(
-        unsupported(job(&j)),
-        "job.container_settings.image_source_registry.credentials"
-    );
+    job(&j).expect("registry credentials are taken");
     let mut j = fixtures::job("w", "e", "j", "c");
     j.spec.job_preparation_command_line = Some("apt install -y unzip".into());
     assert_eq!(job(&j), Ok(()), "job preparation is honoured");
