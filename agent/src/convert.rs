@@ -391,12 +391,6 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
                 "assign_job.container_settings.image_source_registry.credentials: a username and a password are required".into(),
             );
         }
-        if !a.job_preparation_command_line.is_empty() {
-            return refuse(
-                "job_preparation_command_line",
-                "a job preparation inside the container",
-            );
-        }
         if a.node_count > 1 {
             return refuse("node_count", "a multi-node container job");
         }

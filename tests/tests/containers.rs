@@ -408,3 +408,74 @@ async fn private_registry_credentials_are_used_and_never_shown() -> Result<()> {
     assert!(!coord.log().contains("pa55word") && !coord.agent_logs().contains("pa55word"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_preparation_runs_first_in_the_same_container() -> Result<()> {
+    if !standins::require_root()
+        || standins::require_program("podman").is_none()
+        || standins::require_program("docker-registry").is_none()
+        || standins::require_program("busybox").is_none()
+    {
+        return Ok(());
+    }
+    let reg = registry().context("the registry")?;
+    let tmp = tempfile::tempdir()?;
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-config".into(),
+            agent_config(tmp.path())?.display().to_string(),
+        ],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 1).await?;
+    // What the preparation leaves in the container's own filesystem is
+    // there for the command line: the same container.
+    let mut job = container_job(
+        "prepped",
+        &reg.url,
+        IMAGE,
+        "[ -e /tmp/installed ] && echo the-preparation-ran-here",
+    );
+    job.job_preparation = Some(pb::JobPreparation {
+        command_line: "echo preparing; echo to-stderr >&2; echo yes > /tmp/installed".into(),
+    });
+    start(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "prepped", Duration::from_secs(120))
+        .await?;
+    let read = |f: &'static str| {
+        let mut c = c.clone();
+        async move {
+            Ok::<_, anyhow::Error>(String::from_utf8(
+                c.read_output("ws", "ex", "prepped", f).await?,
+            )?)
+        }
+    };
+    assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+    assert_eq!(read("stdout.txt").await?, "the-preparation-ran-here\n");
+    assert_eq!(read("stdout-job_prep.txt").await?, "preparing\n");
+    assert_eq!(read("stderr-job_prep.txt").await?, "to-stderr\n");
+
+    // A failing preparation fails the job; the command line never runs.
+    let mut job = container_job("broken", &reg.url, IMAGE, "echo must-not-run");
+    job.job_preparation = Some(pb::JobPreparation {
+        command_line: "echo broke >&2; exit 4".into(),
+    });
+    start(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "broken", Duration::from_secs(120))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    let errors = &done.execution_info.as_ref().unwrap().errors;
+    assert_eq!(errors[0].code, "JobPreparationFailed", "{errors:?}");
+    assert!(errors[0].message.contains("code 4"), "{errors:?}");
+    let out = String::from_utf8(c.read_output("ws", "ex", "broken", "stdout.txt").await?)?;
+    assert_eq!(out, "", "the command line ran");
+    let err = String::from_utf8(
+        c.read_output("ws", "ex", "broken", "stderr-job_prep.txt")
+            .await?,
+    )?;
+    assert_eq!(err, "broke\n");
+    Ok(())
+}

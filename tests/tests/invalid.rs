@@ -328,8 +328,7 @@ async fn recipes_are_taken_or_refused_by_name() -> Result<()> {
     let coord = Coordinator::start()?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 0).await?;
-    let mut single_node = 0;
-    let mut accepted = 0;
+    let (mut single_node, mut accepted, mut refused) = (0, 0, 0);
     for (i, file) in jobs.iter().enumerate() {
         let text = std::fs::read_to_string(file)?;
         let name = format!("recipe{i}");
@@ -351,28 +350,31 @@ async fn recipes_are_taken_or_refused_by_name() -> Result<()> {
         // What the container path does not do yet, by name; nothing stored.
         assert_eq!(out.status.code(), Some(1), "{shown}: {out:?}");
         assert!(
-            ["job.job_preparation", "job.node_count", "credentials"]
-                .iter()
-                .any(|f| err.contains(&format!("{f}: is not supported yet")))
-                && err.contains("issue 11"),
+            err.contains("job.node_count: is not supported yet") && err.contains("issue 11"),
             "{shown}: refused for something else: {err}"
         );
         assert!(
             c.job("ws", "ex", &name).await.is_err(),
             "{shown}: a refused recipe was stored"
         );
-        if text.contains("\"nodeCount\": 1") {
+        refused += 1;
+        assert!(
+            !text.contains("\"nodeCount\": 1"),
+            "{shown}: a single-node recipe refused: {err}"
+        );
+    }
+    // Every single-node recipe runs in its container now; the multi-node
+    // ones wait for multi-node containers.
+    for file in &jobs {
+        if std::fs::read_to_string(file)?.contains("\"nodeCount\": 1") {
             single_node += 1;
         }
     }
     assert!(
-        single_node >= 1,
-        "only {single_node} refused single-node recipes"
+        accepted >= single_node && single_node >= 3,
+        "{accepted} recipes taken, {single_node} single-node ones"
     );
-    assert!(
-        accepted >= 2,
-        "only {accepted} recipes run in their containers"
-    );
+    assert!(refused >= 10, "only {refused} multi-node recipes refused");
 
     // Without their containers, every recipe is taken as written: multi-node
     // toolkits, MPI, process counts, mounts and job preparation included.

@@ -309,6 +309,59 @@ const IMAGE_OWN: [&str; 4] = ["PATH", "HOME", "SHELL", "HOSTNAME"];
 const RUNNER: &str =
     "if command -v bash >/dev/null 2>&1; then exec bash -c \"$0\"; else exec sh -c \"$0\"; fi";
 
+/// In the container: the job preparation (its output to the preparation's
+/// files, bound at the same paths), then — only if it exited 0 — the
+/// command line, in the same container; a failing preparation leaves its
+/// exit code in the marker file. Arguments: `$0` preparation, `$1` command
+/// line, `$2`/`$3` the preparation's stdout/stderr files, `$4` the marker.
+const PREP_RUNNER: &str = "if command -v bash >/dev/null 2>&1; then s=bash; else s=sh; fi; \
+$s -c \"$0\" >>\"$2\" 2>>\"$3\"; rc=$?; \
+if [ \"$rc\" -ne 0 ]; then echo \"$rc\" >\"$4\"; exit \"$rc\"; fi; exec $s -c \"$1\"";
+
+/// A job preparation run inside the container before the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preparation<'a> {
+    pub line: &'a str,
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+    /// Written with the preparation's exit code if it fails.
+    pub marker: &'a Path,
+}
+
+/// Where a failed in-container preparation leaves its exit code.
+pub fn preparation_marker(work_dir: &Path) -> PathBuf {
+    work_dir.join(".bai-job-preparation-failed")
+}
+
+/// The runtime's argv (program first) that runs `line` in the container
+/// with the job's variables `env` (names only), in `work_dir`, after
+/// `preparation` if there is one.
+pub fn run_argv_prepared(
+    rt: &Runtime,
+    run: &ContainerRun,
+    env: &[(String, String)],
+    work_dir: &Path,
+    line: &str,
+    preparation: Option<&Preparation<'_>>,
+) -> Vec<String> {
+    let mut a = run_argv(rt, run, env, work_dir, line);
+    if let Some(p) = preparation {
+        // `... <image> sh -c RUNNER <line>` becomes
+        // `... <image> sh -c PREP_RUNNER <prep> <line> <out> <err> <marker>`.
+        let n = a.len();
+        a.truncate(n - 2);
+        a.extend([
+            PREP_RUNNER.to_string(),
+            p.line.to_string(),
+            line.to_string(),
+            p.stdout.display().to_string(),
+            p.stderr.display().to_string(),
+            p.marker.display().to_string(),
+        ]);
+    }
+    a
+}
+
 /// The runtime's argv (program first) that runs `line` in the container
 /// with the job's variables `env` (names only), in `work_dir`.
 pub fn run_argv(

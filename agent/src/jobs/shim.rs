@@ -78,7 +78,9 @@ pub fn run(job_dir: &Path) -> i32 {
     // from the start record on: a terminate signals both alike.
     let mut pgid = None;
     let mut prep_child = None;
-    if let Some(prep) = &rec.preparation {
+    // In a container the preparation runs inside it, first (`container.rs`).
+    let host_prep = rec.preparation.as_ref().filter(|_| rec.container.is_none());
+    if let Some(prep) = host_prep {
         let (out, err) = match open_pair(&paths, Stream::JobPrepStdout, Stream::JobPrepStderr) {
             Ok(p) => p,
             Err(e) => {
@@ -88,7 +90,7 @@ pub fn run(job_dir: &Path) -> i32 {
                 );
             }
         };
-        let child = match spawn(&rec, prep, out, err, None, &log) {
+        let child = match spawn(&rec, prep, None, out, err, None, &log) {
             Ok(c) => c,
             Err((code, message)) => return not_started(code, message),
         };
@@ -124,7 +126,31 @@ pub fn run(job_dir: &Path) -> i32 {
         pgid = Some(pid);
         prep_child = Some(child);
     }
-    let child = match spawn(&rec, &rec.command_line, stdout, stderr, pgid, &log) {
+    // A container's preparation runs inside it, before the command line.
+    let (prep_out, prep_err) = (
+        paths.stream(Stream::JobPrepStdout),
+        paths.stream(Stream::JobPrepStderr),
+    );
+    let marker = super::container::preparation_marker(&rec.work_dir);
+    let in_container = rec
+        .preparation
+        .as_deref()
+        .filter(|_| rec.container.is_some())
+        .map(|line| super::container::Preparation {
+            line,
+            stdout: &prep_out,
+            stderr: &prep_err,
+            marker: &marker,
+        });
+    let child = match spawn(
+        &rec,
+        &rec.command_line,
+        in_container.as_ref(),
+        stdout,
+        stderr,
+        pgid,
+        &log,
+    ) {
         Ok(c) => c,
         Err((code, message)) => return not_started(code, message),
     };
@@ -160,6 +186,26 @@ pub fn run(job_dir: &Path) -> i32 {
     {
         log(&format!("cannot remove the job's container: {e}"));
     }
+    let marker = super::container::preparation_marker(&rec.work_dir);
+    if rec.container.is_some()
+        && let Ok(code) = std::fs::read_to_string(&marker)
+    {
+        let _ = std::fs::remove_file(&marker);
+        let code = code.trim();
+        log(&format!("the job preparation exited with code {code}"));
+        if !paths.terminate.exists() {
+            return finish(ExitRecord {
+                exit_code: status.map_or(-1, exit_code),
+                end_time_ns: timefmt::to_unix_nanos(SystemTime::now()),
+                error: Some(JobError::new(
+                    "JobPreparationFailed",
+                    format!(
+                        "the job preparation exited with code {code}; its output is in stdout-job_prep.txt and stderr-job_prep.txt, and the command line did not run"
+                    ),
+                )),
+            });
+        }
+    }
     let (exit_code, error) = match status {
         Some(s) => (exit_code(s), None),
         None => (
@@ -184,6 +230,7 @@ pub fn run(job_dir: &Path) -> i32 {
 fn spawn(
     rec: &LaunchRecord,
     line: &str,
+    prep: Option<&super::container::Preparation<'_>>,
     stdout: File,
     stderr: File,
     pgid: Option<i32>,
@@ -195,8 +242,14 @@ fn spawn(
         // The runtime's client runs as the agent (root); the container runs
         // as the job's user (`--user`) with the job's variables by name.
         Some(c) => {
-            let argv =
-                super::container::run_argv(&c.runtime, &c.run, &rec.env, &rec.work_dir, line);
+            let argv = super::container::run_argv_prepared(
+                &c.runtime,
+                &c.run,
+                &rec.env,
+                &rec.work_dir,
+                line,
+                prep,
+            );
             let mut cmd = Command::new(&argv[0]);
             cmd.args(&argv[1..]);
             cmd

@@ -639,12 +639,6 @@ pub fn job(j: &Job) -> Result {
     }
     if s.container_settings.is_some() {
         // What the container path does not do yet is refused by name.
-        if s.job_preparation_command_line.is_some() {
-            return Err(unsupported(
-                "job.job_preparation",
-                "with container_settings: a preparation inside the container comes later in issue 11",
-            ));
-        }
         if s.node_count > 1 {
             return Err(unsupported(
                 "job.node_count",

@@ -482,8 +482,7 @@ fn what_bai_cannot_honour_yet_is_refused_by_name() {
     });
     job(&j).expect("a container job on one node");
     j.spec.job_preparation_command_line = Some("pip install x".into());
-    assert_eq!(unsupported(job(&j)), "job.job_preparation");
-    j.spec.job_preparation_command_line = None;
+    job(&j).expect("its preparation runs inside the container");
     j.spec.node_count = 2;
     assert_eq!(unsupported(job(&j)), "job.node_count");
     j.spec.node_count = 1;

@@ -176,6 +176,13 @@ pub fn prepare(
             ));
         }
     }
+    // A preparation inside a container writes its output files itself, as
+    // the job's user.
+    if let (Some(_), Some(_), Some(u)) = (&spec.container, &spec.preparation, &run_as) {
+        for s in [Stream::JobPrepStdout, Stream::JobPrepStderr] {
+            let _ = std::os::unix::fs::chown(paths.stream(s), Some(u.uid), Some(u.gid));
+        }
+    }
     let container = match &spec.container {
         None => None,
         Some(image) => match container_launch(settings, spec, paths, image, run_as.as_ref()) {
