@@ -140,6 +140,34 @@ pub struct ContainerRun {
     pub user: Option<String>,
     /// `--shm-size` as the job gave it (`2g`), checked by the coordinator.
     pub shm_size: Option<String>,
+    /// `--device` names (CDI: `nvidia.com/gpu=<uuid>` for each of the job's GPUs).
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+/// Where CDI specs are looked for (the NVIDIA Container Toolkit writes
+/// `nvidia.yaml` to one of them with `nvidia-ctk cdi generate`).
+pub const CDI_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
+
+/// Whether a CDI spec for NVIDIA GPUs is installed under one of `dirs`: the
+/// runtime can then give a container exactly the job's GPUs by UUID, with
+/// the driver's libraries.
+pub fn nvidia_cdi(dirs: &[&Path]) -> bool {
+    dirs.iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("nvidia.com/gpu"))
+            })
+        })
+    })
+}
+
+/// The `--device` names that give a container the GPUs `uuids` through CDI.
+pub fn gpu_devices(uuids: &[String]) -> Vec<String> {
+    uuids
+        .iter()
+        .map(|u| format!("nvidia.com/gpu={u}"))
+        .collect()
 }
 
 /// What the shim needs to run a container job (kept in `launch.json`).
@@ -400,6 +428,9 @@ pub fn run_argv(
     if let Some(s) = &run.shm_size {
         a.extend(["--shm-size".to_string(), s.clone()]);
     }
+    for d in &run.devices {
+        a.extend(["--device".to_string(), d.clone()]);
+    }
     a.extend([
         run.image.clone(),
         "sh".to_string(),
@@ -451,6 +482,7 @@ mod tests {
             binds: vec!["/mnt/batch".into(), "/work/j1".into()],
             user: Some("1000:1000".into()),
             shm_size: Some("2g".into()),
+            devices: gpu_devices(&["GPU-1".to_string()]),
         };
         let env = vec![
             ("PATH".to_string(), "/usr/bin".to_string()),
@@ -479,7 +511,10 @@ mod tests {
             line.contains(" -v /mnt/batch:/mnt/batch -v /work/j1:/work/j1 -w /work/j1 "),
             "{line}"
         );
-        assert!(line.contains(" --user 1000:1000 --shm-size 2g "), "{line}");
+        assert!(
+            line.contains(" --user 1000:1000 --shm-size 2g --device nvidia.com/gpu=GPU-1 "),
+            "{line}"
+        );
         let n = a.len();
         assert_eq!(
             a[n - 5..n - 2],
@@ -490,6 +525,20 @@ mod tests {
             ]
         );
         assert_eq!(a[n - 1], "echo $TOKEN", "the command line is one argument");
+    }
+
+    #[test]
+    fn a_cdi_spec_for_nvidia_gpus_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!nvidia_cdi(&[dir.path(), Path::new("/nonexistent")]));
+        std::fs::write(dir.path().join("other.yaml"), "kind: vendor.com/thing\n").unwrap();
+        assert!(!nvidia_cdi(&[dir.path()]));
+        std::fs::write(
+            dir.path().join("nvidia.yaml"),
+            "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: GPU-1\n",
+        )
+        .unwrap();
+        assert!(nvidia_cdi(&[dir.path()]));
     }
 
     #[test]

@@ -256,12 +256,17 @@ fn container_launch(
             "this node has no container runtime (podman or docker)",
         )
     })?;
-    if !spec.gpu_uuids.is_empty() {
+    let cdi: Vec<&Path> = container::CDI_DIRS.iter().map(Path::new).collect();
+    let devices = if spec.gpu_uuids.is_empty() {
+        Vec::new()
+    } else if container::nvidia_cdi(&cdi) {
+        container::gpu_devices(&spec.gpu_uuids)
+    } else {
         return Err(JobError::new(
             "ContainerGpusUnavailable",
-            "the job was given GPUs, and passing GPUs into a container is not implemented yet (issue 11)",
+            "the job was given GPUs and this node has no CDI spec for them: install the NVIDIA Container Toolkit and run `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`",
         ));
-    }
+    };
     let reference = container::reference(&image.image, &image.server_url);
     let log = paths.stream(Stream::ExecutionLog);
     let _ = log_line(&log, &format!("pulling {reference}"));
@@ -298,6 +303,7 @@ fn container_launch(
             binds,
             user: run_as.map(|u| format!("{}:{}", u.uid, u.gid)),
             shm_size: Some(image.shm_size.clone()).filter(|s| !s.is_empty()),
+            devices,
         },
     })
 }
