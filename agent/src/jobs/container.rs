@@ -196,6 +196,22 @@ pub fn reference(image: &str, server_url: &str) -> String {
     }
 }
 
+/// Whether the node has `reference` already (then it is not pulled again:
+/// the runtimes' "missing" pull policy). Blocking.
+pub fn cached(rt: &Runtime, reference: &str) -> bool {
+    let mut cmd = Command::new(&rt.program);
+    cmd.args(&rt.global_args);
+    match rt.kind {
+        Kind::Podman => cmd.args(["image", "exists", reference]),
+        Kind::Docker => cmd.args(["image", "inspect", "--format", "x", reference]),
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The registry host of `reference` (Docker Hub's when it names none).
 fn registry_of(reference: &str) -> &str {
     let first = reference.split('/').next().unwrap_or("");

@@ -269,24 +269,31 @@ fn container_launch(
     };
     let reference = container::reference(&image.image, &image.server_url);
     let log = paths.stream(Stream::ExecutionLog);
-    let _ = log_line(&log, &format!("pulling {reference}"));
-    let credentials = image
-        .credentials
-        .as_ref()
-        .map(|(u, p)| (u.as_str(), p.as_str()));
-    // In the job's own directory (0700), and gone once the image is here.
-    let auth_dir = paths.dir.join("registry-auth");
-    let pulled = container::pull(
-        runtime,
-        &reference,
-        &image.server_url,
-        credentials,
-        &auth_dir,
-        &log,
-    );
-    let _ = std::fs::remove_dir_all(&auth_dir);
-    pulled.map_err(|e| JobError::new("ImagePullFailed", e))?;
-    let _ = log_line(&log, &format!("pulled {reference}"));
+    // An image behind credentials is pulled every time, so each job's own
+    // credentials are checked (another job's pull must not open it); any
+    // other only when the node lacks it.
+    if image.credentials.is_none() && container::cached(runtime, &reference) {
+        let _ = log_line(&log, &format!("image {reference} is on this node already"));
+    } else {
+        let _ = log_line(&log, &format!("pulling {reference}"));
+        let credentials = image
+            .credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()));
+        // In the job's own directory (0700), and gone once the image is here.
+        let auth_dir = paths.dir.join("registry-auth");
+        let pulled = container::pull(
+            runtime,
+            &reference,
+            &image.server_url,
+            credentials,
+            &auth_dir,
+            &log,
+        );
+        let _ = std::fs::remove_dir_all(&auth_dir);
+        pulled.map_err(|e| JobError::new("ImagePullFailed", e))?;
+        let _ = log_line(&log, &format!("pulled {reference}"));
+    }
     let mut binds = vec![
         settings.layout.mount_root.clone(),
         paths.mount_root.clone(),
