@@ -309,6 +309,11 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
         .wait_job("ws", "ex", "long", Duration::from_secs(60))
         .await?;
     assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    let log = String::from_utf8(c.read_output("ws", "ex", "long", "execution.log").await?)?;
+    assert!(
+        log.contains("is on this node already"),
+        "pulled again: {log}"
+    );
     bai_tests::eventually(
         Duration::from_secs(20),
         "the long container removed",
