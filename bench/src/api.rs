@@ -184,10 +184,17 @@ pub async fn create_job(
     name: &str,
     command_line: &str,
 ) -> Result<(pb::Job, SystemTime)> {
+    create(client, job(name, command_line)).await
+}
+
+/// Creates `job` and returns it with the wall-clock time its create RPC returned.
+pub async fn create(
+    client: &mut JobServiceClient<Channel>,
+    job: pb::Job,
+) -> Result<(pb::Job, SystemTime)> {
+    let name = job.name.clone();
     let created = client
-        .create_job(pb::CreateJobRequest {
-            job: Some(job(name, command_line)),
-        })
+        .create_job(pb::CreateJobRequest { job: Some(job) })
         .await
         .with_context(|| format!("CreateJob {name}"))?
         .into_inner();

@@ -54,6 +54,16 @@ pub struct Opts {
     /// Keep the temporary state directory (store, output, logs) for inspection.
     #[arg(long)]
     pub keep_dir: bool,
+    /// latency: run each job in this container image (on the node already, or pullable),
+    /// and time plain `podman run --rm <image> true` beside it
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Runtime flags for --image, before `run` (e.g. --runtime runc); repeat for each word
+    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_args: Vec<String>,
+    /// Flags for every `run` with --image (e.g. --ulimit nofile=1024:1024); repeat for each word
+    #[arg(long = "run-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub run_args: Vec<String>,
     /// The coordinator binary (default: bai-coordinator next to bai-bench).
     #[arg(long)]
     pub coordinator_bin: Option<PathBuf>,

@@ -24,6 +24,11 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What the nodes pulled from it goes too: the host's image store is
+        // shared by every test run.
+        let _ = Command::new("podman")
+            .args(["rmi", "--force", &format!("{}/{IMAGE}", self.url)])
+            .output();
     }
 }
 

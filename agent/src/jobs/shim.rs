@@ -179,9 +179,11 @@ pub fn run(job_dir: &Path) -> i32 {
     }
     wait_unreaped(pid).ok();
     let status = end_group(pid, pgid, cgroup, child, &log);
-    // A client killed after the grace period leaves its container running:
-    // it goes by name, so nothing of the job outlives it.
-    if let Some(c) = &rec.container
+    // A client that returned on its own has removed its container (`--rm`);
+    // one killed (after the grace period) leaves it running: it goes by
+    // name, so nothing of the job outlives it.
+    let killed = status.is_none_or(|s| s.signal().is_some());
+    if let Some(c) = rec.container.as_ref().filter(|_| killed)
         && let Err(e) = super::container::remove(&c.runtime, &c.run.name)
     {
         log(&format!("cannot remove the job's container: {e}"));
