@@ -118,41 +118,7 @@ impl NodePaths<'_> {
     /// and output directories may start with them, and a job's shell would
     /// not expand a variable inside another's value. Other `$` text stays.
     pub fn expand(&self, value: &str) -> String {
-        let vars = self.vars();
-        let known = |name: &str| {
-            vars.iter()
-                .find(|v| v.name == name && v.name != "AZ_BATCHAI_NUM_GPUS")
-                .map(|v| v.value.clone())
-        };
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        let mut out = String::with_capacity(value.len());
-        let mut rest = value;
-        while let Some(i) = rest.find('$') {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            let (name, len) = match after.strip_prefix('{') {
-                Some(braced) => match braced.find('}') {
-                    Some(end) => (&braced[..end], end + 2),
-                    None => ("", 0),
-                },
-                None => {
-                    let end = after.find(|c| !word(c)).unwrap_or(after.len());
-                    (&after[..end], end)
-                }
-            };
-            match known(name) {
-                Some(v) if len > 0 => {
-                    out.push_str(&v);
-                    rest = &after[len..];
-                }
-                _ => {
-                    out.push('$');
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
-        out
+        expand(&self.vars(), value)
     }
 
     /// CUDA's and the NVIDIA container runtime's names for the job's GPUs;
@@ -170,18 +136,57 @@ impl NodePaths<'_> {
     }
 }
 
+/// `value` with the variables `vars` names filled in (see [`NodePaths::expand`]).
+fn expand(vars: &[EnvVar], value: &str) -> String {
+    let known = |name: &str| {
+        vars.iter()
+            .find(|v| v.name == name && v.name != "AZ_BATCHAI_NUM_GPUS")
+            .map(|v| v.value.clone())
+    };
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let end = after.find(|c| !word(c)).unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match known(name) {
+            Some(v) if len > 0 => {
+                out.push_str(&v);
+                rest = &after[len..];
+            }
+            _ => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The job's full environment, in a stable order.
 pub fn job_env(base: &BaseEnv, spec: &JobSpec, node: &NodePaths<'_>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let paths = node.vars();
     let system = spec
         .system_environment_variables
         .iter()
-        .map(|v| EnvVar::new(&v.name, node.expand(&v.value)))
+        .map(|v| EnvVar::new(&v.name, expand(&paths, &v.value)))
         .collect();
     let layers = [
         base.vars(),
         system,
-        node.vars(),
+        paths,
         node.mpi.as_ref().map(MpiEnv::vars).unwrap_or_default(),
         spec.environment_variables.clone(),
         spec.secrets.clone(),
