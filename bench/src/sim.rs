@@ -54,6 +54,23 @@ pub struct SimConfig {
     pub run_sleeps: bool,
 }
 
+impl SimConfig {
+    /// `nodes` simulated agents of the bench's cluster, as the options say;
+    /// jobs end at once.
+    pub fn of(opts: &crate::cli::Opts, nodes: usize) -> Self {
+        Self {
+            workspace: crate::api::WORKSPACE.into(),
+            cluster: crate::api::CLUSTER.into(),
+            nodes,
+            gpus_per_node: opts.gpus,
+            sessions_per_channel: opts.sessions_per_channel,
+            connect_concurrency: opts.connect_concurrency,
+            output_bytes: opts.sim_output_bytes,
+            run_sleeps: false,
+        }
+    }
+}
+
 /// Counters the simulated agents keep.
 #[derive(Debug, Default)]
 pub struct SimStats {

@@ -42,10 +42,6 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn registry() -> Result<Registry> {
-    registry_with(None)
-}
-
 /// Runs `cmd` with `input` on its stdin.
 fn run_with_stdin(cmd: &mut Command, input: &str) -> Result<()> {
     use std::io::Write;
@@ -207,27 +203,56 @@ async fn start(c: &mut Clients, job: pb::Job) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result<()> {
+/// What a container test needs, or `None` where a component is missing
+/// (outside CI): a registry (wanting `auth` if given) serving `IMAGE`, and a
+/// coordinator whose one local agent runs containers with podman.
+struct Rig {
+    reg: Registry,
+    coord: Coordinator,
+    c: Clients,
+    _config: tempfile::TempDir,
+}
+
+async fn rig(auth: Option<(&str, &str)>) -> Result<Option<Rig>> {
     if !standins::require_root()
         || standins::require_program("podman").is_none()
         || standins::require_program("docker-registry").is_none()
         || standins::require_program("busybox").is_none()
+        || (auth.is_some() && standins::require_program("htpasswd").is_none())
     {
-        return Ok(());
+        return Ok(None);
     }
-    let reg = registry().context("the registry")?;
-    let tmp = tempfile::tempdir()?;
+    let reg = registry_with(auth).context("the registry")?;
+    let config = tempfile::tempdir()?;
     let coord = Coordinator::start_with(CoordinatorOpts {
         extra_args: vec![
             "--local-agent-config".into(),
-            agent_config(tmp.path())?.display().to_string(),
+            agent_config(config.path())?.display().to_string(),
         ],
         ..Default::default()
     })
     .context("the coordinator")?;
     let mut c = coord.clients().await?;
     c.setup_cluster("ws", "ex", "c1", 1).await?;
+    Ok(Some(Rig {
+        reg,
+        coord,
+        c,
+        _config: config,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result<()> {
+    let Some(Rig {
+        reg,
+        coord,
+        mut c,
+        _config,
+    }) = rig(None).await?
+    else {
+        return Ok(());
+    };
     let node = c.nodes("ws", "c1").await?.remove(0);
     assert!(
         node.container_runtime.starts_with("podman version"),
@@ -347,25 +372,15 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_registry_credentials_are_used_and_never_shown() -> Result<()> {
-    if !standins::require_root()
-        || standins::require_program("podman").is_none()
-        || standins::require_program("docker-registry").is_none()
-        || standins::require_program("busybox").is_none()
-        || standins::require_program("htpasswd").is_none()
-    {
+    let Some(Rig {
+        reg,
+        coord,
+        mut c,
+        _config,
+    }) = rig(Some(("puller", "Reg-pa55word"))).await?
+    else {
         return Ok(());
-    }
-    let reg = registry_with(Some(("puller", "Reg-pa55word"))).context("the registry")?;
-    let tmp = tempfile::tempdir()?;
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
-            "--local-agent-config".into(),
-            agent_config(tmp.path())?.display().to_string(),
-        ],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 1).await?;
+    };
     let with = |name: &str, password: &str| {
         let mut job = container_job(name, &reg.url, IMAGE, "echo pulled-with-credentials");
         if let Some(r) = job
@@ -421,24 +436,15 @@ async fn private_registry_credentials_are_used_and_never_shown() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_preparation_runs_first_in_the_same_container() -> Result<()> {
-    if !standins::require_root()
-        || standins::require_program("podman").is_none()
-        || standins::require_program("docker-registry").is_none()
-        || standins::require_program("busybox").is_none()
-    {
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig(None).await?
+    else {
         return Ok(());
-    }
-    let reg = registry().context("the registry")?;
-    let tmp = tempfile::tempdir()?;
-    let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
-            "--local-agent-config".into(),
-            agent_config(tmp.path())?.display().to_string(),
-        ],
-        ..Default::default()
-    })?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 1).await?;
+    };
     // What the preparation leaves in the container's own filesystem is
     // there for the command line: the same container.
     let mut job = container_job(

@@ -65,6 +65,15 @@ fn pytorch_job(name: &str, nodes: i32, script: &Path) -> pb::Job {
     }
 }
 
+/// A coordinator with workspace ws, experiment ex and cluster c1 of
+/// `nodes` idle local agents.
+async fn cluster(nodes: i32) -> Result<(Coordinator, Clients)> {
+    let coord = Coordinator::start()?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", nodes).await?;
+    Ok((coord, c))
+}
+
 async fn submit(c: &mut Clients, job: pb::Job) -> Result<pb::Job> {
     Ok(c.jobs
         .create_job(pb::CreateJobRequest { job: Some(job) })
@@ -91,9 +100,7 @@ async fn three_ranks_of_a_pytorch_job_meet_at_their_rendezvous() -> Result<()> {
     if standins::require_program("python3").is_none() {
         return Ok(());
     }
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 3).await?;
+    let (coord, mut c) = cluster(3).await?;
     let script = coord.state_dir().join("rendezvous.py");
     std::fs::write(&script, RENDEZVOUS)?;
     submit(&mut c, pytorch_job("ddp", 3, &script)).await?;
@@ -164,9 +171,7 @@ async fn terminate_stops_every_rank_of_a_three_node_job() -> Result<()> {
     if standins::require_program("python3").is_none() {
         return Ok(());
     }
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 3).await?;
+    let (coord, mut c) = cluster(3).await?;
     let script = coord.state_dir().join("hold.py");
     // Each rank runs a child that outlives SIGTERM to the shell it came from
     // only if the agent forgets that rank's process tree.
@@ -221,9 +226,7 @@ async fn tensorflow_tasks_get_their_roles_hosts_and_tf_config_on_every_node() ->
     if standins::require_program("python3").is_none() {
         return Ok(());
     }
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let (coord, mut c) = cluster(2).await?;
     let script = coord.state_dir().join("tf_task.py");
     std::fs::write(&script, TF_TASK)?;
     // The distributed TensorFlow recipe's shape: 2 nodes, 2 workers, 1 ps.
@@ -335,9 +338,7 @@ async fn custom_mpi_runs_mpirun_across_three_nodes_without_ssh() -> Result<()> {
     if standins::require_program("mpirun").is_none() {
         return Ok(());
     }
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 3).await?;
+    let (coord, mut c) = cluster(3).await?;
     let script = coord.state_dir().join("whoami.sh");
     std::fs::write(&script, WHOAMI)?;
     let job = pb::Job {
@@ -386,9 +387,7 @@ async fn horovod_runs_the_script_under_mpirun_on_every_node() -> Result<()> {
     {
         return Ok(());
     }
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let (coord, mut c) = cluster(2).await?;
     let script = coord.state_dir().join("hvd.py");
     std::fs::write(
         &script,
@@ -434,9 +433,7 @@ async fn horovod_runs_the_script_under_mpirun_on_every_node() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_preparation_runs_on_every_node_and_one_failing_fails_the_job() -> Result<()> {
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let (_coord, mut c) = cluster(2).await?;
     // Rank 1's preparation fails; the master's succeeds and its command
     // line would run for a long while if nothing stopped it.
     let mut job = bai_tests::custom_job("ws", "ex", "prep", "c1", "sleep 41999");
@@ -483,9 +480,7 @@ async fn the_shared_job_temp_is_one_directory_for_every_node() -> Result<()> {
     if standins::require_program("python3").is_none() {
         return Ok(());
     }
-    let coord = Coordinator::start()?;
-    let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 2).await?;
+    let (coord, mut c) = cluster(2).await?;
     let script = coord.state_dir().join("shared.py");
     // Caffe2's recipe meets in $AZ_BATCHAI_SHARED_JOB_TEMP: rank 1 leaves a
     // file there and the master reads it.

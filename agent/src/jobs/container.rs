@@ -65,19 +65,6 @@ pub struct Runtime {
     pub run_args: Vec<String>,
 }
 
-/// Finds `program` on `PATH` (or as given with a `/`).
-fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Path::new(program).is_file().then(|| PathBuf::from(program));
-    }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 fn version(program: &Path) -> Option<String> {
     let out = Command::new(program)
         .arg("--version")
@@ -106,7 +93,7 @@ pub fn detect(cfg: &ContainerConfig) -> Result<Option<Runtime>, String> {
         }
     };
     for &kind in candidates {
-        if let Some(program) = which(kind.name())
+        if let Some(program) = crate::node::mounts::find_program(kind.name())
             && let Some(version) = version(&program)
         {
             return Ok(Some(Runtime {
@@ -186,10 +173,7 @@ pub fn reference(image: &str, server_url: &str) -> String {
         .split('/')
         .next()
         .unwrap_or("");
-    let first = image.split('/').next().unwrap_or("");
-    let has_registry =
-        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    if host.is_empty() || has_registry {
+    if host.is_empty() || registry_in(image).is_some() {
         image.to_string()
     } else {
         format!("{host}/{image}")
@@ -212,16 +196,17 @@ pub fn cached(rt: &Runtime, reference: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The registry an image reference names, if it names one: its first path
+/// component when that has a `.` or a `:` or is `localhost` (the
+/// distribution grammar's rule, as the coordinator checked it).
+fn registry_in(reference: &str) -> Option<&str> {
+    let (first, _) = reference.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
 /// The registry host of `reference` (Docker Hub's when it names none).
 fn registry_of(reference: &str) -> &str {
-    let first = reference.split('/').next().unwrap_or("");
-    if reference.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost")
-    {
-        first
-    } else {
-        "docker.io"
-    }
+    registry_in(reference).unwrap_or("docker.io")
 }
 
 /// Logs in to `reference`'s registry as `user`, the password written to the

@@ -113,14 +113,6 @@ impl NodePaths<'_> {
         ]
     }
 
-    /// `value` with the node-local paths it names (`$AZ_BATCHAI_MOUNT_ROOT`,
-    /// `${AZ_BATCHAI_JOB_MOUNT_ROOT}`, …) filled in: the coordinator's input
-    /// and output directories may start with them, and a job's shell would
-    /// not expand a variable inside another's value. Other `$` text stays.
-    pub fn expand(&self, value: &str) -> String {
-        expand(&self.vars(), value)
-    }
-
     /// CUDA's and the NVIDIA container runtime's names for the job's GPUs;
     /// an empty `CUDA_VISIBLE_DEVICES` hides every GPU from CUDA.
     fn gpu_vars(&self) -> Vec<EnvVar> {
@@ -136,7 +128,10 @@ impl NodePaths<'_> {
     }
 }
 
-/// `value` with the variables `vars` names filled in (see [`NodePaths::expand`]).
+/// `value` with the node-local paths of `vars` it names (`$AZ_BATCHAI_MOUNT_ROOT`,
+/// `${AZ_BATCHAI_JOB_MOUNT_ROOT}`, …) filled in: the coordinator's input and
+/// output directories may start with them, and a job's shell would not expand
+/// a variable inside another's value. Other `$` text stays.
 fn expand(vars: &[EnvVar], value: &str) -> String {
     let known = |name: &str| {
         vars.iter()

@@ -188,8 +188,7 @@ pub fn run(job_dir: &Path) -> i32 {
     {
         log(&format!("cannot remove the job's container: {e}"));
     }
-    let marker = super::container::preparation_marker(&rec.work_dir);
-    if rec.container.is_some()
+    if in_container.is_some()
         && let Ok(code) = std::fs::read_to_string(&marker)
     {
         let _ = std::fs::remove_file(&marker);

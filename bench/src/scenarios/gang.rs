@@ -251,14 +251,8 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
     let fleet = Fleet::start(
         &coord.url(),
         SimConfig {
-            workspace: api::WORKSPACE.into(),
-            cluster: api::CLUSTER.into(),
-            nodes,
-            gpus_per_node: opts.gpus,
-            sessions_per_channel: opts.sessions_per_channel,
-            connect_concurrency: opts.connect_concurrency,
-            output_bytes: opts.sim_output_bytes,
             run_sleeps: true,
+            ..SimConfig::of(opts, nodes)
         },
     )?;
     let within = Duration::from_secs(60 + nodes as u64 / 20);

@@ -7,7 +7,6 @@
 //! lost, and ListClusterNodes shows every node connected at the end.
 
 use super::{CpuWindow, start};
-use crate::api;
 use crate::cli::Opts;
 use crate::harness::Binaries;
 use crate::procfs;
@@ -33,14 +32,8 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
     let fleet = Fleet::start(
         &coord.url(),
         SimConfig {
-            workspace: api::WORKSPACE.into(),
-            cluster: api::CLUSTER.into(),
-            nodes,
-            gpus_per_node: opts.gpus,
-            sessions_per_channel: opts.sessions_per_channel,
-            connect_concurrency: opts.connect_concurrency,
             output_bytes: 0,
-            run_sleeps: false,
+            ..SimConfig::of(opts, nodes)
         },
     )?;
     let within = Duration::from_secs(60 + nodes as u64 / 20);

@@ -7,7 +7,6 @@
 
 use super::throughput::run_jobs;
 use super::{CpuWindow, start};
-use crate::api;
 use crate::cli::Opts;
 use crate::harness::Binaries;
 use crate::procfs;
@@ -30,19 +29,7 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
         .param("watch_window", opts.watch_window)
         .param("connections", opts.connections);
     let (coord, mut api) = start(opts, bins, false, nodes).await?;
-    let fleet = Fleet::start(
-        &coord.url(),
-        SimConfig {
-            workspace: api::WORKSPACE.into(),
-            cluster: api::CLUSTER.into(),
-            nodes,
-            gpus_per_node: opts.gpus,
-            sessions_per_channel: opts.sessions_per_channel,
-            connect_concurrency: opts.connect_concurrency,
-            output_bytes: opts.sim_output_bytes,
-            run_sleeps: false,
-        },
-    )?;
+    let fleet = Fleet::start(&coord.url(), SimConfig::of(opts, nodes))?;
     let within = Duration::from_secs(60 + nodes as u64 / 20);
     let connect = fleet.wait_registered(within).await?;
     api.wait_idle_nodes(nodes, within).await?;

@@ -5,7 +5,7 @@
 //! `AZ_BATCHAI_OUTPUT_<id>` (`<path_prefix>/<job output segment>[/<path_suffix>]`).
 //! These values may refer to `$AZ_BATCHAI_MOUNT_ROOT` or
 //! `$AZ_BATCHAI_JOB_MOUNT_ROOT`, which only the node knows: the agent expands
-//! them (`jobs::env::NodePaths::expand`), creates the output directories,
+//! them (`jobs::env::job_env`), creates the output directories,
 //! and adds the node-local variables itself (`AZ_BATCHAI_MOUNT_ROOT`,
 //! `AZ_BATCHAI_JOB_MOUNT_ROOT`, `AZ_BATCHAI_JOB_TEMP`, `AZ_BATCHAI_JOB_TEMP_DIR`,
 //! `AZ_BATCHAI_SHARED_JOB_TEMP`, `AZ_BATCHAI_STDOUTERR_DIR`, `AZ_BATCHAI_NUM_GPUS`).
@@ -134,15 +134,7 @@ fn rank_env(job: &Job, rank: u32) -> Vec<EnvVar> {
         ..
     } = &job.spec.toolkit
     {
-        let master = match &job.gang {
-            Some(g) => g
-                .ranks
-                .first()
-                .map(|r| r.address.clone())
-                .unwrap_or_default(),
-            // One node: its peers are itself.
-            None => "127.0.0.1".to_string(),
-        };
+        let master = job.rank_address(0);
         let port = master_port(job);
         vars.extend([
             var("MASTER_ADDR", master.clone()),

@@ -100,6 +100,17 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
     }
 }
 
+/// A PyTorch toolkit of script `train.py` (every rank runs it).
+pub fn pytorch() -> Toolkit {
+    Toolkit::PyTorch {
+        script: PythonScript {
+            python_script_file_path: "train.py".into(),
+            ..PythonScript::default()
+        },
+        communication_backend: String::new(),
+    }
+}
+
 /// A TensorFlow toolkit of script `t.py` with `workers` workers and `ps`
 /// parameter servers (no arguments).
 pub fn tensorflow(workers: u32, ps: u32) -> Toolkit {

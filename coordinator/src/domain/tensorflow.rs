@@ -18,7 +18,7 @@
 //! 0), `worker` (the other workers) and `ps`, the task's type and index, and
 //! `"environment": "cloud"`), as TensorFlow's estimators read it.
 
-use super::spec::{EnvVar, PythonScript, Toolkit};
+use super::spec::{EnvVar, Toolkit};
 use super::types::Job;
 
 /// A task's role.
@@ -68,19 +68,11 @@ pub fn tasks(job: &Job) -> Option<(Vec<Task>, Vec<Task>)> {
         *parameter_server_count
     };
     let base = base_port(job);
-    let address = |rank: u32| match &job.gang {
-        Some(g) => g
-            .ranks
-            .get(rank as usize)
-            .map(|r| r.address.clone())
-            .unwrap_or_default(),
-        None => "127.0.0.1".to_string(),
-    };
     let task = |role, index, rank, slot: u32| Task {
         role,
         index,
         rank,
-        host: format!("{}:{}", address(rank), base + slot),
+        host: format!("{}:{}", job.rank_address(rank), base + slot),
     };
     let ps_tasks = (0..ps)
         .map(|j| task(Role::ParameterServer, j, nodes - 1 - (j % nodes), j))
@@ -187,7 +179,7 @@ pub fn rank_launch(job: &Job, rank: u32) -> Option<(Vec<EnvVar>, String)> {
         Role::Worker => worker_command_line_args,
         Role::ParameterServer => parameter_server_command_line_args,
     };
-    let line = |t: &Task| python_line(script, args(t));
+    let line = |t: &Task| super::env::python(script, args(t));
     if let [only] = mine.as_slice() {
         env.extend(task_env(only, &workers, &ps));
         return Some((env, line(only)));
@@ -223,11 +215,6 @@ pub fn rank_launch(job: &Job, rank: u32) -> Option<(Vec<EnvVar>, String)> {
     Some((env, parts.join("\n")))
 }
 
-/// `python <script> <args>` (the interpreter as given, else `python`).
-fn python_line(s: &PythonScript, args: &str) -> String {
-    super::env::python(s, args)
-}
-
 /// `value` in single quotes for bash.
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
@@ -237,6 +224,7 @@ fn quote(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::domain::fixtures;
+    use crate::domain::spec::PythonScript;
     use crate::domain::types::{Gang, JobRank};
 
     fn tf_job(nodes: u32, workers: u32, ps: u32) -> Job {

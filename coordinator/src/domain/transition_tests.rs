@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::fixtures;
-use crate::domain::spec::{PythonScript, Toolkit};
+use crate::domain::spec::Toolkit;
 use crate::domain::state::{CLUSTER_DELETED, JOB_LOST, JOB_TERMINATED};
 use ExecutionState::*;
 
@@ -317,17 +317,7 @@ fn gang_of(n: u32, toolkit: Toolkit) -> (Job, Vec<Node>) {
     (j, nodes)
 }
 
-fn pytorch() -> Toolkit {
-    Toolkit::PyTorch {
-        script: PythonScript {
-            python_script_file_path: "train.py".into(),
-            python_interpreter_path: String::new(),
-            command_line_args: String::new(),
-            process_count: 0,
-        },
-        communication_backend: String::new(),
-    }
-}
+use fixtures::pytorch;
 
 fn assigned_gang(n: u32, toolkit: Toolkit) -> Job {
     let (j, nodes) = gang_of(n, toolkit);

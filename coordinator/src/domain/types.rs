@@ -331,6 +331,19 @@ impl Job {
         }
     }
 
+    /// Where rank `rank`'s peers reach it: its node's address when the job
+    /// was assigned; a single-node job's peers are itself (loopback).
+    pub fn rank_address(&self, rank: u32) -> String {
+        match &self.gang {
+            Some(g) => g
+                .ranks
+                .get(rank as usize)
+                .map(|r| r.address.clone())
+                .unwrap_or_default(),
+            None => "127.0.0.1".to_string(),
+        }
+    }
+
     /// Whether the process on `node` started (the current attempt's).
     pub fn started_on(&self, node: &str) -> bool {
         match &self.gang {

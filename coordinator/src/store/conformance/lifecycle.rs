@@ -269,15 +269,7 @@ pub async fn nodes_prepare_before_they_take_jobs(b: &dyn Backend) {
 fn gang_job(name: &str, n: u32) -> Job {
     let mut j = fixtures::job("w", "e", name, "c");
     j.spec.node_count = n;
-    j.spec.toolkit = Toolkit::PyTorch {
-        script: PythonScript {
-            python_script_file_path: "train.py".into(),
-            python_interpreter_path: String::new(),
-            command_line_args: String::new(),
-            process_count: 0,
-        },
-        communication_backend: String::new(),
-    };
+    j.spec.toolkit = fixtures::pytorch();
     j
 }
 
