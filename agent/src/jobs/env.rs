@@ -74,6 +74,8 @@ pub struct MpiEnv<'a> {
     pub hostfile: &'a Path,
     pub launcher: &'a Path,
     pub node_id: &'a str,
+    /// Where OpenMPI keeps its session directories (the job's temp).
+    pub session_dir: &'a Path,
     /// The job runs as root, which mpirun refuses unless told.
     pub as_root: bool,
 }
@@ -90,6 +92,13 @@ impl MpiEnv<'_> {
             EnvVar::new("BAI_MPI_LAUNCHER", &launcher),
             EnvVar::new("OMPI_MCA_plm_rsh_agent", &launcher),
             EnvVar::new("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
+            // OpenMPI's session directories in the job's own temp: the
+            // daemons of ranks sharing a host (local mode) must not meet in
+            // one /tmp/ompi.<host>.<uid>, and they go with the job.
+            EnvVar::new(
+                "OMPI_MCA_orte_tmpdir_base",
+                self.session_dir.display().to_string(),
+            ),
         ];
         if self.as_root {
             v.push(EnvVar::new("OMPI_ALLOW_RUN_AS_ROOT", "1"));
@@ -228,6 +237,7 @@ mod tests {
             preparation: None,
             mpi: None,
             rank: 0,
+            nodes: 1,
             container: None,
         }
     }
