@@ -460,6 +460,7 @@ pub fn from_pb(m: pb::CoordinatorMessage) -> Inbound {
                 gpu_uuids: a.gpu_uuids,
                 preparation: Some(a.job_preparation_command_line).filter(|c| !c.is_empty()),
                 rank: a.node_rank,
+                nodes: a.node_count.max(1),
                 container: a
                     .container_settings
                     .take()

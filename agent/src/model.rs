@@ -132,6 +132,8 @@ pub struct JobSpec {
     pub mpi: Option<MpiHosts>,
     /// This node's rank in the job (0: the master, or a single-node job).
     pub rank: u32,
+    /// How many nodes the job has (1: a single-node job).
+    pub nodes: u32,
     /// The image the job runs in, if it runs in a container.
     pub container: Option<ContainerImage>,
 }
@@ -205,6 +207,7 @@ impl fmt::Debug for JobSpec {
             .field("preparation", &self.preparation)
             .field("mpi", &self.mpi)
             .field("rank", &self.rank)
+            .field("nodes", &self.nodes)
             .field("container", &self.container)
             .finish()
     }
@@ -412,6 +415,7 @@ mod tests {
             preparation: None,
             mpi: None,
             rank: 0,
+            nodes: 1,
             container: None,
         };
         let shown = format!("{spec:?}");

@@ -63,15 +63,18 @@ impl Layout {
     }
 
     pub fn job(&self, id: &JobId) -> JobPaths {
-        let mut paths = JobPaths::new(
+        JobPaths::new(
             self.jobs_root.join(id.as_str()),
             self.job_temp_root.join(id.as_str()),
             self.job_mounts_root.join(id.as_str()),
-        );
-        if let Some(root) = &self.shared_temp_root {
-            paths.shared_temp = root.join(id.as_str());
-        }
-        paths
+        )
+    }
+
+    /// Where job `id`'s `$AZ_BATCHAI_SHARED_JOB_TEMP` is on the shared root, if
+    /// the agent has one (a multi-node job's; a single-node job keeps it in
+    /// its own temp, `paths.shared_temp`).
+    pub fn shared_temp(&self, id: &JobId) -> Option<PathBuf> {
+        Some(self.shared_temp_root.as_ref()?.join(id.as_str()))
     }
 }
 

@@ -517,7 +517,7 @@ impl Worker {
         let paths = self.paths.clone();
         let mounted = self.mounted;
         let cgroup = self.cgroup.take();
-        let shared_root = self.deps.settings.layout.shared_temp_root.is_some();
+        let shared = self.deps.settings.layout.shared_temp(&self.id);
         self.blocking(move || {
             // Before the directory that records it: a crash in between
             // leaves the record for the next agent to retry.
@@ -529,10 +529,14 @@ impl Worker {
             if mounted && let Err(e) = super::job_mounts::unmount_all(&paths) {
                 warn!(error = %e, "cannot remove the job's mounts: their records go with the job");
             }
-            // Before the record that names it goes with the job directory.
-            let shared = shared_root
-                .then(|| super::layout::read_record::<super::layout::LaunchRecord>(&paths.launch))
-                .and_then(|r| r.ok().flatten())
+            // A multi-node job's shared temp, if this node (the master's)
+            // made it: its record says so, read only where one exists.
+            let shared = shared
+                .filter(|d| d.exists())
+                .and_then(|_| {
+                    super::layout::read_record::<super::layout::LaunchRecord>(&paths.launch).ok()
+                })
+                .flatten()
                 .and_then(|r| r.shared_temp);
             for dir in [Some(&paths.dir), Some(&paths.temp), shared.as_ref()]
                 .into_iter()

@@ -72,14 +72,22 @@ pub fn prepare(
             .map_err(|e| fail("the output file", &p, e))?;
     }
     let run_as = settings.run_as.borrow().clone();
+    // One directory for all the job's nodes where they share a root.
+    let shared_root = settings
+        .layout
+        .shared_temp(&spec.job_id)
+        .filter(|_| spec.nodes > 1);
+    let shared_temp = shared_root
+        .clone()
+        .unwrap_or_else(|| paths.shared_temp.clone());
     for (what, dir, owned) in [
         ("the job temp directory", &paths.temp, true),
         // Given to the job's user on a shared root (every node's admin user
         // is the same user); inside the job's temp it stays the agent's.
         (
             "the shared job temp directory",
-            &paths.shared_temp,
-            settings.layout.shared_temp_root.is_some(),
+            &shared_temp,
+            shared_root.is_some(),
         ),
         ("the job mount root", &paths.mount_root, true),
     ] {
@@ -135,7 +143,7 @@ pub fn prepare(
         &NodePaths {
             job_temp: &paths.temp,
             job_temp_root: &layout.job_temp_root,
-            shared_job_temp: &paths.shared_temp,
+            shared_job_temp: &shared_temp,
             stdouterr_dir: &paths.spool,
             mount_root: &layout.mount_root,
             job_mount_root: &paths.mount_root,
@@ -144,6 +152,7 @@ pub fn prepare(
                 hostfile: &hostfile,
                 launcher: &settings.mpi_launcher,
                 node_id: &settings.node_id,
+                session_dir: &paths.temp,
                 as_root: run_as.is_none() && nix::unistd::geteuid().is_root(),
             }),
         },
@@ -185,16 +194,18 @@ pub fn prepare(
     }
     let container = match &spec.container {
         None => None,
-        Some(image) => match container_launch(settings, spec, paths, image, run_as.as_ref()) {
-            Ok(launch) => Some(launch),
-            Err(e) => {
-                undo_mounts();
-                if let Some(cg) = &cgroup {
-                    let _ = cg.remove();
+        Some(image) => {
+            match container_launch(settings, spec, paths, image, run_as.as_ref(), &shared_temp) {
+                Ok(launch) => Some(launch),
+                Err(e) => {
+                    undo_mounts();
+                    if let Some(cg) = &cgroup {
+                        let _ = cg.remove();
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
-        },
+        }
     };
     let rec = LaunchRecord {
         job_id: spec.job_id.as_str().to_owned(),
@@ -212,8 +223,7 @@ pub fn prepare(
         gpu_uuids: spec.gpu_uuids.clone(),
         preparation: spec.preparation.clone(),
         // On the cluster's shared root the master's node removes it.
-        shared_temp: (settings.layout.shared_temp_root.is_some() && spec.rank == 0)
-            .then(|| paths.shared_temp.clone()),
+        shared_temp: shared_root.filter(|_| spec.rank == 0),
         container,
     };
     if let Err(e) = write_record(&paths.launch, &rec, 0o600) {
@@ -249,6 +259,7 @@ fn container_launch(
     paths: &JobPaths,
     image: &crate::model::ContainerImage,
     run_as: Option<&crate::node::admin_user::RunAs>,
+    shared_temp: &Path,
 ) -> Result<ContainerLaunch, JobError> {
     let runtime = settings.containers.as_deref().ok_or_else(|| {
         JobError::new(
@@ -298,7 +309,7 @@ fn container_launch(
         settings.layout.mount_root.clone(),
         paths.mount_root.clone(),
         paths.temp.clone(),
-        paths.shared_temp.clone(),
+        shared_temp.to_owned(),
         paths.spool.clone(),
     ];
     binds.dedup();

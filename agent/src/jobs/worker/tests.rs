@@ -116,6 +116,7 @@ fn spec(max_wall: Option<Duration>) -> JobSpec {
         preparation: None,
         mpi: None,
         rank: 0,
+        nodes: 1,
         container: None,
     }
 }
