@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ use std::time::{Duration, Instant};
 pub const PEERS_VAR: &str = "BAI_MPI_PEERS";
 pub const TOKEN_VAR: &str = "BAI_MPI_TOKEN";
 pub const NODE_VAR: &str = "BAI_NODE_ID";
+/// Where OpenMPI keeps its session directories (the agent sets it to the
+/// job's temp).
+pub const SESSION_VAR: &str = "OMPI_MCA_orte_tmpdir_base";
 
 /// How long a launcher keeps trying to reach a rank's server (it may still
 /// be preparing: mounts, jobPreparation).
@@ -143,19 +147,26 @@ fn serve_one(conn: TcpStream, token: &str) -> io::Result<()> {
         .process_group(0)
         .spawn()?;
     let pgid = child.id() as i32;
-    // The launcher's end of the connection going away means mpirun is
-    // gone: so must the daemon be.
+    // The launcher's end of the connection going away while the command
+    // runs means mpirun is gone: so must the daemon be. Once the command has
+    // ended it is left alone: what it started may still be leaving its
+    // process group (an `orted --daemonize` on its way to its own session).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut watch = reader.into_inner();
     watch.set_read_timeout(None)?;
+    let ended = done.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         while matches!(io::Read::read(&mut watch, &mut buf), Ok(n) if n > 0) {}
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        if !ended.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     });
     let status = child.wait()?;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     writeln!(out, "exit {}", code(status))?;
     Ok(())
 }
@@ -165,7 +176,16 @@ fn serve_one(conn: TcpStream, token: &str) -> io::Result<()> {
 pub fn launch(node: &str, command: &str) -> Result<i32, String> {
     let own = std::env::var(NODE_VAR).unwrap_or_default();
     if node == own || node == "localhost" {
-        let status = Command::new("bash")
+        // This node's daemon beside mpirun itself: its own session
+        // directory, or the two collide making it.
+        let mut cmd = Command::new("bash");
+        if let Ok(base) = std::env::var(SESSION_VAR) {
+            let own_dir = Path::new(&base).join("orted");
+            std::fs::create_dir_all(&own_dir)
+                .map_err(|e| format!("cannot create {}: {e}", own_dir.display()))?;
+            cmd.env(SESSION_VAR, own_dir);
+        }
+        let status = cmd
             .arg("-c")
             .arg(command)
             .status()
