@@ -141,6 +141,10 @@ fn serve_one(conn: TcpStream, token: &str) -> io::Result<()> {
         writeln!(out, "refused")?;
         return Err(io::Error::other("a request without the job's token"));
     }
+    let command = match std::env::var(SESSION_VAR) {
+        Ok(base) => with_session_base(command, Path::new(&base)),
+        Err(_) => command.to_string(),
+    };
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(command)
@@ -171,6 +175,41 @@ fn serve_one(conn: TcpStream, token: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `command` with OpenMPI's session directory base set to `base`.
+///
+/// mpirun hands its own `orte_tmpdir_base` to every daemon on the daemon's
+/// command line (`-mca orte_tmpdir_base "<dir>"`), which beats the daemon's
+/// environment; daemons sharing a host (local mode, and mpirun beside its
+/// own node's daemon) then make and remove the same session directories
+/// under one host name, and a daemon that loses that race dies before it
+/// reports (mpirun waits for it forever). Each daemon gets its own rank's
+/// base instead.
+pub fn with_session_base(command: &str, base: &Path) -> String {
+    const PARAM: &str = " orte_tmpdir_base ";
+    let quoted = format!("\"{}\"", base.display());
+    let mut out = String::with_capacity(command.len() + quoted.len());
+    let mut rest = command;
+    while let Some(at) = rest.find(PARAM) {
+        let before = &rest[..at];
+        let after = &rest[at + PARAM.len()..];
+        out.push_str(before);
+        out.push_str(PARAM);
+        if !(before.ends_with("-mca") || before.ends_with("--mca")) {
+            rest = after;
+            continue;
+        }
+        // The value: a double-quoted string or one word.
+        let end = match after.strip_prefix('"') {
+            Some(q) => q.find('"').map_or(after.len(), |i| i + 2),
+            None => after.find(' ').unwrap_or(after.len()),
+        };
+        out.push_str(&quoted);
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Runs `command` on `node` of this job (as `ssh node command` would) and
 /// returns its exit code.
 pub fn launch(node: &str, command: &str) -> Result<i32, String> {
@@ -178,11 +217,13 @@ pub fn launch(node: &str, command: &str) -> Result<i32, String> {
     if node == own || node == "localhost" {
         // This node's daemon beside mpirun itself: its own session
         // directory, or the two collide making it.
+        let mut command = command.to_string();
         let mut cmd = Command::new("bash");
         if let Ok(base) = std::env::var(SESSION_VAR) {
             let own_dir = Path::new(&base).join("orted");
             std::fs::create_dir_all(&own_dir)
                 .map_err(|e| format!("cannot create {}: {e}", own_dir.display()))?;
+            command = with_session_base(&command, &own_dir);
             cmd.env(SESSION_VAR, own_dir);
         }
         let status = cmd
@@ -262,6 +303,25 @@ mod tests {
         assert!(!verify("t", "n1", "rm -rf /", &p), "another command");
         assert!(!verify("u", "n1", "orted -x", &p), "another token");
         assert!(!verify("t", "n1", "orted -x", "zz"));
+    }
+
+    #[test]
+    fn each_daemon_gets_its_own_session_base() {
+        let base = Path::new("/jobs/j1/node-2/temp");
+        let orted = r#"orted --daemonize -mca ess "env" -mca orte_tmpdir_base "/jobs/j1/node-0/temp" -mca plm "rsh""#;
+        assert_eq!(
+            with_session_base(orted, base),
+            r#"orted --daemonize -mca ess "env" -mca orte_tmpdir_base "/jobs/j1/node-2/temp" -mca plm "rsh""#
+        );
+        // Unquoted, last, with --mca; and left alone where it is no parameter.
+        assert_eq!(
+            with_session_base("orted --mca orte_tmpdir_base /x", base),
+            r#"orted --mca orte_tmpdir_base "/jobs/j1/node-2/temp""#
+        );
+        assert_eq!(
+            with_session_base("echo orte_tmpdir_base here", base),
+            "echo orte_tmpdir_base here"
+        );
     }
 
     #[test]
