@@ -242,6 +242,12 @@ pub async fn run_with(
             None
         }
     };
+    if let Some(rt) = containers.as_ref().filter(|rt| !rt.init) {
+        tracing::warn!(
+            runtime = rt.kind.name(),
+            "the container runtime has no init (podman: install catatonit): a terminated container job gets no SIGTERM, only SIGKILL after the grace period"
+        );
+    }
     facts.container_runtime = containers
         .as_ref()
         .map(|rt| rt.version.clone())

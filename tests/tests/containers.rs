@@ -324,10 +324,22 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
     })
     .await?;
 
-    // Terminate: the container is stopped and removed.
-    start(&mut c, container_job("long", &reg.url, IMAGE, "sleep 600")).await?;
-    bai_tests::eventually(Duration::from_secs(60), "the long container", || async {
-        Ok(!containers_named("bai-").is_empty())
+    // Terminate: the job in the container gets the SIGTERM (its PID 1 is
+    // the runtime's init, which passes it on), then the container is
+    // removed.
+    // (A shell with no handler: as PID 1 it would ignore the SIGTERM and
+    // last until the SIGKILL.)
+    start(
+        &mut c,
+        container_job("long", &reg.url, IMAGE, "echo waiting; sleep 600"),
+    )
+    .await?;
+    bai_tests::eventually(Duration::from_secs(60), "the long job waiting", || {
+        let mut c = c.clone();
+        async move {
+            let out = c.read_output("ws", "ex", "long", "stdout.txt").await;
+            Ok(out.is_ok_and(|o| o.starts_with(b"waiting")))
+        }
     })
     .await?;
     c.jobs
@@ -339,6 +351,11 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
         .wait_job("ws", "ex", "long", Duration::from_secs(60))
         .await?;
     assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    assert_eq!(
+        done.execution_info.as_ref().and_then(|e| e.exit_code),
+        Some(128 + 15),
+        "the job ended by the SIGTERM: {done:?}"
+    );
     let log = String::from_utf8(c.read_output("ws", "ex", "long", "execution.log").await?)?;
     assert!(
         log.contains("is on this node already"),

@@ -3,7 +3,7 @@
 //!
 //! A container job's process is the runtime's client: `<runtime> run --rm
 //! --name bai-<job>-<node> --network host -e NAME… -v <path>:<path>… -w <dir>
-//! [--user uid:gid] [--shm-size N] <image> sh -c '<runner>' <command line>`,
+//! [--init] [--user uid:gid] [--shm-size N] <image> sh -c '<runner>' <command line>`,
 //! spawned by the shim like any job (its output is the job's stdout and
 //! stderr). The job's variables pass by name only (`-e NAME`: the runtime
 //! copies the value from its own environment, which is the job's), so no value
@@ -63,6 +63,23 @@ pub struct Runtime {
     pub version: String,
     pub global_args: Vec<String>,
     pub run_args: Vec<String>,
+    /// Whether the runtime has its init (podman's catatonit, docker's
+    /// docker-init): with it the container's PID 1 passes a terminate's
+    /// SIGTERM on to the job; without, PID 1 ignores it and the job only
+    /// ends with the SIGKILL after the grace period.
+    #[serde(default)]
+    pub init: bool,
+}
+
+/// Where each runtime's init is found (podman's `init_path` default, the
+/// Debian package's, docker's).
+fn has_init(kind: Kind) -> bool {
+    let (dirs, program): (&[&str], &str) = match kind {
+        Kind::Podman => (&["/usr/libexec/podman"], "catatonit"),
+        Kind::Docker => (&["/usr/libexec/docker"], "docker-init"),
+    };
+    dirs.iter().any(|d| Path::new(d).join(program).is_file())
+        || crate::node::mounts::find_program(program).is_some()
 }
 
 fn version(program: &Path) -> Option<String> {
@@ -102,6 +119,7 @@ pub fn detect(cfg: &ContainerConfig) -> Result<Option<Runtime>, String> {
                 version,
                 global_args: cfg.global_args.clone(),
                 run_args: cfg.run_args.clone(),
+                init: has_init(kind),
             }));
         }
     }
@@ -415,6 +433,9 @@ pub fn run_argv(
         ]
         .map(String::from),
     );
+    if rt.init {
+        a.push("--init".to_string());
+    }
     a.extend(rt.run_args.iter().cloned());
     for (name, _) in env.iter().filter(|(n, _)| !IMAGE_OWN.contains(&n.as_str())) {
         a.extend(["-e".to_string(), name.clone()]);
@@ -472,6 +493,7 @@ mod tests {
             version: "podman version 4.3.1".into(),
             global_args: vec!["--runtime".into(), "runc".into()],
             run_args: vec!["--ulimit".into(), "nofile=1024:1024".into()],
+            init: true,
         }
     }
 
@@ -507,7 +529,10 @@ mod tests {
             !line.contains("-e PATH"),
             "the image keeps its PATH: {line}"
         );
-        assert!(line.contains(" --ulimit nofile=1024:1024 "), "{line}");
+        assert!(
+            line.contains(" --init --ulimit nofile=1024:1024 "),
+            "PID 1 passes signals on: {line}"
+        );
         assert!(
             line.contains(" -v /mnt/batch:/mnt/batch -v /work/j1:/work/j1 -w /work/j1 "),
             "{line}"
