@@ -3,7 +3,8 @@
 //! busybox-static: the job runs in the image with its variables (secrets
 //! passed by name, never on a command line), mounts and `shmSize`, its output
 //! exact; terminate stops and removes the container; an image the registry
-//! does not have fails the job with the registry's answer.
+//! does not have fails the job with the registry's answer; a restarted agent
+//! adopts a running container, and one whose supervisor is lost is removed.
 
 use anyhow::{Context, Result, bail};
 use bai_common::standins;
@@ -184,15 +185,20 @@ fn container_job(name: &str, registry: &str, image: &str, cmd: &str) -> pb::Job 
     job
 }
 
-fn containers_named(prefix: &str) -> Vec<String> {
+/// The containers (running or not) of jobs on `node` (named
+/// `bai-<job>-<node>`: the host's podman is shared by the tests running at
+/// once), with their ids.
+fn containers_on(node: &str) -> Vec<(String, String)> {
     let out = Command::new("podman")
-        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .args(["ps", "-a", "--format", "{{.Names}} {{.ID}}"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default();
+    let suffix = format!("-{node}");
     out.lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(name, _)| name.starts_with("bai-") && name.ends_with(&suffix))
+        .map(|(n, id)| (n.to_string(), id.to_string()))
         .collect()
 }
 
@@ -281,7 +287,7 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
     bai_tests::eventually(
         Duration::from_secs(120),
         "the container running",
-        || async { Ok(!containers_named("bai-").is_empty()) },
+        || async { Ok(!containers_on(&node.node_id).is_empty()) },
     )
     .await?;
     let leaked = bai_tests::procs::with_cmdline("hunter2-in-a-box");
@@ -320,7 +326,7 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
         "{log}"
     );
     bai_tests::eventually(Duration::from_secs(20), "the container removed", || async {
-        Ok(containers_named("bai-").is_empty())
+        Ok(containers_on(&node.node_id).is_empty())
     })
     .await?;
 
@@ -364,7 +370,7 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
     bai_tests::eventually(
         Duration::from_secs(20),
         "the long container removed",
-        || async { Ok(containers_named("bai-").is_empty()) },
+        || async { Ok(containers_on(&node.node_id).is_empty()) },
     )
     .await?;
 
@@ -510,5 +516,115 @@ async fn the_job_preparation_runs_first_in_the_same_container() -> Result<()> {
             .await?,
     )?;
     assert_eq!(err, "broke\n");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_the_container_and_a_lost_one_is_removed() -> Result<()> {
+    let Some(Rig {
+        reg,
+        coord,
+        mut c,
+        _config,
+    }) = rig(None).await?
+    else {
+        return Ok(());
+    };
+    let node = c.nodes("ws", "c1").await?.remove(0).node_id;
+    let state = coord.state_dir().to_path_buf();
+    let cmd = "echo up; touch \"$AZ_BATCHAI_JOB_TEMP/up\"; \
+               until [ -e \"$AZ_BATCHAI_JOB_TEMP/go\" ]; do sleep 0.1; done; echo done";
+    start(&mut c, container_job("adopted", &reg.url, IMAGE, cmd)).await?;
+    let mut up = None;
+    bai_tests::eventually(Duration::from_secs(120), "the job running", || {
+        up = bai_tests::files_under(&state.join("local-nodes"))
+            .into_iter()
+            .find(|p| p.ends_with("up"));
+        let found = up.is_some();
+        async move { Ok(found) }
+    })
+    .await?;
+    let before = containers_on(&node);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // The agent stops; the one started in its place takes the job over.
+    let pids = bai_tests::agent_pids(&state);
+    assert_eq!(pids.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    bai_tests::eventually(Duration::from_secs(60), "a new agent", || {
+        let now = bai_tests::agent_pids(&state);
+        let done =
+            now.len() == 1 && now != pids && !Path::new(&format!("/proc/{}", pids[0])).exists();
+        async move { Ok(done) }
+    })
+    .await?;
+    bai_tests::eventually(Duration::from_secs(60), "the job adopted", || {
+        let adopted = coord.agent_logs().contains("adopting job");
+        async move { Ok(adopted) }
+    })
+    .await?;
+    assert_eq!(
+        containers_on(&node),
+        before,
+        "the same container, no second one"
+    );
+    std::fs::write(up.unwrap().with_file_name("go"), b"")?;
+    let done = c
+        .wait_job("ws", "ex", "adopted", Duration::from_secs(60))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+    let out = c.read_output("ws", "ex", "adopted", "stdout.txt").await?;
+    assert_eq!(out, b"up\ndone\n");
+    bai_tests::eventually(Duration::from_secs(20), "the container removed", || async {
+        Ok(containers_on(&node).is_empty())
+    })
+    .await?;
+
+    // The job's supervisor and the runtime's client are killed: the
+    // container would run on under the runtime's monitor; the agent ends
+    // the job and removes it.
+    start(
+        &mut c,
+        container_job("orphan", &reg.url, IMAGE, "sleep 600"),
+    )
+    .await?;
+    bai_tests::eventually(
+        Duration::from_secs(60),
+        "the orphan's container",
+        || async { Ok(!containers_on(&node).is_empty()) },
+    )
+    .await?;
+    let name = &containers_on(&node)[0].0;
+    let mut killed = bai_tests::procs::alive_with_cmdline(&format!("--name {name}"));
+    killed.extend(
+        bai_tests::procs::alive_with_cmdline(" shim ")
+            .into_iter()
+            .filter(|&p| {
+                bai_tests::procs::cmdline(p).is_some_and(|c| c.contains(state.to_str().unwrap()))
+            }),
+    );
+    assert_eq!(killed.len(), 2, "the client and its supervisor: {killed:?}");
+    for pid in killed {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+    }
+    let done = c
+        .wait_job("ws", "ex", "orphan", Duration::from_secs(60))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    bai_tests::eventually(Duration::from_secs(20), "the orphan removed", || async {
+        Ok(containers_on(&node).is_empty())
+    })
+    .await?;
+    let log = String::from_utf8(c.read_output("ws", "ex", "orphan", "execution.log").await?)?;
+    assert!(
+        log.contains(&format!("removed its container {name}")),
+        "{log}"
+    );
     Ok(())
 }

@@ -311,6 +311,22 @@ impl Worker {
                 if killed > 0 {
                     line.push_str(&format!("; killed {killed} remaining processes of the job"));
                 }
+                // A container outlives its client (the runtime's monitor
+                // keeps it): it goes by name, as the supervisor would have
+                // removed it.
+                let container = read_record::<LaunchRecord>(&paths.launch)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.container);
+                if let Some(c) = container {
+                    match crate::jobs::container::remove(&c.runtime, &c.run.name) {
+                        Ok(()) => line.push_str(&format!("; removed its container {}", c.run.name)),
+                        Err(e) => {
+                            warn!(error = %e, "cannot remove the job's container");
+                            line.push_str(&format!("; could not remove its container: {e}"));
+                        }
+                    }
+                }
                 if let Err(e) = log_line(&paths.stream(Stream::ExecutionLog), &line) {
                     warn!(error = %e, "cannot write execution.log");
                 }
