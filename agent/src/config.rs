@@ -364,6 +364,13 @@ impl Config {
             .map(|p| absolute("shared_job_temp_root", p))
             .transpose()?;
         let gpu = resolve_gpu(cli, f.gpu, &state_dir)?;
+        if let Err(why) = f.containers.image_cache_max_bytes() {
+            return Err(ConfigError::Invalid {
+                field: "containers.image_cache_max",
+                value: f.containers.image_cache_max.clone(),
+                reason: format!("{why}, or 0 for no cap"),
+            });
+        }
         let job_sample_secs = f.job_sample_secs.unwrap_or(2);
         if !(1..=3600).contains(&job_sample_secs) {
             return Err(ConfigError::Invalid {
@@ -746,6 +753,20 @@ mod tests {
                 "{e}"
             );
         }
+        let cap = |v: &str| {
+            resolve(
+                &["--workspace", "w", "--cluster", "c"],
+                Some(&format!("[containers]\nimage_cache_max = \"{v}\"")),
+                EnvSource::default(),
+            )
+        };
+        assert_eq!(
+            cap("20g").unwrap().containers.image_cache_max_bytes(),
+            Ok(20 << 30)
+        );
+        assert_eq!(cap("0").unwrap().containers.image_cache_max_bytes(), Ok(0));
+        let e = cap("lots").unwrap_err().to_string();
+        assert!(e.contains("containers.image_cache_max"), "{e}");
     }
 
     fn gpu(args: &[&str], file: &str) -> Result<GpuConfig, ConfigError> {

@@ -274,6 +274,13 @@ pub async fn run_with(
         cgroups: Arc::new(cgroups),
         gpu_minors: Arc::new(gpu_minors),
         mpi_launcher: jobs::mpi_launcher(),
+        image_cache: containers.as_ref().map(|_| {
+            Arc::new(jobs::image_cache::ImageCache::new(
+                &config.state_dir,
+                // Checked when the configuration was read.
+                config.containers.image_cache_max_bytes().unwrap_or(0),
+            ))
+        }),
         containers,
     };
     let mut jobs = JobManager::new(settings, launcher);

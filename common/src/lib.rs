@@ -22,6 +22,7 @@
 //!   for names and ids derived from others (mount records, fake GPU UUIDs, a job's port).
 //! - [`names`]: the Batch AI resource-name rule ([`names::check_name`], [`names::is_name`]):
 //!   1–64 ASCII letters, digits, `-` and `_`.
+//! - [`size`]: sizes as docker and podman write them ([`size::parse_size`]: `2g`, `512m`).
 //! - `standins` (feature `standins`, for tests only): real servers started on loopback for a
 //!   test (Samba, Azurite, sshd), each in its own temporary directory and stopped on drop, and
 //!   `standins::require`, the "skip outside CI, fail in CI" gate.
@@ -31,6 +32,7 @@ pub mod hash;
 pub mod names;
 pub mod process;
 pub mod procfs;
+pub mod size;
 #[cfg(feature = "standins")]
 pub mod standins;
 pub mod telemetry;

@@ -18,6 +18,8 @@ use std::time::Duration;
 struct Registry {
     child: Child,
     url: String,
+    /// What it serves, as the nodes name it (`<url>/<image>`).
+    images: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -27,9 +29,11 @@ impl Drop for Registry {
         let _ = self.child.wait();
         // What the nodes pulled from it goes too: the host's image store is
         // shared by every test run.
-        let _ = Command::new("podman")
-            .args(["rmi", "--force", &format!("{}/{IMAGE}", self.url)])
-            .output();
+        for image in &self.images {
+            let _ = Command::new("podman")
+                .args(["rmi", "--force", image])
+                .output();
+        }
     }
 }
 
@@ -61,8 +65,9 @@ fn run_with_stdin(cmd: &mut Command, input: &str) -> Result<()> {
     Ok(())
 }
 
-/// A registry that wants `user`/`password` (htpasswd, bcrypt) when given.
-fn registry_with(auth: Option<(&str, &str)>) -> Result<Registry> {
+/// A registry that wants `user`/`password` (htpasswd, bcrypt) when given,
+/// serving the test image as `IMAGE` and as each of `more`.
+fn registry_with(auth: Option<(&str, &str)>, more: &[&str]) -> Result<Registry> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("rootfs");
     for d in ["bin", "tmp", "etc"] {
@@ -110,15 +115,33 @@ fn registry_with(auth: Option<(&str, &str)>) -> Result<Registry> {
         .stderr(Stdio::null())
         .spawn()
         .context("docker-registry")?;
-    let reg = Registry {
+    let mut reg = Registry {
         child,
         url: url.clone(),
+        images: Vec::new(),
         _dir: dir,
     };
-    let tagged = format!("{url}/{IMAGE}");
-    run(Command::new("podman").args(["import", &tar.display().to_string(), &tagged]))?;
-    let mut pushed = false;
     let authfile = authfile.display().to_string();
+    for image in std::iter::once(IMAGE).chain(more.iter().copied()) {
+        let tagged = format!("{url}/{image}");
+        reg.images.push(tagged.clone());
+        push(&tar, &tagged, auth, &url, &authfile)?;
+    }
+    Ok(reg)
+}
+
+/// Imports `tar` as `tagged` and pushes it (logging in first with `auth`;
+/// the registry may still be starting), then removes it here: the node
+/// pulls it itself.
+fn push(
+    tar: &Path,
+    tagged: &str,
+    auth: Option<(&str, &str)>,
+    url: &str,
+    authfile: &str,
+) -> Result<()> {
+    run(Command::new("podman").args(["import", &tar.display().to_string(), tagged]))?;
+    let mut pushed = false;
     for _ in 0..50 {
         if let Some((user, password)) = auth {
             let login = run_with_stdin(
@@ -126,11 +149,11 @@ fn registry_with(auth: Option<(&str, &str)>) -> Result<Registry> {
                     "login",
                     "--tls-verify=false",
                     "--authfile",
-                    &authfile,
+                    authfile,
                     "--username",
                     user,
                     "--password-stdin",
-                    &url,
+                    url,
                 ]),
                 password,
             );
@@ -140,12 +163,11 @@ fn registry_with(auth: Option<(&str, &str)>) -> Result<Registry> {
             }
         }
         let mut push = Command::new("podman");
-        push.args(["push", "--tls-verify=false", &tagged]);
+        push.args(["push", "--tls-verify=false", tagged]);
         if auth.is_some() {
-            push.args(["--authfile", &authfile]);
+            push.args(["--authfile", authfile]);
         }
-        let ok = push.output()?.status.success();
-        if ok {
+        if push.output()?.status.success() {
             pushed = true;
             break;
         }
@@ -154,20 +176,21 @@ fn registry_with(auth: Option<(&str, &str)>) -> Result<Registry> {
     if !pushed {
         bail!("could not push {tagged}");
     }
-    // The node pulls it itself.
-    let _ = Command::new("podman").args(["rmi", "-f", &tagged]).output();
-    Ok(reg)
+    let _ = Command::new("podman").args(["rmi", "-f", tagged]).output();
+    Ok(())
 }
 
 /// podman as this host needs it (runc: crun refuses hybrid cgroups here;
 /// limits at or below the host's).
-fn agent_config(dir: &Path) -> Result<std::path::PathBuf> {
+fn agent_config(dir: &Path, more: &str) -> Result<std::path::PathBuf> {
     let p = dir.join("agent.toml");
     std::fs::write(
         &p,
-        "[containers]\nruntime = \"podman\"\n\
-         global_args = [\"--runtime\", \"runc\", \"--cgroup-manager\", \"cgroupfs\"]\n\
-         run_args = [\"--ulimit\", \"nofile=1024:1024\", \"--ulimit\", \"nproc=1024:1024\"]\n",
+        format!(
+            "[containers]\nruntime = \"podman\"\n\
+             global_args = [\"--runtime\", \"runc\", \"--cgroup-manager\", \"cgroupfs\"]\n\
+             run_args = [\"--ulimit\", \"nofile=1024:1024\", \"--ulimit\", \"nproc=1024:1024\"]\n{more}"
+        ),
     )?;
     Ok(p)
 }
@@ -220,6 +243,16 @@ struct Rig {
 }
 
 async fn rig(auth: Option<(&str, &str)>) -> Result<Option<Rig>> {
+    rig_with(auth, &[], "").await
+}
+
+/// A rig whose registry also serves `images` and whose agent's
+/// `[containers]` table has `config` too.
+async fn rig_with(
+    auth: Option<(&str, &str)>,
+    images: &[&str],
+    config: &str,
+) -> Result<Option<Rig>> {
     if !standins::require_root()
         || standins::require_program("podman").is_none()
         || standins::require_program("docker-registry").is_none()
@@ -228,12 +261,12 @@ async fn rig(auth: Option<(&str, &str)>) -> Result<Option<Rig>> {
     {
         return Ok(None);
     }
-    let reg = registry_with(auth).context("the registry")?;
-    let config = tempfile::tempdir()?;
+    let reg = registry_with(auth, images).context("the registry")?;
+    let dir = tempfile::tempdir()?;
     let coord = Coordinator::start_with(CoordinatorOpts {
         extra_args: vec![
             "--local-agent-config".into(),
-            agent_config(config.path())?.display().to_string(),
+            agent_config(dir.path(), config)?.display().to_string(),
         ],
         ..Default::default()
     })
@@ -244,7 +277,7 @@ async fn rig(auth: Option<(&str, &str)>) -> Result<Option<Rig>> {
         reg,
         coord,
         c,
-        _config: config,
+        _config: dir,
     }))
 }
 
@@ -626,5 +659,57 @@ async fn a_restarted_agent_adopts_the_container_and_a_lost_one_is_removed() -> R
         log.contains(&format!("removed its container {name}")),
         "{log}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_cache_keeps_to_its_cap_least_recently_used_first() -> Result<()> {
+    const OTHER: &str = "batchaitraining/other:2";
+    // A cap below one image: every pull evicts the image used before.
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig_with(None, &[OTHER], "image_cache_max = \"1k\"\n").await?
+    else {
+        return Ok(());
+    };
+    let exists = |image: &str| {
+        Command::new("podman")
+            .args(["image", "exists", &format!("{}/{image}", reg.url)])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut run = async |name: &str, image: &str| -> Result<String> {
+        start(&mut c, container_job(name, &reg.url, image, "echo ran")).await?;
+        let done = c
+            .wait_job("ws", "ex", name, Duration::from_secs(120))
+            .await?;
+        assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+        assert_eq!(
+            c.read_output("ws", "ex", name, "stdout.txt").await?,
+            b"ran\n"
+        );
+        Ok(String::from_utf8(
+            c.read_output("ws", "ex", name, "execution.log").await?,
+        )?)
+    };
+    run("first", IMAGE).await?;
+    assert!(exists(IMAGE), "the image a job just used stays");
+    let log = run("second", OTHER).await?;
+    assert!(!exists(IMAGE), "the least recently used went: {log}");
+    assert!(exists(OTHER));
+    assert!(
+        log.contains(&format!("removed cached image {}/{IMAGE}", reg.url)),
+        "{log}"
+    );
+    // Needed again: pulled again, and the other goes.
+    let log = run("third", IMAGE).await?;
+    assert!(
+        log.contains(&format!("pulling {}/{IMAGE}", reg.url)),
+        "{log}"
+    );
+    assert!(exists(IMAGE) && !exists(OTHER), "{log}");
     Ok(())
 }

@@ -25,6 +25,9 @@ pub struct ContainerConfig {
     pub global_args: Vec<String>,
     /// Flags added to every `run` (e.g. `--ulimit nofile=1024:1024`).
     pub run_args: Vec<String>,
+    /// The most the images bai's jobs pulled may take on the node (`50g`,
+    /// `500m`; `0` for no cap): least recently used go first.
+    pub image_cache_max: String,
 }
 
 impl Default for ContainerConfig {
@@ -33,7 +36,18 @@ impl Default for ContainerConfig {
             runtime: "auto".into(),
             global_args: Vec::new(),
             run_args: Vec::new(),
+            image_cache_max: "50g".into(),
         }
+    }
+}
+
+impl ContainerConfig {
+    /// `image_cache_max` in bytes, 0 for no cap.
+    pub fn image_cache_max_bytes(&self) -> Result<u64, &'static str> {
+        if self.image_cache_max.trim() == "0" {
+            return Ok(0);
+        }
+        bai_common::size::parse_size(&self.image_cache_max)
     }
 }
 

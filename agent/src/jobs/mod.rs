@@ -10,6 +10,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod env;
+pub mod image_cache;
 pub mod job_mounts;
 pub mod launcher;
 pub mod layout;
@@ -58,6 +59,8 @@ pub struct JobSettings {
     pub mpi_launcher: PathBuf,
     /// The node's container runtime, if it has one.
     pub containers: Option<Arc<container::Runtime>>,
+    /// The images its jobs used, capped (with a runtime).
+    pub image_cache: Option<Arc<image_cache::ImageCache>>,
 }
 
 /// The jobs this node holds, each with its worker task.

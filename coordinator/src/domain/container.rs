@@ -184,23 +184,7 @@ pub fn check_server_url(s: &str) -> Result<(), &'static str> {
 /// `shmSize` in bytes: a positive number with an optional unit b, k, m or g
 /// (either case, an optional trailing `b`: `2g`, `512m`, `1gb`, `65536`).
 pub fn parse_shm_size(s: &str) -> Result<u64, &'static str> {
-    const WHY: &str =
-        "must be a positive size: a number and an optional unit b, k, m or g (e.g. 2g)";
-    let lower = s.trim().to_ascii_lowercase();
-    let digits = lower.bytes().take_while(u8::is_ascii_digit).count();
-    let (n, unit) = lower.split_at(digits);
-    let mult: u64 = match unit {
-        "" | "b" => 1,
-        "k" | "kb" => 1 << 10,
-        "m" | "mb" => 1 << 20,
-        "g" | "gb" => 1 << 30,
-        _ => return Err(WHY),
-    };
-    let n: u64 = n.parse().map_err(|_| WHY)?;
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(WHY),
-        Some(bytes) => Ok(bytes),
-    }
+    bai_common::size::parse_size(s)
 }
 
 #[cfg(test)]

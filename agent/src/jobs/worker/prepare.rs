@@ -305,6 +305,11 @@ fn container_launch(
         pulled.map_err(|e| JobError::new("ImagePullFailed", e))?;
         let _ = log_line(&log, &format!("pulled {reference}"));
     }
+    if let Some(cache) = &settings.image_cache {
+        cache.used(runtime, &reference, &|line| {
+            let _ = log_line(&log, line);
+        });
+    }
     let mut binds = vec![
         settings.layout.mount_root.clone(),
         paths.mount_root.clone(),

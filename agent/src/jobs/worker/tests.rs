@@ -150,6 +150,7 @@ impl Rig {
             node_id: "n1".into(),
             mpi_launcher: "/usr/bin/bai-mpi".into(),
             containers: None,
+            image_cache: None,
         };
         let shim = Arc::new(FakeShim::default());
         let deps = Deps {
