@@ -44,6 +44,8 @@ pub struct CoordinatorOpts {
     pub listen: Option<SocketAddr>,
     /// Extra command-line arguments.
     pub extra_args: Vec<String>,
+    /// Extra environment (the local agents and their jobs' tools inherit it).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `bai-coordinator --local-agents` with its own state directory.
@@ -195,6 +197,41 @@ pub fn agent_pids(state: &Path) -> Vec<i32> {
     pids
 }
 
+/// The public Batch AI recipes (`shared/reference/batchai-recipes`, beside
+/// the checkout or a level above a worktree), `None` where they are absent:
+/// outside CI that skips the caller's test (it says so); CI has them, so
+/// there their absence fails it.
+pub fn recipes_dir() -> Option<PathBuf> {
+    let found = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/reference/batchai-recipes"))
+        .find(|p| p.is_dir());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no shared/reference/batchai-recipes above the checkout: CI must run this test"
+        );
+        println!("skipped: no shared/reference/batchai-recipes above the checkout");
+    }
+    found
+}
+
+/// The recipes' job files (`recipes__*job*.json`), sorted.
+pub fn recipe_job_files(dir: &Path) -> Vec<PathBuf> {
+    let mut jobs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("recipes__") && n.contains("job") && n.ends_with(".json")
+        })
+        .collect();
+    jobs.sort();
+    jobs
+}
+
 /// Every file under `dir`.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -253,6 +290,7 @@ fn spawn_coordinator(state: &Path, opts: &CoordinatorOpts) -> Result<(Child, Soc
         .arg(state)
         .args(&opts.extra_args)
         .env("RUST_LOG", "info")
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

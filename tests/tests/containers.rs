@@ -39,6 +39,14 @@ impl Drop for Registry {
 
 const IMAGE: &str = "batchaitraining/busybox:1";
 
+/// `python`, `cntk` and `pip` in the test image: the program's name and
+/// arguments, the script it was given (if it can read it), then the
+/// launch's variables, sorted.
+const FAKE_PROGRAM: &str = "#!/bin/sh\n\
+echo \"argv: ${0##*/} $*\"\n\
+if [ -f \"$1\" ]; then echo \"script: $(cat \"$1\")\"; fi\n\
+env | grep -E '^(AZ_BATCHAI_|TF_CONFIG=|CUDA_VISIBLE_DEVICES=)' | sort\n";
+
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
     if !out.status.success() {
@@ -76,9 +84,15 @@ fn registry_with(auth: Option<(&str, &str)>, more: &[&str]) -> Result<Registry> 
     let busybox = standins::require_program("busybox").context("busybox")?;
     std::fs::copy(&busybox, root.join("bin/busybox")).context("copy busybox")?;
     for applet in [
-        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[",
+        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[", "grep", "sort",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).context("symlink")?;
+    }
+    // The frameworks' programs, as stand-ins that say how they were run.
+    for program in ["python", "python3", "cntk", "pip"] {
+        let path = root.join("bin").join(program);
+        std::fs::write(&path, FAKE_PROGRAM)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let tar = dir.path().join("image.tar");
     run(Command::new("tar")
@@ -711,5 +725,286 @@ async fn the_image_cache_keeps_to_its_cap_least_recently_used_first() -> Result<
         "{log}"
     );
     assert!(exists(IMAGE) && !exists(OTHER), "{log}");
+    Ok(())
+}
+
+/// `$NAME` and `${NAME}` in `s` replaced from `env` (as the job's shell
+/// expands a recipe's paths).
+fn expand(s: &str, env: &std::collections::HashMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(b) => match b.split_once('}') {
+                Some((n, t)) => (n, t),
+                None => (b, ""),
+            },
+            None => {
+                let n = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..n], &after[n..])
+            }
+        };
+        out.push_str(env.get(name).map_or("", String::as_str));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Removes the Docker Hub images a test pulled through its mirror.
+struct Pulled(Vec<String>);
+
+impl Drop for Pulled {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("podman")
+                .args(["rmi", "--force", image])
+                .output();
+        }
+    }
+}
+
+/// Batch AI's single-node recipes, each as its job file says: the image from
+/// Docker Hub (here a mirror on loopback, through podman's registries.conf),
+/// the recipe's Azure File shares mounted (Samba), its job preparation run
+/// first, and the framework launched as Batch AI documented — the program
+/// and arguments with the recipe's variables expanded, the `AZ_BATCHAI_*`
+/// variables set and true — inside the image, the script read from the
+/// recipe's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_single_node_recipes_run_in_their_images_as_batch_ai_ran_them() -> Result<()> {
+    let Some(recipes) = bai_tests::recipes_dir() else {
+        return Ok(());
+    };
+    let Some(azurite_bin) = standins::require_storage() else {
+        return Ok(());
+    };
+    if !standins::require_root()
+        || standins::require_program("podman").is_none()
+        || standins::require_program("docker-registry").is_none()
+        || standins::require_program("busybox").is_none()
+    {
+        return Ok(());
+    }
+    let mut single = Vec::new();
+    for file in bai_tests::recipe_job_files(&recipes) {
+        let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        if job["properties"]["nodeCount"] == 1 {
+            single.push((file, job["properties"].clone()));
+        }
+    }
+    assert!(single.len() >= 5, "{} single-node recipes", single.len());
+    let images: Vec<String> = single
+        .iter()
+        .map(|(_, p)| {
+            p["containerSettings"]["imageSourceRegistry"]["image"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let mut distinct = images.clone();
+    distinct.sort();
+    distinct.dedup();
+    let names: Vec<&str> = distinct.iter().map(String::as_str).collect();
+    let reg = registry_with(None, &names)?;
+    let _pulled = Pulled(distinct.iter().map(|i| format!("docker.io/{i}")).collect());
+    let conf_dir = tempfile::tempdir()?;
+    let registries = conf_dir.path().join("registries.conf");
+    std::fs::write(
+        &registries,
+        format!(
+            "[[registry]]\nprefix = \"docker.io\"\nlocation = \"{}\"\ninsecure = true\n",
+            reg.url
+        ),
+    )?;
+    // One storage account for the recipes' shares (Samba) and blob
+    // containers (Azurite): Azurite's own account and key.
+    let (account, key) = (standins::azurite::ACCOUNT, standins::azurite::KEY);
+    let samba = standins::samba::Samba::start_shares(account, &["logs", "scripts"], key)?;
+    let azurite = standins::azurite::Azurite::start(&azurite_bin)?;
+    for (_, props) in &single {
+        for blob in props["mountVolumes"]["azureBlobFileSystems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let container = blob["containerName"].as_str().unwrap_or_default();
+            azurite.put(&format!("{container}/README"), b"a recipe's data\n")?;
+        }
+    }
+    let coord = Coordinator::start_with(CoordinatorOpts {
+        extra_args: vec![
+            "--local-agent-config".into(),
+            agent_config(conf_dir.path(), "")?.display().to_string(),
+            "--local-agent-file-endpoint".into(),
+            format!("127.0.0.1:{}", samba.port),
+            "--local-agent-blob-endpoint".into(),
+            format!("http://127.0.0.1:{}/{{account}}", azurite.port),
+        ],
+        env: vec![(
+            "CONTAINERS_REGISTRIES_CONF".into(),
+            registries.display().to_string(),
+        )],
+        ..Default::default()
+    })?;
+    let mut c = coord.clients().await?;
+    c.setup_cluster("ws", "ex", "c1", 1).await?;
+
+    for (i, (file, props)) in single.iter().enumerate() {
+        let shown = file.file_name().unwrap_or_default().to_string_lossy();
+        let name = format!("recipe{i}");
+        // A Python script on one of the recipe's shares: put it there.
+        let script = ["tensorFlowSettings", "cntkSettings"]
+            .iter()
+            .find_map(|t| props[t]["pythonScriptFilePath"].as_str())
+            .unwrap_or_default();
+        let script_on_share = script
+            .strip_prefix("$AZ_BATCHAI_JOB_MOUNT_ROOT/")
+            .and_then(|p| p.split_once('/'))
+            .filter(|(share, _)| ["logs", "scripts"].contains(share))
+            .map(|(share, rest)| -> Result<String> {
+                let path = samba.share_path(share).join(rest);
+                std::fs::create_dir_all(path.parent().unwrap())?;
+                let text = format!("print('recipe {i}')");
+                std::fs::write(&path, &text)?;
+                Ok(text)
+            })
+            .transpose()?;
+        let out = coord
+            .cli()
+            .args([
+                "job", "create", "-w", "ws", "-e", "ex", "-c", "c1", "-n", &name,
+            ])
+            .args(["--storage-account-name", account, "-f"])
+            .arg(file)
+            .env("AZURE_BATCHAI_STORAGE_KEY", key)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{shown}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let done = c
+            .wait_job("ws", "ex", &name, Duration::from_secs(120))
+            .await?;
+        let stdout = String::from_utf8(c.read_output("ws", "ex", &name, "stdout.txt").await?)?;
+        assert_eq!(
+            exec_state(&done),
+            pb::ExecutionState::Succeeded,
+            "{shown}: {done:?}\n{stdout}\n{}",
+            String::from_utf8_lossy(&c.read_output("ws", "ex", &name, "execution.log").await?)
+        );
+        let mut lines = stdout.lines();
+        let argv = lines.next().unwrap_or_default().to_string();
+        let env: std::collections::HashMap<String, String> = lines
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+
+        // The launch, as Batch AI documented it for the toolkit.
+        let tool = |t: &str, k: &str| props[t][k].as_str().unwrap_or_default().to_string();
+        let want = if props.get("tensorFlowSettings").is_some() {
+            let python = Some(tool("tensorFlowSettings", "pythonInterpreterPath"))
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "python".into());
+            format!(
+                "{python} {} {}",
+                tool("tensorFlowSettings", "pythonScriptFilePath"),
+                tool("tensorFlowSettings", "masterCommandLineArgs")
+            )
+        } else if !tool("cntkSettings", "pythonScriptFilePath").is_empty() {
+            format!(
+                "python {} {}",
+                tool("cntkSettings", "pythonScriptFilePath"),
+                tool("cntkSettings", "commandLineArgs")
+            )
+        } else {
+            format!(
+                "cntk configFile={} {}",
+                tool("cntkSettings", "configFilePath"),
+                tool("cntkSettings", "commandLineArgs")
+            )
+        };
+        let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            words(&format!("argv: {}", expand(&want, &env))),
+            words(&argv),
+            "{shown}: the launch"
+        );
+
+        // The variables: every path real and absolute, nothing empty or left
+        // unexpanded.
+        for var in [
+            "AZ_BATCHAI_MOUNT_ROOT",
+            "AZ_BATCHAI_JOB_MOUNT_ROOT",
+            "AZ_BATCHAI_JOB_TEMP",
+            "AZ_BATCHAI_SHARED_JOB_TEMP",
+            "AZ_BATCHAI_STDOUTERR_DIR",
+        ] {
+            let v = env.get(var).map(String::as_str).unwrap_or_default();
+            assert!(v.starts_with('/'), "{shown}: {var}={v:?}\n{stdout}");
+        }
+        assert_eq!(
+            env.get("AZ_BATCHAI_NUM_GPUS").map(String::as_str),
+            Some("0"),
+            "{shown}"
+        );
+        // No GPU given: CUDA sees none (empty hides them all).
+        assert_eq!(
+            env.get("CUDA_VISIBLE_DEVICES").map(String::as_str),
+            Some(""),
+            "{shown}"
+        );
+        for (k, v) in env.iter().filter(|(k, _)| *k != "CUDA_VISIBLE_DEVICES") {
+            assert!(
+                !v.is_empty() && !v.contains("$AZ_BATCHAI"),
+                "{shown}: {k}={v:?}"
+            );
+        }
+        for d in props["inputDirectories"].as_array().into_iter().flatten() {
+            let id = d["id"].as_str().unwrap_or_default();
+            assert_eq!(
+                env.get(&format!("AZ_BATCHAI_INPUT_{id}")),
+                Some(&expand(d["path"].as_str().unwrap_or_default(), &env)),
+                "{shown}: input {id}"
+            );
+        }
+        for d in props["outputDirectories"].as_array().into_iter().flatten() {
+            let id = d["id"].as_str().unwrap_or_default();
+            let got = env
+                .get(&format!("AZ_BATCHAI_OUTPUT_{id}"))
+                .cloned()
+                .unwrap_or_default();
+            let prefix = expand(d["pathPrefix"].as_str().unwrap_or_default(), &env);
+            let suffix = d["pathSuffix"].as_str().unwrap_or_default();
+            assert!(
+                got.starts_with(&prefix) && got.ends_with(suffix),
+                "{shown}: output {id} = {got:?} (prefix {prefix}, suffix {suffix})"
+            );
+        }
+        // The preparation ran first, in the image.
+        if let Some(prep) = props["jobPreparation"]["commandLine"].as_str() {
+            let out = String::from_utf8(
+                c.read_output("ws", "ex", &name, "stdout-job_prep.txt")
+                    .await?,
+            )?;
+            assert!(
+                out.starts_with(&format!("argv: {prep}\n")),
+                "{shown}: {out}"
+            );
+        }
+        // The script came from the recipe's share, mounted in the container.
+        if let Some(on_share) = &script_on_share {
+            assert!(
+                stdout.contains(&format!("\nscript: {on_share}\n")),
+                "{shown}: the script from the share: {stdout}"
+            );
+        }
+    }
     Ok(())
 }

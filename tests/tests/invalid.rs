@@ -295,30 +295,10 @@ async fn invalid_requests_are_rejected_and_store_nothing() -> Result<()> {
 /// them on the bare host, and without the container takes each as written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipes_are_taken_or_refused_by_name() -> Result<()> {
-    // `shared/` sits beside the checkout (or a level above a worktree).
-    let Some(recipes) = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/reference/batchai-recipes"))
-        .find(|p| p.is_dir())
-    else {
-        // CI has shared/ beside its clone: there a missing one is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no shared/reference/batchai-recipes above the checkout: CI must run this test"
-        );
-        println!("skipped: no shared/reference/batchai-recipes above the checkout");
+    let Some(recipes) = bai_tests::recipes_dir() else {
         return Ok(());
     };
-    let dir = std::fs::read_dir(&recipes)?;
-    let mut jobs: Vec<_> = dir
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap_or_default().to_string_lossy();
-            n.starts_with("recipes__") && n.contains("job") && n.ends_with(".json")
-        })
-        .collect();
-    jobs.sort();
+    let jobs = bai_tests::recipe_job_files(&recipes);
     assert!(
         jobs.len() >= 15,
         "found only {} recipe job files",

@@ -196,8 +196,10 @@ pub struct ContainerLaunch {
     pub run: ContainerRun,
 }
 
-/// The image reference to pull: the image as given, or under `server_url`'s
-/// host when the image names no registry of its own.
+/// The image reference to pull, always with its registry: the image as
+/// given when it names one, else under `server_url`'s host, else Docker
+/// Hub's (`docker.io/`, `docker.io/library/` for an official image), as
+/// Batch AI read an image without a server.
 pub fn reference(image: &str, server_url: &str) -> String {
     let host = server_url
         .trim_start_matches("https://")
@@ -205,10 +207,16 @@ pub fn reference(image: &str, server_url: &str) -> String {
         .split('/')
         .next()
         .unwrap_or("");
-    if host.is_empty() || registry_in(image).is_some() {
+    if registry_in(image).is_some() {
         image.to_string()
-    } else {
+    } else if !host.is_empty() {
         format!("{host}/{image}")
+    } else if image.contains('/') {
+        // Docker Hub's, named in full: podman resolves no short name
+        // unless the node's registries.conf lists search registries.
+        format!("docker.io/{image}")
+    } else {
+        format!("docker.io/library/{image}")
     }
 }
 
@@ -565,6 +573,34 @@ mod tests {
             ]
         );
         assert_eq!(a[n - 1], "echo $TOKEN", "the command line is one argument");
+    }
+
+    #[test]
+    fn references_always_name_their_registry() {
+        let hub = |i| reference(i, "");
+        assert_eq!(
+            hub("tensorflow/tensorflow:1.8.0-gpu"),
+            "docker.io/tensorflow/tensorflow:1.8.0-gpu"
+        );
+        assert_eq!(hub("caffe2ai/caffe2"), "docker.io/caffe2ai/caffe2");
+        assert_eq!(hub("ubuntu:22.04"), "docker.io/library/ubuntu:22.04");
+        assert_eq!(
+            hub("nvcr.io/nvidia/pytorch:24.01"),
+            "nvcr.io/nvidia/pytorch:24.01"
+        );
+        assert_eq!(
+            reference("batchai/job:1", "https://my.azurecr.io"),
+            "my.azurecr.io/batchai/job:1"
+        );
+        assert_eq!(
+            reference("trainer:1", "http://127.0.0.1:5000"),
+            "127.0.0.1:5000/trainer:1"
+        );
+        assert_eq!(
+            reference("localhost/mine:1", "https://my.azurecr.io"),
+            "localhost/mine:1",
+            "an image naming its registry keeps it"
+        );
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl Samba {
     /// `password` (its key). The Unix user is made for it and removed on drop, so it
     /// must not exist yet: an existing one is an error, never taken over.
     pub fn start_as(user: &str, share: &str, password: &str) -> io::Result<Samba> {
+        Samba::start_shares(user, &[share], password)
+    }
+
+    /// As [`Samba::start_as`], serving each of `shares` (at least one) from its own
+    /// directory ([`Samba::share_path`]); the first is [`Samba::share`].
+    pub fn start_shares(user: &str, shares: &[&str], password: &str) -> io::Result<Samba> {
+        let Some(&share) = shares.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no share"));
+        };
         let smbd = which("smbd").ok_or_else(|| missing("smbd"))?;
         let smbpasswd = which("smbpasswd").ok_or_else(|| missing("smbpasswd"))?;
         if uid_of(user).is_some() {
@@ -81,17 +90,25 @@ impl Samba {
         let user = user.to_owned();
         let share_dir = dir.path().join("share");
         fs::create_dir(&share_dir)?;
+        let mut served = vec![(share.to_owned(), share_dir.clone())];
+        for &more in &shares[1..] {
+            let path = dir.path().join("shares").join(more);
+            fs::create_dir_all(&path)?;
+            served.push((more.to_owned(), path));
+        }
         for sub in ["private", "lock", "state", "cache", "pid", "log", "ncalrpc"] {
             fs::create_dir(dir.path().join(sub))?;
         }
         let guard = UserGuard::add(&user)?;
-        run(Command::new("chown").arg(&user).arg(&share_dir))?;
+        for (_, path) in &served {
+            run(Command::new("chown").arg(&user).arg(path))?;
+        }
         // Three tries: another process may take the free port before smbd binds it.
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port()?;
             let conf = dir.path().join("smb.conf");
-            fs::write(&conf, config(dir.path(), &share_dir, share, port, &user))?;
+            fs::write(&conf, config(dir.path(), &served, port, &user))?;
             set_password(&smbpasswd, &conf, &user, password)?;
             let out = dir.path().join("smbd.out");
             // Its own process group: smbd signals its whole group when it stops.
@@ -131,6 +148,15 @@ impl Samba {
         Err(io::Error::other(format!("smbd did not listen: {last}")))
     }
 
+    /// The directory share `name` serves (one [`Samba::start_shares`] was given).
+    pub fn share_path(&self, name: &str) -> PathBuf {
+        if name == self.share {
+            self.share_dir.clone()
+        } else {
+            self._dir.path().join("shares").join(name)
+        }
+    }
+
     /// smbd's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -164,9 +190,9 @@ fn has_processes(uid: u32) -> bool {
     })
 }
 
-fn config(dir: &Path, share_dir: &Path, share: &str, port: u16, user: &str) -> String {
+fn config(dir: &Path, shares: &[(String, PathBuf)], port: u16, user: &str) -> String {
     let d = dir.display();
-    format!(
+    let mut conf = format!(
         "[global]
    server role = standalone server
    workgroup = WORKGROUP
@@ -190,14 +216,20 @@ fn config(dir: &Path, share_dir: &Path, share: &str, port: u16, user: &str) -> S
    map to guest = never
    server min protocol = SMB2_02
    usershare path =
-
+"
+    );
+    for (share, path) in shares {
+        conf.push_str(&format!(
+            "
 [{share}]
-   path = {share_dir}
+   path = {}
    read only = no
    valid users = {user}
 ",
-        share_dir = share_dir.display()
-    )
+            path.display()
+        ));
+    }
+    conf
 }
 
 /// `smbpasswd -a -s`, the password on stdin (twice), never in argv.
