@@ -391,9 +391,6 @@ fn not_implemented(a: &pb::AssignJob) -> Result<(), String> {
                 "assign_job.container_settings.image_source_registry.credentials: a username and a password are required".into(),
             );
         }
-        if a.node_count > 1 {
-            return refuse("node_count", "a multi-node container job");
-        }
     }
     // A rank of a multi-node job runs like a job of its own: the
     // coordinator gives it its environment (rank, peers) and its GPUs.

@@ -6,7 +6,8 @@
 //! master's `mpirun` starts a daemon on another node it runs
 //! `bai-mpi <node> <command…>` (the hostfile names nodes by their ids); the
 //! launcher connects to that node's `serve`, proves it belongs to the job,
-//! and the server runs the command with `bash -c` inside its rank of the
+//! and the server runs the command with `bash -c` (`sh -c` where there is
+//! no bash, in a container's image) inside its rank of the
 //! job, its output going to that rank's stdout/stderr; the launcher waits
 //! and exits with the command's code, as `ssh` would. For the launcher's own
 //! node it runs the command itself. Tree spawn is off, so every launch comes
@@ -97,6 +98,16 @@ fn nonce() -> io::Result<String> {
     Ok(hex(&b))
 }
 
+/// bash where there is one, else sh (a container's image may have only
+/// sh): what runs the commands OpenMPI sends, as `ssh` would run them.
+fn shell() -> &'static str {
+    if crate::node::mounts::find_program("bash").is_some() {
+        "bash"
+    } else {
+        "sh"
+    }
+}
+
 /// The shell's code for how a process ended: its exit code, or 128 + the
 /// signal that ended it.
 fn code(status: ExitStatus) -> i32 {
@@ -145,7 +156,7 @@ fn serve_one(conn: TcpStream, token: &str) -> io::Result<()> {
         Ok(base) => with_session_base(command, Path::new(&base)),
         Err(_) => command.to_string(),
     };
-    let mut child = Command::new("bash")
+    let mut child = Command::new(shell())
         .arg("-c")
         .arg(command)
         .process_group(0)
@@ -218,7 +229,7 @@ pub fn launch(node: &str, command: &str) -> Result<i32, String> {
         // This node's daemon beside mpirun itself: its own session
         // directory, or the two collide making it.
         let mut command = command.to_string();
-        let mut cmd = Command::new("bash");
+        let mut cmd = Command::new(shell());
         if let Ok(base) = std::env::var(SESSION_VAR) {
             let own_dir = Path::new(&base).join("orted");
             std::fs::create_dir_all(&own_dir)
@@ -230,7 +241,7 @@ pub fn launch(node: &str, command: &str) -> Result<i32, String> {
             .arg("-c")
             .arg(command)
             .status()
-            .map_err(|e| format!("cannot run bash: {e}"))?;
+            .map_err(|e| format!("cannot run {}: {e}", shell()))?;
         return Ok(code(status));
     }
     let peers = parse_peers(&std::env::var(PEERS_VAR).unwrap_or_default())?;

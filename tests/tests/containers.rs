@@ -45,7 +45,7 @@ const IMAGE: &str = "batchaitraining/busybox:1";
 const FAKE_PROGRAM: &str = "#!/bin/sh\n\
 echo \"argv: ${0##*/} $*\"\n\
 if [ -f \"$1\" ]; then echo \"script: $(cat \"$1\")\"; fi\n\
-env | grep -E '^(AZ_BATCHAI_|TF_CONFIG=|CUDA_VISIBLE_DEVICES=)' | sort\n";
+env | grep -E '^(AZ_BATCHAI_|TF_CONFIG=|CUDA_VISIBLE_DEVICES=|MASTER_|WORLD_SIZE=|RANK=|LOCAL_RANK=)' | sort\n";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
@@ -81,6 +81,12 @@ fn registry_with(auth: Option<(&str, &str)>, more: &[&str]) -> Result<Registry> 
     for d in ["bin", "tmp", "etc"] {
         std::fs::create_dir_all(root.join(d)).context("rootfs")?;
     }
+    // Where a test binds the host's /usr in, its programs find their loader
+    // and libraries as on a merged-/usr host.
+    for lib in ["lib", "lib64"] {
+        std::os::unix::fs::symlink(format!("usr/{lib}"), root.join(lib)).context("symlink")?;
+    }
+    std::fs::write(root.join("etc/bai-test-image"), "busybox\n")?;
     let busybox = standins::require_program("busybox").context("busybox")?;
     std::fs::copy(&busybox, root.join("bin/busybox")).context("copy busybox")?;
     for applet in [
@@ -197,13 +203,25 @@ fn push(
 /// podman as this host needs it (runc: crun refuses hybrid cgroups here;
 /// limits at or below the host's).
 fn agent_config(dir: &Path, more: &str) -> Result<std::path::PathBuf> {
+    agent_config_with(dir, &[], more)
+}
+
+/// `run_args` gains `run_args`; the `[containers]` table `more`.
+fn agent_config_with(dir: &Path, run_args: &[&str], more: &str) -> Result<std::path::PathBuf> {
     let p = dir.join("agent.toml");
+    let mut args = vec![
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    args.extend_from_slice(run_args);
     std::fs::write(
         &p,
         format!(
             "[containers]\nruntime = \"podman\"\n\
              global_args = [\"--runtime\", \"runc\", \"--cgroup-manager\", \"cgroupfs\"]\n\
-             run_args = [\"--ulimit\", \"nofile=1024:1024\", \"--ulimit\", \"nproc=1024:1024\"]\n{more}"
+             run_args = {args:?}\n{more}"
         ),
     )?;
     Ok(p)
@@ -257,7 +275,7 @@ struct Rig {
 }
 
 async fn rig(auth: Option<(&str, &str)>) -> Result<Option<Rig>> {
-    rig_with(auth, &[], "").await
+    rig_with(auth, &[], "", 1).await
 }
 
 /// A rig whose registry also serves `images` and whose agent's
@@ -266,6 +284,19 @@ async fn rig_with(
     auth: Option<(&str, &str)>,
     images: &[&str],
     config: &str,
+    nodes: i32,
+) -> Result<Option<Rig>> {
+    rig_on(auth, images, &[], config, nodes).await
+}
+
+/// The full form: the agents' `run_args` gain `run_args`, and the cluster
+/// has `nodes` nodes.
+async fn rig_on(
+    auth: Option<(&str, &str)>,
+    images: &[&str],
+    run_args: &[&str],
+    config: &str,
+    nodes: i32,
 ) -> Result<Option<Rig>> {
     if !standins::require_root()
         || standins::require_program("podman").is_none()
@@ -280,13 +311,15 @@ async fn rig_with(
     let coord = Coordinator::start_with(CoordinatorOpts {
         extra_args: vec![
             "--local-agent-config".into(),
-            agent_config(dir.path(), config)?.display().to_string(),
+            agent_config_with(dir.path(), run_args, config)?
+                .display()
+                .to_string(),
         ],
         ..Default::default()
     })
     .context("the coordinator")?;
     let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", 1).await?;
+    c.setup_cluster("ws", "ex", "c1", nodes).await?;
     Ok(Some(Rig {
         reg,
         coord,
@@ -685,7 +718,7 @@ async fn the_image_cache_keeps_to_its_cap_least_recently_used_first() -> Result<
         coord: _coord,
         mut c,
         _config,
-    }) = rig_with(None, &[OTHER], "image_cache_max = \"1k\"\n").await?
+    }) = rig_with(None, &[OTHER], "image_cache_max = \"1k\"\n", 1).await?
     else {
         return Ok(());
     };
@@ -1006,5 +1039,134 @@ async fn the_single_node_recipes_run_in_their_images_as_batch_ai_ran_them() -> R
             );
         }
     }
+    Ok(())
+}
+
+/// A 3-node customMpi job in containers: every rank runs in its own
+/// container on its node, and the master's mpirun (OpenMPI from the host's
+/// /usr, bound in by the agents' run_args: the test image has none) reaches
+/// the other ranks' containers through bai-mpi, bound in by the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_node_mpi_job_runs_each_rank_in_its_own_container() -> Result<()> {
+    if standins::require_program("mpirun").is_none() {
+        return Ok(());
+    }
+    let host_usr = [
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/etc/openmpi:/etc/openmpi:ro",
+        "-v",
+        "/etc/alternatives:/etc/alternatives:ro",
+    ];
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig_on(None, &[], &host_usr, "", 3).await?
+    else {
+        return Ok(());
+    };
+    let mut job = container_job("mpi", &reg.url, IMAGE, "unused");
+    job.node_count = 3;
+    job.toolkit = Some(pb::job::Toolkit::CustomMpiSettings(pb::CustomMpiSettings {
+        command_line: "sh -c 'echo \"mpi rank=$OMPI_COMM_WORLD_RANK node=$BAI_NODE_ID image=$(cat /etc/bai-test-image)\"'".into(),
+        process_count: 3,
+    }));
+    start(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "mpi", Duration::from_secs(120))
+        .await?;
+    let out = String::from_utf8(c.read_output("ws", "ex", "mpi", "stdout.txt").await?)?;
+    let err = String::from_utf8(c.read_output("ws", "ex", "mpi", "stderr.txt").await?)?;
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "{done:?}\n{out}\n{err}"
+    );
+    let mut ranks: Vec<(String, String, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("mpi "))
+        .map(|l| {
+            let field = |k: &str| {
+                l.split(' ')
+                    .find_map(|kv| kv.strip_prefix(k))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (field("rank="), field("node="), field("image="))
+        })
+        .collect();
+    ranks.sort();
+    assert_eq!(
+        ranks.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["0", "1", "2"],
+        "{out}"
+    );
+    let mut nodes: Vec<&str> = ranks.iter().map(|r| r.1.as_str()).collect();
+    nodes.sort();
+    let mut want = done.node_ids.clone();
+    want.sort();
+    assert_eq!(nodes, want, "one process on each node: {out}");
+    assert!(
+        ranks.iter().all(|r| r.2 == "busybox"),
+        "every process in the image: {out}"
+    );
+    for node in &done.node_ids {
+        bai_tests::eventually(
+            Duration::from_secs(20),
+            "the containers removed",
+            || async { Ok(containers_on(node).is_empty()) },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A 2-node pyTorch job in containers: the script runs in each node's own
+/// container, each with its rank and the same rendezvous, as on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_node_pytorch_job_runs_each_rank_in_its_own_container() -> Result<()> {
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig_with(None, &[], "", 2).await?
+    else {
+        return Ok(());
+    };
+    let mut job = container_job("torch", &reg.url, IMAGE, "unused");
+    job.node_count = 2;
+    job.toolkit = Some(pb::job::Toolkit::PyTorchSettings(pb::PyTorchSettings {
+        python_script_file_path: "train.py".into(),
+        command_line_args: "--epochs 1".into(),
+        ..Default::default()
+    }));
+    start(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "torch", Duration::from_secs(120))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+    let mut masters = Vec::new();
+    for (rank, file) in ["stdout.txt", "stdout-1.txt"].iter().enumerate() {
+        let out = String::from_utf8(c.read_output("ws", "ex", "torch", file).await?)?;
+        let env: std::collections::HashMap<&str, &str> =
+            out.lines().filter_map(|l| l.split_once('=')).collect();
+        assert!(
+            out.starts_with("argv: python train.py --epochs 1\n"),
+            "{out}"
+        );
+        assert_eq!(env.get("RANK"), Some(&rank.to_string().as_str()), "{out}");
+        assert_eq!(env.get("WORLD_SIZE"), Some(&"2"), "{out}");
+        let var = |k: &str| env.get(k).map(|v| v.to_string());
+        masters.push((var("MASTER_ADDR"), var("MASTER_PORT")));
+    }
+    assert!(
+        masters[0].0.is_some() && masters[0].1.is_some(),
+        "{masters:?}"
+    );
+    assert_eq!(masters[0], masters[1], "one rendezvous");
     Ok(())
 }

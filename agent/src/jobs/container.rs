@@ -162,6 +162,85 @@ pub struct ContainerRun {
     /// `--device` names (CDI: `nvidia.com/gpu=<uuid>` for each of the job's GPUs).
     #[serde(default)]
     pub devices: Vec<String>,
+    /// Host files shown read-only inside at another path (bai's MPI
+    /// launcher and what it needs to run: `mpi_binds`).
+    #[serde(default)]
+    pub ro_binds: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Where a multi-node MPI job's container finds bai's MPI launcher: the
+/// host's `bai-mpi`, its loader and C libraries under `MPI_DIR`, run by that
+/// loader (the image's own C library may be older, or absent), through a
+/// one-line `sh` script at `MPI_LAUNCHER`.
+pub const MPI_DIR: &str = "/opt/bai";
+pub const MPI_LAUNCHER: &str = "/opt/bai/bin/bai-mpi";
+
+/// The loader and libraries in `ldd`'s answer for a program.
+pub fn parse_ldd(out: &str) -> Result<(PathBuf, Vec<PathBuf>), String> {
+    let mut loader = None;
+    let mut libs = Vec::new();
+    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some((name, rest)) = line.split_once(" => ") {
+            let path = rest.split(" (").next().unwrap_or_default().trim();
+            if path == "not found" || !path.starts_with('/') {
+                return Err(format!("{name} is not found"));
+            }
+            libs.push(PathBuf::from(path));
+        } else if line.starts_with('/') {
+            loader = Some(PathBuf::from(line.split(" (").next().unwrap_or_default()));
+        } else if !line.starts_with("linux-vdso") && !line.starts_with("linux-gate") {
+            return Err(format!("ldd said {line:?}"));
+        }
+    }
+    let loader = loader.ok_or("no program loader in ldd's answer (a static binary?)")?;
+    Ok((loader, libs))
+}
+
+/// The read-only binds that give a container `launcher` (the host's
+/// `bai-mpi`) at `MPI_LAUNCHER`, its script written to `script` (a file of
+/// the job's own directory). Blocking (runs `ldd` once per agent).
+pub fn mpi_binds(launcher: &Path, script: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+    static CLOSURE: std::sync::OnceLock<Result<(PathBuf, Vec<PathBuf>), String>> =
+        std::sync::OnceLock::new();
+    let (loader, libs) = CLOSURE
+        .get_or_init(|| {
+            let out = Command::new("ldd")
+                .arg(launcher)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run ldd: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ldd {}: {}",
+                    launcher.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            parse_ldd(&String::from_utf8_lossy(&out.stdout))
+        })
+        .clone()?;
+    let dir = Path::new(MPI_DIR);
+    let lib = dir.join("lib");
+    let real = dir.join("bin/bai-mpi.real");
+    let text = format!(
+        "#!/bin/sh\nexec {} --library-path {} {} \"$@\"\n",
+        lib.join("ld.so").display(),
+        lib.display(),
+        real.display()
+    );
+    std::fs::write(script, text).map_err(|e| format!("{}: {e}", script.display()))?;
+    std::fs::set_permissions(script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    let mut binds = vec![
+        (script.to_owned(), PathBuf::from(MPI_LAUNCHER)),
+        (launcher.to_owned(), real),
+        (loader, lib.join("ld.so")),
+    ];
+    for l in libs {
+        let name = l.file_name().map(PathBuf::from).unwrap_or_default();
+        binds.push((l, lib.join(name)));
+    }
+    Ok(binds)
 }
 
 /// Where CDI specs are looked for (the NVIDIA Container Toolkit writes
@@ -465,6 +544,12 @@ pub fn run_argv(
     for b in &run.binds {
         a.extend(["-v".to_string(), format!("{0}:{0}", b.display())]);
     }
+    for (host, inside) in &run.ro_binds {
+        a.extend([
+            "-v".to_string(),
+            format!("{}:{}:ro", host.display(), inside.display()),
+        ]);
+    }
     a.extend(["-w".to_string(), work_dir.display().to_string()]);
     if let Some(u) = &run.user {
         a.extend(["--user".to_string(), u.clone()]);
@@ -528,6 +613,7 @@ mod tests {
             user: Some("1000:1000".into()),
             shm_size: Some("2g".into()),
             devices: gpu_devices(&["GPU-1".to_string()]),
+            ro_binds: vec![("/usr/bin/bai-mpi".into(), MPI_LAUNCHER.into())],
         };
         let env = vec![
             ("PATH".to_string(), "/usr/bin".to_string()),
@@ -556,7 +642,9 @@ mod tests {
             "PID 1 passes signals on: {line}"
         );
         assert!(
-            line.contains(" -v /mnt/batch:/mnt/batch -v /work/j1:/work/j1 -w /work/j1 "),
+            line.contains(
+                " -v /mnt/batch:/mnt/batch -v /work/j1:/work/j1 -v /usr/bin/bai-mpi:/opt/bai/bin/bai-mpi:ro -w /work/j1 "
+            ),
             "{line}"
         );
         assert!(
@@ -573,6 +661,50 @@ mod tests {
             ]
         );
         assert_eq!(a[n - 1], "echo $TOKEN", "the command line is one argument");
+    }
+
+    #[test]
+    fn ldd_answers_give_the_loader_and_libraries() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f9a)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f9b)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f9c)\n";
+        let (loader, libs) = parse_ldd(out).unwrap();
+        assert_eq!(loader, Path::new("/lib64/ld-linux-x86-64.so.2"));
+        assert_eq!(
+            libs,
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                "/lib/x86_64-linux-gnu/libc.so.6".into()
+            ]
+        );
+        assert!(parse_ldd("\tlibfoo.so => not found\n").is_err());
+        assert!(parse_ldd("\tstatically linked\n").is_err());
+    }
+
+    #[test]
+    fn the_launcher_runs_in_a_container_by_the_hosts_loader() {
+        // This test binary is dynamic like bai-mpi: its closure is found.
+        let exe = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("bai-mpi.sh");
+        let binds = mpi_binds(&exe, &script).unwrap();
+        assert_eq!(binds[0], (script.clone(), PathBuf::from(MPI_LAUNCHER)));
+        assert!(
+            binds
+                .iter()
+                .any(|(_, i)| i == Path::new("/opt/bai/lib/ld.so"))
+        );
+        assert!(
+            binds
+                .iter()
+                .any(|(h, i)| i.starts_with("/opt/bai/lib") && h.ends_with("libc.so.6"))
+        );
+        let text = std::fs::read_to_string(&script).unwrap();
+        assert_eq!(
+            text,
+            "#!/bin/sh\nexec /opt/bai/lib/ld.so --library-path /opt/bai/lib /opt/bai/bin/bai-mpi.real \"$@\"\n"
+        );
     }
 
     #[test]

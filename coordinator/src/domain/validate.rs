@@ -637,15 +637,6 @@ pub fn job(j: &Job) -> Result {
     if let Some(cmd) = &s.job_preparation_command_line {
         required("job.job_preparation.command_line", cmd)?;
     }
-    if s.container_settings.is_some() {
-        // What the container path does not do yet is refused by name.
-        if s.node_count > 1 {
-            return Err(unsupported(
-                "job.node_count",
-                "above 1 with container_settings: multi-node container jobs come later in issue 11",
-            ));
-        }
-    }
     if s.node_count > MAX_NODES {
         return Err(Invalid::new(
             "job.node_count",

@@ -150,7 +150,12 @@ pub fn prepare(
             gpu_uuids: &spec.gpu_uuids,
             mpi: spec.mpi.as_ref().map(|_| MpiEnv {
                 hostfile: &hostfile,
-                launcher: &settings.mpi_launcher,
+                // In a container, the launcher bound in for it.
+                launcher: if spec.container.is_some() {
+                    Path::new(container::MPI_LAUNCHER)
+                } else {
+                    &settings.mpi_launcher
+                },
                 node_id: &settings.node_id,
                 session_dir: &paths.temp,
                 as_root: run_as.is_none() && nix::unistd::geteuid().is_root(),
@@ -310,6 +315,20 @@ fn container_launch(
             let _ = log_line(&log, line);
         });
     }
+    // A rank of an MPI job launches (or serves) OpenMPI's daemons with
+    // bai-mpi: the host's, bound in with what it needs to run.
+    let ro_binds = if spec.mpi.is_some() {
+        container::mpi_binds(&settings.mpi_launcher, &paths.dir.join("bai-mpi.sh")).map_err(
+            |e| {
+                JobError::new(
+                    "ContainerMpiUnavailable",
+                    format!("cannot give the container bai-mpi: {e}"),
+                )
+            },
+        )?
+    } else {
+        Vec::new()
+    };
     let mut binds = vec![
         settings.layout.mount_root.clone(),
         paths.mount_root.clone(),
@@ -327,6 +346,7 @@ fn container_launch(
             user: run_as.map(|u| format!("{}:{}", u.uid, u.gid)),
             shm_size: Some(image.shm_size.clone()).filter(|s| !s.is_empty()),
             devices,
+            ro_binds,
         },
     })
 }
