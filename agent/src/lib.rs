@@ -231,9 +231,21 @@ pub async fn run_with(
     let gpu_minors = inventory.minors();
     let containers = {
         let cfg = config.containers.clone();
-        tokio::task::spawn_blocking(move || jobs::container::detect(&cfg))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        let dev_dir = config.cgroups.dev_dir.clone();
+        let nvml = config.gpu.nvml_library.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut rt = jobs::container::detect(&cfg)?;
+            if let Some(rt) = rt.as_mut() {
+                let cdi: Vec<&std::path::Path> = jobs::container::CDI_DIRS
+                    .iter()
+                    .map(std::path::Path::new)
+                    .collect();
+                rt.gpus = jobs::container::GpuAccess::detect(&cdi, &dev_dir, nvml.as_deref());
+            }
+            Ok::<_, String>(rt)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     };
     let containers = match containers {
         Ok(rt) => rt.map(Arc::new),
@@ -250,7 +262,7 @@ pub async fn run_with(
     }
     facts.container_runtime = containers
         .as_ref()
-        .map(|rt| rt.version.clone())
+        .map(|rt| format!("{}; {}", rt.version, rt.gpus.describe()))
         .unwrap_or_default();
     facts.job_cgroups = cgroups.kind().to_owned();
     facts.gpu_isolation = cgroups

@@ -41,11 +41,17 @@ const IMAGE: &str = "batchaitraining/busybox:1";
 
 /// `python`, `cntk` and `pip` in the test image: the program's name and
 /// arguments, the script it was given (if it can read it), then the
-/// launch's variables, sorted.
+/// launch's variables, sorted. With `BAI_TEST_BARRIER` set, each rank then
+/// waits for all WORLD_SIZE ranks in the shared job temp (so the master
+/// does not end, and the job with it, before the others have printed).
 const FAKE_PROGRAM: &str = "#!/bin/sh\n\
 echo \"argv: ${0##*/} $*\"\n\
 if [ -f \"$1\" ]; then echo \"script: $(cat \"$1\")\"; fi\n\
-env | grep -E '^(AZ_BATCHAI_|TF_CONFIG=|CUDA_VISIBLE_DEVICES=|MASTER_|WORLD_SIZE=|RANK=|LOCAL_RANK=)' | sort\n";
+env | grep -E '^(AZ_BATCHAI_|TF_CONFIG=|CUDA_VISIBLE_DEVICES=|MASTER_|WORLD_SIZE=|RANK=|LOCAL_RANK=)' | sort\n\
+if [ -n \"$BAI_TEST_BARRIER\" ]; then\n\
+  touch \"$AZ_BATCHAI_SHARED_JOB_TEMP/rank-$RANK\"\n\
+  until [ \"$(ls \"$AZ_BATCHAI_SHARED_JOB_TEMP\" | grep -c rank-)\" -ge \"$WORLD_SIZE\" ]; do sleep 0.1; done\n\
+fi\n";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
@@ -90,7 +96,7 @@ fn registry_with(auth: Option<(&str, &str)>, more: &[&str]) -> Result<Registry> 
     let busybox = standins::require_program("busybox").context("busybox")?;
     std::fs::copy(&busybox, root.join("bin/busybox")).context("copy busybox")?;
     for applet in [
-        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[", "grep", "sort",
+        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[", "grep", "sort", "touch",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).context("symlink")?;
     }
@@ -286,17 +292,18 @@ async fn rig_with(
     config: &str,
     nodes: i32,
 ) -> Result<Option<Rig>> {
-    rig_on(auth, images, &[], config, nodes).await
+    rig_on(auth, images, &[], config, nodes, &[]).await
 }
 
-/// The full form: the agents' `run_args` gain `run_args`, and the cluster
-/// has `nodes` nodes.
+/// The full form: the agents' `run_args` gain `run_args`, the cluster has
+/// `nodes` nodes, and the coordinator gets `coord_args` too.
 async fn rig_on(
     auth: Option<(&str, &str)>,
     images: &[&str],
     run_args: &[&str],
     config: &str,
     nodes: i32,
+    coord_args: &[&str],
 ) -> Result<Option<Rig>> {
     if !standins::require_root()
         || standins::require_program("podman").is_none()
@@ -309,12 +316,15 @@ async fn rig_on(
     let reg = registry_with(auth, images).context("the registry")?;
     let dir = tempfile::tempdir()?;
     let coord = Coordinator::start_with(CoordinatorOpts {
-        extra_args: vec![
+        extra_args: [
             "--local-agent-config".into(),
             agent_config_with(dir.path(), run_args, config)?
                 .display()
                 .to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(coord_args.iter().map(|a| a.to_string()))
+        .collect(),
         ..Default::default()
     })
     .context("the coordinator")?;
@@ -1064,7 +1074,7 @@ async fn a_multi_node_mpi_job_runs_each_rank_in_its_own_container() -> Result<()
         coord: _coord,
         mut c,
         _config,
-    }) = rig_on(None, &[], &host_usr, "", 3).await?
+    }) = rig_on(None, &[], &host_usr, "", 3, &[]).await?
     else {
         return Ok(());
     };
@@ -1139,6 +1149,10 @@ async fn a_multi_node_pytorch_job_runs_each_rank_in_its_own_container() -> Resul
     };
     let mut job = container_job("torch", &reg.url, IMAGE, "unused");
     job.node_count = 2;
+    job.environment_variables.push(pb::EnvironmentVariable {
+        name: "BAI_TEST_BARRIER".into(),
+        value: "1".into(),
+    });
     job.toolkit = Some(pb::job::Toolkit::PyTorchSettings(pb::PyTorchSettings {
         python_script_file_path: "train.py".into(),
         command_line_args: "--epochs 1".into(),
@@ -1168,5 +1182,95 @@ async fn a_multi_node_pytorch_job_runs_each_rank_in_its_own_container() -> Resul
         "{masters:?}"
     );
     assert_eq!(masters[0], masters[1], "one rendezvous");
+    Ok(())
+}
+
+/// Without the NVIDIA Container Toolkit, a container job gets its GPUs as
+/// nvidia-docker 1 gave them: only its own GPU device nodes (and the
+/// driver's control node), the driver's libraries read-only at
+/// /usr/local/nvidia/lib64, and CUDA_VISIBLE_DEVICES naming its GPU. Here
+/// with simulated GPUs, device nodes made with mknod (no driver behind them)
+/// and stand-in driver libraries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_job_gets_only_its_gpus_without_the_container_toolkit() -> Result<()> {
+    if !standins::require_root() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (dev, driver) = (dir.path().join("dev"), dir.path().join("driver"));
+    std::fs::create_dir_all(&dev)?;
+    std::fs::create_dir_all(&driver)?;
+    for (name, minor) in [("nvidia0", 0), ("nvidia1", 1), ("nvidiactl", 255)] {
+        nix::sys::stat::mknod(
+            &dev.join(name),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(195, minor),
+        )?;
+    }
+    for lib in ["libnvidia-ml.so.1", "libcuda.so.1"] {
+        std::fs::write(driver.join(lib), format!("stand-in {lib}\n"))?;
+    }
+    let config = format!(
+        "[cgroups]\ndev_dir = \"{}\"\n[gpu]\nnvml_library = \"{}\"\n",
+        dev.display(),
+        driver.join("libnvidia-ml.so.1").display()
+    );
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig_on(
+        None,
+        &[],
+        &[],
+        &config,
+        1,
+        &["--local-agent-fake-gpus", "2"],
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let node = c.nodes("ws", "c1").await?.remove(0);
+    assert!(
+        node.container_runtime
+            .ends_with("GPUs by device nodes and driver libraries"),
+        "{node:?}"
+    );
+    let mut job = container_job(
+        "gpu",
+        &reg.url,
+        IMAGE,
+        "ls /dev | grep nvidia; cat /usr/local/nvidia/lib64/*; echo CUDA=$CUDA_VISIBLE_DEVICES",
+    );
+    job.gpus_per_node = 1;
+    start(&mut c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", "gpu", Duration::from_secs(120))
+        .await?;
+    let out = String::from_utf8(c.read_output("ws", "ex", "gpu", "stdout.txt").await?)?;
+    assert_eq!(
+        exec_state(&done),
+        pb::ExecutionState::Succeeded,
+        "{done:?}\n{out}"
+    );
+    assert_eq!(done.gpu_uuids.len(), 1, "{done:?}");
+    // A simulated GPU's device number is its index.
+    let minor = node
+        .gpus
+        .iter()
+        .find(|g| g.uuid == done.gpu_uuids[0])
+        .map(|g| g.index)
+        .expect("the job's GPU is the node's");
+    assert_eq!(
+        out,
+        format!(
+            "nvidia{minor}\nnvidiactl\nstand-in libcuda.so.1\nstand-in libnvidia-ml.so.1\nCUDA={}\n",
+            done.gpu_uuids[0]
+        ),
+        "its GPU alone, the control node, the driver"
+    );
     Ok(())
 }

@@ -83,6 +83,142 @@ pub struct Runtime {
     /// ends with the SIGKILL after the grace period.
     #[serde(default)]
     pub init: bool,
+    /// How its containers get a job's GPUs.
+    #[serde(default)]
+    pub gpus: GpuAccess,
+}
+
+/// How a node's container jobs get their GPUs, found at agent start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuAccess {
+    /// The NVIDIA Container Toolkit's CDI spec: `--device nvidia.com/gpu=<uuid>`.
+    Cdi,
+    /// Without it: the job's device nodes (and the driver's control nodes)
+    /// from `dev_dir`, and the driver's libraries and `nvidia-smi` bound
+    /// read-only at `/usr/local/nvidia/{lib64,bin}` (where CUDA images look,
+    /// as nvidia-docker 1 bound them).
+    DeviceNodes {
+        dev_dir: PathBuf,
+        driver: Vec<(PathBuf, PathBuf)>,
+    },
+    /// Neither: a job given GPUs fails on the node, saying why.
+    #[default]
+    Unavailable,
+}
+
+impl GpuAccess {
+    /// Finds the way: CDI where a spec is in `cdi_dirs`, else device nodes
+    /// where the driver's libraries are found (beside `nvml_library` when
+    /// the config names it, else where the loader finds libnvidia-ml).
+    pub fn detect(cdi_dirs: &[&Path], dev_dir: &Path, nvml_library: Option<&Path>) -> Self {
+        if nvidia_cdi(cdi_dirs) {
+            return GpuAccess::Cdi;
+        }
+        let dir = match nvml_library {
+            Some(lib) => lib.parent().map(Path::to_owned),
+            None => loader_dir_of("libnvidia-ml.so.1"),
+        };
+        let Some(dir) = dir else {
+            return GpuAccess::Unavailable;
+        };
+        let driver = driver_binds(
+            &dir,
+            crate::node::mounts::find_program("nvidia-smi").as_deref(),
+        );
+        if driver.is_empty() {
+            return GpuAccess::Unavailable;
+        }
+        GpuAccess::DeviceNodes {
+            dev_dir: dev_dir.to_owned(),
+            driver,
+        }
+    }
+
+    /// For the node view.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            GpuAccess::Cdi => "GPUs by CDI",
+            GpuAccess::DeviceNodes { .. } => "GPUs by device nodes and driver libraries",
+            GpuAccess::Unavailable => "no GPUs (no CDI spec, no NVIDIA driver libraries)",
+        }
+    }
+}
+
+/// Where the dynamic loader finds `lib` (`ldconfig -p`), its directory.
+fn loader_dir_of(lib: &str) -> Option<PathBuf> {
+    let out = Command::new("ldconfig")
+        .arg("-p")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .or_else(|_| {
+            Command::new("/sbin/ldconfig")
+                .arg("-p")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+        })
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&format!("{lib} ")))
+        .find_map(|l| l.split(" => ").nth(1))
+        .and_then(|p| Path::new(p.trim()).parent().map(Path::to_owned))
+}
+
+/// Where the driver's files go in a container without CDI.
+pub const DRIVER_LIB_DIR: &str = "/usr/local/nvidia/lib64";
+pub const DRIVER_BIN_DIR: &str = "/usr/local/nvidia/bin";
+
+/// The driver's user-space libraries in `dir` (`libcuda.so*`,
+/// `libnvidia-*.so*`) and `nvidia-smi`, each bound at its own name.
+pub fn driver_binds(dir: &Path, smi: Option<&Path>) -> Vec<(PathBuf, PathBuf)> {
+    let mut binds: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let driver = (name.starts_with("libcuda.so") || name.starts_with("libnvidia-"))
+                && name.contains(".so");
+            driver.then(|| (e.path(), Path::new(DRIVER_LIB_DIR).join(&name)))
+        })
+        .collect();
+    binds.sort();
+    if let Some(smi) = smi {
+        binds.push((smi.to_owned(), Path::new(DRIVER_BIN_DIR).join("nvidia-smi")));
+    }
+    binds
+}
+
+/// The driver's control nodes a GPU job opens besides its GPUs.
+const CONTROL_NODES: [&str; 4] = [
+    "nvidiactl",
+    "nvidia-uvm",
+    "nvidia-uvm-tools",
+    "nvidia-modeset",
+];
+
+/// The `--device` values that give a container the GPU nodes `minors` and
+/// the control nodes present in `dev_dir`, at their /dev names; `Err` names
+/// a GPU node that is missing.
+pub fn gpu_device_nodes(dev_dir: &Path, minors: &[u32]) -> Result<Vec<String>, String> {
+    let mut v = Vec::new();
+    for m in minors {
+        let node = dev_dir.join(format!("nvidia{m}"));
+        if !node.exists() {
+            return Err(format!("{} is missing", node.display()));
+        }
+        v.push(format!("{}:/dev/nvidia{m}", node.display()));
+    }
+    for c in CONTROL_NODES {
+        let node = dev_dir.join(c);
+        if node.exists() {
+            v.push(format!("{}:/dev/{c}", node.display()));
+        }
+    }
+    Ok(v)
 }
 
 /// Where each runtime's init is found (podman's `init_path` default, the
@@ -134,6 +270,7 @@ pub fn detect(cfg: &ContainerConfig) -> Result<Option<Runtime>, String> {
                 global_args: cfg.global_args.clone(),
                 run_args: cfg.run_args.clone(),
                 init: has_init(kind),
+                gpus: GpuAccess::Unavailable,
             }));
         }
     }
@@ -601,6 +738,7 @@ mod tests {
             global_args: vec!["--runtime".into(), "runc".into()],
             run_args: vec!["--ulimit".into(), "nofile=1024:1024".into()],
             init: true,
+            gpus: GpuAccess::Cdi,
         }
     }
 
@@ -661,6 +799,63 @@ mod tests {
             ]
         );
         assert_eq!(a[n - 1], "echo $TOKEN", "the command line is one argument");
+    }
+
+    #[test]
+    fn without_cdi_the_device_nodes_and_driver_libraries_go_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dev, lib) = (dir.path().join("dev"), dir.path().join("lib"));
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        for f in [
+            "libnvidia-ml.so.1",
+            "libcuda.so.1",
+            "libcuda.so.580.65",
+            "libz.so.1",
+        ] {
+            std::fs::write(lib.join(f), b"").unwrap();
+        }
+        for f in ["nvidia0", "nvidia1", "nvidiactl"] {
+            std::fs::write(dev.join(f), b"").unwrap();
+        }
+        let none: [&Path; 0] = [];
+        let access = GpuAccess::detect(&none, &dev, Some(&lib.join("libnvidia-ml.so.1")));
+        let GpuAccess::DeviceNodes { dev_dir, driver } = &access else {
+            panic!("{access:?}");
+        };
+        assert_eq!(dev_dir, &dev);
+        let inside: Vec<_> = driver
+            .iter()
+            .map(|(_, i)| i.display().to_string())
+            .collect();
+        assert_eq!(
+            inside,
+            [
+                "/usr/local/nvidia/lib64/libcuda.so.1",
+                "/usr/local/nvidia/lib64/libcuda.so.580.65",
+                "/usr/local/nvidia/lib64/libnvidia-ml.so.1"
+            ],
+            "the driver's, not every library"
+        );
+        assert_eq!(
+            gpu_device_nodes(&dev, &[1]).unwrap(),
+            [
+                format!("{}:/dev/nvidia1", dev.join("nvidia1").display()),
+                format!("{}:/dev/nvidiactl", dev.join("nvidiactl").display())
+            ]
+        );
+        assert!(
+            gpu_device_nodes(&dev, &[3])
+                .unwrap_err()
+                .contains("nvidia3")
+        );
+        // A CDI spec wins; no driver at all is no way.
+        std::fs::write(dir.path().join("nvidia.yaml"), "kind: nvidia.com/gpu\n").unwrap();
+        assert_eq!(GpuAccess::detect(&[dir.path()], &dev, None), GpuAccess::Cdi);
+        assert_eq!(
+            GpuAccess::detect(&none, &dev, Some(&dev.join("libnvidia-ml.so.1"))),
+            GpuAccess::Unavailable
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::jobs::JobSettings;
 use crate::jobs::cgroup::JobCgroup;
-use crate::jobs::container::{self, ContainerLaunch, ContainerRun};
+use crate::jobs::container::{self, ContainerLaunch, ContainerRun, GpuAccess};
 use crate::jobs::env::{MpiEnv, NodePaths, job_env};
 use crate::jobs::job_mounts;
 use crate::jobs::layout::{self, JobPaths, LaunchRecord, log_line, write_record};
@@ -272,16 +272,31 @@ fn container_launch(
             "this node has no container runtime (podman or docker)",
         )
     })?;
-    let cdi: Vec<&Path> = container::CDI_DIRS.iter().map(Path::new).collect();
+    let mut ro_binds = Vec::new();
     let devices = if spec.gpu_uuids.is_empty() {
         Vec::new()
-    } else if container::nvidia_cdi(&cdi) {
-        container::gpu_devices(&spec.gpu_uuids)
     } else {
-        return Err(JobError::new(
-            "ContainerGpusUnavailable",
-            "the job was given GPUs and this node has no CDI spec for them: install the NVIDIA Container Toolkit and run `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`",
-        ));
+        match &runtime.gpus {
+            GpuAccess::Cdi => container::gpu_devices(&spec.gpu_uuids),
+            GpuAccess::DeviceNodes { dev_dir, driver } => {
+                let minors =
+                    gpu_minors(&spec.gpu_uuids, &settings.gpu_minors)?.ok_or_else(|| {
+                        JobError::new(
+                            "ContainerGpusUnavailable",
+                            "the node's GPUs have no known device numbers",
+                        )
+                    })?;
+                ro_binds.extend(driver.iter().cloned());
+                container::gpu_device_nodes(dev_dir, &minors)
+                    .map_err(|e| JobError::new("ContainerGpusUnavailable", e))?
+            }
+            GpuAccess::Unavailable => {
+                return Err(JobError::new(
+                    "ContainerGpusUnavailable",
+                    "the job was given GPUs and this node can give a container none: no CDI spec (install the NVIDIA Container Toolkit and run `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`) and no NVIDIA driver libraries",
+                ));
+            }
+        }
     };
     let reference = container::reference(&image.image, &image.server_url);
     let log = paths.stream(Stream::ExecutionLog);
@@ -317,18 +332,16 @@ fn container_launch(
     }
     // A rank of an MPI job launches (or serves) OpenMPI's daemons with
     // bai-mpi: the host's, bound in with what it needs to run.
-    let ro_binds = if spec.mpi.is_some() {
-        container::mpi_binds(&settings.mpi_launcher, &paths.dir.join("bai-mpi.sh")).map_err(
-            |e| {
-                JobError::new(
-                    "ContainerMpiUnavailable",
-                    format!("cannot give the container bai-mpi: {e}"),
-                )
-            },
-        )?
-    } else {
-        Vec::new()
-    };
+    if spec.mpi.is_some() {
+        let script = paths.dir.join("bai-mpi.sh");
+        let mpi = container::mpi_binds(&settings.mpi_launcher, &script).map_err(|e| {
+            JobError::new(
+                "ContainerMpiUnavailable",
+                format!("cannot give the container bai-mpi: {e}"),
+            )
+        })?;
+        ro_binds.extend(mpi);
+    }
     let mut binds = vec![
         settings.layout.mount_root.clone(),
         paths.mount_root.clone(),
