@@ -710,9 +710,14 @@ pub fn run_argv(
 /// Removes the container `name` (stopping it first if it runs); a missing
 /// one is fine. Blocking.
 pub fn remove(rt: &Runtime, name: &str) -> Result<(), String> {
-    let out = Command::new(&rt.program)
-        .args(&rt.global_args)
-        .args(["rm", "--force", "--time", "0", name])
+    let mut cmd = Command::new(&rt.program);
+    cmd.args(&rt.global_args).args(["rm", "--force"]);
+    if rt.kind == Kind::Podman {
+        // docker's rm kills at once; podman's waits out a stop timeout.
+        cmd.args(["--time", "0"]);
+    }
+    let out = cmd
+        .arg(name)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", rt.program.display()))?;

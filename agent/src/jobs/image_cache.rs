@@ -4,10 +4,12 @@
 //!
 //! Only images a job of bai used are counted and removed: an operator's own
 //! images on the node are left alone. Sizes are the runtime's per-image
-//! figures, so layers two images share count twice (the cap errs towards
-//! removing early). An image a container still uses is not removed (the
-//! runtime refuses), nor is the one the job being prepared needs. Blocking
-//! file and process work, serialised by one lock.
+//! figures, asked once per image (a job whose image is known costs no
+//! runtime call), so layers two images share count twice (the cap errs
+//! towards removing early). An image a container still uses is not removed
+//! (the runtime refuses), nor is the one the job being prepared needs. The
+//! record is written without fsync: a power loss forgets only recency.
+//! Blocking file and process work, serialised by one lock.
 
 use super::container::Runtime;
 use std::collections::BTreeMap;
@@ -16,10 +18,17 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The record: image reference → last use (ns since the epoch).
+/// One cached image: its last use (ns since the epoch) and size.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    used_ns: u64,
+    bytes: u64,
+}
+
+/// The record: image reference → its entry.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Record {
-    images: BTreeMap<String, u64>,
+    images: BTreeMap<String, Entry>,
 }
 
 /// One node's image cache.
@@ -91,7 +100,14 @@ impl ImageCache {
 
     fn write(&self, rec: &Record) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
-        bai_common::fs::write_atomic(&self.file, &bytes)
+        bai_common::fs::write_atomic_with(
+            &self.file,
+            &bytes,
+            bai_common::fs::WriteOptions {
+                mode: 0o644,
+                durable: false,
+            },
+        )
     }
 
     /// Records that a job uses `reference` now, then trims the cache to its
@@ -99,7 +115,19 @@ impl ImageCache {
     pub fn used(&self, rt: &Runtime, reference: &str, log: &dyn Fn(&str)) -> Trimmed {
         let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.read();
-        rec.images.insert(reference.to_string(), now_ns());
+        let known = rec.images.get(reference).map(|e| e.bytes);
+        match known.or_else(|| size(rt, reference)) {
+            Some(bytes) => {
+                rec.images.insert(
+                    reference.to_string(),
+                    Entry {
+                        used_ns: now_ns(),
+                        bytes,
+                    },
+                );
+            }
+            None => log(&format!("cannot size image {reference}: not counted")),
+        }
         let trimmed = self.trim(rt, &mut rec, reference, log);
         if let Err(e) = self.write(&rec) {
             log(&format!(
@@ -111,22 +139,18 @@ impl ImageCache {
     }
 
     fn trim(&self, rt: &Runtime, rec: &mut Record, keep: &str, log: &dyn Fn(&str)) -> Trimmed {
-        let mut sized: Vec<(u64, String, u64)> = Vec::new();
-        rec.images.retain(|image, used| match size(rt, image) {
-            Some(bytes) => {
-                sized.push((*used, image.clone(), bytes));
-                true
-            }
-            // Removed by someone else: nothing to count.
-            None => false,
-        });
-        let mut bytes: u64 = sized.iter().map(|s| s.2).sum();
+        let mut bytes: u64 = rec.images.values().map(|e| e.bytes).sum();
         let mut removed = Vec::new();
-        if self.max_bytes == 0 {
+        if self.max_bytes == 0 || bytes <= self.max_bytes {
             return Trimmed { removed, bytes };
         }
-        sized.sort();
-        for (_, image, size) in sized {
+        let mut by_age: Vec<(u64, String, u64)> = rec
+            .images
+            .iter()
+            .map(|(image, e)| (e.used_ns, image.clone(), e.bytes))
+            .collect();
+        by_age.sort();
+        for (_, image, size) in by_age {
             if bytes <= self.max_bytes {
                 break;
             }
@@ -143,10 +167,21 @@ impl ImageCache {
                     bytes -= size;
                     removed.push(image);
                 }
+                // Removed behind the agent's back: nothing to count.
+                Err(_) if missing(rt, &image) => {
+                    rec.images.remove(&image);
+                    bytes -= size;
+                }
                 // In use by a container, most likely: it stays.
                 Err(e) => log(&format!("cached image {image} stays: {e}")),
             }
         }
         Trimmed { removed, bytes }
     }
+}
+
+/// Whether the runtime has no image `reference` (so a failed removal means
+/// it is gone already).
+fn missing(rt: &Runtime, reference: &str) -> bool {
+    size(rt, reference).is_none()
 }
