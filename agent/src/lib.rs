@@ -312,12 +312,15 @@ pub async fn run_with(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let meter = Arc::new(metrics::Meter::with_cgroup_root(
+        config.cgroups.root.clone(),
+    ));
     let mut ctx = session::SessionCtx {
         config,
         node_id,
         host,
         gpus,
-        meter: Arc::new(metrics::Meter::new()),
+        meter,
         shutdown: stop_rx,
         node,
         facts,

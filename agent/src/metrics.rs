@@ -25,6 +25,35 @@ pub struct RunningJob {
     /// child included) and its CPU accounting the job's time, exited
     /// children's too.
     pub cgroup: Option<crate::jobs::cgroup::JobCgroup>,
+    /// The job's container, if it runs in one: the runtime puts it in a
+    /// cgroup of its own, whose members and figures are the job's too.
+    pub container: Option<crate::jobs::container::ContainerLaunch>,
+}
+
+/// A job's own members: its cgroup's where it has one, else its process
+/// group's (`by_group`, from one pass over /proc).
+fn job_members(
+    j: &RunningJob,
+    by_group: &HashMap<i32, Vec<(i32, bai_common::procfs::Stat)>>,
+    ticks: f64,
+) -> Members {
+    match &j.cgroup {
+        Some(cg) => Members {
+            pids: cg.procs().unwrap_or_default(),
+            cpu_seconds: cg.figures().cpu_seconds,
+        },
+        None => {
+            let procs = by_group.get(&j.pgid).map(Vec::as_slice).unwrap_or(&[]);
+            let cpu_ticks: u64 = procs
+                .iter()
+                .map(|(_, s)| s.utime + s.stime + s.cutime + s.cstime)
+                .sum();
+            Members {
+                pids: procs.iter().map(|(pid, _)| *pid).collect(),
+                cpu_seconds: Some(cpu_ticks as f64 / ticks),
+            }
+        }
+    }
 }
 
 /// A job's processes now, and its CPU time (None: not known).
@@ -65,20 +94,37 @@ struct Summary {
     /// Samples since the job stopped running (its summary is kept a while
     /// for the exit report, then forgotten).
     gone: u32,
+    /// The cgroup of the job's container, once found (asked of the runtime
+    /// at each sample until then).
+    container_cgroup: Option<crate::jobs::cgroup::JobCgroup>,
 }
 
 /// How many samples a job's summary outlives the job.
 const KEEP_GONE: u32 = 30;
 
 /// The summaries of the running jobs.
-#[derive(Default)]
 pub struct Meter {
     jobs: Mutex<HashMap<JobId, Summary>>,
+    /// Where cgroupfs is mounted (containers' cgroups are found under it).
+    cgroup_root: std::path::PathBuf,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Meter {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_cgroup_root("/sys/fs/cgroup".into())
+    }
+
+    pub fn with_cgroup_root(cgroup_root: std::path::PathBuf) -> Self {
+        Self {
+            jobs: Mutex::new(HashMap::new()),
+            cgroup_root,
+        }
     }
 
     /// Job `id`'s figures at its latest sample, with its whole summary (kept
@@ -137,27 +183,28 @@ impl Meter {
                 }
             }
         }
+        // A container job's container, found once it runs.
+        for j in jobs {
+            let s = all.entry(j.id.clone()).or_default();
+            if let (Some(c), None) = (&j.container, &s.container_cgroup) {
+                s.container_cgroup = crate::jobs::container::init_pid(&c.runtime, &c.run.name)
+                    .and_then(|pid| {
+                        crate::jobs::cgroup::JobCgroup::of_process(&self.cgroup_root, pid)
+                    });
+            }
+        }
         let members: Vec<Members> = jobs
             .iter()
-            .map(|j| match &j.cgroup {
-                Some(cg) => {
-                    let fig = cg.figures();
-                    Members {
-                        pids: cg.procs().unwrap_or_default(),
-                        cpu_seconds: fig.cpu_seconds,
-                    }
+            .map(|j| {
+                let mut m = job_members(j, &by_group, ticks);
+                if let Some(ccg) = all.get(&j.id).and_then(|s| s.container_cgroup.as_ref()) {
+                    m.pids.extend(ccg.procs().unwrap_or_default());
+                    m.cpu_seconds = match (m.cpu_seconds, ccg.figures().cpu_seconds) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    };
                 }
-                None => {
-                    let procs = by_group.get(&j.pgid).map(Vec::as_slice).unwrap_or(&[]);
-                    let cpu_ticks: u64 = procs
-                        .iter()
-                        .map(|(_, s)| s.utime + s.stime + s.cutime + s.cstime)
-                        .sum();
-                    Members {
-                        pids: procs.iter().map(|(pid, _)| *pid).collect(),
-                        cpu_seconds: Some(cpu_ticks as f64 / ticks),
-                    }
-                }
+                m
             })
             .collect();
         // GPU memory by pid, from the process lists of the GPUs jobs hold.
@@ -258,6 +305,7 @@ mod tests {
             gpu_uuids: vec![uuids[0].clone()],
             pgid,
             cgroup: None,
+            container: None,
         };
         let meter = Meter::new();
         let mut last = JobFigures::default();

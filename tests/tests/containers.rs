@@ -96,7 +96,8 @@ fn registry_with(auth: Option<(&str, &str)>, more: &[&str]) -> Result<Registry> 
     let busybox = standins::require_program("busybox").context("busybox")?;
     std::fs::copy(&busybox, root.join("bin/busybox")).context("copy busybox")?;
     for applet in [
-        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[", "grep", "sort", "touch",
+        "sh", "echo", "cat", "env", "ls", "sleep", "id", "df", "test", "[", "grep", "sort",
+        "touch", "timeout",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).context("symlink")?;
     }
@@ -1272,5 +1273,33 @@ async fn a_container_job_gets_only_its_gpus_without_the_container_toolkit() -> R
         ),
         "its GPU alone, the control node, the driver"
     );
+    Ok(())
+}
+
+/// A container job's figures are its container's: the runtime puts the
+/// container in a cgroup of its own, which the agent samples with the
+/// job's (the job's own cgroup holds only the runtime's client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_jobs_metrics_count_its_containers_processes() -> Result<()> {
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig(None).await?
+    else {
+        return Ok(());
+    };
+    // Four seconds of one core's work inside, then a rest long enough for
+    // a sample (every 2 s) to see it all.
+    let burn = "timeout 4 sh -c 'while :; do :; done'; sleep 2.5";
+    start(&mut c, container_job("burn", &reg.url, IMAGE, burn)).await?;
+    let done = c
+        .wait_job("ws", "ex", "burn", Duration::from_secs(120))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+    let m = done.metrics.clone().unwrap_or_default();
+    // The runtime's client alone uses a fraction of a second.
+    assert!(m.cpu_seconds >= 2.0, "the container's CPU time: {m:?}");
     Ok(())
 }

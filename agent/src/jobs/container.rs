@@ -707,6 +707,20 @@ pub fn run_argv(
     a
 }
 
+/// The host pid of container `name`'s first process, while it runs.
+/// Blocking (runs the runtime's `inspect`).
+pub fn init_pid(rt: &Runtime, name: &str) -> Option<i32> {
+    let out = Command::new(&rt.program)
+        .args(&rt.global_args)
+        .args(["inspect", "--format", "{{.State.Pid}}", name])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    (out.status.success() && pid > 0).then_some(pid)
+}
+
 /// Removes the container `name` (stopping it first if it runs); a missing
 /// one is fine. Blocking.
 pub fn remove(rt: &Runtime, name: &str) -> Result<(), String> {

@@ -282,6 +282,7 @@ impl JobManager {
                     gpu_uuids: s.gpu_uuids.clone(),
                     pgid,
                     cgroup: s.cgroup.clone(),
+                    container: s.container.clone(),
                 })
             })
             .collect()

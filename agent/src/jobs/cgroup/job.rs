@@ -85,6 +85,41 @@ impl JobCgroup {
         }
     }
 
+    /// The cgroup process `pid` is in (a container's, whose runtime made it
+    /// outside the job's), for its figures and members: v2 where `root` is
+    /// the unified hierarchy, else v1's memory, cpuacct and freezer. `None`
+    /// where it cannot be read, or is the root (the whole machine's).
+    pub fn of_process(root: &Path, pid: i32) -> Option<JobCgroup> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let own = parse::proc_cgroup(&text);
+        let at = |base: &Path, p: &Path| {
+            (p != Path::new("/")).then(|| base.join(p.strip_prefix("/").unwrap_or(p)))
+        };
+        let dir = |controller: &str, path: PathBuf| CgroupDir {
+            controller: controller.to_owned(),
+            path,
+            home: PathBuf::new(),
+        };
+        if root.join("cgroup.controllers").exists() {
+            let path = at(root, parse::v2_path(&own)?)?;
+            return Some(JobCgroup {
+                version: Version::V2,
+                dirs: vec![dir("", path)],
+            });
+        }
+        let dirs: Vec<CgroupDir> = ["memory", "cpuacct", "freezer"]
+            .iter()
+            .filter_map(|c| {
+                let path = at(&root.join(c), parse::v1_path(&own, c)?)?;
+                path.is_dir().then(|| dir(c, path))
+            })
+            .collect();
+        (!dirs.is_empty()).then_some(JobCgroup {
+            version: Version::V1,
+            dirs,
+        })
+    }
+
     /// Moves the calling process into every directory of the job's cgroup
     /// (its children are born there). On failure it goes back home.
     pub fn enter(&self) -> io::Result<()> {

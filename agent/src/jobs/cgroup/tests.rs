@@ -337,6 +337,7 @@ fn a_job_is_metered_by_its_cgroup_escaped_children_included() {
         gpu_uuids: Vec::new(),
         pgid,
         cgroup,
+        container: None,
     };
     let by_group = crate::metrics::Meter::new().sample(&[running(None)], &[], &*backend);
     assert_eq!(

@@ -90,6 +90,8 @@ pub struct Shared {
     /// The job's cgroup, where the node has them (its figures are the
     /// job's, whatever process groups its processes moved to).
     pub cgroup: Option<super::cgroup::JobCgroup>,
+    /// The container the job runs in, if it does.
+    pub container: Option<super::container::ContainerLaunch>,
 }
 
 /// Settings every worker shares.
@@ -141,6 +143,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; STREAMS])>) -
         gpu_uuids: Vec::new(),
         pgid: None,
         cgroup: None,
+        container: None,
     }));
     let span = tracing::info_span!(parent: None, "job", job = %start.id);
     let w = Worker {

@@ -41,12 +41,13 @@ pub fn gpu_minors(
 const OUTPUT_PREFIX: &str = "AZ_BATCHAI_OUTPUT_";
 
 /// Creates the job's directories (its output directories too), spool files,
-/// cgroup and `launch.json`; returns the cgroup (none where the host has none).
+/// cgroup and `launch.json`; returns the cgroup (none where the host has none)
+/// and the container the job runs in, if it does.
 pub fn prepare(
     settings: &JobSettings,
     spec: &JobSpec,
     paths: &JobPaths,
-) -> Result<Option<JobCgroup>, JobError> {
+) -> Result<(Option<JobCgroup>, Option<ContainerLaunch>), JobError> {
     let fail = |what: &str, path: &Path, e: std::io::Error| {
         JobError::new(
             "JobSetupFailed",
@@ -253,7 +254,7 @@ pub fn prepare(
     for line in mounted.into_iter().chain(notes) {
         let _ = log_line(&paths.stream(Stream::ExecutionLog), &line);
     }
-    Ok(rec.cgroup)
+    Ok((rec.cgroup, rec.container))
 }
 
 /// Pulls a container job's image (a `pulling` line and the runtime's

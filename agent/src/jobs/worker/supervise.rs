@@ -37,6 +37,7 @@ struct Found {
     /// The job has (or may have) mounts of its own.
     mounted: bool,
     cgroup: Option<JobCgroup>,
+    container: Option<crate::jobs::container::ContainerLaunch>,
     gpu_uuids: Vec<String>,
 }
 
@@ -82,6 +83,7 @@ impl Worker {
                             .and_then(|r| r.max_wall_clock_ms)
                             .map(Duration::from_millis);
                         let cgroup = launch.as_ref().and_then(|r| r.cgroup.clone());
+                        let container = launch.as_ref().and_then(|r| r.container.clone());
                         let gpu_uuids = launch.map(|r| r.gpu_uuids).unwrap_or_default();
                         let started = read_record::<StartedRecord>(&paths.started);
                         let known = started.as_ref().ok().and_then(|s| s.map(|s| s.shim_pid));
@@ -94,6 +96,7 @@ impl Worker {
                             .flatten();
                         return Found {
                             cgroup,
+                            container,
                             mounted: job_mounts::has_mounts(&paths),
                             watch: w,
                             files: open_spool(&paths),
@@ -112,6 +115,7 @@ impl Worker {
                 let max_wall = spec.max_wall_clock_time;
                 let mut found = Found {
                     cgroup: None,
+                    container: None,
                     mounted: !spec.volumes.is_empty(),
                     watch: None,
                     files: Default::default(),
@@ -122,7 +126,10 @@ impl Worker {
                     gpu_uuids: spec.gpu_uuids.clone(),
                 };
                 match prepare::prepare(&deps.settings, &spec, &paths) {
-                    Ok(cgroup) => found.cgroup = cgroup,
+                    Ok((cgroup, container)) => {
+                        found.cgroup = cgroup;
+                        found.container = container;
+                    }
                     Err(err) => {
                         found.failed = Some(prepare::record_failure(&paths, err));
                         // What execution.log says of the failure is shipped too.
@@ -150,6 +157,7 @@ impl Worker {
         if let Ok(mut sh) = self.shared.lock() {
             sh.gpu_uuids = found.gpu_uuids;
             sh.cgroup = found.cgroup.clone();
+            sh.container = found.container.clone();
         }
         if let Some(exit) = found.failed {
             self.set_exit(exit).await;
