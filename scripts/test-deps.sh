@@ -4,7 +4,7 @@
 # sshpass (node SSH), cifs-utils (the `mount -t cifs` path, used where the kernel has cifs),
 # Node.js + npm and Azurite (a Blob service), gcc (cc builds the fake libnvidia-ml.so.1 the
 # NVML backend's tests load), openmpi-bin (mpirun across a job's nodes) and python3 (the
-# distributed jobs' scripts), podman, runc, catatonit (the container's init), docker-registry and busybox-static (container jobs). Idempotent: it installs only what is missing,
+# distributed jobs' scripts), podman, runc, catatonit (the container's init), docker.io (docker, the second runtime: each test starts its own dockerd), docker-registry and busybox-static (container jobs). Idempotent: it installs only what is missing,
 # runs `apt-get update` at most once (and goes on if it fails: the install then says what
 # it could not find), and starts no service (each test starts its own on
 # loopback and stops it).
@@ -36,6 +36,7 @@ declare -A provides=(
   [podman]=podman
   [runc]=runc
   [catatonit]=catatonit
+  [docker.io]=dockerd
   [docker-registry]=docker-registry
   [busybox-static]=busybox
 )
@@ -47,7 +48,7 @@ missing=()
 # podman + runc + catatonit, docker-registry and busybox-static: container jobs (catatonit is
 # the container's PID 1 that passes a terminate's SIGTERM on), a local registry and the
 # tiny image the container tests build.
-for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd gcc openmpi-bin python3 podman runc catatonit docker-registry busybox-static; do
+for pkg in rclone fuse3 samba openssh-server sshpass cifs-utils nodejs npm sudo passwd gcc openmpi-bin python3 podman runc catatonit docker.io docker-registry busybox-static; do
   have "${provides[$pkg]}" || missing+=("$pkg")
 done
 # The tests also run jobs through bash and use coreutils (seq, head, od) and util-linux

@@ -210,12 +210,12 @@ fn push(
 /// podman as this host needs it (runc: crun refuses hybrid cgroups here;
 /// limits at or below the host's).
 fn agent_config(dir: &Path, more: &str) -> Result<std::path::PathBuf> {
-    agent_config_with(dir, &[], more)
+    agent_config_with(dir, &podman_table(&[]), more)
 }
 
-/// `run_args` gains `run_args`; the `[containers]` table `more`.
-fn agent_config_with(dir: &Path, run_args: &[&str], more: &str) -> Result<std::path::PathBuf> {
-    let p = dir.join("agent.toml");
+/// The `[containers]` table for podman as this host needs it, its
+/// `run_args` gaining `run_args`.
+fn podman_table(run_args: &[&str]) -> String {
     let mut args = vec![
         "--ulimit",
         "nofile=1024:1024",
@@ -223,14 +223,17 @@ fn agent_config_with(dir: &Path, run_args: &[&str], more: &str) -> Result<std::p
         "nproc=1024:1024",
     ];
     args.extend_from_slice(run_args);
-    std::fs::write(
-        &p,
-        format!(
-            "[containers]\nruntime = \"podman\"\n\
-             global_args = [\"--runtime\", \"runc\", \"--cgroup-manager\", \"cgroupfs\"]\n\
-             run_args = {args:?}\n{more}"
-        ),
-    )?;
+    format!(
+        "[containers]\nruntime = \"podman\"\n\
+         global_args = [\"--runtime\", \"runc\", \"--cgroup-manager\", \"cgroupfs\"]\n\
+         run_args = {args:?}\n"
+    )
+}
+
+/// An agent config of `table` (a `[containers]` table) and `more` after it.
+fn agent_config_with(dir: &Path, table: &str, more: &str) -> Result<std::path::PathBuf> {
+    let p = dir.join("agent.toml");
+    std::fs::write(&p, format!("{table}{more}"))?;
     Ok(p)
 }
 
@@ -271,9 +274,8 @@ async fn start(c: &mut Clients, job: pb::Job) -> Result<()> {
     Ok(())
 }
 
-/// What a container test needs, or `None` where a component is missing
-/// (outside CI): a registry (wanting `auth` if given) serving `IMAGE`, and a
-/// coordinator whose one local agent runs containers with podman.
+/// A registry serving the test image and a coordinator whose local agents
+/// run containers.
 struct Rig {
     reg: Registry,
     coord: Coordinator,
@@ -282,55 +284,76 @@ struct Rig {
 }
 
 async fn rig(auth: Option<(&str, &str)>) -> Result<Option<Rig>> {
-    rig_with(auth, &[], "", 1).await
+    rig_on(RigOpts {
+        auth,
+        ..RigOpts::default()
+    })
+    .await
 }
 
-/// A rig whose registry also serves `images` and whose agent's
-/// `[containers]` table has `config` too.
-async fn rig_with(
-    auth: Option<(&str, &str)>,
-    images: &[&str],
-    config: &str,
+/// How a rig differs from the plain one.
+struct RigOpts<'a> {
+    /// Credentials the registry wants.
+    auth: Option<(&'a str, &'a str)>,
+    /// More names the registry serves the test image as.
+    images: &'a [&'a str],
+    /// The agents' `[containers]` table (podman's by default).
+    table: String,
+    /// More agent config after it (more `[containers]` keys, other tables).
+    config: &'a str,
     nodes: i32,
-) -> Result<Option<Rig>> {
-    rig_on(auth, images, &[], config, nodes, &[]).await
+    /// More coordinator arguments.
+    coord_args: &'a [&'a str],
+    /// Programs the test needs beyond podman's.
+    needs: &'a [&'a str],
 }
 
-/// The full form: the agents' `run_args` gain `run_args`, the cluster has
-/// `nodes` nodes, and the coordinator gets `coord_args` too.
-async fn rig_on(
-    auth: Option<(&str, &str)>,
-    images: &[&str],
-    run_args: &[&str],
-    config: &str,
-    nodes: i32,
-    coord_args: &[&str],
-) -> Result<Option<Rig>> {
+impl Default for RigOpts<'_> {
+    fn default() -> Self {
+        Self {
+            auth: None,
+            images: &[],
+            table: podman_table(&[]),
+            config: "",
+            nodes: 1,
+            coord_args: &[],
+            needs: &[],
+        }
+    }
+}
+
+/// What a container test needs, or `None` where a component is missing
+/// (outside CI): a registry serving `IMAGE` (and `o.images`), and a
+/// coordinator whose local agents run containers as `o.table` says.
+async fn rig_on(o: RigOpts<'_>) -> Result<Option<Rig>> {
     if !standins::require_root()
         || standins::require_program("podman").is_none()
         || standins::require_program("docker-registry").is_none()
         || standins::require_program("busybox").is_none()
-        || (auth.is_some() && standins::require_program("htpasswd").is_none())
+        || (o.auth.is_some() && standins::require_program("htpasswd").is_none())
+        || o.needs
+            .iter()
+            .any(|p| standins::require_program(p).is_none())
     {
         return Ok(None);
     }
-    let reg = registry_with(auth, images).context("the registry")?;
+    let reg = registry_with(o.auth, o.images).context("the registry")?;
     let dir = tempfile::tempdir()?;
     let coord = Coordinator::start_with(CoordinatorOpts {
         extra_args: [
             "--local-agent-config".into(),
-            agent_config_with(dir.path(), run_args, config)?
+            agent_config_with(dir.path(), &o.table, o.config)?
                 .display()
                 .to_string(),
         ]
         .into_iter()
-        .chain(coord_args.iter().map(|a| a.to_string()))
+        .chain(o.coord_args.iter().map(|a| a.to_string()))
         .collect(),
         ..Default::default()
     })
     .context("the coordinator")?;
     let mut c = coord.clients().await?;
-    c.setup_cluster("ws", "ex", "c1", nodes).await?;
+    c.setup_cluster("ws", "ex", "c1", o.nodes).await?;
     Ok(Some(Rig {
         reg,
         coord,
@@ -363,17 +386,14 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
                echo written > \"$AZ_BATCHAI_JOB_TEMP/from-container\"; \
                df -k /dev/shm | while read fs blocks rest; do echo \"shm=$blocks\"; done; \
                until [ -e \"$AZ_BATCHAI_JOB_TEMP/go\" ]; do sleep 0.1; done; echo done";
-    let mut job = container_job("boxed", &reg.url, IMAGE, cmd);
-    job.environment_variables.push(pb::EnvironmentVariable {
-        name: "A".into(),
-        value: "1".into(),
-    });
-    job.secrets.push(pb::EnvironmentVariableWithSecretValue {
-        name: "TOKEN".into(),
-        value: "hunter2-in-a-box".into(),
-        value_secret_reference: None,
-    });
-    start(&mut c, job).await?;
+    start(
+        &mut c,
+        with_a_and_token(
+            container_job("boxed", &reg.url, IMAGE, cmd),
+            "hunter2-in-a-box",
+        ),
+    )
+    .await?;
     // While it runs: the secret is on no command line on this host.
     bai_tests::eventually(
         Duration::from_secs(120),
@@ -423,41 +443,8 @@ async fn a_job_runs_in_its_image_with_its_environment_mounts_and_shm() -> Result
 
     // Terminate: the job in the container gets the SIGTERM (its PID 1 is
     // the runtime's init, which passes it on), then the container is
-    // removed.
-    // (A shell with no handler: as PID 1 it would ignore the SIGTERM and
-    // last until the SIGKILL.)
-    start(
-        &mut c,
-        container_job("long", &reg.url, IMAGE, "echo waiting; sleep 600"),
-    )
-    .await?;
-    bai_tests::eventually(Duration::from_secs(60), "the long job waiting", || {
-        let mut c = c.clone();
-        async move {
-            let out = c.read_output("ws", "ex", "long", "stdout.txt").await;
-            Ok(out.is_ok_and(|o| o.starts_with(b"waiting")))
-        }
-    })
-    .await?;
-    c.jobs
-        .terminate_job(pb::TerminateJobRequest {
-            job: Some(bai_tests::key("ws", "ex", "long")),
-        })
-        .await?;
-    let done = c
-        .wait_job("ws", "ex", "long", Duration::from_secs(60))
-        .await?;
-    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
-    assert_eq!(
-        done.execution_info.as_ref().and_then(|e| e.exit_code),
-        Some(128 + 15),
-        "the job ended by the SIGTERM: {done:?}"
-    );
-    let log = String::from_utf8(c.read_output("ws", "ex", "long", "execution.log").await?)?;
-    assert!(
-        log.contains("is on this node already"),
-        "pulled again: {log}"
-    );
+    // removed; the image was not pulled again.
+    terminate_a_waiting_job(&mut c, &reg.url).await?;
     bai_tests::eventually(
         Duration::from_secs(20),
         "the long container removed",
@@ -729,7 +716,12 @@ async fn the_image_cache_keeps_to_its_cap_least_recently_used_first() -> Result<
         coord: _coord,
         mut c,
         _config,
-    }) = rig_with(None, &[OTHER], "image_cache_max = \"1k\"\n", 1).await?
+    }) = rig_on(RigOpts {
+        images: &[OTHER],
+        config: "image_cache_max = \"1k\"\n",
+        ..RigOpts::default()
+    })
+    .await?
     else {
         return Ok(());
     };
@@ -1075,7 +1067,12 @@ async fn a_multi_node_mpi_job_runs_each_rank_in_its_own_container() -> Result<()
         coord: _coord,
         mut c,
         _config,
-    }) = rig_on(None, &[], &host_usr, "", 3, &[]).await?
+    }) = rig_on(RigOpts {
+        table: podman_table(&host_usr),
+        nodes: 3,
+        ..RigOpts::default()
+    })
+    .await?
     else {
         return Ok(());
     };
@@ -1085,17 +1082,7 @@ async fn a_multi_node_mpi_job_runs_each_rank_in_its_own_container() -> Result<()
         command_line: "sh -c 'echo \"mpi rank=$OMPI_COMM_WORLD_RANK node=$BAI_NODE_ID image=$(cat /etc/bai-test-image)\"'".into(),
         process_count: 3,
     }));
-    start(&mut c, job).await?;
-    let done = c
-        .wait_job("ws", "ex", "mpi", Duration::from_secs(120))
-        .await?;
-    let out = String::from_utf8(c.read_output("ws", "ex", "mpi", "stdout.txt").await?)?;
-    let err = String::from_utf8(c.read_output("ws", "ex", "mpi", "stderr.txt").await?)?;
-    assert_eq!(
-        exec_state(&done),
-        pb::ExecutionState::Succeeded,
-        "{done:?}\n{out}\n{err}"
-    );
+    let (done, out) = run_to_success(&mut c, job).await?;
     let mut ranks: Vec<(String, String, String)> = out
         .lines()
         .filter_map(|l| l.strip_prefix("mpi "))
@@ -1144,7 +1131,11 @@ async fn a_multi_node_pytorch_job_runs_each_rank_in_its_own_container() -> Resul
         coord: _coord,
         mut c,
         _config,
-    }) = rig_with(None, &[], "", 2).await?
+    }) = rig_on(RigOpts {
+        nodes: 2,
+        ..RigOpts::default()
+    })
+    .await?
     else {
         return Ok(());
     };
@@ -1222,14 +1213,11 @@ async fn a_container_job_gets_only_its_gpus_without_the_container_toolkit() -> R
         coord: _coord,
         mut c,
         _config,
-    }) = rig_on(
-        None,
-        &[],
-        &[],
-        &config,
-        1,
-        &["--local-agent-fake-gpus", "2"],
-    )
+    }) = rig_on(RigOpts {
+        config: &config,
+        coord_args: &["--local-agent-fake-gpus", "2"],
+        ..RigOpts::default()
+    })
     .await?
     else {
         return Ok(());
@@ -1298,8 +1286,240 @@ async fn a_container_jobs_metrics_count_its_containers_processes() -> Result<()>
         .wait_job("ws", "ex", "burn", Duration::from_secs(120))
         .await?;
     assert_eq!(exec_state(&done), pb::ExecutionState::Succeeded, "{done:?}");
-    let m = done.metrics.clone().unwrap_or_default();
+    let m = done.metrics.unwrap_or_default();
     // The runtime's client alone uses a fraction of a second.
     assert!(m.cpu_seconds >= 2.0, "the container's CPU time: {m:?}");
+    Ok(())
+}
+
+/// Submits `job`, waits for its end and asserts it succeeded (showing its
+/// stdout, stderr and execution.log if not); returns it and its stdout.
+async fn run_to_success(c: &mut Clients, job: pb::Job) -> Result<(pb::Job, String)> {
+    let name = job.name.clone();
+    start(c, job).await?;
+    let done = c
+        .wait_job("ws", "ex", &name, Duration::from_secs(120))
+        .await?;
+    let mut read = async |f: &str| -> Result<String> {
+        Ok(String::from_utf8(
+            c.read_output("ws", "ex", &name, f).await?,
+        )?)
+    };
+    let out = read("stdout.txt").await?;
+    if exec_state(&done) != pb::ExecutionState::Succeeded {
+        let err = read("stderr.txt").await?;
+        let log = read("execution.log").await?;
+        bail!(
+            "{name} did not succeed: {done:?}\nstdout:\n{out}\nstderr:\n{err}\nexecution.log:\n{log}"
+        );
+    }
+    Ok((done, out))
+}
+
+/// `job` with variable A=1 and secret TOKEN=`secret`.
+fn with_a_and_token(mut job: pb::Job, secret: &str) -> pb::Job {
+    job.environment_variables.push(pb::EnvironmentVariable {
+        name: "A".into(),
+        value: "1".into(),
+    });
+    job.secrets.push(pb::EnvironmentVariableWithSecretValue {
+        name: "TOKEN".into(),
+        value: secret.into(),
+        value_secret_reference: None,
+    });
+    job
+}
+
+/// Runs job "long" (`echo waiting; sleep 600`) in `IMAGE`, already on the
+/// node, and terminates it once it waits: it must end by the SIGTERM (a
+/// shell with no handler as PID 1 would ignore it and last until the
+/// SIGKILL: the runtime's init passes it on), and the image not be pulled
+/// again.
+async fn terminate_a_waiting_job(c: &mut Clients, registry: &str) -> Result<()> {
+    start(
+        c,
+        container_job("long", registry, IMAGE, "echo waiting; sleep 600"),
+    )
+    .await?;
+    bai_tests::eventually(Duration::from_secs(60), "the long job waiting", || {
+        let mut c = c.clone();
+        async move {
+            let out = c.read_output("ws", "ex", "long", "stdout.txt").await;
+            Ok(out.is_ok_and(|o| o.starts_with(b"waiting")))
+        }
+    })
+    .await?;
+    c.jobs
+        .terminate_job(pb::TerminateJobRequest {
+            job: Some(bai_tests::key("ws", "ex", "long")),
+        })
+        .await?;
+    let done = c
+        .wait_job("ws", "ex", "long", Duration::from_secs(60))
+        .await?;
+    assert_eq!(exec_state(&done), pb::ExecutionState::Failed, "{done:?}");
+    assert_eq!(
+        done.execution_info.as_ref().and_then(|e| e.exit_code),
+        Some(128 + 15),
+        "the job ended by the SIGTERM: {done:?}"
+    );
+    let log = String::from_utf8(c.read_output("ws", "ex", "long", "execution.log").await?)?;
+    assert!(
+        log.contains("is on this node already"),
+        "pulled again: {log}"
+    );
+    Ok(())
+}
+
+/// A dockerd of the test's own (socket, data and exec roots in a temporary
+/// directory; vfs storage, no bridge or iptables: the host network only),
+/// stopped on drop.
+struct Dockerd {
+    child: Child,
+    sock: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Result<Dockerd> {
+        let dir = tempfile::Builder::new().prefix("bai-dockerd-").tempdir()?;
+        let sock = dir.path().join("docker.sock");
+        let log = std::fs::File::create(dir.path().join("dockerd.log"))?;
+        let child = Command::new("dockerd")
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ])
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("dockerd")?;
+        let d = Dockerd {
+            child,
+            sock,
+            _dir: dir,
+        };
+        let ready = bai_tests::wait_until(Duration::from_secs(60), "dockerd to answer", || {
+            d.docker()
+                .arg("info")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if ready.is_err() {
+            let log =
+                std::fs::read_to_string(d._dir.path().join("dockerd.log")).unwrap_or_default();
+            bail!("dockerd did not start: {log}");
+        }
+        Ok(d)
+    }
+
+    /// The docker client, talking to this daemon.
+    fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H").arg(format!("unix://{}", self.sock.display()));
+        c
+    }
+
+    fn containers_on(&self, node: &str) -> Vec<String> {
+        let out = self
+            .docker()
+            .args(["ps", "-a", "--format", "{{.Names}}"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        out.lines()
+            .filter(|n| n.starts_with("bai-") && n.ends_with(&format!("-{node}")))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = bai_tests::wait_until(Duration::from_secs(20), "dockerd to stop", || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // What dockerd leaves mounted (its network namespace's nsfs).
+        for m in bai_tests::mounted_under(self._dir.path()) {
+            let _ = Command::new("umount").arg("-l").arg(&m).output();
+        }
+    }
+}
+
+/// docker, the second runtime, with its own daemon: the job runs in its
+/// image with its variables by name and its shm, its output exact; a
+/// terminate's SIGTERM reaches the job (docker-init) and the container goes;
+/// a cached image is not pulled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_runs_a_job_as_podman_does() -> Result<()> {
+    if !standins::require_root() || standins::require_program("dockerd").is_none() {
+        return Ok(());
+    }
+    let dockerd = Dockerd::start()?;
+    let table = format!(
+        "[containers]\nruntime = \"docker\"\nglobal_args = [\"-H\", \"unix://{}\"]\n",
+        dockerd.sock.display()
+    );
+    let Some(Rig {
+        reg,
+        coord: _coord,
+        mut c,
+        _config,
+    }) = rig_on(RigOpts {
+        table,
+        needs: &["docker"],
+        ..RigOpts::default()
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let node = c.nodes("ws", "c1").await?.remove(0);
+    assert!(
+        node.container_runtime.starts_with("Docker version"),
+        "{node:?}"
+    );
+    let cmd = "[ ! -e /etc/debian_version ] && echo in-the-image; echo \"A=$A TOKEN=$TOKEN\"; \
+               df -k /dev/shm | while read fs blocks rest; do echo \"shm=$blocks\"; done";
+    let job = with_a_and_token(
+        container_job("boxed", &reg.url, IMAGE, cmd),
+        "hunter2-in-a-whale",
+    );
+    run_to_success(&mut c, job).await?;
+    let out = String::from_utf8(c.read_output("ws", "ex", "boxed", "stdout.txt").await?)?;
+    let log = String::from_utf8(c.read_output("ws", "ex", "boxed", "execution.log").await?)?;
+    assert_eq!(
+        out,
+        "in-the-image\nA=1 TOKEN=hunter2-in-a-whale\nshm=1K-blocks\nshm=65536\n"
+    );
+    assert!(
+        log.contains(&format!("pulling {}/{IMAGE}", reg.url)),
+        "{log}"
+    );
+    assert!(log.contains("started the job in container"), "{log}");
+
+    terminate_a_waiting_job(&mut c, &reg.url).await?;
+    bai_tests::eventually(Duration::from_secs(20), "the containers removed", || {
+        let left = dockerd.containers_on(&node.node_id);
+        async move { Ok(left.is_empty()) }
+    })
+    .await?;
     Ok(())
 }
