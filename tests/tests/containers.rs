@@ -39,6 +39,23 @@ impl Drop for Registry {
 
 const IMAGE: &str = "batchaitraining/busybox:1";
 
+/// The test image under a name that declares `VOLUME /scratch`.
+const WITH_VOLUME: &str = "batchaitraining/with-volume:1";
+
+/// The host's podman volumes.
+fn volumes() -> Vec<String> {
+    Command::new("podman")
+        .args(["volume", "ls", "-q"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `python`, `cntk` and `pip` in the test image: the program's name and
 /// arguments, the script it was given (if it can read it), then the
 /// launch's variables, sorted. With `BAI_TEST_BARRIER` set, each rank then
@@ -167,7 +184,14 @@ fn push(
     url: &str,
     authfile: &str,
 ) -> Result<()> {
-    run(Command::new("podman").args(["import", &tar.display().to_string(), tagged]))?;
+    // An image named for it declares a volume (each container gets an
+    // anonymous one).
+    let mut import = Command::new("podman");
+    import.arg("import");
+    if tagged.ends_with(WITH_VOLUME) {
+        import.args(["--change", "VOLUME /scratch"]);
+    }
+    run(import.arg(tar).arg(tagged))?;
     let mut pushed = false;
     for _ in 0..50 {
         if let Some((user, password)) = auth {
@@ -604,7 +628,11 @@ async fn a_restarted_agent_adopts_the_container_and_a_lost_one_is_removed() -> R
         coord,
         mut c,
         _config,
-    }) = rig(None).await?
+    }) = rig_on(RigOpts {
+        images: &[WITH_VOLUME],
+        ..RigOpts::default()
+    })
+    .await?
     else {
         return Ok(());
     };
@@ -663,10 +691,11 @@ async fn a_restarted_agent_adopts_the_container_and_a_lost_one_is_removed() -> R
 
     // The job's supervisor and the runtime's client are killed: the
     // container would run on under the runtime's monitor; the agent ends
-    // the job and removes it.
+    // the job and removes it, with its anonymous volume.
+    let volumes_before = volumes();
     start(
         &mut c,
-        container_job("orphan", &reg.url, IMAGE, "sleep 600"),
+        container_job("orphan", &reg.url, WITH_VOLUME, "sleep 600"),
     )
     .await?;
     bai_tests::eventually(
@@ -704,6 +733,7 @@ async fn a_restarted_agent_adopts_the_container_and_a_lost_one_is_removed() -> R
         log.contains(&format!("removed its container {name}")),
         "{log}"
     );
+    assert_eq!(volumes(), volumes_before, "the container's volume is left");
     Ok(())
 }
 

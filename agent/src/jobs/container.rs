@@ -721,11 +721,13 @@ pub fn init_pid(rt: &Runtime, name: &str) -> Option<i32> {
     (out.status.success() && pid > 0).then_some(pid)
 }
 
-/// Removes the container `name` (stopping it first if it runs); a missing
-/// one is fine. Blocking.
+/// Removes the container `name` (stopping it first if it runs) and its
+/// anonymous volumes; a missing one is fine. Blocking.
 pub fn remove(rt: &Runtime, name: &str) -> Result<(), String> {
     let mut cmd = Command::new(&rt.program);
-    cmd.args(&rt.global_args).args(["rm", "--force"]);
+    // Its anonymous volumes too, as `--rm` would have removed them.
+    cmd.args(&rt.global_args)
+        .args(["rm", "--force", "--volumes"]);
     if rt.kind == Kind::Podman {
         // docker's rm kills at once; podman's waits out a stop timeout.
         cmd.args(["--time", "0"]);
