@@ -382,8 +382,10 @@ mod tests {
         let obscured = obscure(&rclone, &Secret::new("SmbTestPass1")).unwrap();
         assert!(!obscured.is_empty());
         assert_ne!(obscured.expose(), "SmbTestPass1");
+        // `--`: an obscured value may start with `-` (base64url), which
+        // the command line would take for a flag (this failed 1 run in 64).
         let revealed = Command::new(&rclone)
-            .args(["reveal", obscured.expose()])
+            .args(["reveal", "--", obscured.expose()])
             .output()
             .unwrap();
         assert_eq!(
