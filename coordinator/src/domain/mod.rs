@@ -3,6 +3,7 @@
 //! functions: no IO, no protocol types.
 
 pub mod auto_storage;
+pub mod autoscale;
 pub mod container;
 pub mod env;
 pub mod gpus;
