@@ -61,6 +61,13 @@ pub struct Args {
     /// Seconds between agent heartbeats [default: 10].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_interval_secs: Option<u64>,
+    /// Seconds between the autoscaler's looks at autoScale clusters [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub autoscale_interval_secs: Option<u64>,
+    /// Seconds an autoScale cluster's node stays idle before it is removed
+    /// [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub autoscale_idle_grace_secs: Option<u64>,
     /// Seconds a node's agent may stay disconnected before the node is
     /// unusable and its jobs fail [default: 600].
     #[arg(long, value_name = "SECS")]
@@ -97,6 +104,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub terminate_grace_secs: Option<u64>,
     pub heartbeat_interval_secs: Option<u64>,
+    pub autoscale_interval_secs: Option<u64>,
+    pub autoscale_idle_grace_secs: Option<u64>,
     pub node_lost_timeout_secs: Option<u64>,
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
@@ -164,6 +173,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub terminate_grace: Duration,
     pub heartbeat_interval: Duration,
+    pub autoscale_interval: Duration,
+    pub autoscale_idle_grace: Duration,
     pub node_lost_timeout: Duration,
     /// Extra flags for local agents (`--ssh-port`, `--blob-endpoint`,
     /// `--file-endpoint`; the endpoints default to `[storage]`'s).
@@ -183,6 +194,8 @@ impl Config {
             log_format: LogFormat::Text,
             terminate_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(10),
+            autoscale_interval: Duration::from_secs(5),
+            autoscale_idle_grace: Duration::from_secs(300),
             node_lost_timeout: Duration::from_secs(600),
             local_agent_args: Vec::new(),
             storage: StorageConfig::default(),
@@ -319,6 +332,18 @@ pub fn resolve(
             args.heartbeat_interval_secs
                 .or(file.heartbeat_interval_secs),
             10,
+        )?,
+        autoscale_interval: secs(
+            "autoscale_interval_secs",
+            args.autoscale_interval_secs
+                .or(file.autoscale_interval_secs),
+            5,
+        )?,
+        autoscale_idle_grace: secs(
+            "autoscale_idle_grace_secs",
+            args.autoscale_idle_grace_secs
+                .or(file.autoscale_idle_grace_secs),
+            300,
         )?,
         node_lost_timeout: secs(
             "node_lost_timeout_secs",

@@ -28,6 +28,10 @@ pub struct Settings {
     /// A node whose agent stays away this long becomes unusable and its jobs
     /// fail with `JobLost`.
     pub node_lost_timeout: Duration,
+    /// How often the autoscaler looks at the autoScale clusters.
+    pub autoscale_interval: Duration,
+    /// How long an autoScale cluster's node stays idle before it goes.
+    pub autoscale_idle_grace: Duration,
 }
 
 impl Default for Settings {
@@ -36,6 +40,8 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(10),
             terminate_grace: Duration::from_secs(10),
             node_lost_timeout: Duration::from_secs(600),
+            autoscale_interval: Duration::from_secs(5),
+            autoscale_idle_grace: Duration::from_secs(300),
         }
     }
 }

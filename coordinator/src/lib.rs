@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod autoscaler;
 pub mod config;
 pub mod core;
 pub mod dispatch;
@@ -134,6 +135,8 @@ pub async fn run(
                 heartbeat_interval: config.heartbeat_interval,
                 terminate_grace: config.terminate_grace,
                 node_lost_timeout: config.node_lost_timeout,
+                autoscale_interval: config.autoscale_interval,
+                autoscale_idle_grace: config.autoscale_idle_grace,
             },
             stop_rx.clone(),
         )
@@ -191,6 +194,7 @@ pub async fn run(
 
     let scheduler = tokio::spawn(dispatch::run(core.clone()));
     let lost_nodes = tokio::spawn(dispatch::run_lost_nodes(core.clone()));
+    let autoscaler = tokio::spawn(autoscaler::run(core.clone()));
     let provider = if config.local_agents {
         let agent_bin = local_provider::agent_bin(&config)?;
         // The local agents share this machine, so they share one directory
@@ -253,6 +257,7 @@ pub async fn run(
     }
     let _ = scheduler.await;
     let _ = lost_nodes.await;
+    let _ = autoscaler.await;
     if let Some(m) = metrics_server {
         let _ = m.await;
     }

@@ -167,29 +167,32 @@ async fn cluster_reads_and_resize() {
     );
     assert_eq!(got.current_node_count, 0);
     assert_eq!(got.vm_priority, pb::VmPriority::Dedicated as i32);
-    let refused = status(
-        clusters
-            .update_cluster(pb::UpdateClusterRequest {
-                workspace: "w".into(),
-                name: "c".into(),
-                scale_settings: Some(pb::ScaleSettings {
-                    manual: None,
-                    auto_scale: Some(pb::AutoScaleSettings {
-                        minimum_node_count: 0,
-                        maximum_node_count: 0,
-                        initial_node_count: 0,
-                    }),
-                }),
-            })
-            .await,
-    );
+    let auto_scale = |max| pb::UpdateClusterRequest {
+        workspace: "w".into(),
+        name: "c".into(),
+        scale_settings: Some(pb::ScaleSettings {
+            manual: None,
+            auto_scale: Some(pb::AutoScaleSettings {
+                minimum_node_count: 0,
+                maximum_node_count: max,
+                initial_node_count: 0,
+            }),
+        }),
+    };
+    let refused = status(clusters.update_cluster(auto_scale(0)).await);
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert!(
-        refused
-            .message()
-            .starts_with("scale_settings.auto_scale: is not supported yet"),
+    assert_eq!(
+        refused.message(),
+        "scale_settings.auto_scale.maximum_node_count: must be at least 1",
         "{refused:?}"
     );
+    let auto = clusters
+        .update_cluster(auto_scale(3))
+        .await
+        .unwrap()
+        .into_inner();
+    let s = auto.scale_settings.unwrap().auto_scale.unwrap();
+    assert_eq!((s.minimum_node_count, s.maximum_node_count), (0, 3));
     let resized = clusters
         .update_cluster(pb::UpdateClusterRequest {
             workspace: "w".into(),

@@ -495,7 +495,7 @@ async fn rejected_fields_are_refused_by_name_and_the_rest_are_kept_or_ignored() 
         }
         checked += 1;
     }
-    assert!(checked > 30, "only {checked} rows were checked");
+    assert!(checked >= 30, "only {checked} rows were checked");
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
     c.stop().await;
 }

@@ -1,6 +1,5 @@
-//! The autoscaler's decision for one cluster (issue 10; not wired to a
-//! provider yet, see docs/providers.md): from the cluster's nodes and its
-//! queue, the node count it should have and which nodes to take out, with
+//! The autoscaler's decision for one cluster (`autoscaler.rs` runs it; the
+//! provider follows the target): from the cluster's nodes and its queue, the node count it should have and which nodes to take out, with
 //! the reason in words. Pure: the caller supplies the clock.
 //!
 //! Rules, in order:

@@ -158,7 +158,7 @@ impl ScaleSettings {
 
     /// The target after switching to these settings from `current_target`:
     /// manual takes its target; auto-scale keeps the current target clamped to
-    /// [min, max] (bai does not yet scale on queue length).
+    /// [min, max] until the autoscaler's next look (`autoscaler.rs`).
     pub fn retarget(&self, current_target: u32) -> u32 {
         match *self {
             Self::Manual {

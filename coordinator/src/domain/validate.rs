@@ -306,6 +306,12 @@ pub fn scale_settings(field: &str, s: &ScaleSettings) -> Result {
                     format!("must be at most {MAX_NODES}"),
                 ));
             }
+            if maximum_node_count == 0 {
+                return Err(Invalid::new(
+                    format!("{f}.maximum_node_count"),
+                    "must be at least 1",
+                ));
+            }
             if maximum_node_count < minimum_node_count {
                 return Err(Invalid::new(
                     format!("{f}.maximum_node_count"),
@@ -318,12 +324,6 @@ pub fn scale_settings(field: &str, s: &ScaleSettings) -> Result {
                     "must be at most maximum_node_count",
                 ));
             }
-            // The bounds are checked so the message is about the request's
-            // shape first; nothing yet scales a cluster with its queue.
-            return Err(unsupported(
-                &f,
-                "scaling with the queue comes with issue 10; use manual scale with a target",
-            ));
         }
     }
     Ok(())

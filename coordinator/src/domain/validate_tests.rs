@@ -410,12 +410,8 @@ fn scale_rules() {
         maximum_node_count: 4,
         initial_node_count: 0,
     };
-    // Well-formed, and still refused: nothing scales with the queue yet.
-    assert_eq!(
-        scale_settings(f, &s).unwrap_err().to_string(),
-        "cluster.scale_settings.auto_scale: is not supported yet (scaling with the queue comes \
-         with issue 10; use manual scale with a target)"
-    );
+    // Well-formed: the autoscaler sizes it with its queue.
+    scale_settings(f, &s).expect("autoScale is taken");
     assert_eq!(s.initial_target(), 1);
     assert_eq!(s.retarget(9), 4);
 }

@@ -157,6 +157,16 @@ pub trait Store: Send + Sync + 'static {
         scale: ScaleSettings,
         now: Millis,
     ) -> Result<Cluster>;
+    /// Sets an autoScale cluster's target node count (the autoscaler's
+    /// decision; its settings stay), `None` where the cluster is gone or not
+    /// autoScale any more.
+    async fn set_autoscale_target(
+        &self,
+        ws: &str,
+        name: &str,
+        target: u32,
+        now: Millis,
+    ) -> Result<Option<Cluster>>;
     /// Deletes the cluster and its nodes; jobs running there and queued jobs
     /// for it fail with `ClusterDeleted`.
     async fn delete_cluster(&self, ws: &str, name: &str, now: Millis) -> Result<Removed>;

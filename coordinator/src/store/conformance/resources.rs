@@ -100,6 +100,38 @@ pub async fn experiment_and_cluster_crud(b: &dyn Backend) {
     assert_eq!(c.target_node_count, 3);
     assert_eq!(c.allocation_state_transition_time, 77);
     assert_eq!(s.get_cluster("w", "c").await.unwrap().spec.scale, scale);
+    // The autoscaler's target: only for an autoScale cluster, within its
+    // bounds, its settings untouched.
+    assert_eq!(s.set_autoscale_target("w", "c", 2, 78).await.unwrap(), None);
+    assert_eq!(s.get_cluster("w", "c").await.unwrap().target_node_count, 3);
+    let auto = ScaleSettings::AutoScale {
+        minimum_node_count: 1,
+        maximum_node_count: 4,
+        initial_node_count: 1,
+    };
+    s.update_cluster_scale("w", "c", auto, 79).await.unwrap();
+    let c = s
+        .set_autoscale_target("w", "c", 9, 80)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.target_node_count, c.allocation_state_transition_time),
+        (4, 80)
+    );
+    let c = s.get_cluster("w", "c").await.unwrap();
+    assert_eq!((c.target_node_count, c.spec.scale), (4, auto));
+    let c = s
+        .set_autoscale_target("w", "c", 0, 81)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.target_node_count, 1, "never below the minimum");
+    assert_eq!(
+        s.set_autoscale_target("w", "nope", 1, 82).await.unwrap(),
+        None
+    );
+    s.update_cluster_scale("w", "c", scale, 83).await.unwrap();
     assert_eq!(
         s.list_clusters("w", &page(0, ""))
             .await

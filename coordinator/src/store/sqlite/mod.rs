@@ -142,6 +142,17 @@ impl Store for SqliteStore {
         self.tx(move |tx| resources::update_cluster_scale(tx, &ws, &name, scale, now))
             .await
     }
+    async fn set_autoscale_target(
+        &self,
+        ws: &str,
+        name: &str,
+        target: u32,
+        now: Millis,
+    ) -> Result<Option<Cluster>> {
+        let (ws, name) = (ws.to_string(), name.to_string());
+        self.tx(move |tx| resources::set_autoscale_target(tx, &ws, &name, target, now))
+            .await
+    }
     async fn delete_cluster(&self, ws: &str, name: &str, now: Millis) -> Result<Removed> {
         let (ws, name) = (ws.to_string(), name.to_string());
         self.tx(move |tx| {

@@ -260,6 +260,41 @@ pub fn update_cluster_scale(
     Ok(c)
 }
 
+/// The autoscaler's target for an autoScale cluster, within its bounds;
+/// `None` for a cluster that is gone or manual now (a resize won the race).
+pub fn set_autoscale_target(
+    tx: &Transaction,
+    ws: &str,
+    name: &str,
+    target: u32,
+    now: Millis,
+) -> Result<Option<Cluster>> {
+    let mut c = match get_cluster(tx, ws, name) {
+        Ok(c) => c,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let ScaleSettings::AutoScale {
+        minimum_node_count,
+        maximum_node_count,
+        ..
+    } = c.spec.scale
+    else {
+        return Ok(None);
+    };
+    let target = target.clamp(minimum_node_count, maximum_node_count);
+    if target != c.target_node_count {
+        c.target_node_count = target;
+        c.allocation_state_transition_time = now;
+        tx.execute(
+            "UPDATE clusters SET target_node_count = ?3, allocation_state_transition_time = ?4 \
+             WHERE workspace = ?1 AND name = ?2",
+            params![ws, name, target, now],
+        )?;
+    }
+    Ok(Some(c))
+}
+
 /// Deletes a cluster that exists, recording what changed in `removed`.
 pub fn delete_cluster_in(
     tx: &Transaction,
