@@ -145,10 +145,30 @@ impl Meter {
         gpus: &[GpuFigures],
         backend: &dyn GpuBackend,
     ) -> Vec<JobFigures> {
-        let mut all = match self.jobs.lock() {
+        let lock = || match self.jobs.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
+        // A container job's container, found once it runs: asked of the
+        // runtime (a process of its own) outside the lock, which the exit
+        // reports wait on.
+        let unfound: Vec<&RunningJob> = {
+            let all = lock();
+            jobs.iter()
+                .filter(|j| j.container.is_some())
+                .filter(|j| all.get(&j.id).is_none_or(|s| s.container_cgroup.is_none()))
+                .collect()
+        };
+        let found: Vec<(JobId, crate::jobs::cgroup::JobCgroup)> = unfound
+            .into_iter()
+            .filter_map(|j| {
+                let c = j.container.as_ref()?;
+                let pid = crate::jobs::container::init_pid(&c.runtime, &c.run.name)?;
+                let cg = crate::jobs::cgroup::JobCgroup::of_process(&self.cgroup_root, pid)?;
+                Some((j.id.clone(), cg))
+            })
+            .collect();
+        let mut all = lock();
         all.retain(|id, s| {
             if jobs.iter().any(|j| &j.id == id) {
                 // Running again after it was gone: a new attempt starts over.
@@ -183,15 +203,8 @@ impl Meter {
                 }
             }
         }
-        // A container job's container, found once it runs.
-        for j in jobs {
-            let s = all.entry(j.id.clone()).or_default();
-            if let (Some(c), None) = (&j.container, &s.container_cgroup) {
-                s.container_cgroup = crate::jobs::container::init_pid(&c.runtime, &c.run.name)
-                    .and_then(|pid| {
-                        crate::jobs::cgroup::JobCgroup::of_process(&self.cgroup_root, pid)
-                    });
-            }
+        for (id, cg) in found {
+            all.entry(id).or_default().container_cgroup = Some(cg);
         }
         let members: Vec<Members> = jobs
             .iter()

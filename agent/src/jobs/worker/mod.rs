@@ -161,6 +161,7 @@ pub fn spawn(start: Start, deps: Deps, attach: Option<(Link, [u64; STREAMS])>) -
         shim_pid: None,
         mounted: false,
         cgroup: None,
+        container: None,
         id: start.id,
         paths: start.paths,
     };
@@ -192,6 +193,8 @@ struct Worker {
     mounted: bool,
     /// The job's cgroup (from its preparation or `launch.json`).
     cgroup: Option<super::cgroup::JobCgroup>,
+    /// The container it runs in, if it does (from the same).
+    container: Option<super::container::ContainerLaunch>,
 }
 
 /// What preparation found or made.

@@ -201,7 +201,16 @@ pub fn prepare(
     let container = match &spec.container {
         None => None,
         Some(image) => {
-            match container_launch(settings, spec, paths, image, run_as.as_ref(), &shared_temp) {
+            let minors = gpu_minors.as_deref();
+            match container_launch(
+                settings,
+                spec,
+                paths,
+                image,
+                run_as.as_ref(),
+                &shared_temp,
+                minors,
+            ) {
                 Ok(launch) => Some(launch),
                 Err(e) => {
                     undo_mounts();
@@ -266,6 +275,7 @@ fn container_launch(
     image: &crate::model::ContainerImage,
     run_as: Option<&crate::node::admin_user::RunAs>,
     shared_temp: &Path,
+    gpu_minors: Option<&[u32]>,
 ) -> Result<ContainerLaunch, JobError> {
     let runtime = settings.containers.as_deref().ok_or_else(|| {
         JobError::new(
@@ -280,15 +290,15 @@ fn container_launch(
         match &runtime.gpus {
             GpuAccess::Cdi => container::gpu_devices(&spec.gpu_uuids),
             GpuAccess::DeviceNodes { dev_dir, driver } => {
-                let minors =
-                    gpu_minors(&spec.gpu_uuids, &settings.gpu_minors)?.ok_or_else(|| {
-                        JobError::new(
-                            "ContainerGpusUnavailable",
-                            "the node's GPUs have no known device numbers",
-                        )
-                    })?;
+                // The job's minors, found and checked by `prepare`.
+                let minors = gpu_minors.ok_or_else(|| {
+                    JobError::new(
+                        "ContainerGpusUnavailable",
+                        "the node's GPUs have no known device numbers",
+                    )
+                })?;
                 ro_binds.extend(driver.iter().cloned());
-                container::gpu_device_nodes(dev_dir, &minors)
+                container::gpu_device_nodes(dev_dir, minors)
                     .map_err(|e| JobError::new("ContainerGpusUnavailable", e))?
             }
             GpuAccess::Unavailable => {

@@ -152,6 +152,7 @@ impl Worker {
         self.files = found.files;
         self.mounted = found.mounted;
         self.cgroup = found.cgroup.clone();
+        self.container = found.container.clone();
         self.max_wall = found.max_wall;
         self.shim_pid = found.shim.as_ref().map(|h| h.pid);
         if let Ok(mut sh) = self.shared.lock() {
@@ -310,6 +311,7 @@ impl Worker {
         let (launcher, paths) = (self.deps.launcher.clone(), self.paths.clone());
         let (shim, pgid) = (self.shim_pid, self.started.map(|s| s.pgid));
         let cgroup = self.cgroup.clone();
+        let container = self.container.clone();
         let code = code.to_owned();
         let (rec, lengths) = self
             .blocking(move || {
@@ -322,10 +324,6 @@ impl Worker {
                 // A container outlives its client (the runtime's monitor
                 // keeps it): it goes by name, as the supervisor would have
                 // removed it.
-                let container = read_record::<LaunchRecord>(&paths.launch)
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.container);
                 if let Some(c) = container {
                     match crate::jobs::container::remove(&c.runtime, &c.run.name) {
                         Ok(()) => line.push_str(&format!("; removed its container {}", c.run.name)),
