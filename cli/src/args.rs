@@ -208,8 +208,9 @@ pub enum ClusterCmd {
         #[arg(short = 't', long = "target", value_parser = clap::value_parser!(i32).range(0..))]
         target: i32,
     },
-    /// Let a cluster scale between --min and --max nodes (refused by the
-    /// coordinator until autoscale with the queue lands).
+    /// Let a cluster scale between --min and --max nodes with its queue:
+    /// nodes are added for queued jobs and idle ones removed after a grace
+    /// period (the coordinator's --autoscale-idle-grace-secs).
     AutoScale {
         #[command(flatten)]
         name: ClusterName,
@@ -220,6 +221,10 @@ pub enum ClusterCmd {
         #[arg(long = "max", value_parser = clap::value_parser!(i32).range(0..))]
         max: i32,
     },
+    /// The cluster's record of size changes and why, oldest first: the
+    /// autoscaler's decisions, resizes, nodes joining, leaving, removed,
+    /// lost or preempted.
+    Events(ClusterName),
     /// Cluster nodes.
     #[command(subcommand)]
     Node(ClusterNodeCmd),
@@ -542,6 +547,10 @@ pub enum JobFileCmd {
         /// Sub-directory.
         #[arg(short = 'p', long = "path", default_value = ".")]
         path: String,
+        /// An earlier attempt's stdouterr files (its number, as `bai job
+        /// show` lists them); default: the current or last attempt's.
+        #[arg(long = "attempt", default_value_t = 0)]
+        attempt: u32,
     },
     /// Stream a job's output file to stdout as it is written (raw bytes).
     Stream {
@@ -556,6 +565,10 @@ pub enum JobFileCmd {
         /// Sub-directory the file is in.
         #[arg(short = 'p', long = "path", default_value = ".")]
         path: String,
+        /// An earlier attempt's stdouterr file (its number, as `bai job
+        /// show` lists them); default: the current or last attempt's.
+        #[arg(long = "attempt", default_value_t = 0)]
+        attempt: u32,
     },
 }
 

@@ -72,6 +72,28 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
                 .into_inner();
             ctx.print_one(Kind::Cluster, &batchai_json::cluster(&c))
         }
+        ClusterCmd::Events(n) => {
+            let mut events = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = client
+                    .list_cluster_events(pb::ListClusterEventsRequest {
+                        workspace: n.workspace.workspace.clone(),
+                        cluster: n.name.clone(),
+                        max_results: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                events.extend(r.events.iter().map(batchai_json::cluster_event));
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            ctx.print_many(Kind::ClusterEvent, &events)
+        }
         ClusterCmd::List(w) => {
             let mut all = Vec::new();
             let mut page_token = String::new();

@@ -285,6 +285,7 @@ async fn session(
         key: key.clone(),
         output_directory_id: "stdouterr".into(),
         path: "stdout.txt".into(),
+        attempt: 0,
     };
     let (streamed, finished) = {
         let mut out = std::io::stdout().lock();
@@ -317,6 +318,7 @@ async fn print_stderr(api: &Api, key: &pb::JobKey) {
         key: key.clone(),
         output_directory_id: "stdouterr".into(),
         path: "stderr.txt".into(),
+        attempt: 0,
     };
     let mut buf = Vec::new();
     if stream_file(api, &target, &mut buf).await.is_ok() && !buf.is_empty() {

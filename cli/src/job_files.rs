@@ -35,6 +35,7 @@ pub async fn run(ctx: &Ctx, cmd: JobFileCmd) -> Result<(), CliError> {
             job,
             output_directory_id,
             path,
+            attempt,
         } => {
             let api = ctx.api().await?;
             // Every page: a directory of checkpoints may hold thousands.
@@ -50,6 +51,7 @@ pub async fn run(ctx: &Ctx, cmd: JobFileCmd) -> Result<(), CliError> {
                         directory: path.clone(),
                         max_results: 0,
                         page_token,
+                        attempt,
                     })
                     .await
                     .map_err(|s| api.error(s))?
@@ -67,6 +69,7 @@ pub async fn run(ctx: &Ctx, cmd: JobFileCmd) -> Result<(), CliError> {
             file_name,
             output_directory_id,
             path,
+            attempt,
         } => {
             ctx.refuse_query("bai job file stream")?;
             let mut out = std::io::stdout().lock();
@@ -74,6 +77,7 @@ pub async fn run(ctx: &Ctx, cmd: JobFileCmd) -> Result<(), CliError> {
                 key: key(&job),
                 output_directory_id,
                 path: file_path(&path, &file_name),
+                attempt,
             };
             stream_file(ctx.api().await?, &target, &mut out)
                 .await

@@ -23,6 +23,8 @@ pub enum Kind {
     ClusterFile,
     /// An entry of a GPU health history.
     GpuEvent,
+    /// An entry of a cluster's event record.
+    ClusterEvent,
     /// A node's live sample (`bai cluster node top`, `bai job metrics --follow`).
     Sample,
     /// A job's metrics summary.
@@ -276,6 +278,18 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("Code", |v| text(v, "/code")),
             ("Fault", |v| text(v, "/fault")),
             ("Job", |v| text(v, "/jobId")),
+            ("Message", |v| text(v, "/message")),
+        ],
+        Kind::ClusterEvent => &[
+            ("Time", |v| text(v, "/time")),
+            ("Kind", |v| text(v, "/kind")),
+            ("Node", |v| text(v, "/nodeId")),
+            ("Target", |v| {
+                match (v.get("fromTargetNodeCount"), v.get("toTargetNodeCount")) {
+                    (Some(f), Some(t)) => format!("{f} -> {t}"),
+                    _ => String::new(),
+                }
+            }),
             ("Message", |v| text(v, "/message")),
         ],
         Kind::ClusterFile => &[

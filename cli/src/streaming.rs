@@ -23,6 +23,8 @@ pub struct StreamTarget {
     pub key: pb::JobKey,
     pub output_directory_id: String,
     pub path: String,
+    /// 0: the current (or last) attempt's.
+    pub attempt: u32,
 }
 
 /// Which setup output file of a cluster's node to stream.
@@ -64,6 +66,7 @@ impl Source<'_> {
                     path: t.path.clone(),
                     offset,
                     follow: true,
+                    attempt: t.attempt,
                 };
                 Ok(api.jobs.clone().stream_output_file(req).await?.into_inner())
             }

@@ -392,6 +392,13 @@ impl ClusterService for Fake {
         nope()
     }
 
+    async fn list_cluster_events(
+        &self,
+        _: Request<pb::ListClusterEventsRequest>,
+    ) -> Result<Response<pb::ListClusterEventsResponse>, Status> {
+        nope()
+    }
+
     type WatchMetricsStream = BoxStream<pb::NodeMetrics>;
 
     async fn watch_metrics(

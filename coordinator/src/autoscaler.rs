@@ -1,8 +1,8 @@
 //! The autoscaler: every `autoscale_interval`, each autoScale cluster's
 //! target is set from its nodes and queue (`domain::autoscale::decide`), and
 //! the provider follows the target (removing the idle nodes first). Each
-//! change is logged with its reason. Not yet (issue 10): the decisions kept
-//! as the cluster's events, `allocationState` while the nodes join or go.
+//! change is logged and kept in the cluster's event record with its reason
+//! (in the transaction that sets the target).
 
 use crate::core::Core;
 use crate::domain::autoscale::{self, AutoScale, NodeView};
@@ -53,7 +53,7 @@ pub async fn pass(core: &Core, now: i64) -> Result<usize, StoreError> {
         }
         if core
             .store
-            .set_autoscale_target(&c.workspace, &c.name, d.target, now)
+            .set_autoscale_target(&c.workspace, &c.name, d.target, &d.reason, now)
             .await?
             .is_some()
         {

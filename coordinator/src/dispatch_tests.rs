@@ -110,7 +110,7 @@ fn killed() -> JobExit {
 }
 
 #[tokio::test]
-async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mixes() {
+async fn a_requeued_job_whose_output_cannot_be_kept_apart_stays_queued_and_never_mixes() {
     let mut h = Harness::new(Settings::default()).await;
     let job = h
         .core
@@ -126,7 +126,7 @@ async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mi
     assert_eq!(h.write("n1", &job, StreamKind::Stderr, 0, b"old").await, 3);
     h.core
         .store
-        .begin_node_removal("n1", DeallocationOption::Requeue, 30)
+        .begin_node_removal("n1", DeallocationOption::Requeue, "resize down", 30)
         .await
         .unwrap();
     let j = h
@@ -140,12 +140,13 @@ async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mi
     h.core.job_attempt_ended(&j);
     h.core.store.remove_node("n1", 50).await.unwrap();
 
-    // Emptying the output fails: stdout.txt is a directory that is not
-    // empty, so its removal fails even as root, and stderr.txt (emptied
-    // after it) keeps the old attempt's bytes.
+    // Keeping the old attempt's output apart fails: where its directory
+    // goes (`<uuid>/attempts`) is a file, so the new attempt cannot start
+    // from empty files and the old bytes stay where they are.
     let dir = h.core.outputs.stdouterr_dir(&job);
-    let blocker = dir.join(StreamKind::Stdout.file_name());
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let kept = h.core.outputs.attempt_dir(&job, 1);
+    let blocker = kept.parent().unwrap().parent().unwrap().to_path_buf();
+    std::fs::write(&blocker, b"in the way").unwrap();
     h.node("n2", 60, true).await;
     assert_eq!(pass(&h.core).await.unwrap(), 0, "nothing assigned");
     let j = h.core.store.get_job(&job.key).await.unwrap();
@@ -169,7 +170,11 @@ async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mi
     // Once the output can be emptied, a later pass assigns the job and the
     // new attempt starts from nothing: its first bytes are stored, not taken
     // for duplicates of the old attempt's.
-    std::fs::remove_dir_all(&blocker).unwrap();
+    assert_eq!(
+        std::fs::read(dir.join(StreamKind::Stderr.file_name())).unwrap(),
+        b"old"
+    );
+    std::fs::remove_file(&blocker).unwrap();
     assert_eq!(pass(&h.core).await.unwrap(), 1);
     assert_eq!(h.sent_to("n2"), 1, "AssignJob");
     let j = h.core.store.get_job(&job.key).await.unwrap();
@@ -182,6 +187,11 @@ async fn a_requeued_job_whose_output_cannot_be_emptied_stays_queued_and_never_mi
     assert_eq!(
         std::fs::read(dir.join(StreamKind::Stderr.file_name())).unwrap(),
         b"new!"
+    );
+    assert_eq!(
+        std::fs::read(kept.join(StreamKind::Stderr.file_name())).unwrap(),
+        b"old",
+        "the first attempt's output is kept apart"
     );
 }
 

@@ -357,11 +357,28 @@ fn durable_len_on_disk(path: &Path) -> io::Result<u64> {
     }
 }
 
-/// Removes a job's output files, and empties the open ones' state.
-fn reset_files(dir: &Path, files: &[(FileId, Option<Arc<OutputFile>>)]) -> io::Result<()> {
+/// Moves a job's output files into `keep` (the ended attempt's own
+/// directory; `None`: removes them), and empties the open ones' state.
+fn reset_files(
+    dir: &Path,
+    keep: Option<&Path>,
+    files: &[(FileId, Option<Arc<OutputFile>>)],
+) -> io::Result<()> {
+    let mut kept = false;
     for (id, f) in files {
         let guard = f.as_ref().map(|f| f.lock()).transpose()?;
-        match std::fs::remove_file(dir.join(id.file_name())) {
+        let path = dir.join(id.file_name());
+        let gone = match keep {
+            Some(keep) if path.exists() => {
+                if !kept {
+                    std::fs::create_dir_all(keep)?;
+                    kept = true;
+                }
+                std::fs::rename(&path, keep.join(id.file_name()))
+            }
+            _ => std::fs::remove_file(&path),
+        };
+        match gone {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -372,6 +389,11 @@ fn reset_files(dir: &Path, files: &[(FileId, Option<Arc<OutputFile>>)]) -> io::R
             st.dirty = false;
             f.durable.send_if_modified(|d| std::mem::replace(d, 0) != 0);
         }
+    }
+    if let Some(keep) = keep.filter(|_| kept) {
+        // The moves are durable before the new attempt can write.
+        bai_common::fs::sync_dir(keep)?;
+        bai_common::fs::sync_dir(dir)?;
     }
     Ok(())
 }
@@ -440,6 +462,16 @@ impl OutputStore {
 
     pub fn stdouterr_dir(&self, job: &Job) -> PathBuf {
         self.root.join(job.output_path_segment()).join("stdouterr")
+    }
+
+    /// Where attempt `n`'s `stdouterr` files are kept once a later attempt
+    /// of the job starts: `<job>/<uuid>/attempts/<n>/stdouterr`.
+    pub fn attempt_dir(&self, job: &Job, n: u32) -> PathBuf {
+        self.root
+            .join(job.output_path_segment())
+            .join("attempts")
+            .join(n.to_string())
+            .join("stdouterr")
     }
 
     fn files(&self) -> io::Result<std::sync::MutexGuard<'_, HashMap<Key, Arc<OutputFile>>>> {
@@ -584,13 +616,23 @@ impl OutputStore {
     ) -> io::Result<Vec<io::Result<()>>> {
         // Each job's directory and files, with the entry of each (none for
         // a deleted job: its files are only removed).
-        type Work = (PathBuf, Vec<(FileId, Option<Arc<OutputFile>>)>);
+        type Work = (
+            PathBuf,
+            Option<PathBuf>,
+            Vec<(FileId, Option<Arc<OutputFile>>)>,
+        );
         let work: Vec<Work> = {
             let mut files = self.files()?;
             let mut work = Vec::new();
             for (job, nodes) in jobs {
                 let dir = self.stdouterr_dir(job);
                 let deleted = self.is_deleted(&job.id);
+                // A requeued job's last attempt is kept apart, not emptied.
+                let keep = job
+                    .attempts
+                    .last()
+                    .filter(|_| !deleted)
+                    .map(|a| self.attempt_dir(job, a.number));
                 let mut entries = Vec::new();
                 for id in FileId::all(nodes.len() as u32) {
                     let open = if deleted {
@@ -606,14 +648,14 @@ impl OutputStore {
                     };
                     entries.push((id, open));
                 }
-                work.push((dir, entries));
+                work.push((dir, keep, entries));
             }
             work
         };
         let (work, results) = blocking(move || {
             let results: Vec<io::Result<()>> = work
                 .iter()
-                .map(|(dir, entries)| reset_files(dir, entries))
+                .map(|(dir, keep, entries)| reset_files(dir, keep.as_deref(), entries))
                 .collect();
             Ok((work, results))
         })
@@ -622,7 +664,7 @@ impl OutputStore {
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_err())
-            .flat_map(|((_, entries), _)| entries.iter().filter_map(|(_, f)| f.as_ref()))
+            .flat_map(|((_, _, entries), _)| entries.iter().filter_map(|(_, f)| f.as_ref()))
             .collect();
         if !failed.is_empty() {
             let mut files = self.files()?;

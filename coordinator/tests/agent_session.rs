@@ -113,6 +113,7 @@ async fn register_assign_output_exit() {
             directory: ".".into(),
             max_results: 0,
             page_token: String::new(),
+            attempt: 0,
         })
         .await
         .unwrap()
@@ -676,7 +677,7 @@ async fn a_requeued_jobs_old_session_never_writes_into_the_new_attempt() {
     acks_until(&mut a, &job.id, Stdout, 14).await;
 
     let side = bai_coordinator::store::sqlite::SqliteStore::open(&c.state.join("bai.db")).unwrap();
-    side.begin_node_removal("na", DeallocationOption::Requeue, 1)
+    side.begin_node_removal("na", DeallocationOption::Requeue, "resize down", 1)
         .await
         .unwrap();
     let requeued = side.remove_node("na", 2).await.unwrap();
@@ -741,5 +742,6 @@ fn follow_stdout(name: &str) -> pb::StreamOutputFileRequest {
         path: "stdout.txt".into(),
         offset: 0,
         follow: true,
+        attempt: 0,
     }
 }

@@ -408,6 +408,7 @@ async fn job_create_rules() {
             directory: String::new(),
             max_results: 0,
             page_token: String::new(),
+            attempt: 0,
         })
         .await,
     );
@@ -420,6 +421,7 @@ async fn job_create_rules() {
             directory: String::new(),
             max_results: 0,
             page_token: String::new(),
+            attempt: 0,
         })
         .await,
     );
@@ -434,6 +436,7 @@ async fn job_create_rules() {
             directory: String::new(),
             max_results: 0,
             page_token: String::new(),
+            attempt: 0,
         })
         .await
         .unwrap()
@@ -446,6 +449,7 @@ async fn job_create_rules() {
             path: "secret.txt".into(),
             offset: 0,
             follow: false,
+            attempt: 0,
         })
         .await
         .unwrap_err();

@@ -487,6 +487,7 @@ impl Clients {
                 directory: ".".into(),
                 max_results: 0,
                 page_token: String::new(),
+                attempt: 0,
             })
             .await?
             .into_inner()
@@ -505,6 +506,19 @@ impl Clients {
         name: &str,
         path: &str,
     ) -> Result<Vec<u8>> {
+        self.read_attempt_output(ws, ex, name, path, 0).await
+    }
+
+    /// Reads a whole output file (stdouterr/`path`) of attempt `attempt`
+    /// (0: the current or last) without following.
+    pub async fn read_attempt_output(
+        &mut self,
+        ws: &str,
+        ex: &str,
+        name: &str,
+        path: &str,
+        attempt: u32,
+    ) -> Result<Vec<u8>> {
         let mut stream = self
             .jobs
             .stream_output_file(pb::StreamOutputFileRequest {
@@ -513,6 +527,7 @@ impl Clients {
                 path: path.into(),
                 offset: 0,
                 follow: false,
+                attempt,
             })
             .await?
             .into_inner();

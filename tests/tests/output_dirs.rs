@@ -93,6 +93,7 @@ async fn output_directories_are_made_listed_and_streamed() -> Result<()> {
                 directory: ".".into(),
                 max_results: 2,
                 page_token: token,
+                attempt: 0,
             })
             .await?
             .into_inner();

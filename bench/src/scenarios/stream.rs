@@ -150,6 +150,7 @@ async fn open_follow(
             path: "stdout.txt".into(),
             offset,
             follow: true,
+            attempt: 0,
         };
         match client.stream_output_file(req).await {
             Ok(r) => return Ok(r.into_inner()),

@@ -151,6 +151,10 @@ pub fn experiment(e: &pb::Experiment) -> Value {
 pub fn cluster(c: &pb::Cluster) -> Value {
     let mut props = to_pruned(&cluster::ClusterJson::from_pb(c));
     props.insert("workspace".into(), Value::String(c.workspace.clone()));
+    if !c.recent_events.is_empty() {
+        let events = c.recent_events.iter().map(cluster_event).collect();
+        props.insert("recentEvents".into(), Value::Array(events));
+    }
     let id = id_or(&c.id, cluster_id(&c.workspace, &c.name));
     with_header(props, id, &c.name, "Microsoft.BatchAI/workspaces/clusters")
 }
@@ -161,6 +165,10 @@ pub fn job(j: &pb::Job) -> Value {
     let mut props = to_pruned(&job::JobJson::from_pb(j));
     props.insert("workspace".into(), Value::String(j.workspace.clone()));
     props.insert("experiment".into(), Value::String(j.experiment.clone()));
+    if !j.attempts.is_empty() {
+        let attempts = j.attempts.iter().map(attempt).collect();
+        props.insert("attempts".into(), Value::Array(attempts));
+    }
     if !j.id.is_empty() && !j.id.starts_with('/') {
         props.insert("jobId".into(), Value::String(j.id.clone()));
     }
@@ -269,6 +277,33 @@ pub fn node_metrics(m: &pb::NodeMetrics) -> Value {
 }
 
 /// One entry of a GPU health history.
+/// An entry of a cluster's event record (bai's own).
+pub fn cluster_event(e: &pb::ClusterEvent) -> Value {
+    Value::Object(to_pruned(&json!({
+        "time": ts(e.time.as_ref()),
+        "kind": e.kind,
+        "nodeId": e.node_id,
+        "fromTargetNodeCount": e.target.map(|t| t.from),
+        "toTargetNodeCount": e.target.map(|t| t.to),
+        "message": e.message,
+    })))
+}
+
+/// One attempt of a job (bai's own).
+fn attempt(a: &pb::JobAttempt) -> Value {
+    Value::Object(to_pruned(&json!({
+        "number": a.number,
+        "outcome": a.outcome,
+        "nodeIds": a.node_ids,
+        "assignedTime": ts(a.assigned_time.as_ref()),
+        "startTime": ts(a.start_time.as_ref()),
+        "endTime": ts(a.end_time.as_ref()),
+        "exitCode": a.exit_code,
+        "requeueReason": a.requeue_reason,
+        "errors": errors_from_pb(&a.errors),
+    })))
+}
+
 pub fn gpu_event(e: &pb::GpuHealthRecord) -> Value {
     Value::Object(to_pruned(&json!({
         "time": ts(e.time.as_ref()),

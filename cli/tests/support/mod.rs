@@ -335,6 +335,13 @@ impl ClusterService for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn list_cluster_events(
+        &self,
+        _: Request<pb::ListClusterEventsRequest>,
+    ) -> Result<Response<pb::ListClusterEventsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     type WatchMetricsStream = BoxStream<pb::NodeMetrics>;
 
     async fn watch_metrics(

@@ -3,11 +3,12 @@
 use super::cluster_files;
 use super::convert::output::{chunk_to, cluster_files_to, cluster_stream_request_from};
 use super::convert::{
-    cluster_from, cluster_to, gpu_event_to, node_metrics_to, node_to, scale_from,
+    cluster_event_to, cluster_from, cluster_to, gpu_event_to, node_metrics_to, node_to, scale_from,
 };
 use super::{name, required};
 use crate::core::Core;
 use crate::domain::paging::PageRequest;
+use crate::domain::validate::Invalid;
 use crate::domain::{Cluster, ClusterView, Node, now_millis, validate};
 use crate::error::Error;
 use bai_proto::v1 as pb;
@@ -17,6 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+/// How many of its latest events GetCluster shows.
+const RECENT_EVENTS: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct ClusterApi {
@@ -96,7 +100,17 @@ impl ClusterService for ClusterApi {
             .get_cluster(&r.workspace, &r.name)
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(self.view(c).await?))
+        let mut v = self.view(c).await?;
+        v.recent_events = self
+            .core
+            .store
+            .list_cluster_events(&r.workspace, &r.name, 0, RECENT_EVENTS, true)
+            .await
+            .map_err(Error::from)?
+            .iter()
+            .map(cluster_event_to)
+            .collect();
+        Ok(Response::new(v))
     }
 
     async fn list_clusters(
@@ -239,6 +253,43 @@ impl ClusterService for ClusterApi {
             .map_err(Error::from)?;
         Ok(Response::new(pb::ListGpuEventsResponse {
             events: events.iter().map(gpu_event_to).collect(),
+        }))
+    }
+
+    async fn list_cluster_events(
+        &self,
+        request: Request<pb::ListClusterEventsRequest>,
+    ) -> Result<Response<pb::ListClusterEventsResponse>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        let limit = PageRequest::new(r.max_results, "")
+            .map_err(Error::from)?
+            .limit;
+        let after = match r.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<i64>().ok().filter(|&s| s > 0).ok_or_else(|| {
+                Error::from(Invalid::new(
+                    "page_token",
+                    "is not a token from an earlier list response",
+                ))
+            })?,
+        };
+        let mut events = self
+            .core
+            .store
+            .list_cluster_events(&r.workspace, &r.cluster, after, limit + 1, false)
+            .await
+            .map_err(Error::from)?;
+        let more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        let next_page_token = match events.last() {
+            Some(e) if more => e.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListClusterEventsResponse {
+            events: events.iter().map(cluster_event_to).collect(),
+            next_page_token,
         }))
     }
 

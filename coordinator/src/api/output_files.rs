@@ -38,10 +38,34 @@ enum Directory {
     Output { root: PathBuf, prefix: PathBuf },
 }
 
-/// Resolves the output directory id of a request.
-fn directory(job: &Job, id: &str) -> Result<Directory, Error> {
-    if id == STDOUTERR {
+/// Resolves the output directory id of a request, and its attempt: the
+/// current (or last) one's `stdouterr` is the live copy; an earlier
+/// attempt's is its own directory, which no longer changes.
+fn directory(core: &Core, job: &Job, id: &str, attempt: u32) -> Result<Directory, Error> {
+    let attempts = job.attempts.len() as u32;
+    if attempt > attempts {
+        return Err(Invalid::new(
+            "attempt",
+            format!("job {} has {attempts} attempts so far", job.key),
+        )
+        .into());
+    }
+    if id == STDOUTERR && (attempt == 0 || attempt == attempts) {
         return Ok(Directory::StdOutErr);
+    }
+    if id == STDOUTERR {
+        let dir = core.outputs.attempt_dir(job, attempt);
+        return Ok(Directory::Output {
+            root: dir.clone(),
+            prefix: dir,
+        });
+    }
+    if attempt != 0 {
+        return Err(Invalid::new(
+            "attempt",
+            "only stdouterr keeps each attempt's files apart; output directories hold the last one's",
+        )
+        .into());
     }
     match output_dirs::root(job, id)? {
         Some((root, prefix)) => Ok(Directory::Output { root, prefix }),
@@ -61,6 +85,8 @@ pub struct ListRequest {
     pub max_results: i32,
     /// The previous page's `next_page_token`; empty for the first page.
     pub page_token: String,
+    /// An earlier attempt's `stdouterr`; 0 for the current (or last) one's.
+    pub attempt: u32,
 }
 
 /// One file of a listing.
@@ -83,6 +109,8 @@ pub struct StreamRequest {
     pub path: String,
     pub offset: u64,
     pub follow: bool,
+    /// An earlier attempt's `stdouterr`; 0 for the current (or last) one's.
+    pub attempt: u32,
 }
 
 /// Bytes of a file from `offset`.
@@ -115,7 +143,7 @@ pub async fn list(core: &Core, r: ListRequest) -> Result<Page<FileEntry>, Error>
         return Err(Invalid::new("directory", "must not contain '..'").into());
     }
     let job = core.store.get_job(&key).await?;
-    let (root, prefix) = match directory(&job, &r.output_directory_id)? {
+    let (root, prefix) = match directory(core, &job, &r.output_directory_id, r.attempt)? {
         Directory::StdOutErr => return stdouterr_list(core, &job, &sub, &page).await,
         Directory::Output { root, prefix } => (root, prefix),
     };
@@ -194,15 +222,17 @@ pub async fn stream(core: Arc<Core>, r: StreamRequest) -> Result<Chunks, Error> 
     };
     let events = core.events.subscribe(&key);
     let job = core.store.get_job(&key).await?;
-    if let Directory::Output { root, prefix } = directory(&job, &dir)? {
+    if let Directory::Output { root, prefix } = directory(&core, &job, &dir, r.attempt)? {
         let path = r.path.clone();
         let file =
             tokio::task::spawn_blocking(move || output_dirs::open(&root, &prefix, &path)).await??;
         let (tx, rx) = mpsc::channel(4);
+        // An earlier attempt's files do not grow.
+        let past = r.attempt != 0 && (r.attempt as usize) < job.attempts.len();
         let tail = Tail {
             core,
             job_id: job.id.clone(),
-            ended: job.execution_state.is_ended(),
+            ended: past || job.execution_state.is_ended(),
             file: Arc::new(file),
             offset: r.offset,
             follow: r.follow,

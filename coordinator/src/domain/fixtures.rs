@@ -97,6 +97,7 @@ pub fn job(ws: &str, exp: &str, name: &str, cluster: &str) -> Job {
         gpu_uuids: vec![],
         metrics: None,
         gang: None,
+        attempts: Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod auto_storage;
 pub mod autoscale;
+pub mod cluster_events;
 pub mod container;
 pub mod env;
 pub mod gpus;

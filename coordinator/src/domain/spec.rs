@@ -126,6 +126,17 @@ pub enum DeallocationOption {
     WaitForJobCompletion,
 }
 
+impl DeallocationOption {
+    /// Batch AI's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requeue => "requeue",
+            Self::Terminate => "terminate",
+            Self::WaitForJobCompletion => "waitforjobcompletion",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScaleSettings {

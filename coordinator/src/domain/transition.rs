@@ -10,7 +10,7 @@
 
 use super::spec::{BatchAiError, DeallocationOption};
 use super::state::{ExecutionState, JOB_LOST, JOB_TERMINATED, JobExit, NODE_REMOVED, NodeState};
-use super::types::{Gang, GangEnd, Job, JobRank, Millis, Node};
+use super::types::{Attempt, AttemptOutcome, Gang, GangEnd, Job, JobRank, Millis, Node};
 
 /// A change the state machine does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,7 +99,23 @@ pub fn requeue(job: Job, now: Millis) -> Result<Job> {
             to: ExecutionState::Queued.as_str(),
         });
     }
+    let errors = job
+        .gang
+        .as_ref()
+        .and_then(|g| g.end.as_ref())
+        .map(|e| e.errors.clone())
+        .unwrap_or_default();
+    let exit_code = job.exit_code;
     let mut job = transition(job, ExecutionState::Queued, now)?;
+    let mut errors_all = std::mem::take(&mut job.errors);
+    errors_all.extend(errors);
+    close_attempt(
+        &mut job,
+        AttemptOutcome::Requeued,
+        now,
+        exit_code,
+        errors_all,
+    );
     job.node_id = None;
     job.attempt_started = false;
     job.requeue_on_exit = false;
@@ -170,6 +186,12 @@ pub fn assign_gang(job: Job, nodes: &[&Node], now: Millis) -> Result<Job> {
         token: super::Secret::new(uuid::Uuid::new_v4().simple().to_string()),
     });
     let mut job = transition(job, ExecutionState::Running, now)?;
+    job.attempts.push(Attempt {
+        number: job.attempts.len() as u32 + 1,
+        node_ids: nodes.iter().map(|n| n.node_id.clone()).collect(),
+        assigned_time: now,
+        ..Attempt::default()
+    });
     job.node_id = Some(nodes[0].node_id.clone());
     job.gpu_uuids = gpus;
     job.attempt_started = false;
@@ -203,7 +225,26 @@ pub fn started_on(mut job: Job, node: &str, start: Millis) -> Result<Job> {
         _ => Some(start),
     };
     job.attempt_started = true;
+    if let Some(a) = job.attempts.last_mut() {
+        a.start_time = job.start_time;
+    }
     Ok(job)
+}
+
+/// Closes the job's current attempt (if it has one open) with how it ended.
+fn close_attempt(
+    job: &mut Job,
+    outcome: AttemptOutcome,
+    end_time: Millis,
+    exit_code: Option<i32>,
+    errors: Vec<BatchAiError>,
+) {
+    if let Some(a) = job.attempts.last_mut().filter(|a| a.outcome.is_none()) {
+        a.outcome = Some(outcome);
+        a.end_time = Some(end_time);
+        a.exit_code = exit_code;
+        a.errors = errors;
+    }
 }
 
 fn rank_mut<'a>(job: &'a mut Job, node: &str) -> Option<&'a mut JobRank> {
@@ -219,6 +260,8 @@ fn rank_mut<'a>(job: &'a mut Job, node: &str) -> Option<&'a mut JobRank> {
 pub fn finish(job: Job, exit: &JobExit) -> Result<Job> {
     let outcome = super::state::exit_outcome(job.execution_state, job.requeue_on_exit, exit);
     if outcome.state == ExecutionState::Queued {
+        let mut job = job;
+        job.exit_code = Some(exit.exit_code);
         return requeue(job, exit.end_time);
     }
     if !job.execution_state.is_active() {
@@ -258,6 +301,13 @@ fn ended(
     if metrics.is_some() {
         job.metrics = metrics;
     }
+    let outcome = if to == ExecutionState::Succeeded {
+        AttemptOutcome::Succeeded
+    } else {
+        AttemptOutcome::Failed
+    };
+    let errors = job.errors.clone();
+    close_attempt(&mut job, outcome, end_time, exit_code, errors);
     Ok(job)
 }
 
@@ -327,6 +377,8 @@ pub fn settle(job: Job, now: Millis) -> Result<Job> {
         return transition(job, ExecutionState::Terminating, now);
     }
     if end.requeue {
+        let mut job = job;
+        job.exit_code = end.exit_code;
         return requeue(job, now);
     }
     let to = if end.succeeded {
@@ -376,6 +428,8 @@ pub fn end_without_exit(job: Job, error: BatchAiError, now: Millis) -> Result<Jo
     let mut job = transition(job, ExecutionState::Failed, now)?;
     job.end_time = Some(now);
     job.errors.push(error);
+    let errors = job.errors.clone();
+    close_attempt(&mut job, AttemptOutcome::Failed, now, None, errors);
     Ok(job)
 }
 
@@ -405,7 +459,12 @@ pub fn terminate(job: Job, now: Millis) -> Result<Job> {
 /// A job on a node whose removal begins with `option`: a running job becomes
 /// terminating (to be requeued for `Requeue`); `None` if it does not change
 /// (wait for completion, or already terminating or not active).
-pub fn on_node_removal(job: Job, option: DeallocationOption, now: Millis) -> Result<Option<Job>> {
+pub fn on_node_removal(
+    job: Job,
+    option: DeallocationOption,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<Job>> {
     if option == DeallocationOption::WaitForJobCompletion
         || job.execution_state != ExecutionState::Running
     {
@@ -413,6 +472,11 @@ pub fn on_node_removal(job: Job, option: DeallocationOption, now: Millis) -> Res
     }
     let mut job = transition(job, ExecutionState::Terminating, now)?;
     job.requeue_on_exit = option == DeallocationOption::Requeue;
+    if job.requeue_on_exit
+        && let Some(a) = job.attempts.last_mut()
+    {
+        a.requeue_reason = reason.to_owned();
+    }
     Ok(Some(job))
 }
 

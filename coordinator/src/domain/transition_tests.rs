@@ -216,7 +216,7 @@ fn node_removal_per_option_and_state() {
     use DeallocationOption::*;
     for option in [Requeue, Terminate, WaitForJobCompletion] {
         for from in ExecutionState::ALL {
-            let r = on_node_removal(job_in(from), option, 110).unwrap();
+            let r = on_node_removal(job_in(from), option, "resize down", 110).unwrap();
             if option != WaitForJobCompletion && from == Running {
                 let j = r.unwrap();
                 assert_eq!(j.execution_state, Terminating);

@@ -211,6 +211,42 @@ pub struct Job {
     /// A multi-node job's ranks in its current (or last) attempt; `None`
     /// for a single-node job. `node_id` and `gpu_uuids` are rank 0's.
     pub gang: Option<Gang>,
+    /// Every attempt so far, the current (or last) one last; empty until the
+    /// job is first assigned.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt of a job: where and when it ran and how it ended. An attempt
+/// opens when the job is assigned and closes when the job ends or goes back
+/// to the queue; its output is kept apart from the others'
+/// (`<job>/<uuid>/attempts/<n>/stdouterr` once a later attempt starts).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Attempt {
+    /// 1 for the first.
+    pub number: u32,
+    /// Its nodes, by rank.
+    pub node_ids: Vec<String>,
+    pub assigned_time: Millis,
+    /// Its process's start (the first rank's).
+    pub start_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub exit_code: Option<i32>,
+    /// How it ended; `None` while it runs.
+    pub outcome: Option<AttemptOutcome>,
+    /// Why it is to be (or was) requeued: its node removed or preempted.
+    pub requeue_reason: String,
+    /// The errors it ended with.
+    pub errors: Vec<BatchAiError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    /// Back to the queue for another attempt.
+    Requeued,
 }
 
 /// The ranks of a multi-node job's attempt (rank 0, the master, first) and,

@@ -441,7 +441,12 @@ impl LocalProvider {
                     let removal = self
                         .core
                         .store
-                        .begin_node_removal(&id, c.spec.scale.deallocation(), now_millis())
+                        .begin_node_removal(
+                            &id,
+                            c.spec.scale.deallocation(),
+                            &format!("cluster target {}", c.target_node_count),
+                            now_millis(),
+                        )
                         .await?;
                     for job in &removal.terminating {
                         self.core.events.changed(job);

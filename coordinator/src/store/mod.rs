@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use crate::domain::cluster_events::ClusterEvent;
 use crate::domain::gpus::GpuEvent;
 use crate::domain::node_setup::Preparation;
 use crate::domain::paging::{Page, PageRequest};
@@ -165,8 +166,20 @@ pub trait Store: Send + Sync + 'static {
         ws: &str,
         name: &str,
         target: u32,
+        reason: &str,
         now: Millis,
     ) -> Result<Option<Cluster>>;
+    /// The cluster's event record after `after_seq`, oldest first, at most
+    /// `limit` (with `newest`: the last `limit`). `NotFound` for an unknown
+    /// cluster.
+    async fn list_cluster_events(
+        &self,
+        ws: &str,
+        cluster: &str,
+        after_seq: i64,
+        limit: u32,
+        newest: bool,
+    ) -> Result<Vec<ClusterEvent>>;
     /// Deletes the cluster and its nodes; jobs running there and queued jobs
     /// for it fail with `ClusterDeleted`.
     async fn delete_cluster(&self, ws: &str, name: &str, now: Millis) -> Result<Removed>;
@@ -197,6 +210,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         node_id: &str,
         option: DeallocationOption,
+        reason: &str,
         now: Millis,
     ) -> Result<NodeRemoval>;
     /// Deletes the node. Jobs still on it go back to the queue if they were to

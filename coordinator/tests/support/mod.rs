@@ -415,6 +415,7 @@ pub async fn read_output(c: &Coordinator, job: &str, path: &str, follow: bool) -
             path: path.into(),
             offset: 0,
             follow,
+            attempt: 0,
         })
         .await
         .unwrap()

@@ -2,6 +2,7 @@
 
 use super::common::{env_from, env_to, mounts_from, mounts_to, secrets_from, secrets_to};
 use super::{Secrets, count, errors_to, set, ts, ts_opt, unknown_enum};
+use crate::domain::cluster_events::ClusterEvent;
 use crate::domain::validate::Invalid;
 use crate::domain::*;
 use bai_proto::v1 as pb;
@@ -233,6 +234,7 @@ pub fn cluster_to(v: &ClusterView) -> pb::Cluster {
         allocation_state_transition_time: Some(ts(c.allocation_state_transition_time)),
         errors: errors_to(&[c.errors.as_slice(), v.node_errors.as_slice()].concat()),
         current_node_count: v.current_node_count as i32,
+        recent_events: Vec::new(),
         node_state_counts: Some(pb::NodeStateCounts {
             idle_node_count: v.counts.idle as i32,
             running_node_count: v.counts.running as i32,
@@ -306,6 +308,20 @@ pub fn node_to(n: &Node) -> pb::Node {
         gpu_isolation: n.info.gpu_isolation.clone(),
         container_runtime: n.info.container_runtime.clone(),
         gpu_problems: Vec::new(),
+    }
+}
+
+pub fn cluster_event_to(e: &ClusterEvent) -> pb::ClusterEvent {
+    pb::ClusterEvent {
+        seq: e.seq,
+        time: Some(ts(e.time)),
+        kind: e.kind.as_str().to_owned(),
+        node_id: e.node_id.clone().unwrap_or_default(),
+        target: e.target.map(|(from, to)| pb::TargetChange {
+            from: from as i32,
+            to: to as i32,
+        }),
+        message: e.message.clone(),
     }
 }
 

@@ -272,6 +272,7 @@ pub fn job_from(j: pb::Job, now: Millis) -> Result<Job, Invalid> {
         gpu_uuids: Vec::new(),
         metrics: None,
         gang: None,
+        attempts: Vec::new(),
     })
 }
 
@@ -349,6 +350,28 @@ pub fn job_to(j: &Job) -> pb::Job {
         }),
         // Not the job's own: `job_read_to` adds it from the queue.
         queue_info: None,
+        attempts: j.attempts.iter().map(attempt_to).collect(),
+    }
+}
+
+fn attempt_to(a: &crate::domain::Attempt) -> pb::JobAttempt {
+    use crate::domain::AttemptOutcome;
+    pb::JobAttempt {
+        number: a.number,
+        node_ids: a.node_ids.clone(),
+        assigned_time: Some(ts(a.assigned_time)),
+        start_time: ts_opt(a.start_time),
+        end_time: ts_opt(a.end_time),
+        exit_code: a.exit_code,
+        outcome: match a.outcome {
+            None => "running",
+            Some(AttemptOutcome::Succeeded) => "succeeded",
+            Some(AttemptOutcome::Failed) => "failed",
+            Some(AttemptOutcome::Requeued) => "requeued",
+        }
+        .to_owned(),
+        requeue_reason: a.requeue_reason.clone(),
+        errors: errors_to(&a.errors),
     }
 }
 

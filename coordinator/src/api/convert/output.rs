@@ -15,6 +15,7 @@ pub fn list_request_from(r: pb::ListOutputFilesRequest) -> Result<ListRequest, I
         directory: r.directory,
         max_results: r.max_results,
         page_token: r.page_token,
+        attempt: r.attempt,
     })
 }
 
@@ -42,6 +43,7 @@ pub fn stream_request_from(r: pb::StreamOutputFileRequest) -> Result<StreamReque
         path: r.path,
         offset: r.offset,
         follow: r.follow,
+        attempt: r.attempt,
     })
 }
 
@@ -104,9 +106,10 @@ mod tests {
             directory: "sub".into(),
             max_results: 7,
             page_token: "stdout.txt".into(),
+            attempt: 2,
         })
         .unwrap();
-        assert_eq!(l.page_token, "stdout.txt");
+        assert_eq!((l.page_token.as_str(), l.attempt), ("stdout.txt", 2));
         assert_eq!(l.job.to_string(), "w/e/j");
         assert_eq!(
             (
@@ -122,11 +125,12 @@ mod tests {
             path: "stdout.txt".into(),
             offset: 9,
             follow: true,
+            attempt: 1,
         })
         .unwrap();
         assert_eq!(
-            (s.path.as_str(), s.offset, s.follow),
-            ("stdout.txt", 9, true)
+            (s.path.as_str(), s.offset, s.follow, s.attempt),
+            ("stdout.txt", 9, true, 1)
         );
         let e = stream_request_from(pb::StreamOutputFileRequest::default()).unwrap_err();
         assert!(e.to_string().starts_with("job.workspace: "), "{e}");

@@ -135,7 +135,7 @@ pub async fn node_removal_requeues_or_fails(b: &dyn Backend) {
     s.register_node(reg("n1", "c"), 10).await.unwrap();
     assign(&s, &a.id, "n1", 20).await.unwrap();
     let removal = s
-        .begin_node_removal("n1", DeallocationOption::Requeue, 30)
+        .begin_node_removal("n1", DeallocationOption::Requeue, "resize down", 30)
         .await
         .unwrap();
     assert_eq!(removal.node.state, NodeState::Leaving);
@@ -154,7 +154,7 @@ pub async fn node_removal_requeues_or_fails(b: &dyn Backend) {
     // Terminate option, node removed before the job exits.
     s.register_node(reg("n2", "c"), 50).await.unwrap();
     assign(&s, &a.id, "n2", 60).await.unwrap();
-    s.begin_node_removal("n2", DeallocationOption::Terminate, 70)
+    s.begin_node_removal("n2", DeallocationOption::Terminate, "resize down", 70)
         .await
         .unwrap();
     let changed = s.remove_node("n2", 80).await.unwrap();
@@ -250,7 +250,7 @@ pub async fn nodes_prepare_before_they_take_jobs(b: &dyn Backend) {
     // A ready agent's registration is idle at once; a leaving node stays leaving.
     let (node, _) = s.register_node(reg("n1", "c"), 60).await.unwrap();
     assert_eq!(node.state, NodeState::Idle);
-    s.begin_node_removal("n1", DeallocationOption::Requeue, 70)
+    s.begin_node_removal("n1", DeallocationOption::Requeue, "resize down", 70)
         .await
         .unwrap();
     let node = s
@@ -366,7 +366,7 @@ pub async fn a_lost_gang_node_requeues_the_whole_job(b: &dyn Backend) {
         .unwrap();
     // Removal with requeue: the job is to go back to the queue as a whole.
     let removal = s
-        .begin_node_removal("n2", DeallocationOption::Requeue, 30)
+        .begin_node_removal("n2", DeallocationOption::Requeue, "resize down", 30)
         .await
         .unwrap();
     assert_eq!(removal.terminating.len(), 1);
@@ -406,4 +406,152 @@ pub async fn a_lost_gang_node_requeues_the_whole_job(b: &dyn Backend) {
     assert_eq!(j.errors[0].code, JOB_LOST);
     assert!(j.errors[0].message.contains("n3"), "{:?}", j.errors);
     assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Idle);
+}
+
+pub async fn every_attempt_is_kept_with_where_and_how_it_ended(b: &dyn Backend) {
+    let s = seeded(b).await;
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    assert!(a.attempts.is_empty(), "no attempt before an assignment");
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &a.id, "n1", 20).await.unwrap();
+    s.record_job_started(&a.id, "n1", 25).await.unwrap();
+    s.begin_node_removal("n1", DeallocationOption::Requeue, "preempted", 30)
+        .await
+        .unwrap();
+    let mut e = exit(143);
+    e.terminated = true;
+    e.end_time = 35;
+    let j = s.finish_job(&a.id, "n1", e).await.unwrap().unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Queued);
+    let first = Attempt {
+        number: 1,
+        node_ids: vec!["n1".into()],
+        assigned_time: 20,
+        start_time: Some(25),
+        end_time: Some(35),
+        exit_code: Some(143),
+        outcome: Some(AttemptOutcome::Requeued),
+        requeue_reason: "preempted".into(),
+        errors: Vec::new(),
+    };
+    assert_eq!(j.attempts, std::slice::from_ref(&first));
+    s.remove_node("n1", 40).await.unwrap();
+    s.register_node(reg("n2", "c"), 50).await.unwrap();
+    assign(&s, &a.id, "n2", 60).await.unwrap();
+    s.record_job_started(&a.id, "n2", 61).await.unwrap();
+    let mut e = exit(0);
+    e.end_time = 70;
+    s.finish_job(&a.id, "n2", e).await.unwrap().unwrap();
+    let j = s.get_job_by_id(&a.id).await.unwrap();
+    assert_eq!(j.execution_state, ExecutionState::Succeeded);
+    assert_eq!(
+        j.attempts,
+        [
+            first,
+            Attempt {
+                number: 2,
+                node_ids: vec!["n2".into()],
+                assigned_time: 60,
+                start_time: Some(61),
+                end_time: Some(70),
+                exit_code: Some(0),
+                outcome: Some(AttemptOutcome::Succeeded),
+                ..Attempt::default()
+            }
+        ],
+        "kept across a reopen too"
+    );
+    drop(s);
+    let s = b.open();
+    assert_eq!(s.get_job_by_id(&a.id).await.unwrap().attempts, j.attempts);
+}
+
+pub async fn the_cluster_record_tells_every_size_change_and_why(b: &dyn Backend) {
+    use crate::domain::cluster_events::ClusterEventKind as K;
+    let s = seeded(b).await;
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &a.id, "n1", 20).await.unwrap();
+    let auto = ScaleSettings::AutoScale {
+        minimum_node_count: 0,
+        maximum_node_count: 4,
+        initial_node_count: 0,
+    };
+    s.update_cluster_scale("w", "c", auto, 25).await.unwrap();
+    s.set_autoscale_target("w", "c", 3, "1 job queued needs 3 nodes", 26)
+        .await
+        .unwrap();
+    s.set_autoscale_target("w", "c", 3, "unchanged: not recorded", 27)
+        .await
+        .unwrap();
+    s.begin_node_removal("n1", DeallocationOption::Terminate, "cluster target 0", 30)
+        .await
+        .unwrap();
+    s.remove_node("n1", 40).await.unwrap();
+    s.register_node(reg("n2", "c"), 50).await.unwrap();
+    s.mark_node_lost("n2", BatchAiError::new("NodeLost", "gone for 10m"), 60)
+        .await
+        .unwrap();
+    let all = s
+        .list_cluster_events("w", "c", 0, 100, false)
+        .await
+        .unwrap();
+    let kinds: Vec<K> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            K::Created,
+            K::NodeJoined,
+            K::Resize,
+            K::Autoscale,
+            K::NodeLeaving,
+            K::NodeRemoved,
+            K::NodeJoined,
+            K::NodeLost
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let autoscale = &all[3];
+    assert_eq!(autoscale.message, "1 job queued needs 3 nodes");
+    assert_eq!((autoscale.target, autoscale.time), (Some((1, 3)), 26));
+    assert_eq!(all[4].node_id.as_deref(), Some("n1"));
+    assert!(
+        all[4].message.contains("cluster target 0") && all[4].message.contains("terminate"),
+        "{}",
+        all[4].message
+    );
+    assert!(
+        all[5].message.contains("job w/e/a failed"),
+        "{}",
+        all[5].message
+    );
+    // Paging: after a seq, and the newest few in order.
+    let after = s
+        .list_cluster_events("w", "c", all[5].seq, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(after, all[6..]);
+    let newest = s.list_cluster_events("w", "c", 0, 2, true).await.unwrap();
+    assert_eq!(newest, all[6..]);
+    assert!(matches!(
+        s.list_cluster_events("w", "nope", 0, 10, false).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Deleted with its cluster: a new cluster of the name starts empty.
+    s.delete_cluster("w", "c", 70).await.unwrap();
+    s.create_cluster(fixtures::cluster("w", "c", 1))
+        .await
+        .unwrap();
+    let fresh = s
+        .list_cluster_events("w", "c", 0, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].kind, K::Created);
 }

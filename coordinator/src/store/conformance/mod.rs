@@ -45,6 +45,8 @@ macro_rules! suite {
             lifecycle::nodes_prepare_before_they_take_jobs,
             lifecycle::a_gang_holds_every_node_until_every_rank_is_gone,
             lifecycle::a_lost_gang_node_requeues_the_whole_job,
+            lifecycle::every_attempt_is_kept_with_where_and_how_it_ended,
+            lifecycle::the_cluster_record_tells_every_size_change_and_why,
             scheduling::concurrent_writes_commit_together_and_a_failure_poisons_none,
             scheduling::schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order,
             scheduling::cluster_queue_reads_a_clusters_nodes_and_queued_jobs_in_scheduling_order,

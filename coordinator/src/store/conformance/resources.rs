@@ -102,7 +102,12 @@ pub async fn experiment_and_cluster_crud(b: &dyn Backend) {
     assert_eq!(s.get_cluster("w", "c").await.unwrap().spec.scale, scale);
     // The autoscaler's target: only for an autoScale cluster, within its
     // bounds, its settings untouched.
-    assert_eq!(s.set_autoscale_target("w", "c", 2, 78).await.unwrap(), None);
+    assert_eq!(
+        s.set_autoscale_target("w", "c", 2, "why", 78)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(s.get_cluster("w", "c").await.unwrap().target_node_count, 3);
     let auto = ScaleSettings::AutoScale {
         minimum_node_count: 1,
@@ -111,7 +116,7 @@ pub async fn experiment_and_cluster_crud(b: &dyn Backend) {
     };
     s.update_cluster_scale("w", "c", auto, 79).await.unwrap();
     let c = s
-        .set_autoscale_target("w", "c", 9, 80)
+        .set_autoscale_target("w", "c", 9, "why", 80)
         .await
         .unwrap()
         .unwrap();
@@ -122,13 +127,15 @@ pub async fn experiment_and_cluster_crud(b: &dyn Backend) {
     let c = s.get_cluster("w", "c").await.unwrap();
     assert_eq!((c.target_node_count, c.spec.scale), (4, auto));
     let c = s
-        .set_autoscale_target("w", "c", 0, 81)
+        .set_autoscale_target("w", "c", 0, "why", 81)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(c.target_node_count, 1, "never below the minimum");
     assert_eq!(
-        s.set_autoscale_target("w", "nope", 1, 82).await.unwrap(),
+        s.set_autoscale_target("w", "nope", 1, "why", 82)
+            .await
+            .unwrap(),
         None
     );
     s.update_cluster_scale("w", "c", scale, 83).await.unwrap();

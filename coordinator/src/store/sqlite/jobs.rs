@@ -69,7 +69,7 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
         "UPDATE jobs SET execution_state = ?2, execution_state_transition_time = ?3, \
          start_time = ?4, end_time = ?5, exit_code = ?6, errors = ?7, node_id = ?8, \
          attempt_started = ?9, requeue_on_exit = ?10, gpu_uuids = ?11, metrics = ?12, \
-         gang = ?13 WHERE id = ?1",
+         gang = ?13, attempts = ?14 WHERE id = ?1",
         params![
             job.id,
             job.execution_state.as_str(),
@@ -84,6 +84,7 @@ pub fn save(tx: &Transaction, job: &Job) -> Result<()> {
             to_json(&job.gpu_uuids)?,
             job.metrics.as_ref().map(to_json).transpose()?,
             job.gang.as_ref().map(to_json).transpose()?,
+            to_json(&job.attempts)?,
         ],
     )?;
     if job.spec.node_count > 1 {

@@ -4,6 +4,7 @@
 //! after that transaction committed (and so is durable). Reads run on reader
 //! connections.
 
+mod cluster_events;
 mod engine;
 mod gpu_health;
 mod jobs;
@@ -147,11 +148,27 @@ impl Store for SqliteStore {
         ws: &str,
         name: &str,
         target: u32,
+        reason: &str,
         now: Millis,
     ) -> Result<Option<Cluster>> {
-        let (ws, name) = (ws.to_string(), name.to_string());
-        self.tx(move |tx| resources::set_autoscale_target(tx, &ws, &name, target, now))
+        let (ws, name, reason) = (ws.to_string(), name.to_string(), reason.to_string());
+        self.tx(move |tx| resources::set_autoscale_target(tx, &ws, &name, target, &reason, now))
             .await
+    }
+    async fn list_cluster_events(
+        &self,
+        ws: &str,
+        cluster: &str,
+        after_seq: i64,
+        limit: u32,
+        newest: bool,
+    ) -> Result<Vec<crate::domain::cluster_events::ClusterEvent>> {
+        let (ws, cluster) = (ws.to_string(), cluster.to_string());
+        self.read(move |tx| {
+            resources::get_cluster(tx, &ws, &cluster)?;
+            cluster_events::list(tx, &ws, &cluster, after_seq, limit, newest)
+        })
+        .await
     }
     async fn delete_cluster(&self, ws: &str, name: &str, now: Millis) -> Result<Removed> {
         let (ws, name) = (ws.to_string(), name.to_string());
@@ -207,10 +224,11 @@ impl Store for SqliteStore {
         &self,
         node_id: &str,
         option: DeallocationOption,
+        reason: &str,
         now: Millis,
     ) -> Result<NodeRemoval> {
-        let node_id = node_id.to_string();
-        self.tx(move |tx| nodes::begin_removal(tx, &node_id, option, now))
+        let (node_id, reason) = (node_id.to_string(), reason.to_string());
+        self.tx(move |tx| nodes::begin_removal(tx, &node_id, option, &reason, now))
             .await
     }
     async fn remove_node(&self, node_id: &str, now: Millis) -> Result<Vec<Job>> {

@@ -1,9 +1,10 @@
 //! Nodes: registration, connection, state and removal. The jobs a node's
 //! removal or loss changes become what `domain::transition` says.
 
-use super::jobs;
 use super::resources::get_cluster;
 use super::rows::{self, query, query_opt, to_json};
+use super::{cluster_events, jobs};
+use crate::domain::cluster_events::{ClusterEvent, ClusterEventKind, count};
 use crate::domain::gpus;
 use crate::domain::node_setup::Preparation;
 use crate::domain::transition;
@@ -159,6 +160,21 @@ pub fn register(tx: &Transaction, reg: NodeRegistration, now: Millis) -> Result<
                     to_json(&details)?,
                 ],
             )?;
+            let gpus = match i.gpus.len() {
+                0 => String::new(),
+                n => format!(", {}", count(n, "GPU")),
+            };
+            cluster_events::record(
+                tx,
+                &ClusterEvent::new(
+                    &reg.workspace,
+                    &reg.cluster,
+                    now,
+                    ClusterEventKind::NodeJoined,
+                    format!("node {} joined (host {}{gpus})", reg.node_id, i.hostname),
+                )
+                .node(&reg.node_id),
+            )?;
         }
         Some(n) => {
             rows::exec(
@@ -245,17 +261,45 @@ pub fn begin_removal(
     tx: &Transaction,
     node_id: &str,
     option: DeallocationOption,
+    reason: &str,
     now: Millis,
 ) -> Result<NodeRemoval> {
     let node = get(tx, node_id)?;
     set_state(tx, &node, NodeState::Leaving, now)?;
     let mut terminating = Vec::new();
     for job in jobs::active_on_node(tx, node_id)? {
-        if let Some(job) = transition::on_node_removal(job, option, now)? {
+        if let Some(job) = transition::on_node_removal(job, option, reason, now)? {
             jobs::save(tx, &job)?;
             terminating.push(job);
         }
     }
+    let left = node.running_job_ids.len();
+    let jobs = match (option, left) {
+        (_, 0) => "no jobs".to_owned(),
+        (DeallocationOption::Requeue, _) => {
+            format!("{} terminated, to run again", count(left, "job"))
+        }
+        (DeallocationOption::Terminate, _) => {
+            format!("{} terminated, to end failed", count(left, "job"))
+        }
+        (DeallocationOption::WaitForJobCompletion, _) => {
+            format!("{} left to finish; no new ones", count(left, "job"))
+        }
+    };
+    cluster_events::record(
+        tx,
+        &ClusterEvent::new(
+            &node.workspace,
+            &node.cluster,
+            now,
+            ClusterEventKind::NodeLeaving,
+            format!(
+                "node {node_id} leaving ({reason}; node deallocation {}): {jobs}",
+                option.as_str()
+            ),
+        )
+        .node(node_id),
+    )?;
     Ok(NodeRemoval {
         node: get(tx, node_id)?,
         terminating,
@@ -263,7 +307,7 @@ pub fn begin_removal(
 }
 
 pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> {
-    get(tx, node_id)?;
+    let node = get(tx, node_id)?;
     let mut changed = Vec::new();
     for job in jobs::active_on_node(tx, node_id)? {
         let job = transition::on_node_removed(job, node_id, now)?;
@@ -273,7 +317,39 @@ pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> 
     }
     rows::exec(tx, "DELETE FROM nodes WHERE node_id = ?1", [node_id])?;
     super::gpu_health::forget(tx, node_id)?;
+    cluster_events::record(
+        tx,
+        &ClusterEvent::new(
+            &node.workspace,
+            &node.cluster,
+            now,
+            ClusterEventKind::NodeRemoved,
+            format!("node {node_id} removed{}", jobs_words(&changed)),
+        )
+        .node(node_id),
+    )?;
     Ok(changed)
+}
+
+/// "; job a requeued, job b failed" for the jobs a node's end changed.
+fn jobs_words(jobs: &[Job]) -> String {
+    let words: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            let what = match j.execution_state {
+                crate::domain::ExecutionState::Queued => "requeued",
+                crate::domain::ExecutionState::Failed => "failed",
+                crate::domain::ExecutionState::Succeeded => "succeeded",
+                _ => "ending",
+            };
+            format!("job {} {what}", j.key)
+        })
+        .collect();
+    if words.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", words.join(", "))
+    }
 }
 
 pub fn mark_lost(
@@ -291,6 +367,21 @@ pub fn mark_lost(
         changed.push(job);
     }
     set_state(tx, &node, transition::node_lost(node.state), now)?;
+    cluster_events::record(
+        tx,
+        &ClusterEvent::new(
+            &node.workspace,
+            &node.cluster,
+            now,
+            ClusterEventKind::NodeLost,
+            format!(
+                "node {node_id} lost: {}{}",
+                error.message,
+                jobs_words(&changed)
+            ),
+        )
+        .node(node_id),
+    )?;
     rows::exec(
         tx,
         "UPDATE nodes SET errors = ?2 WHERE node_id = ?1",

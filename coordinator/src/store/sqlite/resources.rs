@@ -1,7 +1,8 @@
 //! Workspaces, experiments and clusters, and the cascades of their deletes.
 
-use super::jobs;
 use super::rows::{self, query, query_opt, to_json};
+use super::{cluster_events, jobs};
+use crate::domain::cluster_events::{ClusterEvent, ClusterEventKind};
 use crate::domain::paging::{Page, PageRequest};
 use crate::domain::state::CLUSTER_DELETED;
 use crate::domain::{BatchAiError, Cluster, Experiment, Millis, ScaleSettings, Workspace};
@@ -197,6 +198,20 @@ pub fn create_cluster(tx: &Transaction, c: Cluster) -> Result<Cluster> {
             to_json(&c.errors)?
         ],
     )?;
+    cluster_events::record(
+        tx,
+        &ClusterEvent::new(
+            &c.workspace,
+            &c.name,
+            c.creation_time,
+            ClusterEventKind::Created,
+            format!(
+                "created: {}",
+                scale_words(&c.spec.scale, c.target_node_count)
+            ),
+        )
+        .target(0, c.target_node_count),
+    )?;
     Ok(c)
 }
 
@@ -241,11 +256,23 @@ pub fn update_cluster_scale(
 ) -> Result<Cluster> {
     let mut c = get_cluster(tx, ws, name)?;
     let target = scale.retarget(c.target_node_count);
+    let from = c.target_node_count;
     if target != c.target_node_count {
         c.allocation_state_transition_time = now;
     }
     c.target_node_count = target;
     c.spec.scale = scale;
+    cluster_events::record(
+        tx,
+        &ClusterEvent::new(
+            ws,
+            name,
+            now,
+            ClusterEventKind::Resize,
+            format!("resize: {}", scale_words(&scale, target)),
+        )
+        .target(from, target),
+    )?;
     tx.execute(
         "UPDATE clusters SET spec = ?3, target_node_count = ?4, \
          allocation_state_transition_time = ?5 WHERE workspace = ?1 AND name = ?2",
@@ -267,6 +294,7 @@ pub fn set_autoscale_target(
     ws: &str,
     name: &str,
     target: u32,
+    reason: &str,
     now: Millis,
 ) -> Result<Option<Cluster>> {
     let mut c = match get_cluster(tx, ws, name) {
@@ -284,6 +312,17 @@ pub fn set_autoscale_target(
     };
     let target = target.clamp(minimum_node_count, maximum_node_count);
     if target != c.target_node_count {
+        cluster_events::record(
+            tx,
+            &ClusterEvent::new(
+                ws,
+                name,
+                now,
+                ClusterEventKind::Autoscale,
+                reason.to_owned(),
+            )
+            .target(c.target_node_count, target),
+        )?;
         c.target_node_count = target;
         c.allocation_state_transition_time = now;
         tx.execute(
@@ -323,5 +362,22 @@ pub fn delete_cluster_in(
         "DELETE FROM clusters WHERE workspace = ?1 AND name = ?2",
         [ws, name],
     )?;
-    Ok(())
+    cluster_events::forget(tx, ws, name)
+}
+
+/// A cluster's scale settings and target in words, for its record.
+fn scale_words(scale: &ScaleSettings, target: u32) -> String {
+    match *scale {
+        ScaleSettings::Manual { deallocation, .. } => {
+            format!(
+                "manual, target {target}, node deallocation {}",
+                deallocation.as_str()
+            )
+        }
+        ScaleSettings::AutoScale {
+            minimum_node_count,
+            maximum_node_count,
+            ..
+        } => format!("auto-scale {minimum_node_count}-{maximum_node_count}, target {target}"),
+    }
 }

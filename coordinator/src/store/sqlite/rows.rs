@@ -156,7 +156,7 @@ pub fn node(r: &Row) -> Result<Node> {
 
 pub const JOB_COLS: &str = "id, workspace, experiment, name, spec, creation_time, execution_state, \
      execution_state_transition_time, start_time, end_time, exit_code, errors, node_id, \
-     attempt_started, requeue_on_exit, gpu_uuids, metrics, gang";
+     attempt_started, requeue_on_exit, gpu_uuids, metrics, gang, attempts";
 
 pub fn job(r: &Row) -> Result<Job> {
     let state: String = r.get(6)?;
@@ -188,6 +188,7 @@ pub fn job(r: &Row) -> Result<Job> {
             .get::<_, Option<String>>(17)?
             .map(|g| json(&g))
             .transpose()?,
+        attempts: json(&r.get::<_, String>(18)?)?,
     })
 }
 

@@ -137,6 +137,28 @@ CREATE TABLE job_ranks (
 ) STRICT;
 CREATE INDEX job_ranks_node ON job_ranks (node_id);
 "#,
+    r#"
+-- Each cluster's record of size changes and their reasons (the autoscaler's
+-- decisions, resizes, nodes joining, leaving, lost or preempted), oldest first
+-- by seq; written in the transaction of the change; deleted with the cluster.
+CREATE TABLE cluster_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    node_id TEXT,
+    from_target INTEGER,
+    to_target INTEGER,
+    message TEXT NOT NULL
+);
+CREATE INDEX cluster_events_cluster ON cluster_events (workspace, cluster, seq);
+"#,
+    r#"
+-- A job's attempts (where, when, how each ended), as JSON, the current one
+-- last; '[]' until its first assignment.
+ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
 
 /// The schema version this build writes.
