@@ -267,6 +267,16 @@ pub enum ClusterNodeCmd {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Preempt a node of a lowpriority cluster, as its cloud would: the node
+    /// leaves, its jobs are terminated and requeued, and the cluster gets a
+    /// new node. Refused for a dedicated cluster's node.
+    Preempt {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Node id.
+        #[arg(short = 'n', long = "node-id", alias = "node")]
+        node: String,
+    },
     /// A node's GPUs: their health history, and returning a faulted one to
     /// service.
     #[command(subcommand)]

@@ -145,6 +145,18 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<(), CliError> {
                 .await
                 .map(|_| ())
         }
+        ClusterCmd::Node(ClusterNodeCmd::Preempt { cluster, node }) => {
+            let n = client
+                .preempt_node(pb::PreemptNodeRequest {
+                    workspace: cluster.workspace.workspace,
+                    cluster: cluster.cluster,
+                    node_id: node,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            ctx.print_one(Kind::Node, &batchai_json::node(&n))
+        }
         ClusterCmd::Node(ClusterNodeCmd::Gpu(NodeGpuCmd::Clear { cluster, node, gpu })) => {
             let n = client
                 .clear_node_gpu(pb::ClearNodeGpuRequest {

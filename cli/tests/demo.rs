@@ -392,6 +392,13 @@ impl ClusterService for Fake {
         nope()
     }
 
+    async fn preempt_node(
+        &self,
+        _: Request<pb::PreemptNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        nope()
+    }
+
     async fn list_cluster_events(
         &self,
         _: Request<pb::ListClusterEventsRequest>,

@@ -6,7 +6,7 @@
 
 use crate::core::Core;
 use crate::domain::autoscale::{self, AutoScale, NodeView};
-use crate::domain::{NodeState, ScaleSettings, now_millis};
+use crate::domain::{NodeState, ScaleSettings, VmPriority, now_millis};
 use crate::store::StoreError;
 use std::sync::Arc;
 
@@ -19,6 +19,11 @@ pub async fn run(core: Arc<Core>) {
         }
         if let Err(e) = pass(&core, now_millis()).await {
             tracing::error!(error = %e, "autoscaler pass failed");
+        }
+        if let Some(after) = core.settings.preempt_lowpriority_after
+            && let Err(e) = preempt_long_runs(&core, after, now_millis()).await
+        {
+            tracing::error!(error = %e, "low-priority run-time check failed");
         }
     }
 }
@@ -71,4 +76,36 @@ pub async fn pass(core: &Core, now: i64) -> Result<usize, StoreError> {
         core.kick_provider();
     }
     Ok(changed)
+}
+
+/// The run-time policy for low-priority nodes (off unless configured): a
+/// lowpriority cluster's node whose job has run `after` is preempted, and
+/// the job requeued. Returns how many nodes were.
+pub async fn preempt_long_runs(
+    core: &Core,
+    after: std::time::Duration,
+    now: i64,
+) -> Result<usize, crate::error::Error> {
+    let limit = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    let mut preempted = 0;
+    for c in core.store.list_all_clusters().await? {
+        if c.spec.vm_priority != VmPriority::LowPriority {
+            continue;
+        }
+        for n in core.store.list_nodes(&c.workspace, &c.name).await? {
+            if n.state != NodeState::Running {
+                continue;
+            }
+            let jobs = core.store.jobs_on_node(&n.node_id).await?;
+            let overdue = jobs.iter().any(|j| {
+                j.attempt_started && j.start_time.is_some_and(|s| now.saturating_sub(s) >= limit)
+            });
+            if overdue {
+                let reason = format!("a job ran {} s on a low-priority node", after.as_secs());
+                core.preempt_node(&n.node_id, &reason).await?;
+                preempted += 1;
+            }
+        }
+    }
+    Ok(preempted)
 }

@@ -68,10 +68,16 @@ pub struct Args {
     /// [default: 300].
     #[arg(long, value_name = "SECS")]
     pub autoscale_idle_grace_secs: Option<u64>,
-    /// Seconds a node's agent may stay disconnected before the node is
-    /// unusable and its jobs fail [default: 600].
+    /// Seconds a node's agent may go without a heartbeat (disconnected, or
+    /// connected and silent) before the node is lost: unusable, its jobs
+    /// requeued or failed as its cluster's node deallocation option says
+    /// [default: 600].
     #[arg(long, value_name = "SECS")]
     pub node_lost_timeout_secs: Option<u64>,
+    /// Preempt a lowpriority cluster's node whose job has run this long (the
+    /// seed's 24 h rule is 86400); the job is requeued [default: off].
+    #[arg(long, value_name = "SECS")]
+    pub preempt_lowpriority_after_secs: Option<u64>,
     /// Local agents report this SSH port (an sshd for the machine's nodes).
     #[arg(long, value_name = "PORT")]
     pub local_agent_ssh_port: Option<u16>,
@@ -107,6 +113,7 @@ pub struct FileConfig {
     pub autoscale_interval_secs: Option<u64>,
     pub autoscale_idle_grace_secs: Option<u64>,
     pub node_lost_timeout_secs: Option<u64>,
+    pub preempt_lowpriority_after_secs: Option<u64>,
     pub local_agent_ssh_port: Option<u16>,
     pub local_agent_blob_endpoint: Option<String>,
     pub local_agent_file_endpoint: Option<String>,
@@ -176,6 +183,8 @@ pub struct Config {
     pub autoscale_interval: Duration,
     pub autoscale_idle_grace: Duration,
     pub node_lost_timeout: Duration,
+    /// A lowpriority node whose job ran this long is preempted (`None`: never).
+    pub preempt_lowpriority_after: Option<Duration>,
     /// Extra flags for local agents (`--ssh-port`, `--blob-endpoint`,
     /// `--file-endpoint`; the endpoints default to `[storage]`'s).
     pub local_agent_args: Vec<String>,
@@ -197,6 +206,7 @@ impl Config {
             autoscale_interval: Duration::from_secs(5),
             autoscale_idle_grace: Duration::from_secs(300),
             node_lost_timeout: Duration::from_secs(600),
+            preempt_lowpriority_after: None,
             local_agent_args: Vec::new(),
             storage: StorageConfig::default(),
         }
@@ -350,6 +360,13 @@ pub fn resolve(
             args.node_lost_timeout_secs.or(file.node_lost_timeout_secs),
             600,
         )?,
+        preempt_lowpriority_after: match args
+            .preempt_lowpriority_after_secs
+            .or(file.preempt_lowpriority_after_secs)
+        {
+            None => None,
+            Some(n) => Some(secs("preempt_lowpriority_after_secs", Some(n), n)?),
+        },
         storage: storage(storage_file)?,
     })
 }

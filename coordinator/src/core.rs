@@ -32,6 +32,8 @@ pub struct Settings {
     pub autoscale_interval: Duration,
     /// How long an autoScale cluster's node stays idle before it goes.
     pub autoscale_idle_grace: Duration,
+    /// A lowpriority node whose job ran this long is preempted (`None`: never).
+    pub preempt_lowpriority_after: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             node_lost_timeout: Duration::from_secs(600),
             autoscale_interval: Duration::from_secs(5),
             autoscale_idle_grace: Duration::from_secs(300),
+            preempt_lowpriority_after: None,
         }
     }
 }
@@ -221,6 +224,24 @@ impl Core {
         self.outputs.close(job);
         self.kick_scheduler();
         self.kick_provider();
+    }
+
+    /// Preempts a low-priority node (a provider's notice, the operator's
+    /// `bai cluster node preempt`, or the run-time policy): the node leaves,
+    /// its jobs are stopped and go back to the queue, and the provider
+    /// replaces it. `FailedPrecondition` for a dedicated cluster's node.
+    pub async fn preempt_node(&self, node_id: &str, reason: &str) -> Result<crate::domain::Node> {
+        let removal = self
+            .store
+            .preempt_node(node_id, reason, now_millis())
+            .await?;
+        tracing::warn!(node = %node_id, %reason, jobs = removal.terminating.len(), "node preempted");
+        for job in &removal.terminating {
+            self.events.changed(job);
+            self.stop_job(job);
+        }
+        self.kick_provider();
+        Ok(removal.node)
     }
 
     /// TerminateJob: queued → failed at once; running → terminating and the

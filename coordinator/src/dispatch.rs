@@ -10,9 +10,13 @@
 //! the assignment again when it registers.
 //!
 //! A separate task on its own timer marks nodes lost: a node whose agent has
-//! had no session for `node_lost_timeout` (counted from its last heartbeat, or
-//! from this coordinator's start if that is later) becomes unusable and its
-//! jobs fail with `JobLost`; registering again makes it usable.
+//! sent no heartbeat for `node_lost_timeout` (disconnected, or connected and
+//! silent: counted from its last heartbeat, or from this coordinator's start
+//! if that is later) becomes unusable, its session is ended, and its jobs
+//! follow the cluster's node deallocation option (requeue: a new attempt
+//! elsewhere; terminate and waitforjobcompletion: they fail with `JobLost`);
+//! registering again makes it usable, after its agent was told to kill the
+//! jobs that are no longer its own.
 
 use crate::agent::registry::Outbound;
 use crate::core::Core;
@@ -156,24 +160,40 @@ pub async fn reap_lost_nodes(
     let timeout = i64::try_from(core.settings.node_lost_timeout.as_millis()).unwrap_or(i64::MAX);
     let mut lost = 0;
     for n in core.store.list_all_nodes().await? {
-        if matches!(n.state, NodeState::Unusable | NodeState::Leaving)
-            || core.sessions.is_connected(&n.node_id)
-        {
+        if matches!(n.state, NodeState::Unusable | NodeState::Leaving) {
             continue;
         }
-        let since = n
-            .last_heartbeat_time
-            .unwrap_or(n.state_transition_time)
-            .max(started);
+        // A connected agent counts from its session's last heartbeat (one
+        // that is stopped or hung keeps its connection open but sends none);
+        // a disconnected one from the last heartbeat stored.
+        let connected = core.sessions.is_connected(&n.node_id);
+        let last = if connected {
+            core.sessions.last_heartbeat(&n.node_id)
+        } else {
+            n.last_heartbeat_time
+        };
+        let since = last.unwrap_or(n.state_transition_time).max(started);
         if now.saturating_sub(since) < timeout {
             continue;
         }
         let secs = core.settings.node_lost_timeout.as_secs();
-        tracing::warn!(node = %n.node_id, secs, "node lost: its agent has not reconnected");
-        let error = BatchAiError::new(
-            "NodeLost",
-            format!("the node's agent has not connected for {secs}s"),
-        );
+        let error = if connected {
+            tracing::warn!(node = %n.node_id, secs, "node lost: its agent is connected but silent");
+            BatchAiError::new(
+                "NodeLost",
+                format!("the node's agent has sent no heartbeat for {secs}s"),
+            )
+        } else {
+            tracing::warn!(node = %n.node_id, secs, "node lost: its agent has not reconnected");
+            BatchAiError::new(
+                "NodeLost",
+                format!("the node's agent has not connected for {secs}s"),
+            )
+        };
+        // Its session ends: an agent that wakes up must register again, and
+        // registering tells it to kill the jobs that went elsewhere before it
+        // is given anything (agent.proto's reconcile).
+        core.sessions.stop(&n.node_id);
         for job in core.store.mark_node_lost(&n.node_id, error, now).await? {
             core.job_attempt_ended(&job);
         }

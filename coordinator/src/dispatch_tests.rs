@@ -219,10 +219,13 @@ async fn a_node_is_lost_exactly_when_its_agent_stayed_away_for_the_timeout() {
         .set_node_connected("n1", false, Some(1_000))
         .await
         .unwrap();
-    h.node("n2", 500, true).await;
+    let n2 = h.node("n2", 500, true).await;
     h.node("n3", 5_000, false).await;
     let started = 0;
+    // n2's session beats; a connected node counts from its last beat.
+    let beat = |at: Millis| h.core.sessions.heartbeat("n2", n2, at);
 
+    beat(1_000 + timeout - 2);
     let lost = reap_lost_nodes(&h.core, started, 1_000 + timeout - 1).await;
     assert_eq!(lost.unwrap(), 0, "one millisecond early");
     let n1 = h.core.store.get_node("n1").await.unwrap();
@@ -233,25 +236,38 @@ async fn a_node_is_lost_exactly_when_its_agent_stayed_away_for_the_timeout() {
     let n1 = h.core.store.get_node("n1").await.unwrap();
     assert_eq!(n1.state, NodeState::Unusable);
     assert_eq!(n1.errors[0].code, "NodeLost");
+    // The cluster's deallocation option is requeue: the job runs again.
     let j = h.core.store.get_job(&job.key).await.unwrap();
-    assert_eq!(j.execution_state, ExecutionState::Failed);
-    assert_eq!(j.errors[0].code, JOB_LOST);
+    assert_eq!(j.execution_state, ExecutionState::Queued);
+    assert_eq!(j.attempts[0].errors[0].code, JOB_LOST);
 
-    // n3 counts from its own registration; n2 has a session and is never lost.
+    // n3 counts from its own registration; n2 beats and is not lost.
+    beat(5_000 + timeout - 2);
     let lost = reap_lost_nodes(&h.core, started, 5_000 + timeout - 1).await;
     assert_eq!(lost.unwrap(), 0);
+    beat(5_000 + timeout - 1);
     let lost = reap_lost_nodes(&h.core, started, 5_000 + timeout).await;
     assert_eq!(lost.unwrap(), 1);
     assert_eq!(
         h.core.store.get_node("n3").await.unwrap().state,
         NodeState::Unusable
     );
-    let far = reap_lost_nodes(&h.core, started, 100 * timeout).await;
-    assert_eq!(far.unwrap(), 0, "unusable nodes are not lost again");
+    let at = 5_000 + timeout - 1 + timeout - 1;
+    assert_eq!(reap_lost_nodes(&h.core, started, at).await.unwrap(), 0);
     assert_eq!(
         h.core.store.get_node("n2").await.unwrap().state,
         NodeState::Idle
     );
+    // n2's agent stops beating but keeps its connection (kill -STOP): it is
+    // lost a timeout after its last beat.
+    let far = reap_lost_nodes(&h.core, started, 5_000 + timeout - 1 + timeout).await;
+    assert_eq!(far.unwrap(), 1, "connected but silent");
+    assert_eq!(
+        h.core.store.get_node("n2").await.unwrap().state,
+        NodeState::Unusable
+    );
+    let far = reap_lost_nodes(&h.core, started, 100 * timeout).await;
+    assert_eq!(far.unwrap(), 0, "unusable nodes are not lost again");
 }
 
 #[tokio::test]

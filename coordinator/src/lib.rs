@@ -137,6 +137,7 @@ pub async fn run(
                 node_lost_timeout: config.node_lost_timeout,
                 autoscale_interval: config.autoscale_interval,
                 autoscale_idle_grace: config.autoscale_idle_grace,
+                preempt_lowpriority_after: config.preempt_lowpriority_after,
             },
             stop_rx.clone(),
         )

@@ -335,6 +335,13 @@ impl ClusterService for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn preempt_node(
+        &self,
+        _: Request<pb::PreemptNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn list_cluster_events(
         &self,
         _: Request<pb::ListClusterEventsRequest>,

@@ -136,6 +136,13 @@ impl Sessions {
         }
     }
 
+    /// Ends the node's current session (its agent must register again).
+    pub fn stop(&self, node_id: &str) {
+        if let Some(e) = self.map().get(node_id) {
+            let _ = e.stop.send(true);
+        }
+    }
+
     /// Removes the session if it is still the node's current one.
     pub fn detach(&self, node_id: &str, generation: u64) -> bool {
         let mut map = self.map();

@@ -256,6 +256,22 @@ impl ClusterService for ClusterApi {
         }))
     }
 
+    async fn preempt_node(
+        &self,
+        request: Request<pb::PreemptNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let r = request.into_inner();
+        name("workspace", &r.workspace)?;
+        name("cluster", &r.cluster)?;
+        name("node_id", &r.node_id)?;
+        let node = self.node_of(&r.workspace, &r.cluster, &r.node_id).await?;
+        let node = self
+            .core
+            .preempt_node(&node.node_id, "by an operator")
+            .await?;
+        Ok(Response::new(self.node_view(node)))
+    }
+
     async fn list_cluster_events(
         &self,
         request: Request<pb::ListClusterEventsRequest>,

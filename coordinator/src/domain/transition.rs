@@ -423,6 +423,9 @@ pub fn end_without_exit(job: Job, error: BatchAiError, now: Millis) -> Result<Jo
         });
     }
     if job.requeue_on_exit && job.execution_state.is_active() {
+        // The attempt keeps why it ended; the job starts over without it.
+        let mut job = job;
+        job.errors.push(error);
         return requeue(job, now);
     }
     let mut job = transition(job, ExecutionState::Failed, now)?;
@@ -491,12 +494,28 @@ pub fn on_node_removed(job: Job, node_id: &str, now: Millis) -> Result<Job> {
 }
 
 /// A job on `node_id` whose node was lost with `cause`: requeued if it was to
-/// be, else failed with `JobLost`.
-pub fn on_node_lost(job: Job, node_id: &str, cause: &BatchAiError, now: Millis) -> Result<Job> {
+/// be or the cluster's deallocation `option` is requeue (a multi-node job as
+/// a whole), else failed with `JobLost` (a lost node cannot be waited for).
+pub fn on_node_lost(
+    mut job: Job,
+    node_id: &str,
+    cause: &BatchAiError,
+    option: DeallocationOption,
+    now: Millis,
+) -> Result<Job> {
     let error = BatchAiError::new(
         JOB_LOST,
         format!("node {node_id} was lost: {}", cause.message),
     );
+    if option == DeallocationOption::Requeue
+        && job.execution_state == ExecutionState::Running
+        && !job.requeue_on_exit
+    {
+        job.requeue_on_exit = true;
+        if let Some(a) = job.attempts.last_mut() {
+            a.requeue_reason = format!("node {node_id} lost: {}", cause.message);
+        }
+    }
     lost_on(job, node_id, error, now)
 }
 

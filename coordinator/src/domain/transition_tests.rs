@@ -230,23 +230,37 @@ fn node_removal_per_option_and_state() {
 
 #[test]
 fn removed_and_lost_nodes_end_or_requeue_their_jobs() {
+    use DeallocationOption::*;
     let j = on_node_removed(job_in(Running), "n1", 120).unwrap();
     assert_eq!(j.execution_state, Failed);
     assert_eq!(j.errors[0].code, NODE_REMOVED);
     assert!(j.errors[0].message.contains("n1"));
 
     let cause = BatchAiError::new("NodeLost", "away");
-    let j = on_node_lost(job_in(Terminating), "n1", &cause, 130).unwrap();
-    assert_eq!(j.execution_state, Failed);
+    let j = on_node_lost(job_in(Terminating), "n1", &cause, Requeue, 130).unwrap();
+    assert_eq!(j.execution_state, Failed, "a terminate wins over a requeue");
     assert_eq!(j.errors[0].code, JOB_LOST);
     assert!(j.errors[0].message.contains("away"));
 
     let mut r = job_in(Terminating);
     r.requeue_on_exit = true;
     assert_eq!(
-        on_node_lost(r, "n1", &cause, 130).unwrap().execution_state,
+        on_node_lost(r, "n1", &cause, Terminate, 130)
+            .unwrap()
+            .execution_state,
         Queued
     );
+    // A running job follows the cluster's option: requeue runs it again (the
+    // attempt says why); terminate and waitforjobcompletion fail it.
+    let j = on_node_lost(job_in(Running), "n1", &cause, Requeue, 130).unwrap();
+    assert_eq!(j.execution_state, Queued);
+    for option in [Terminate, WaitForJobCompletion] {
+        let j = on_node_lost(job_in(Running), "n1", &cause, option, 130).unwrap();
+        assert_eq!(
+            (j.execution_state, j.errors[0].code.as_str()),
+            (Failed, JOB_LOST)
+        );
+    }
     for s in NodeState::ALL {
         let want = if s == NodeState::Leaving {
             NodeState::Leaving
@@ -445,7 +459,7 @@ fn a_terminated_gang_fails_once_every_rank_is_stopped() {
 fn a_lost_node_ends_or_requeues_the_whole_gang() {
     let cause = BatchAiError::new("NodeLost", "away");
     let g = assigned_gang(3, pytorch());
-    let g = on_node_lost(g, "n2", &cause, 100).unwrap();
+    let g = on_node_lost(g, "n2", &cause, DeallocationOption::Terminate, 100).unwrap();
     assert_eq!(
         g.execution_state, Terminating,
         "its other ranks are stopped"
@@ -469,7 +483,7 @@ fn a_lost_node_ends_or_requeues_the_whole_gang() {
     // A rank that already finished loses nothing with its node.
     let g = assigned_gang(2, pytorch());
     let g = finish_on(g, "n2", &exit(0, false)).unwrap();
-    let g = on_node_lost(g, "n2", &cause, 100).unwrap();
+    let g = on_node_lost(g, "n2", &cause, DeallocationOption::Terminate, 100).unwrap();
     assert_eq!(g.execution_state, Running);
     assert!(g.gang.as_ref().unwrap().end.is_none());
 
@@ -481,7 +495,7 @@ fn a_lost_node_ends_or_requeues_the_whole_gang() {
             command_line: "x".into(),
         },
     );
-    let g = on_node_lost(g, "n2", &cause, 100).unwrap();
+    let g = on_node_lost(g, "n2", &cause, DeallocationOption::Terminate, 100).unwrap();
     assert_eq!(g.execution_state, Terminating);
     let g = finish_on(g, "n1", &exit(143, true)).unwrap();
     assert_eq!(g.execution_state, Failed);

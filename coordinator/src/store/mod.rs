@@ -213,6 +213,11 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: Millis,
     ) -> Result<NodeRemoval>;
+    /// A low-priority node is preempted: it is leaving and its jobs are
+    /// terminating, to be requeued, whatever the cluster's deallocation
+    /// option; recorded in its cluster's events. `Conflict` for a node of a
+    /// dedicated cluster or one already leaving; nothing changes then.
+    async fn preempt_node(&self, node_id: &str, reason: &str, now: Millis) -> Result<NodeRemoval>;
     /// Deletes the node. Jobs still on it go back to the queue if they were to
     /// be requeued, else fail with `NodeRemoved`; returns them as they are now.
     async fn remove_node(&self, node_id: &str, now: Millis) -> Result<Vec<Job>>;

@@ -191,15 +191,38 @@ pub async fn lost_nodes_become_unusable_until_they_register(b: &dyn Backend) {
         .mark_node_lost("n1", BatchAiError::new("NodeLost", "gone for 10m"), 30)
         .await
         .unwrap();
+    // The cluster's deallocation option is requeue: a new attempt elsewhere.
     assert_eq!(changed.len(), 1);
-    assert_eq!(changed[0].execution_state, ExecutionState::Failed);
-    assert_eq!(changed[0].errors[0].code, JOB_LOST);
+    assert_eq!(changed[0].execution_state, ExecutionState::Queued);
+    let first = &changed[0].attempts[0];
+    assert_eq!(first.outcome, Some(AttemptOutcome::Requeued));
+    assert_eq!(first.requeue_reason, "node n1 lost: gone for 10m");
+    assert_eq!(first.errors[0].code, JOB_LOST);
     let n = s.get_node("n1").await.unwrap();
     assert_eq!(n.state, NodeState::Unusable);
     assert_eq!(n.errors[0].code, "NodeLost");
-    let (n, _) = s.register_node(reg("n1", "c"), 40).await.unwrap();
+    let (n, held) = s.register_node(reg("n1", "c"), 40).await.unwrap();
     assert_eq!(n.state, NodeState::Idle);
     assert!(n.errors.is_empty());
+    assert!(held.is_empty(), "the job is no longer the node's");
+
+    // With terminate, the job fails with JobLost.
+    let terminate = ScaleSettings::Manual {
+        target_node_count: 1,
+        deallocation: DeallocationOption::Terminate,
+    };
+    s.update_cluster_scale("w", "c", terminate, 45)
+        .await
+        .unwrap();
+    assign(&s, &job.id, "n1", 50).await.unwrap();
+    let changed = s
+        .mark_node_lost("n1", BatchAiError::new("NodeLost", "gone again"), 60)
+        .await
+        .unwrap();
+    assert_eq!(changed[0].execution_state, ExecutionState::Failed);
+    assert_eq!(changed[0].errors[0].code, JOB_LOST);
+    assert_eq!(changed[0].attempts.len(), 2);
+    assert_eq!(changed[0].attempts[1].outcome, Some(AttemptOutcome::Failed));
 }
 
 pub async fn nodes_prepare_before_they_take_jobs(b: &dyn Backend) {
@@ -385,6 +408,13 @@ pub async fn a_lost_gang_node_requeues_the_whole_job(b: &dyn Backend) {
     assert_eq!(s.get_node("n1").await.unwrap().state, NodeState::Idle);
 
     // A lost node without requeue fails it, once the master is stopped.
+    let terminate = ScaleSettings::Manual {
+        target_node_count: 1,
+        deallocation: DeallocationOption::Terminate,
+    };
+    s.update_cluster_scale("w", "c", terminate, 45)
+        .await
+        .unwrap();
     s.register_node(reg("n3", "c"), 50).await.unwrap();
     s.assign_jobs(vec![(job.id.clone(), vec!["n1".into(), "n3".into()])], 60)
         .await
@@ -554,4 +584,51 @@ pub async fn the_cluster_record_tells_every_size_change_and_why(b: &dyn Backend)
         .unwrap();
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].kind, K::Created);
+}
+
+pub async fn only_low_priority_nodes_are_preempted_and_their_jobs_requeued(b: &dyn Backend) {
+    use crate::domain::cluster_events::ClusterEventKind;
+    let s = seeded(b).await;
+    let a = s
+        .create_job(fixtures::job("w", "e", "a", "c"))
+        .await
+        .unwrap();
+    s.register_node(reg("n1", "c"), 10).await.unwrap();
+    assign(&s, &a.id, "n1", 20).await.unwrap();
+    let before = s.get_node("n1").await.unwrap();
+    let refused = s.preempt_node("n1", "spot", 30).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Conflict(m) if m.starts_with("cluster.vm_priority: ")),
+        "{refused}"
+    );
+    assert_eq!(s.get_node("n1").await.unwrap(), before, "nothing changed");
+
+    let mut low = fixtures::cluster("w", "low", 1);
+    low.spec.vm_priority = VmPriority::LowPriority;
+    s.create_cluster(low).await.unwrap();
+    let b_job = s
+        .create_job(fixtures::job("w", "e", "b", "low"))
+        .await
+        .unwrap();
+    s.register_node(reg("l1", "low"), 10).await.unwrap();
+    assign(&s, &b_job.id, "l1", 20).await.unwrap();
+    let removal = s.preempt_node("l1", "spot", 30).await.unwrap();
+    assert_eq!(removal.node.state, NodeState::Leaving);
+    assert_eq!(removal.terminating.len(), 1);
+    assert!(removal.terminating[0].requeue_on_exit);
+    assert_eq!(
+        removal.terminating[0].attempts[0].requeue_reason,
+        "preempted: spot"
+    );
+    assert!(matches!(
+        s.preempt_node("l1", "again", 31).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let events = s
+        .list_cluster_events("w", "low", 0, 100, false)
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, ClusterEventKind::NodePreempted);
+    assert_eq!(last.node_id.as_deref(), Some("l1"));
 }

@@ -47,6 +47,7 @@ macro_rules! suite {
             lifecycle::a_lost_gang_node_requeues_the_whole_job,
             lifecycle::every_attempt_is_kept_with_where_and_how_it_ended,
             lifecycle::the_cluster_record_tells_every_size_change_and_why,
+            lifecycle::only_low_priority_nodes_are_preempted_and_their_jobs_requeued,
             scheduling::concurrent_writes_commit_together_and_a_failure_poisons_none,
             scheduling::schedulable_reads_idle_nodes_and_as_many_jobs_in_priority_order,
             scheduling::cluster_queue_reads_a_clusters_nodes_and_queued_jobs_in_scheduling_order,

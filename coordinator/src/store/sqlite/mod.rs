@@ -231,6 +231,11 @@ impl Store for SqliteStore {
         self.tx(move |tx| nodes::begin_removal(tx, &node_id, option, &reason, now))
             .await
     }
+    async fn preempt_node(&self, node_id: &str, reason: &str, now: Millis) -> Result<NodeRemoval> {
+        let (node_id, reason) = (node_id.to_string(), reason.to_string());
+        self.tx(move |tx| nodes::preempt(tx, &node_id, &reason, now))
+            .await
+    }
     async fn remove_node(&self, node_id: &str, now: Millis) -> Result<Vec<Job>> {
         let node_id = node_id.to_string();
         self.tx(move |tx| nodes::remove(tx, &node_id, now)).await

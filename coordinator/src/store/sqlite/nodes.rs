@@ -8,7 +8,7 @@ use crate::domain::cluster_events::{ClusterEvent, ClusterEventKind, count};
 use crate::domain::gpus;
 use crate::domain::node_setup::Preparation;
 use crate::domain::transition;
-use crate::domain::{BatchAiError, DeallocationOption, Job, Millis, Node, NodeState};
+use crate::domain::{BatchAiError, DeallocationOption, Job, Millis, Node, NodeState, VmPriority};
 use crate::store::{NodeRegistration, NodeRemoval, Result, StoreError};
 use rusqlite::{Transaction, params};
 
@@ -257,6 +257,34 @@ pub fn set_connected(
     Ok(())
 }
 
+/// A low-priority node is preempted: it leaves at once and its jobs are
+/// terminated and requeued (Batch AI's behaviour), whatever the cluster's
+/// deallocation option. Refused for a dedicated cluster's node and for a
+/// node already leaving.
+pub fn preempt(tx: &Transaction, node_id: &str, reason: &str, now: Millis) -> Result<NodeRemoval> {
+    let node = get(tx, node_id)?;
+    let cluster = get_cluster(tx, &node.workspace, &node.cluster)?;
+    if cluster.spec.vm_priority != VmPriority::LowPriority {
+        return Err(StoreError::Conflict(format!(
+            "cluster.vm_priority: node {node_id} is of cluster {}/{}, which is dedicated;              only lowpriority nodes are preempted",
+            node.workspace, node.cluster
+        )));
+    }
+    if node.state == NodeState::Leaving {
+        return Err(StoreError::Conflict(format!(
+            "node {node_id} is already leaving its cluster"
+        )));
+    }
+    leave(
+        tx,
+        node,
+        DeallocationOption::Requeue,
+        ClusterEventKind::NodePreempted,
+        &format!("preempted: {reason}"),
+        now,
+    )
+}
+
 pub fn begin_removal(
     tx: &Transaction,
     node_id: &str,
@@ -265,6 +293,19 @@ pub fn begin_removal(
     now: Millis,
 ) -> Result<NodeRemoval> {
     let node = get(tx, node_id)?;
+    leave(tx, node, option, ClusterEventKind::NodeLeaving, reason, now)
+}
+
+/// The node leaves (its removal begins) for `reason`, recorded as `kind`.
+fn leave(
+    tx: &Transaction,
+    node: Node,
+    option: DeallocationOption,
+    kind: ClusterEventKind,
+    reason: &str,
+    now: Millis,
+) -> Result<NodeRemoval> {
+    let node_id = node.node_id.as_str();
     set_state(tx, &node, NodeState::Leaving, now)?;
     let mut terminating = Vec::new();
     for job in jobs::active_on_node(tx, node_id)? {
@@ -292,7 +333,7 @@ pub fn begin_removal(
             &node.workspace,
             &node.cluster,
             now,
-            ClusterEventKind::NodeLeaving,
+            kind,
             format!(
                 "node {node_id} leaving ({reason}; node deallocation {}): {jobs}",
                 option.as_str()
@@ -359,9 +400,13 @@ pub fn mark_lost(
     now: Millis,
 ) -> Result<Vec<Job>> {
     let node = get(tx, node_id)?;
+    let option = get_cluster(tx, &node.workspace, &node.cluster)?
+        .spec
+        .scale
+        .deallocation();
     let mut changed = Vec::new();
     for job in jobs::active_on_node(tx, node_id)? {
-        let job = transition::on_node_lost(job, node_id, &error, now)?;
+        let job = transition::on_node_lost(job, node_id, &error, option, now)?;
         jobs::save(tx, &job)?;
         jobs::refresh_other_nodes(tx, &job, node_id, now)?;
         changed.push(job);
