@@ -299,12 +299,16 @@ async fn a_preempted_low_priority_node_requeues_its_job_which_reruns_to_success(
     let (a1, a2) = (&j.attempts[0], &j.attempts[1]);
     assert_eq!((a1.number, a1.outcome.as_str()), (1, "requeued"));
     assert_eq!(a1.requeue_reason, "preempted: by an operator");
-    assert_eq!(a1.node_ids, [first_node.clone()]);
+    assert_eq!(a1.node_ids, std::slice::from_ref(&first_node));
     assert_eq!(
         (a2.number, a2.outcome.as_str(), a2.exit_code),
         (2, "succeeded", Some(0))
     );
-    assert_ne!(a2.node_ids, [first_node.clone()], "a new node replaced it");
+    assert_ne!(
+        a2.node_ids,
+        std::slice::from_ref(&first_node),
+        "a new node replaced it"
+    );
     assert!(a1.start_time.is_some() && a1.end_time.is_some());
     assert_eq!(
         c.read_attempt_output("ws", "ex", "j", "stdout.txt", 1)
@@ -368,7 +372,7 @@ async fn a_stopped_agent_past_the_grace_loses_its_job_and_kills_the_old_copy_whe
     assert_eq!(exec_state(&j), pb::ExecutionState::Succeeded, "{j:?}");
     assert_eq!(j.attempts.len(), 2, "{j:?}");
     assert!(j.attempts[0].requeue_reason.contains("lost"), "{j:?}");
-    assert_ne!(j.attempts[1].node_ids, [node.clone()]);
+    assert_ne!(j.attempts[1].node_ids, std::slice::from_ref(&node));
     assert_eq!(
         c.read_output("ws", "ex", "j", "stdout.txt").await?,
         b"second\n"
