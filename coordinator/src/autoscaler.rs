@@ -52,7 +52,12 @@ pub async fn pass(core: &Core, now: i64) -> Result<usize, StoreError> {
             })
             .collect();
         let queued: Vec<u32> = q.queued.iter().map(|j| j.spec.node_count.max(1)).collect();
-        let d = autoscale::decide(AutoScale { min, max }, &nodes, &queued, now, grace);
+        let s = AutoScale {
+            min,
+            max,
+            target: c.target_node_count,
+        };
+        let d = autoscale::decide(s, &nodes, &queued, now, grace);
         if d.target == c.target_node_count {
             continue;
         }
@@ -65,7 +70,7 @@ pub async fn pass(core: &Core, now: i64) -> Result<usize, StoreError> {
             tracing::info!(
                 cluster = %format!("{}/{}", c.workspace, c.name),
                 from = c.target_node_count,
-                target = d.target,
+                target_nodes = d.target,
                 reason = %d.reason,
                 "autoscale"
             );

@@ -72,7 +72,8 @@ pub async fn pass(core: &Core) -> Result<usize, crate::store::StoreError> {
         return Ok(0);
     }
     for n in &mut idle {
-        n.connected = core.sessions.is_connected(&n.node_id);
+        // A node still stopping jobs that went elsewhere takes none yet.
+        n.connected = core.sessions.takes_jobs(&n.node_id);
     }
     // `schedule` uses only connected nodes; `queued` holds, per cluster, at
     // least as many jobs as it has room for, and some behind for backfill.

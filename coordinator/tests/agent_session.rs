@@ -548,14 +548,17 @@ async fn a_node_that_stays_away_is_lost() {
     a.assignment().await;
     a.started(&job.id).await;
     a.hang_up();
-    let j = c.wait_state("j", S::Failed).await;
-    let info = j.execution_info.unwrap();
-    assert_eq!(info.errors[0].code, "JobLost");
-    assert_eq!(info.exit_code, None);
+    // The cluster's node deallocation option is requeue: a new attempt.
+    let j = c.wait_state("j", S::Queued).await;
+    assert_eq!(j.attempts.len(), 1);
+    assert_eq!(j.attempts[0].outcome, "requeued");
+    assert_eq!(j.attempts[0].errors[0].code, "JobLost");
+    assert!(j.attempts[0].requeue_reason.contains("lost"), "{j:?}");
     let n = &c.nodes().await[0];
     assert_eq!(n.state, pb::NodeState::Unusable as i32);
     assert_eq!(n.errors[0].code, "NodeLost");
-    // Coming back makes it usable again; the job it still holds is stopped.
+    // Coming back makes it usable again; the job it still holds is stopped,
+    // and the node is given nothing (not the job again) until it is gone.
     let held = pb::HeldJob {
         job_id: job.id.clone(),
         start_time: Some(ts(1_700_000_000_000)),
@@ -573,6 +576,18 @@ async fn a_node_that_stays_away_is_lost() {
     let n = &c.nodes().await[0];
     assert_eq!(n.state, pb::NodeState::Idle as i32);
     assert!(n.errors.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.get_job("j").await.execution_state,
+        S::Queued as i32,
+        "fenced"
+    );
+    a.exited(&job.id, 143, 0, true).await;
+    let assigned = a.assignment().await;
+    assert_eq!(
+        assigned.job_id, job.id,
+        "the new attempt, once the old copy is gone"
+    );
     c.stop().await;
 }
 

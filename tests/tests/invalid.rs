@@ -149,6 +149,92 @@ async fn invalid_requests_are_rejected_and_store_nothing() -> Result<()> {
         Code::InvalidArgument,
         &["maximum_node_count"],
     );
+    // Both scale modes at once, and a maximum above the local provider's 100.
+    let auto = pb::AutoScaleSettings {
+        minimum_node_count: 0,
+        maximum_node_count: 101,
+        initial_node_count: 0,
+    };
+    let mut both = cluster("ws", "c2", 1);
+    both.scale_settings.as_mut().unwrap().auto_scale = Some(pb::AutoScaleSettings {
+        maximum_node_count: 2,
+        ..auto
+    });
+    expect_err(
+        c.clusters
+            .create_cluster(pb::CreateClusterRequest {
+                cluster: Some(both),
+            })
+            .await,
+        Code::InvalidArgument,
+        &["scale_settings", "exactly one of manual or auto_scale"],
+    );
+    let mut huge = cluster("ws", "c2", 0);
+    huge.scale_settings = Some(pb::ScaleSettings {
+        manual: None,
+        auto_scale: Some(auto),
+    });
+    expect_err(
+        c.clusters
+            .create_cluster(pb::CreateClusterRequest {
+                cluster: Some(huge),
+            })
+            .await,
+        Code::InvalidArgument,
+        &["maximum_node_count"],
+    );
+    // A resize of a cluster that is gone (a delete is one transaction: there
+    // is no cluster "being deleted" to resize), a preemption of a node that
+    // does not exist or has a bad name, a bad events page token.
+    let resize_gone = pb::UpdateClusterRequest {
+        workspace: "ws".into(),
+        name: "c2".into(),
+        scale_settings: cluster("ws", "c2", 3).scale_settings,
+    };
+    expect_err(
+        c.clusters.update_cluster(resize_gone).await,
+        Code::NotFound,
+        &["c2"],
+    );
+    let preempt = |node: &str| pb::PreemptNodeRequest {
+        workspace: "ws".into(),
+        cluster: "c1".into(),
+        node_id: node.into(),
+    };
+    expect_err(
+        c.clusters.preempt_node(preempt("no-such-node")).await,
+        Code::NotFound,
+        &["no-such-node"],
+    );
+    expect_err(
+        c.clusters.preempt_node(preempt("bad/name")).await,
+        Code::InvalidArgument,
+        &["node_id"],
+    );
+    expect_err(
+        c.clusters
+            .list_cluster_events(pb::ListClusterEventsRequest {
+                workspace: "ws".into(),
+                cluster: "c1".into(),
+                max_results: 0,
+                page_token: "x1".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        &["page_token"],
+    );
+    expect_err(
+        c.clusters
+            .list_cluster_events(pb::ListClusterEventsRequest {
+                workspace: "ws".into(),
+                cluster: "c1".into(),
+                max_results: 5000,
+                page_token: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        &["max_results"],
+    );
     expect_err(
         c.clusters
             .create_cluster(pb::CreateClusterRequest {

@@ -27,6 +27,10 @@ pub struct Plan {
     pub reassign: Vec<Job>,
     pub lost: Vec<(Job, BatchAiError)>,
     pub terminate: Vec<String>,
+    /// Of `terminate`, the held jobs that are no longer this node's (they
+    /// ended, or went elsewhere while the node was lost): the node takes no
+    /// job until they have exited, so no job runs twice here.
+    pub stale: Vec<String>,
     pub release: Vec<String>,
     pub exits: Vec<Exited>,
     pub started: Vec<(String, Millis)>,
@@ -63,6 +67,7 @@ pub fn plan(node_id: &str, active: &[Job], held: &[HeldJob]) -> Plan {
                     p.release.push(h.job_id.clone());
                 } else {
                     p.terminate.push(h.job_id.clone());
+                    p.stale.push(h.job_id.clone());
                 }
             }
         }
@@ -145,6 +150,7 @@ mod tests {
         assert_eq!(p.exits.len(), 1);
         assert_eq!(p.exits[0].job_id, "a");
         assert_eq!(p.terminate, ["b"]);
+        assert!(p.stale.is_empty(), "b is still ours, terminating");
         assert_eq!(p.started, [("c".to_string(), 100)]);
         assert!(p.reassign.is_empty() && p.lost.is_empty() && p.release.is_empty());
         assert!(p.skip_output.is_empty());
@@ -155,13 +161,17 @@ mod tests {
         let p = plan("n", &[], &[held("x", true, true), held("y", true, false)]);
         assert_eq!(p.release, ["x"]);
         assert_eq!(p.terminate, ["y"]);
+        assert_eq!(p.stale, ["y"], "the node takes nothing until y is gone");
         assert_eq!(p.skip_output.len(), 2);
         assert!(p.wanted.is_empty());
         // A job the store has on another node is not ours either.
         let mut other = active("z", ExecutionState::Running, true);
         other.node_id = Some("m".into());
         let p = plan("n", &[other], &[held("z", true, false)]);
-        assert_eq!(p.terminate, ["z"]);
+        assert_eq!(
+            (p.terminate, p.stale),
+            (vec!["z".to_string()], vec!["z".to_string()])
+        );
     }
 
     #[test]

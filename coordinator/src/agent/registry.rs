@@ -14,7 +14,7 @@ use crate::domain::env::Assignment;
 use crate::domain::node_setup::NodeSetupPlan;
 use crate::output::StreamKind;
 use crate::setup_output::Held;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -71,6 +71,9 @@ struct Entry {
     /// When the session's last heartbeat arrived (in memory only; stored
     /// when the session ends).
     last_heartbeat: Option<Millis>,
+    /// Jobs the agent holds that are no longer its own, told to stop: the
+    /// node takes no job until each has exited.
+    fencing: HashSet<String>,
 }
 
 /// Sessions by node id.
@@ -113,6 +116,7 @@ impl Sessions {
                 stop: stop_tx,
                 pending: Some(Vec::new()),
                 last_heartbeat: None,
+                fencing: HashSet::new(),
             },
         );
         if let Some(old) = old {
@@ -134,6 +138,33 @@ impl Sessions {
                 let _ = e.tx.send(Ok(m));
             }
         }
+    }
+
+    /// The jobs session `generation` of the node was told to stop because
+    /// they are no longer its own (see [`Sessions::takes_jobs`]).
+    pub fn fence(&self, node_id: &str, generation: u64, jobs: HashSet<String>) {
+        if let Some(e) = self
+            .map()
+            .get_mut(node_id)
+            .filter(|e| e.generation == generation)
+        {
+            e.fencing = jobs;
+        }
+    }
+
+    /// A fenced job's process is gone.
+    pub fn unfence(&self, node_id: &str, job_id: &str) {
+        if let Some(e) = self.map().get_mut(node_id) {
+            e.fencing.remove(job_id);
+        }
+    }
+
+    /// Whether the node may be given jobs: it has a session and holds no
+    /// job that is no longer its own.
+    pub fn takes_jobs(&self, node_id: &str) -> bool {
+        self.map()
+            .get(node_id)
+            .is_some_and(|e| e.fencing.is_empty())
     }
 
     /// Ends the node's current session (its agent must register again).

@@ -273,6 +273,14 @@ impl Session {
         for id in &plan.release {
             self.send(Outbound::Release { job_id: id.clone() });
         }
+        if !plan.stale.is_empty() {
+            tracing::warn!(jobs = ?plan.stale, "the agent holds jobs that are no longer its own; it takes none until they are gone");
+        }
+        self.core.sessions.fence(
+            &self.node_id,
+            generation,
+            plan.stale.iter().cloned().collect(),
+        );
         self.core.sessions.ready(&self.node_id, generation);
         let now = now_millis();
         for (job, error) in plan.lost {
@@ -633,6 +641,7 @@ impl Session {
             self.send(Outbound::Release {
                 job_id: job_id.to_string(),
             });
+            self.core.sessions.unfence(&self.node_id, job_id);
             self.core
                 .store
                 .refresh_node_state(&self.node_id, now_millis())

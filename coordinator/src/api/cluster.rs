@@ -82,7 +82,7 @@ impl ClusterService for ClusterApi {
             .create_cluster(c)
             .await
             .map_err(Error::from)?;
-        tracing::info!(cluster = %format!("{}/{}", c.workspace, c.name), target = c.target_node_count, "cluster created");
+        tracing::info!(cluster = %format!("{}/{}", c.workspace, c.name), target_nodes = c.target_node_count, "cluster created");
         self.core.kick_provider();
         Ok(Response::new(self.view(c).await?))
     }
@@ -187,7 +187,7 @@ impl ClusterService for ClusterApi {
             .update_cluster_scale(&r.workspace, &r.name, scale, now_millis())
             .await
             .map_err(Error::from)?;
-        tracing::info!(cluster = %format!("{}/{}", c.workspace, c.name), target = c.target_node_count, "cluster resized");
+        tracing::info!(cluster = %format!("{}/{}", c.workspace, c.name), target_nodes = c.target_node_count, "cluster resized");
         self.core.kick_provider();
         Ok(Response::new(self.view(c).await?))
     }

@@ -18,6 +18,9 @@ use super::NodeState;
 pub struct AutoScale {
     pub min: u32,
     pub max: u32,
+    /// The cluster's target now: nodes asked for that have not joined yet
+    /// are coming, and a queue never takes them back.
+    pub target: u32,
 }
 
 /// One node as the autoscaler sees it.
@@ -72,7 +75,9 @@ pub fn decide(
         .iter()
         .filter(|n| !matches!(n.state, NodeState::Leaving | NodeState::Unusable))
         .collect();
-    let current = count(live.len());
+    let joined = count(live.len());
+    // What the cluster has or is getting.
+    let current = joined.max(s.target);
     let busy = count(
         live.iter()
             .filter(|n| n.state == NodeState::Running)
@@ -104,14 +109,14 @@ pub fn decide(
         .filter(|(since, _)| now_ms.saturating_sub(*since) > grace_ms)
         .collect();
     idle.sort();
-    let spare = current.saturating_sub(s.min);
+    let spare = joined.saturating_sub(s.min);
     let remove: Vec<String> = idle
         .iter()
         .take(spare as usize)
         .map(|(_, id)| id.to_string())
         .collect();
     if !remove.is_empty() {
-        let target = current - count(remove.len());
+        let target = joined - count(remove.len());
         return Decision {
             reason: format!(
                 "{} idle past the {} s grace: {current} → {target}",
@@ -122,9 +127,15 @@ pub fn decide(
             remove,
         };
     }
-    let target = bounded(current);
+    // No job waits: nodes asked for that have not joined are not needed.
+    let target = bounded(joined);
     let reason = if target == current {
         "steady".to_string()
+    } else if target < current && target == joined {
+        format!(
+            "no job queued: {} not joined yet not needed: {current} → {target}",
+            plural(current - joined, "node")
+        )
     } else if current < s.min {
         format!("the minimum is {}: {current} → {target}", s.min)
     } else {
@@ -153,21 +164,39 @@ mod tests {
 
     #[test]
     fn a_queued_job_brings_an_empty_cluster_up_to_its_node_count() {
-        let s = AutoScale { min: 0, max: 8 };
+        let s = AutoScale {
+            min: 0,
+            max: 8,
+            target: 0,
+        };
         let d = decide(s, &[], &[4], 0, GRACE);
         assert_eq!(d.target, 4);
         assert!(d.remove.is_empty());
         assert_eq!(d.reason, "1 job queued need 4 nodes, 0 busy: 0 → 4");
         // Within the maximum, and busy nodes stay counted.
         let busy = [node("a", NodeState::Running, None)];
-        let d = decide(AutoScale { min: 0, max: 3 }, &busy, &[2, 2], 0, GRACE);
+        let d = decide(
+            AutoScale {
+                min: 0,
+                max: 3,
+                target: 0,
+            },
+            &busy,
+            &[2, 2],
+            0,
+            GRACE,
+        );
         assert_eq!(d.target, 3);
         assert!(d.reason.ends_with("(the maximum, 3)"), "{}", d.reason);
     }
 
     #[test]
     fn nodes_joining_or_idle_serve_the_queue_before_new_ones_are_asked_for() {
-        let s = AutoScale { min: 0, max: 8 };
+        let s = AutoScale {
+            min: 0,
+            max: 8,
+            target: 0,
+        };
         let nodes = [
             node("a", NodeState::Preparing, None),
             node("b", NodeState::Idle, Some(0)),
@@ -180,8 +209,39 @@ mod tests {
     }
 
     #[test]
+    fn nodes_asked_for_and_not_joined_are_kept_while_jobs_wait_and_dropped_after() {
+        // Target 80, 18 joined (14 busy, 4 idle), 59 jobs wait: the target
+        // never falls while jobs wait (it used to fall to 14 + 59 = 73).
+        let mut nodes: Vec<NodeView> = (0..14)
+            .map(|i| node(&format!("b{i}"), NodeState::Running, None))
+            .collect();
+        nodes.extend((0..4).map(|i| node(&format!("i{i}"), NodeState::Idle, Some(0))));
+        let s = AutoScale {
+            min: 0,
+            max: 100,
+            target: 80,
+        };
+        let d = decide(s, &nodes, &[1; 59], 1_000, GRACE);
+        assert_eq!(d.target, 80, "{d:?}");
+        assert!(d.remove.is_empty());
+        assert_eq!(d.reason, "59 jobs queued need 59 nodes, 14 busy: 80 → 80");
+        // No job waits any more: those not joined are not needed; the idle
+        // ones within the grace stay.
+        let d = decide(s, &nodes, &[], 1_000, GRACE);
+        assert_eq!((d.target, d.remove.len()), (18, 0));
+        assert_eq!(
+            d.reason,
+            "no job queued: 62 nodes not joined yet not needed: 80 → 18"
+        );
+    }
+
+    #[test]
     fn idle_nodes_go_after_the_grace_longest_idle_first_never_below_min() {
-        let s = AutoScale { min: 1, max: 8 };
+        let s = AutoScale {
+            min: 1,
+            max: 8,
+            target: 0,
+        };
         let nodes = [
             node("recent", NodeState::Idle, Some(900_000)),
             node("old", NodeState::Idle, Some(100_000)),
@@ -197,17 +257,41 @@ mod tests {
         assert_eq!(d.target, 2);
         assert_eq!(d.reason, "2 nodes idle past the 300 s grace: 4 → 2");
         // The minimum holds: with min 3 only one may go.
-        let d = decide(AutoScale { min: 3, max: 8 }, &nodes, &[], 1_000_000, GRACE);
+        let d = decide(
+            AutoScale {
+                min: 3,
+                max: 8,
+                target: 0,
+            },
+            &nodes,
+            &[],
+            1_000_000,
+            GRACE,
+        );
         assert_eq!(d.remove, ["older"]);
         // Down to zero when allowed.
         let idle = [node("x", NodeState::Idle, Some(0))];
-        let d = decide(AutoScale { min: 0, max: 8 }, &idle, &[], 1_000_000, GRACE);
+        let d = decide(
+            AutoScale {
+                min: 0,
+                max: 8,
+                target: 0,
+            },
+            &idle,
+            &[],
+            1_000_000,
+            GRACE,
+        );
         assert_eq!((d.target, d.remove.as_slice()), (0, &["x".to_string()][..]));
     }
 
     #[test]
     fn leaving_and_unusable_nodes_count_as_gone_and_min_lifts_the_cluster() {
-        let s = AutoScale { min: 2, max: 8 };
+        let s = AutoScale {
+            min: 2,
+            max: 8,
+            target: 0,
+        };
         let nodes = [
             node("gone", NodeState::Leaving, None),
             node("broken", NodeState::Unusable, None),
@@ -222,7 +306,17 @@ mod tests {
         let many: Vec<NodeView> = (0..5)
             .map(|i| node(&format!("n{i}"), NodeState::Running, None))
             .collect();
-        let d = decide(AutoScale { min: 0, max: 3 }, &many, &[], 0, GRACE);
+        let d = decide(
+            AutoScale {
+                min: 0,
+                max: 3,
+                target: 0,
+            },
+            &many,
+            &[],
+            0,
+            GRACE,
+        );
         assert_eq!(
             (d.target, d.reason.as_str()),
             (3, "the maximum is 3: 5 → 3")

@@ -23,17 +23,20 @@ pub struct ClusterPlan {
     pub remove: Vec<String>,
 }
 
-/// How willingly a node is removed: dead agents first, then idle nodes, then
-/// nodes not ready yet, then busy ones.
+/// How willingly a node is removed: dead agents first, then unusable ones
+/// and agents that have not registered yet (they serve nothing, and an
+/// autoscaler that asked for nodes no longer needed takes those back before
+/// nodes that just ran a job), then idle nodes, then nodes still preparing,
+/// then busy ones.
 fn removal_rank(m: &Member) -> u8 {
     if !m.alive {
         return 0;
     }
     match (m.state, m.has_jobs) {
-        (_, true) => 3,
-        (Some(NodeState::Idle), false) => 1,
-        (Some(NodeState::Running), false) => 1,
-        _ => 2,
+        (_, true) => 4,
+        (None | Some(NodeState::Unusable), false) => 1,
+        (Some(NodeState::Idle | NodeState::Running), false) => 2,
+        _ => 3,
     }
 }
 
@@ -87,19 +90,21 @@ mod tests {
     }
 
     #[test]
-    fn shrink_prefers_dead_then_idle_nodes() {
+    fn shrink_prefers_dead_then_unregistered_then_idle_nodes() {
         let members = [
             m("busy", true, Some(NodeState::Running), true),
             m("idle", true, Some(NodeState::Idle), false),
+            m("prep", true, Some(NodeState::Preparing), false),
             m("new", true, None, false),
             m("dead", false, Some(NodeState::Idle), false),
         ];
-        assert_eq!(plan_cluster(3, &members).remove, ["dead"]);
-        assert_eq!(plan_cluster(2, &members).remove, ["dead", "idle"]);
+        assert_eq!(plan_cluster(4, &members).remove, ["dead"]);
+        assert_eq!(plan_cluster(3, &members).remove, ["dead", "new"]);
+        assert_eq!(plan_cluster(2, &members).remove, ["dead", "new", "idle"]);
         let p = plan_cluster(1, &members);
-        assert_eq!(p.remove, ["dead", "idle", "new"]);
+        assert_eq!(p.remove, ["dead", "new", "idle", "prep"]);
         assert!(p.respawn.is_empty());
-        assert_eq!(plan_cluster(0, &members).remove.len(), 4);
+        assert_eq!(plan_cluster(0, &members).remove.len(), 5);
     }
 
     #[test]
