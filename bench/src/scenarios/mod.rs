@@ -63,11 +63,7 @@ async fn start_with(
         },
     )
     .await?;
-    let mut channels = Vec::new();
-    for _ in 0..opts.connections.max(1) {
-        channels.push(coord.channel().await?);
-    }
-    let mut api = Api::new(channels)?;
+    let mut api = connect(opts, &coord).await?;
     let ready = async {
         api.setup(if local_agents { nodes } else { 0 }).await?;
         if local_agents {
@@ -83,6 +79,15 @@ async fn start_with(
         )));
     }
     Ok((coord, api))
+}
+
+/// Clients of `coord` over `--connections` new HTTP/2 connections.
+async fn connect(opts: &Opts, coord: &Coordinator) -> Result<Api> {
+    let mut channels = Vec::new();
+    for _ in 0..opts.connections.max(1) {
+        channels.push(coord.channel().await?);
+    }
+    Api::new(channels)
 }
 
 /// CPU of a set of processes (with their reaped children) between two points.
