@@ -2,6 +2,7 @@
 //! with a ready cluster, and measuring processes' CPU over a window.
 
 mod agent_idle;
+mod elasticity;
 mod gang;
 mod latency;
 mod scale;
@@ -28,6 +29,7 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
         Scenario::Scale => scale::run(opts, bins).await,
         Scenario::AgentIdle => agent_idle::run(opts, bins).await,
         Scenario::Gang => gang::run(opts, bins).await,
+        Scenario::Elasticity => elasticity::run(opts, bins).await,
     }
 }
 
