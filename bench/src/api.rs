@@ -56,6 +56,19 @@ impl Api {
 
     /// Creates the bench workspace, experiment and a manual-scale cluster of `target` nodes.
     pub async fn setup(&mut self, target: usize) -> Result<()> {
+        let target = i32::try_from(target).context("node count out of range")?;
+        self.setup_with(pb::ScaleSettings {
+            manual: Some(pb::ManualScaleSettings {
+                target_node_count: target,
+                ..Default::default()
+            }),
+            auto_scale: None,
+        })
+        .await
+    }
+
+    /// Creates the bench workspace, experiment and a cluster scaled by `scale`.
+    pub async fn setup_with(&mut self, scale: pb::ScaleSettings) -> Result<()> {
         self.workspaces
             .create_workspace(pb::CreateWorkspaceRequest {
                 workspace: Some(pb::Workspace {
@@ -76,20 +89,13 @@ impl Api {
             })
             .await
             .context("CreateExperiment")?;
-        let target = i32::try_from(target).context("node count out of range")?;
         self.clusters
             .create_cluster(pb::CreateClusterRequest {
                 cluster: Some(pb::Cluster {
                     workspace: WORKSPACE.into(),
                     name: CLUSTER.into(),
                     vm_size: "local".into(),
-                    scale_settings: Some(pb::ScaleSettings {
-                        manual: Some(pb::ManualScaleSettings {
-                            target_node_count: target,
-                            ..Default::default()
-                        }),
-                        auto_scale: None,
-                    }),
+                    scale_settings: Some(scale),
                     ..Default::default()
                 }),
             })

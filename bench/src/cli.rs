@@ -13,11 +13,13 @@ pub struct Opts {
     /// The scenario to run.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Jobs to run (latency 200, throughput 2000, throughput-sim 50000, gang 300).
+    /// Jobs to run (latency 200, throughput 2000, throughput-sim 50000, gang 300;
+    /// elasticity always submits one job per node).
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Agents (throughput 4 real, throughput-sim 1000 simulated, scale 10000
-    /// simulated, gang 64 simulated).
+    /// simulated, gang 64 simulated; elasticity: the autoScale cluster's
+    /// maximum, 8, at most 100).
     #[arg(long)]
     pub nodes: Option<usize>,
     /// Bytes the stream job writes to stdout (default 1 GiB).
@@ -64,6 +66,19 @@ pub struct Opts {
     /// Flags for every `run` with --image (e.g. --ulimit nofile=1024:1024); repeat for each word
     #[arg(long = "run-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub run_args: Vec<String>,
+    /// elasticity: what each job of the burst runs, `sleep <secs>`.
+    #[arg(long, default_value_t = 3.0)]
+    pub job_secs: f64,
+    /// elasticity: the coordinator's `--autoscale-interval-secs`.
+    #[arg(long, default_value_t = 1)]
+    pub autoscale_interval_secs: u64,
+    /// elasticity: the coordinator's `--autoscale-idle-grace-secs`.
+    #[arg(long, default_value_t = 2)]
+    pub autoscale_idle_grace_secs: u64,
+    /// elasticity: milliseconds between looks at the cluster, its nodes and
+    /// jobs (the resolution of the figures the bench observes itself).
+    #[arg(long, default_value_t = 50)]
+    pub poll_ms: u64,
     /// The coordinator binary (default: bai-coordinator next to bai-bench).
     #[arg(long)]
     pub coordinator_bin: Option<PathBuf>,
@@ -90,6 +105,9 @@ pub enum Scenario {
     /// Multi-node jobs of mixed sizes and run times on simulated agents:
     /// makespan, utilization, and how long big and small jobs wait.
     Gang,
+    /// A burst of one-node jobs on an empty autoScale cluster of real agents:
+    /// time until every node is busy, and from the last job's end to zero nodes.
+    Elasticity,
 }
 
 impl Scenario {
@@ -103,6 +121,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::AgentIdle => "agent-idle",
             Scenario::Gang => "gang",
+            Scenario::Elasticity => "elasticity",
         }
     }
 }
@@ -125,6 +144,7 @@ impl Opts {
             Scenario::Scale => 10_000,
             Scenario::Throughput => 4,
             Scenario::Gang => 64,
+            Scenario::Elasticity => 8,
             _ => 1,
         })
     }
@@ -157,6 +177,10 @@ mod tests {
         assert_eq!(o.duration_s, 30.0);
         let o = Opts::try_parse_from(["bai-bench", "gang"]).expect("parse");
         assert_eq!((o.jobs(), o.nodes()), (300, 64));
+        let o = Opts::try_parse_from(["bai-bench", "elasticity"]).expect("parse");
+        assert_eq!(o.nodes(), 8);
+        assert_eq!((o.job_secs, o.autoscale_interval_secs), (3.0, 1));
+        assert_eq!((o.autoscale_idle_grace_secs, o.poll_ms), (2, 50));
         let o = Opts::try_parse_from(["bai-bench", "stream"]).expect("parse");
         assert_eq!(o.bytes(), 1 << 30);
     }

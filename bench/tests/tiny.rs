@@ -195,6 +195,25 @@ fn agent_idle_measures_a_live_registered_agent() {
 }
 
 #[test]
+fn elasticity_grows_an_empty_autoscale_cluster_and_empties_it_again() {
+    let v = bench(&["elasticity", "--nodes", "2", "--job-secs", "2"]);
+    assert_eq!(v["params"]["nodes"], 2, "{v}");
+    assert_eq!(v["jobs_succeeded"], 2, "{v}");
+    // The autoscaler brought up one real agent per job and took them away.
+    assert_eq!(v["max_nodes"], 2, "{v}");
+    assert_eq!(v["agents_started"], 2, "{v}");
+    assert_eq!(v["agents_left_at_zero"], 0, "{v}");
+    assert_eq!(v["all_busy_at_once"], true, "{v}");
+    assert!(
+        num(&v, "submit_to_all_running_s") >= num(&v, "submit_to_first_running_s"),
+        "{v}"
+    );
+    // No node goes before its idle grace (2 s by default).
+    assert!(num(&v, "last_end_to_zero_nodes_s") >= 2.0, "{v}");
+    assert!(num(&v, "idle_to_removing_beyond_grace_s_min") >= 0.0, "{v}");
+}
+
+#[test]
 fn a_missing_coordinator_binary_fails_with_a_hint() {
     let out = Command::new(bench_bin())
         .args([

@@ -2,6 +2,7 @@
 //! with a ready cluster, and measuring processes' CPU over a window.
 
 mod agent_idle;
+mod elasticity;
 mod gang;
 mod latency;
 mod scale;
@@ -28,6 +29,7 @@ pub async fn run(opts: &Opts, bins: &Binaries) -> Result<Report> {
         Scenario::Scale => scale::run(opts, bins).await,
         Scenario::AgentIdle => agent_idle::run(opts, bins).await,
         Scenario::Gang => gang::run(opts, bins).await,
+        Scenario::Elasticity => elasticity::run(opts, bins).await,
     }
 }
 
@@ -63,11 +65,7 @@ async fn start_with(
         },
     )
     .await?;
-    let mut channels = Vec::new();
-    for _ in 0..opts.connections.max(1) {
-        channels.push(coord.channel().await?);
-    }
-    let mut api = Api::new(channels)?;
+    let mut api = connect(opts, &coord).await?;
     let ready = async {
         api.setup(if local_agents { nodes } else { 0 }).await?;
         if local_agents {
@@ -83,6 +81,15 @@ async fn start_with(
         )));
     }
     Ok((coord, api))
+}
+
+/// Clients of `coord` over `--connections` new HTTP/2 connections.
+async fn connect(opts: &Opts, coord: &Coordinator) -> Result<Api> {
+    let mut channels = Vec::new();
+    for _ in 0..opts.connections.max(1) {
+        channels.push(coord.channel().await?);
+    }
+    Api::new(channels)
 }
 
 /// CPU of a set of processes (with their reaped children) between two points.
