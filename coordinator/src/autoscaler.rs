@@ -1,4 +1,5 @@
-//! The autoscaler: every `autoscale_interval`, each autoScale cluster's
+//! The autoscaler: every `autoscale_interval` (and 200 ms after a job is
+//! queued, so a burst waits for no tick), each autoScale cluster's
 //! target is set from its nodes and queue (`domain::autoscale::decide`), and
 //! the provider follows the target (removing the idle nodes first). Each
 //! change is logged and kept in the cluster's event record with its reason
@@ -10,12 +11,26 @@ use crate::domain::{NodeState, ScaleSettings, VmPriority, now_millis};
 use crate::store::StoreError;
 use std::sync::Arc;
 
+/// How long a kick waits for more of a burst of new jobs before the look, so
+/// one burst is one decision (and one event), not one per job.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub async fn run(core: Arc<Core>) {
     let mut shutdown = core.shutdown();
+    let mut tick = tokio::time::interval(core.settings.autoscale_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
+        // Every interval, and soon after a job is queued.
         tokio::select! {
             _ = crate::core::stopped(&mut shutdown) => return,
-            _ = tokio::time::sleep(core.settings.autoscale_interval) => {}
+            _ = tick.tick() => {}
+            _ = core.autoscaler_kicked() => {
+                tokio::select! {
+                    _ = crate::core::stopped(&mut shutdown) => return,
+                    _ = tokio::time::sleep(SETTLE) => {}
+                }
+            }
         }
         if let Err(e) = pass(&core, now_millis()).await {
             tracing::error!(error = %e, "autoscaler pass failed");

@@ -63,6 +63,7 @@ pub struct Core {
     pub metrics: crate::metrics::Latest,
     scheduler: Notify,
     provider: Notify,
+    autoscaler: Notify,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -92,6 +93,7 @@ impl Core {
             metrics: crate::metrics::Latest::default(),
             scheduler: Notify::new(),
             provider: Notify::new(),
+            autoscaler: Notify::new(),
             shutdown,
         }
     }
@@ -171,6 +173,16 @@ impl Core {
 
     pub async fn provider_kicked(&self) {
         self.provider.notified().await;
+    }
+
+    /// Asks the autoscaler for a look before its next tick (a job was
+    /// queued; coalesced).
+    pub fn kick_autoscaler(&self) {
+        self.autoscaler.notify_one();
+    }
+
+    pub async fn autoscaler_kicked(&self) {
+        self.autoscaler.notified().await;
     }
 
     /// A receiver that turns true when the coordinator shuts down.

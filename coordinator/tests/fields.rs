@@ -268,6 +268,13 @@ fn job_edit(path: &str) -> Option<JobEdit> {
                 reason: "sent by the client".into(),
             })
         },
+        "job.attempts" => |j| {
+            j.attempts = vec![pb::JobAttempt {
+                number: 4,
+                outcome: "succeeded".into(),
+                ..Default::default()
+            }]
+        },
         _ => return None,
     })
 }
@@ -371,6 +378,14 @@ fn cluster_edit(path: &str) -> Option<ClusterEdit> {
             }]
         },
         "cluster.current_node_count" => |c| c.current_node_count = 5,
+        "cluster.recent_events" => |c| {
+            c.recent_events = vec![pb::ClusterEvent {
+                seq: 9,
+                kind: "resize".into(),
+                message: "sent by the client".into(),
+                ..Default::default()
+            }]
+        },
         "cluster.node_state_counts" => |c| {
             c.node_state_counts = Some(pb::NodeStateCounts {
                 idle_node_count: 5,

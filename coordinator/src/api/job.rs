@@ -65,6 +65,7 @@ impl JobService for JobApi {
         tracing::info!(job = %job.id, name = %job.key, cluster = %job.spec.cluster, "job created");
         self.core.events.changed(&job);
         self.core.kick_scheduler();
+        self.core.kick_autoscaler();
         Ok(Response::new(job_to(&job)))
     }
 
