@@ -73,7 +73,9 @@ async fn autoscale_grows_an_empty_cluster_for_its_queue_and_shrinks_it_back() ->
         async move {
             let cl = cluster(&mut c).await?;
             let counts = cl.node_state_counts.unwrap_or_default();
-            Ok(cl.current_node_count == 3 && counts.running_node_count == 3)
+            Ok(cl.current_node_count == 3
+                && counts.running_node_count == 3
+                && cl.allocation_state == pb::AllocationState::Steady as i32)
         }
     })
     .await?;
@@ -83,14 +85,46 @@ async fn autoscale_grows_an_empty_cluster_for_its_queue_and_shrinks_it_back() ->
     assert_eq!(done.node_ids.len(), 3);
 
     // Idle past the grace: back to the minimum, zero.
-    bai_tests::eventually(WAIT, "the cluster back to zero", || {
+    bai_tests::eventually(WAIT, "the cluster back to zero, steady", || {
         let mut c = c.clone();
         async move {
             let cl = cluster(&mut c).await?;
-            Ok(cl.current_node_count == 0)
+            Ok(cl.current_node_count == 0
+                && cl.allocation_state == pb::AllocationState::Steady as i32)
         }
     })
     .await?;
+    // Each decision is in the cluster's events with its reason.
+    let events = c
+        .clusters
+        .list_cluster_events(pb::ListClusterEventsRequest {
+            workspace: "ws".into(),
+            cluster: "c1".into(),
+            max_results: 0,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .events;
+    let decisions: Vec<(String, Option<(i32, i32)>)> = events
+        .iter()
+        .filter(|e| e.kind == "autoscale")
+        .map(|e| (e.message.clone(), e.target.map(|t| (t.from, t.to))))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            (
+                "1 job queued need 3 nodes, 0 busy: 0 → 3".to_string(),
+                Some((0, 3))
+            ),
+            (
+                "3 nodes idle past the 2 s grace: 3 → 0".to_string(),
+                Some((3, 0))
+            )
+        ],
+        "{events:?}"
+    );
     let log = coord.log();
     assert!(
         log.contains("1 job queued need 3 nodes, 0 busy: 0 → 3"),

@@ -11,8 +11,8 @@
 //! - An agent's exit is an event, not polled: a task per agent waits on
 //!   `Child::wait` (agents we started) or a pidfd (adopted ones) and wakes
 //!   the provider. File and `/proc` work runs on blocking threads.
-//! - Resize down picks dead agents, then idle nodes, then nodes not yet
-//!   registered, then busy ones. The node is marked leaving (the scheduler
+//! - Resize down picks dead agents, then unusable and not yet registered
+//!   ones, then idle nodes, then nodes preparing, then busy ones. The node is marked leaving (the scheduler
 //!   skips it) and its running jobs are handled per the deallocation option:
 //!   requeue (terminated, then back to the queue), terminate (terminated, end
 //!   failed) or waitforjobcompletion. Once it has no jobs the agent gets
