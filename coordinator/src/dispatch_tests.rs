@@ -283,3 +283,76 @@ async fn a_coordinator_restart_restarts_the_lost_node_clock() {
     let lost = reap_lost_nodes(&h.core, started, started + timeout).await;
     assert_eq!(lost.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn the_run_time_rule_preempts_only_low_priority_nodes_whose_job_ran_past_it() {
+    use crate::domain::VmPriority;
+    let mut h = Harness::new(Settings::default()).await;
+    let mut low = fixtures::cluster("w", "low", 1);
+    low.spec.vm_priority = VmPriority::LowPriority;
+    h.core.store.create_cluster(low).await.unwrap();
+    // One job on the dedicated cluster's n1, one on the low-priority l1.
+    let dedicated = h
+        .core
+        .store
+        .create_job(fixtures::job("w", "e", "d", "c"))
+        .await
+        .unwrap();
+    let cheap = h
+        .core
+        .store
+        .create_job(fixtures::job("w", "e", "l", "low"))
+        .await
+        .unwrap();
+    h.node("n1", 10, true).await;
+    let reg = NodeRegistration {
+        node_id: "l1".into(),
+        workspace: "w".into(),
+        cluster: "low".into(),
+        info: NodeInfo::default(),
+        ready: true,
+        step: String::new(),
+    };
+    h.core.store.register_node(reg, 10).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let a = h.core.sessions.attach("l1", tx);
+    h.core.sessions.ready("l1", a.generation);
+    h.inboxes.push(("l1".into(), rx));
+    assert_eq!(pass(&h.core).await.unwrap(), 2);
+    for (job, node) in [(&dedicated, "n1"), (&cheap, "l1")] {
+        h.core
+            .store
+            .record_job_started(&job.id, node, 1_000)
+            .await
+            .unwrap();
+    }
+    let day = std::time::Duration::from_secs(86_400);
+    let at = |ms: i64| crate::autoscaler::preempt_long_runs(&h.core, day, 1_000 + ms);
+    assert_eq!(at(86_400_000 - 1).await.unwrap(), 0, "a millisecond early");
+    assert_eq!(
+        at(86_400_000).await.unwrap(),
+        1,
+        "only the low-priority node"
+    );
+    let l = h.core.store.get_job(&cheap.key).await.unwrap();
+    assert_eq!(l.execution_state, ExecutionState::Terminating);
+    assert!(l.requeue_on_exit);
+    assert!(
+        l.attempts[0]
+            .requeue_reason
+            .starts_with("preempted: a job ran 86400 s"),
+        "{:?}",
+        l.attempts
+    );
+    let d = h.core.store.get_job(&dedicated.key).await.unwrap();
+    assert_eq!(d.execution_state, ExecutionState::Running);
+    assert_eq!(
+        h.core.store.get_node("l1").await.unwrap().state,
+        NodeState::Leaving
+    );
+    assert_eq!(
+        at(2 * 86_400_000).await.unwrap(),
+        0,
+        "a leaving node is not preempted again"
+    );
+}
