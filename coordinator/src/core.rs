@@ -34,6 +34,9 @@ pub struct Settings {
     pub autoscale_idle_grace: Duration,
     /// A lowpriority node whose job ran this long is preempted (`None`: never).
     pub preempt_lowpriority_after: Option<Duration>,
+    /// The nodes are agents that join by themselves (no `--local-agents`):
+    /// the static provider, which cannot create nodes.
+    pub static_nodes: bool,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             autoscale_interval: Duration::from_secs(5),
             autoscale_idle_grace: Duration::from_secs(300),
             preempt_lowpriority_after: None,
+            static_nodes: false,
         }
     }
 }

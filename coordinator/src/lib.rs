@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod output;
 pub mod scheduler;
 pub mod setup_output;
+pub mod static_provider;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
@@ -138,6 +139,7 @@ pub async fn run(
                 autoscale_interval: config.autoscale_interval,
                 autoscale_idle_grace: config.autoscale_idle_grace,
                 preempt_lowpriority_after: config.preempt_lowpriority_after,
+                static_nodes: !config.local_agents,
             },
             stop_rx.clone(),
         )
@@ -214,7 +216,7 @@ pub async fn run(
         );
         Some(tokio::spawn(p.run()))
     } else {
-        None
+        Some(tokio::spawn(static_provider::run(core.clone())))
     };
 
     let metrics_server = match config.metrics_listen {

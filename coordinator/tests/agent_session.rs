@@ -760,3 +760,71 @@ fn follow_stdout(name: &str) -> pb::StreamOutputFileRequest {
         attempt: 0,
     }
 }
+
+#[tokio::test]
+async fn a_resize_down_of_static_nodes_removes_the_idle_one_and_shuts_its_agent_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path()).await;
+    c.seed(2).await;
+    let job = c.create_job("j", "sleep 600").await;
+    let (mut a, _) = FakeAgent::connect(&c, register("na", "c", vec![])).await;
+    a.assignment().await;
+    a.started(&job.id).await;
+    let (mut b, _) = FakeAgent::connect(&c, register("nb", "c", vec![])).await;
+    let get = || async {
+        c.clusters()
+            .get_cluster(pb::GetClusterRequest {
+                workspace: "w".into(),
+                name: "c".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    assert!(
+        get().await.errors.is_empty(),
+        "nothing missing at the target"
+    );
+    let resize = |target: i32| pb::UpdateClusterRequest {
+        workspace: "w".into(),
+        name: "c".into(),
+        scale_settings: Some(pb::ScaleSettings {
+            manual: Some(pb::ManualScaleSettings {
+                target_node_count: target,
+                node_deallocation_option: pb::DeallocationOption::Requeue as i32,
+            }),
+            auto_scale: None,
+        }),
+    };
+    c.clusters().update_cluster(resize(1)).await.unwrap();
+    // The idle node goes: its agent is told to shut down, the node deleted;
+    // the busy one and its job stay.
+    let reason = b
+        .until(|m| match m {
+            Out::Shutdown(s) => Some(s.reason),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("removed"), "{reason}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids: Vec<String> = c.nodes().await.into_iter().map(|n| n.node_id).collect();
+        if ids == ["na"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nodes {ids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.get_job("j").await.execution_state, S::Running as i32);
+    // The provider cannot create nodes: a target above what joined says so.
+    c.clusters().update_cluster(resize(3)).await.unwrap();
+    let errors = get().await.errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, "NodesMissing");
+    assert!(
+        errors[0].message.starts_with("2 of the target 3 nodes"),
+        "{errors:?}"
+    );
+    drop(a);
+    c.stop().await;
+}

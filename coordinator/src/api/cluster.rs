@@ -34,7 +34,21 @@ impl ClusterApi {
 
     async fn view(&self, c: Cluster) -> Result<pb::Cluster, Error> {
         let nodes = self.core.store.list_nodes(&c.workspace, &c.name).await?;
-        Ok(cluster_to(&ClusterView::new(c, &nodes)))
+        Ok(self.cluster_view(c, &nodes))
+    }
+
+    /// A cluster as the API shows it; with static nodes, how many are
+    /// missing (the provider cannot create them).
+    fn cluster_view(&self, c: Cluster, nodes: &[Node]) -> pb::Cluster {
+        let mut v = ClusterView::new(c, nodes);
+        if self.core.settings.static_nodes {
+            let joined = v.current_node_count - v.counts.leaving;
+            v.node_errors.extend(crate::static_provider::missing_error(
+                v.cluster.target_node_count,
+                joined,
+            ));
+        }
+        cluster_to(&v)
     }
 }
 
@@ -145,7 +159,7 @@ impl ClusterService for ClusterApi {
                     .get(c.name.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
-                cluster_to(&ClusterView::new(c, mine))
+                self.cluster_view(c, mine)
             })
             .collect();
         Ok(Response::new(pb::ListClustersResponse {
