@@ -15,6 +15,7 @@ pub mod events;
 pub mod local_provider;
 pub mod metrics;
 pub mod output;
+pub mod provider;
 pub mod scheduler;
 pub mod setup_output;
 pub mod static_provider;
@@ -214,10 +215,16 @@ pub async fn run(
             state.join("local-nodes"),
             args,
         );
-        Some(tokio::spawn(p.run()))
+        Box::new(p) as Box<dyn provider::NodeProvider>
     } else {
-        Some(tokio::spawn(static_provider::run(core.clone())))
+        Box::new(static_provider::StaticProvider::new(core.clone()))
     };
+    tracing::info!(
+        provider = provider.kind(),
+        creates_nodes = provider.can_create(),
+        "node provider"
+    );
+    let provider = tokio::spawn(provider.run());
 
     let metrics_server = match config.metrics_listen {
         Some(at) => {
@@ -255,9 +262,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     core.sessions.stop_all();
-    if let Some(p) = provider {
-        let _ = p.await;
-    }
+    let _ = provider.await;
     let _ = scheduler.await;
     let _ = lost_nodes.await;
     let _ = autoscaler.await;

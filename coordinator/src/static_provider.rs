@@ -28,19 +28,31 @@ use std::time::Duration;
 /// is deleted anyway (its jobs requeued or failed as they were to be).
 const GONE_AFTER_MS: i64 = 30_000;
 
-pub async fn run(core: Arc<Core>) {
-    let mut shutdown = core.shutdown();
-    let mut seen: HashMap<(String, String), u32> = HashMap::new();
-    let mut first = true;
-    loop {
-        if let Err(e) = pass(&core, &mut seen, first, now_millis()).await {
-            tracing::error!(error = %e, "static provider pass failed");
-        }
-        first = false;
-        tokio::select! {
-            _ = stopped(&mut shutdown) => return,
-            _ = core.provider_kicked() => {}
-            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+pub struct StaticProvider {
+    core: Arc<Core>,
+}
+
+impl StaticProvider {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    /// Looks at every kick (and every few seconds) until shutdown.
+    pub async fn run(self) {
+        let core = self.core;
+        let mut shutdown = core.shutdown();
+        let mut seen: HashMap<(String, String), u32> = HashMap::new();
+        let mut first = true;
+        loop {
+            if let Err(e) = pass(&core, &mut seen, first, now_millis()).await {
+                tracing::error!(error = %e, "static provider pass failed");
+            }
+            first = false;
+            tokio::select! {
+                _ = stopped(&mut shutdown) => return,
+                _ = core.provider_kicked() => {}
+                _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            }
         }
     }
 }
