@@ -324,7 +324,7 @@ pub fn resolve(
             rule: format!("{m:?} is not an address like 0.0.0.0:9150"),
         })?),
     };
-    Ok(Config {
+    let config = Config {
         local_agent_args,
         metrics_listen,
         listen,
@@ -368,7 +368,19 @@ pub fn resolve(
             Some(n) => Some(secs("preempt_lowpriority_after_secs", Some(n), n)?),
         },
         storage: storage(storage_file)?,
-    })
+    };
+    // A connected agent is lost a timeout after its last heartbeat: the
+    // timeout must leave room for a late one.
+    if config.node_lost_timeout < config.heartbeat_interval * 2 {
+        return Err(invalid(
+            "node_lost_timeout_secs",
+            format!(
+                "must be at least twice heartbeat_interval_secs ({} s)",
+                config.heartbeat_interval.as_secs()
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 fn invalid(field: &'static str, rule: String) -> ConfigError {
@@ -490,6 +502,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/srv/bai"));
+    }
+
+    #[test]
+    fn the_lost_node_timeout_leaves_room_for_a_late_heartbeat_and_preemption_is_off_by_default() {
+        let c = resolve(Args::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(c.preempt_lowpriority_after, None);
+        let args = |argv: &[&str]| {
+            let mut all = vec!["bai-coordinator"];
+            all.extend_from_slice(argv);
+            Args::parse_from(all)
+        };
+        let e = resolve(
+            args(&[
+                "--heartbeat-interval-secs",
+                "3",
+                "--node-lost-timeout-secs",
+                "5",
+            ]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("node_lost_timeout_secs"), "{e}");
+        let c = resolve(
+            args(&[
+                "--heartbeat-interval-secs",
+                "1",
+                "--node-lost-timeout-secs",
+                "4",
+                "--preempt-lowpriority-after-secs",
+                "86400",
+            ]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.preempt_lowpriority_after,
+            Some(Duration::from_secs(86_400))
+        );
+        let e = resolve(
+            args(&["--preempt-lowpriority-after-secs", "0"]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("preempt_lowpriority_after_secs"),
+            "{e}"
+        );
     }
 
     #[test]

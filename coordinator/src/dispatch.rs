@@ -169,7 +169,11 @@ pub async fn reap_lost_nodes(
         // a disconnected one from the last heartbeat stored.
         let connected = core.sessions.is_connected(&n.node_id);
         let last = if connected {
-            core.sessions.last_heartbeat(&n.node_id)
+            // Registering stores its time: a session that has not beaten
+            // yet counts from there.
+            core.sessions
+                .last_heartbeat(&n.node_id)
+                .max(n.last_heartbeat_time)
         } else {
             n.last_heartbeat_time
         };
