@@ -13,7 +13,10 @@
 //! Only a fall of the target removes nodes: nodes that register beyond the
 //! target are kept (until the next resize), so starting one more agent on a
 //! machine never makes another go. The targets seen are in memory: after a
-//! coordinator restart the first look takes them as they are.
+//! coordinator restart the first look takes them as they are. An autoScale
+//! cluster here still has its target set by its queue: a raise shows as
+//! missing nodes, and idle nodes past the grace are shut down (their agents
+//! do not come back by themselves).
 
 use crate::agent::registry::Outbound;
 use crate::core::{Core, stopped};
