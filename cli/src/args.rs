@@ -268,8 +268,9 @@ pub enum ClusterNodeCmd {
         count: Option<u64>,
     },
     /// Preempt a node of a lowpriority cluster, as its cloud would: the node
-    /// leaves, its jobs are terminated and requeued, and the cluster gets a
-    /// new node. Refused for a dedicated cluster's node.
+    /// leaves, its jobs are terminated and requeued, and a provider that can
+    /// create nodes (local mode) replaces it. Refused for a dedicated
+    /// cluster's node.
     Preempt {
         #[command(flatten)]
         cluster: ClusterArg,
