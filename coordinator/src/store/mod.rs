@@ -204,6 +204,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every node of every cluster of workspace `ws`, in node id order.
     async fn list_workspace_nodes(&self, ws: &str) -> Result<Vec<Node>>;
     async fn list_all_nodes(&self) -> Result<Vec<Node>>;
+    /// Every leaving node (of every cluster), in node id order, with its jobs.
+    async fn list_leaving_nodes(&self) -> Result<Vec<Node>>;
     /// Marks the node leaving; per `option` its running jobs become
     /// terminating (requeue: and go back to the queue when they exit).
     async fn begin_node_removal(

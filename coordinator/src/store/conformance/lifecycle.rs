@@ -141,6 +141,15 @@ pub async fn node_removal_requeues_or_fails(b: &dyn Backend) {
     assert_eq!(removal.node.state, NodeState::Leaving);
     assert_eq!(removal.terminating.len(), 1);
     assert!(removal.terminating[0].requeue_on_exit);
+    let leaving = s.list_leaving_nodes().await.unwrap();
+    assert_eq!(leaving.len(), 1);
+    assert_eq!(
+        (
+            leaving[0].node_id.as_str(),
+            leaving[0].running_job_ids.len()
+        ),
+        ("n1", 1)
+    );
     let mut e = exit(143);
     e.terminated = true;
     let j = s.finish_job(&a.id, "n1", e).await.unwrap().unwrap();

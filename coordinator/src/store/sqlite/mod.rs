@@ -220,6 +220,9 @@ impl Store for SqliteStore {
     async fn list_all_nodes(&self) -> Result<Vec<Node>> {
         self.read(nodes::list_all).await
     }
+    async fn list_leaving_nodes(&self) -> Result<Vec<Node>> {
+        self.read(nodes::list_leaving).await
+    }
     async fn begin_node_removal(
         &self,
         node_id: &str,

@@ -51,6 +51,16 @@ pub fn list_all(tx: &Transaction) -> Result<Vec<Node>> {
     rows::with_all_jobs(tx, nodes)
 }
 
+pub fn list_leaving(tx: &Transaction) -> Result<Vec<Node>> {
+    let nodes = query(
+        tx,
+        &select("state = 'leaving' ORDER BY node_id"),
+        [],
+        rows::node,
+    )?;
+    rows::with_all_jobs(tx, nodes)
+}
+
 /// The SQL form of [`transition::is_unoccupied`] over `nodes` (idle, no
 /// running or terminating job): the one pre-filter of free nodes; a test
 /// checks it selects exactly what the rule accepts.

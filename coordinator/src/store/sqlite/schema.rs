@@ -159,6 +159,11 @@ CREATE INDEX cluster_events_cluster ON cluster_events (workspace, cluster, seq);
 -- last; '[]' until its first assignment.
 ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
 "#,
+    r#"
+-- The providers look for leaving nodes at every pass: found by index, not
+-- by reading every node's row.
+CREATE INDEX nodes_state ON nodes (state);
+"#,
 ];
 
 /// The schema version this build writes.
