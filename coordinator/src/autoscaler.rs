@@ -7,7 +7,7 @@
 
 use crate::core::Core;
 use crate::domain::autoscale::{self, AutoScale, NodeView};
-use crate::domain::{NodeState, ScaleSettings, VmPriority, now_millis};
+use crate::domain::{ExecutionState, NodeState, ScaleSettings, VmPriority, now_millis};
 use crate::store::StoreError;
 use std::sync::Arc;
 
@@ -107,24 +107,44 @@ pub async fn preempt_long_runs(
     now: i64,
 ) -> Result<usize, crate::error::Error> {
     let limit = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    let low: std::collections::HashSet<(String, String)> = core
+        .store
+        .list_all_clusters()
+        .await?
+        .into_iter()
+        .filter(|c| c.spec.vm_priority == VmPriority::LowPriority)
+        .map(|c| (c.workspace, c.name))
+        .collect();
+    if low.is_empty() {
+        return Ok(0);
+    }
+    // Every running job in one read, not a query per node.
+    let mut overdue: Vec<String> = core
+        .store
+        .state_counts()
+        .await?
+        .active
+        .into_iter()
+        .filter(|j| {
+            j.execution_state == ExecutionState::Running
+                && low.contains(&(
+                    j.spec.cluster.workspace.clone(),
+                    j.spec.cluster.name.clone(),
+                ))
+                && j.attempt_started
+                && j.start_time.is_some_and(|s| now.saturating_sub(s) >= limit)
+        })
+        .filter_map(|j| j.node_id)
+        .collect();
+    overdue.sort();
+    overdue.dedup();
     let mut preempted = 0;
-    for c in core.store.list_all_clusters().await? {
-        if c.spec.vm_priority != VmPriority::LowPriority {
-            continue;
-        }
-        for n in core.store.list_nodes(&c.workspace, &c.name).await? {
-            if n.state != NodeState::Running {
-                continue;
-            }
-            let jobs = core.store.jobs_on_node(&n.node_id).await?;
-            let overdue = jobs.iter().any(|j| {
-                j.attempt_started && j.start_time.is_some_and(|s| now.saturating_sub(s) >= limit)
-            });
-            if overdue {
-                let reason = format!("a job ran {} s on a low-priority node", after.as_secs());
-                core.preempt_node(&n.node_id, &reason).await?;
-                preempted += 1;
-            }
+    for node in overdue {
+        let running = core.store.get_node(&node).await?.state == NodeState::Running;
+        if running {
+            let reason = format!("a job ran {} s on a low-priority node", after.as_secs());
+            core.preempt_node(&node, &reason).await?;
+            preempted += 1;
         }
     }
     Ok(preempted)

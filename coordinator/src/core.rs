@@ -252,12 +252,44 @@ impl Core {
             .preempt_node(node_id, reason, now_millis())
             .await?;
         tracing::warn!(node = %node_id, %reason, jobs = removal.terminating.len(), "node preempted");
+        self.stop_removed_jobs(&removal);
+        self.kick_provider();
+        Ok(removal.node)
+    }
+
+    /// A provider begins a node's removal: the node leaves, and its jobs
+    /// follow `option` (those now terminating are stopped).
+    pub async fn begin_node_removal(
+        &self,
+        node_id: &str,
+        option: crate::domain::DeallocationOption,
+        reason: &str,
+    ) -> std::result::Result<(), crate::store::StoreError> {
+        let removal = self
+            .store
+            .begin_node_removal(node_id, option, reason, now_millis())
+            .await?;
+        self.stop_removed_jobs(&removal);
+        Ok(())
+    }
+
+    /// A provider deletes a node (its removal done, or its agent gone):
+    /// the jobs still on it end or go back to the queue.
+    pub async fn remove_node(
+        &self,
+        node_id: &str,
+    ) -> std::result::Result<(), crate::store::StoreError> {
+        for job in self.store.remove_node(node_id, now_millis()).await? {
+            self.job_attempt_ended(&job);
+        }
+        Ok(())
+    }
+
+    fn stop_removed_jobs(&self, removal: &crate::store::NodeRemoval) {
         for job in &removal.terminating {
             self.events.changed(job);
             self.stop_job(job);
         }
-        self.kick_provider();
-        Ok(removal.node)
     }
 
     /// TerminateJob: queued → failed at once; running → terminating and the

@@ -79,7 +79,7 @@ pub async fn pass(
         still.insert(key, c.target_node_count);
         if !first && before.is_some_and(|b| c.target_node_count < b) {
             let nodes = core.store.list_nodes(&c.workspace, &c.name).await?;
-            shrink(core, c, &nodes, now).await?;
+            shrink(core, c, &nodes).await?;
         }
     }
     *seen = still;
@@ -90,7 +90,7 @@ pub async fn pass(
 }
 
 /// Marks the nodes beyond the cluster's target leaving.
-async fn shrink(core: &Core, c: &Cluster, nodes: &[Node], now: i64) -> Result<(), StoreError> {
+async fn shrink(core: &Core, c: &Cluster, nodes: &[Node]) -> Result<(), StoreError> {
     let members: Vec<Member> = nodes
         .iter()
         .filter(|n| n.state != NodeState::Leaving)
@@ -103,19 +103,9 @@ async fn shrink(core: &Core, c: &Cluster, nodes: &[Node], now: i64) -> Result<()
         .collect();
     for id in plan_cluster(c.target_node_count, &members).remove {
         tracing::info!(node = %id, cluster = %format!("{}/{}", c.workspace, c.name), "removing node (resize down)");
-        let removal = core
-            .store
-            .begin_node_removal(
-                &id,
-                c.spec.scale.deallocation(),
-                &format!("cluster target {}", c.target_node_count),
-                now,
-            )
+        let reason = format!("cluster target {}", c.target_node_count);
+        core.begin_node_removal(&id, c.spec.scale.deallocation(), &reason)
             .await?;
-        for job in &removal.terminating {
-            core.events.changed(job);
-            core.stop_job(job);
-        }
     }
     Ok(())
 }
@@ -134,9 +124,7 @@ async fn finish_removal(core: &Core, n: &Node, now: i64) -> Result<(), StoreErro
             reason: "the node is removed from its cluster".into(),
         },
     );
-    for job in core.store.remove_node(&n.node_id, now).await? {
-        core.job_attempt_ended(&job);
-    }
+    core.remove_node(&n.node_id).await?;
     tracing::info!(node = %n.node_id, "node removed");
     core.kick_scheduler();
     Ok(())

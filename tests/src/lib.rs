@@ -417,6 +417,25 @@ impl Clients {
             .into_inner())
     }
 
+    /// The whole event record of cluster `ws/cluster`, oldest first.
+    pub async fn cluster_events(
+        &mut self,
+        ws: &str,
+        cluster: &str,
+    ) -> Result<Vec<pb::ClusterEvent>> {
+        Ok(self
+            .clusters
+            .list_cluster_events(pb::ListClusterEventsRequest {
+                workspace: ws.into(),
+                cluster: cluster.into(),
+                max_results: 0,
+                page_token: String::new(),
+            })
+            .await?
+            .into_inner()
+            .events)
+    }
+
     /// The nodes of cluster `ws/cluster`.
     pub async fn nodes(&mut self, ws: &str, cluster: &str) -> Result<Vec<pb::Node>> {
         Ok(self

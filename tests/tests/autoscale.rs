@@ -95,17 +95,7 @@ async fn autoscale_grows_an_empty_cluster_for_its_queue_and_shrinks_it_back() ->
     })
     .await?;
     // Each decision is in the cluster's events with its reason.
-    let events = c
-        .clusters
-        .list_cluster_events(pb::ListClusterEventsRequest {
-            workspace: "ws".into(),
-            cluster: "c1".into(),
-            max_results: 0,
-            page_token: String::new(),
-        })
-        .await?
-        .into_inner()
-        .events;
+    let events = c.cluster_events("ws", "c1").await?;
     let decisions: Vec<(String, Option<(i32, i32)>)> = events
         .iter()
         .filter(|e| e.kind == "autoscale")

@@ -87,19 +87,6 @@ fn alive(pid: i32) -> bool {
         })
 }
 
-async fn events(c: &mut Clients, name: &str) -> Result<Vec<pb::ClusterEvent>> {
-    Ok(c.clusters
-        .list_cluster_events(pb::ListClusterEventsRequest {
-            workspace: "ws".into(),
-            cluster: name.into(),
-            max_results: 0,
-            page_token: String::new(),
-        })
-        .await?
-        .into_inner()
-        .events)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_deallocation_option_decides_what_a_removed_nodes_job_becomes() -> Result<()> {
     let coord = Coordinator::start()?;
@@ -207,7 +194,7 @@ async fn each_deallocation_option_decides_what_a_removed_nodes_job_becomes() -> 
     );
 
     // The record tells it: each node leaving with its option, and removed.
-    let ev = events(&mut c, "req").await?;
+    let ev = c.cluster_events("ws", "req").await?;
     let kinds: Vec<_> = ev.iter().map(|e| e.kind.as_str()).collect();
     for k in [
         "created",
@@ -402,7 +389,7 @@ async fn a_stopped_agent_past_the_grace_loses_its_job_and_kills_the_old_copy_whe
             .await?,
         b"first\n"
     );
-    let ev = events(&mut c, "c1").await?;
+    let ev = c.cluster_events("ws", "c1").await?;
     assert!(
         ev.iter()
             .any(|e| e.kind == "node-lost" && e.node_id == node),

@@ -95,6 +95,16 @@ impl ClusterEvent {
         }
     }
 
+    /// An event about `node`, of its cluster.
+    pub fn of_node(
+        node: &super::Node,
+        now: Millis,
+        kind: ClusterEventKind,
+        message: String,
+    ) -> Self {
+        Self::new(&node.workspace, &node.cluster, now, kind, message).node(&node.node_id)
+    }
+
     pub fn node(mut self, node_id: &str) -> Self {
         self.node_id = Some(node_id.to_owned());
         self

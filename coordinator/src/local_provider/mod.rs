@@ -31,7 +31,7 @@ pub use process::{Launcher, NodeRecord};
 
 use crate::agent::registry::Outbound;
 use crate::core::{Core, stopped};
-use crate::domain::{Node, NodeState, now_millis};
+use crate::domain::{Node, NodeState};
 use crate::store::StoreError;
 use bai_common::process::ProcessHandle;
 use nix::sys::signal::Signal;
@@ -438,20 +438,10 @@ impl LocalProvider {
             for id in plan.remove {
                 tracing::info!(node = %id, cluster = %format!("{}/{}", c.workspace, c.name), "removing local node (resize down)");
                 if nodes.contains_key(&id) {
-                    let removal = self
-                        .core
-                        .store
-                        .begin_node_removal(
-                            &id,
-                            c.spec.scale.deallocation(),
-                            &format!("cluster target {}", c.target_node_count),
-                            now_millis(),
-                        )
+                    let reason = format!("cluster target {}", c.target_node_count);
+                    self.core
+                        .begin_node_removal(&id, c.spec.scale.deallocation(), &reason)
                         .await?;
-                    for job in &removal.terminating {
-                        self.core.events.changed(job);
-                        self.core.stop_job(job);
-                    }
                 }
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.removing = Some(Removing {
@@ -524,10 +514,7 @@ impl LocalProvider {
                 continue;
             }
             if node.is_some() {
-                let changed = self.core.store.remove_node(&id, now_millis()).await?;
-                for job in &changed {
-                    self.core.job_attempt_ended(job);
-                }
+                self.core.remove_node(&id).await?;
             }
             let dir = a.dir.clone();
             match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {

@@ -339,17 +339,15 @@ fn leave(
     };
     cluster_events::record(
         tx,
-        &ClusterEvent::new(
-            &node.workspace,
-            &node.cluster,
+        &ClusterEvent::of_node(
+            &node,
             now,
             kind,
             format!(
                 "node {node_id} leaving ({reason}; node deallocation {}): {jobs}",
                 option.as_str()
             ),
-        )
-        .node(node_id),
+        ),
     )?;
     Ok(NodeRemoval {
         node: get(tx, node_id)?,
@@ -370,14 +368,12 @@ pub fn remove(tx: &Transaction, node_id: &str, now: Millis) -> Result<Vec<Job>> 
     super::gpu_health::forget(tx, node_id)?;
     cluster_events::record(
         tx,
-        &ClusterEvent::new(
-            &node.workspace,
-            &node.cluster,
+        &ClusterEvent::of_node(
+            &node,
             now,
             ClusterEventKind::NodeRemoved,
             format!("node {node_id} removed{}", jobs_words(&changed)),
-        )
-        .node(node_id),
+        ),
     )?;
     Ok(changed)
 }
@@ -424,9 +420,8 @@ pub fn mark_lost(
     set_state(tx, &node, transition::node_lost(node.state), now)?;
     cluster_events::record(
         tx,
-        &ClusterEvent::new(
-            &node.workspace,
-            &node.cluster,
+        &ClusterEvent::of_node(
+            &node,
             now,
             ClusterEventKind::NodeLost,
             format!(
@@ -434,8 +429,7 @@ pub fn mark_lost(
                 error.message,
                 jobs_words(&changed)
             ),
-        )
-        .node(node_id),
+        ),
     )?;
     rows::exec(
         tx,
