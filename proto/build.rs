@@ -9,6 +9,7 @@ const FILES: &[&str] = &[
     "bai/v1/resources.proto",
     "bai/v1/api.proto",
     "bai/v1/agent.proto",
+    "bai/v1/auth.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

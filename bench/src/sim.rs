@@ -430,6 +430,8 @@ impl SimAgent {
             Some(Down::OutputAck(_))
             | Some(Down::Registered(_))
             | Some(Down::SetupOutputAck(_))
+            | Some(Down::RenewCertificate(_))
+            | Some(Down::CertificateIssued(_))
             | None => {}
             Some(Down::Shutdown(_)) => return Ok(true),
         }

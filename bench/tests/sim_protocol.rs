@@ -63,6 +63,15 @@ impl AgentService for Fake {
     type SessionStream =
         Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, tonic::Status>> + Send>>;
 
+    async fn join(
+        &self,
+        _req: tonic::Request<pb::JoinRequest>,
+    ) -> Result<tonic::Response<pb::JoinResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the fake coordinator does not join agents",
+        ))
+    }
+
     async fn session(
         &self,
         req: tonic::Request<tonic::Streaming<pb::AgentMessage>>,

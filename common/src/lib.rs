@@ -26,6 +26,8 @@
 //! - `standins` (feature `standins`, for tests only): real servers started on loopback for a
 //!   test (Samba, Azurite, sshd), each in its own temporary directory and stopped on drop, and
 //!   `standins::require`, the "skip outside CI, fail in CI" gate.
+//! - `trust` (feature `trust`): token shapes and hashes, node keys and CSRs, certificate
+//!   fingerprints, 0600 key files, and tonic client TLS settings with a bearer token.
 
 pub mod fs;
 pub mod hash;
@@ -36,3 +38,5 @@ pub mod size;
 #[cfg(feature = "standins")]
 pub mod standins;
 pub mod telemetry;
+#[cfg(feature = "trust")]
+pub mod trust;

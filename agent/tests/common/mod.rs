@@ -97,6 +97,15 @@ struct Svc {
 impl AgentService for Svc {
     type SessionStream = UnboundedReceiverStream<Result<pb::CoordinatorMessage, Status>>;
 
+    async fn join(
+        &self,
+        _req: Request<pb::JoinRequest>,
+    ) -> Result<tonic::Response<pb::JoinResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the fake coordinator does not join agents",
+        ))
+    }
+
     async fn session(
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
@@ -261,6 +270,7 @@ impl Store {
                 None
             }
             AgentMsg::Register(_) => panic!("a second Register in one session"),
+            AgentMsg::CertificateRequest(_) => panic!("a CSR nobody asked for"),
             AgentMsg::NodeStatus(st) => {
                 self.node_status.push(st);
                 None

@@ -130,7 +130,9 @@ fn exited_from(e: pb::JobExited, now: Millis) -> Exited {
 /// An agent message; `now` fills in times the agent left out.
 pub fn inbound(m: pb::AgentMessage, now: Millis) -> Inbound {
     match m.msg {
-        None => Inbound::Unknown,
+        // Certificate renewal (agent.proto rule 8) is not served yet: this
+        // coordinator never sends RenewCertificate, so a CSR is unasked for.
+        None | Some(In::CertificateRequest(_)) => Inbound::Unknown,
         Some(In::Register(r)) => Inbound::Register(Box::new(Register {
             node_id: r.node_id,
             workspace: r.workspace,
