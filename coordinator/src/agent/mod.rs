@@ -61,9 +61,12 @@ impl AgentService for AgentApi {
     /// Joining with a token (agent.proto, "Identity") is not served yet: the
     /// request is refused whole, so no token or CSR is taken and ignored.
     async fn join(&self, _request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        Err(Status::unimplemented(
-            "Join: this coordinator does not issue node certificates yet (issue 12); \
-             agents connect without one",
+        Err(crate::error::to_status(
+            &crate::error::Error::Unimplemented(
+                "Join: this coordinator does not issue node certificates yet (issue 12); \
+             agents connect without one"
+                    .into(),
+            ),
         ))
     }
 }
