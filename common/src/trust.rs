@@ -99,7 +99,7 @@ pub fn random<const N: usize>() -> [u8; N] {
 /// bits, so a plain hash (no salt, no stretching) is enough to make the store useless to a
 /// thief.
 pub fn hash_secret(whole: &str) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, whole.as_bytes()).as_ref())
+    sha256_hex(whole.as_bytes())
 }
 
 /// Compares two hashes in constant time.
@@ -113,15 +113,15 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 
 /// The hex SHA-256 of a certificate's DER.
 pub fn fingerprint(der: &[u8]) -> String {
-    hash_bytes(der)
+    sha256_hex(der)
 }
 
-fn hash_bytes(b: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+fn sha256_hex(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 /// Writes a private file (a key, a token) atomically with mode 0600.
